@@ -1,0 +1,1 @@
+"""Starts and stops the local stand-ins for Azure services: used by `make dev` and the tests."""

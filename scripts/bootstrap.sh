@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what the local stack and the tests need on a fresh machine; idempotent and quick when
+# everything is already there. Used by `make dev`, `make test` and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.installed
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# Reinstall when a requirements file changed since the last install.
+if [ ! -f "$STAMP" ] || [ -n "$(find requirements*.txt streaming_gateway/requirements.txt -newer "$STAMP" 2>/dev/null)" ]; then
+  echo "bootstrap: installing Python packages"
+  "$VENV/bin/pip" install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/pip" install --quiet -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/python" -c "import aiohttp, redis, openai, pydantic, jwt, azure.functions, azure.durable_functions, azure.cosmos, pytest" \
+    || { echo "bootstrap: Python packages failed to install" >&2; exit 1; }
+  touch "$STAMP"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "bootstrap: installing redis-server from Debian's packages"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing Node packages (azurite, cosmosdb-server)"
+  npm ci --no-audit --no-fund --loglevel=error 2>&1 | grep -v 'Unknown user config' || true
+  [ -f node_modules/azurite/dist/src/azurite.js ] && [ -f node_modules/@vercel/cosmosdb-server/lib/cli.js ] \
+    || { echo "bootstrap: Node packages failed to install" >&2; exit 1; }
+fi

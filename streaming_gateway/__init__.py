@@ -1,0 +1,1 @@
+"""The streaming gateway: authenticated chat streamed over WebSocket, SSE and an OpenAI-compatible API."""
