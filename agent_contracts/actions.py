@@ -140,6 +140,7 @@ class ActionResult(_Wire):
     tool_call_id: str | None = None
     status: ActionStatus
     attempts: int = Field(default=0, ge=0)
+    max_attempts: int | None = Field(default=None, ge=1)
     result: Any = None
     error: str | None = None
     attempt_history: list[AttemptRecord] = Field(default_factory=list)

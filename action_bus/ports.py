@@ -1,0 +1,43 @@
+"""Ports (protocols) of the action bus. The gateway and the worker depend on these, never on an SDK."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent_contracts import ActionRequest, ActionResult
+
+
+class ActionBusError(Exception):
+    """Root of the action bus's errors."""
+
+
+class BusUnavailable(ActionBusError):
+    """The bus could not be reached; the caller keeps the message and retries later."""
+
+
+class ActionBus(Protocol):
+    """Where the gateway's outbox relay hands accepted actions (Service Bus queue "actions")."""
+
+    async def publish(self, request: ActionRequest) -> None:
+        """Send one request; at-least-once. Raises BusUnavailable when it could not be sent."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ActionUpdateSink(Protocol):
+    """Where the pipeline reports each status change of an action back to the gateway."""
+
+    async def publish_update(self, update: ActionResult) -> None: ...
+
+
+class ActionUpdateSource(Protocol):
+    """What the gateway reads action status changes from (any pod may take any update)."""
+
+    async def next_updates(self, max_count: int = 50, wait_s: float = 5.0) -> list[tuple[str, ActionResult]]:
+        """Up to max_count (delivery_id, update) pairs, waiting at most wait_s for the first."""
+        ...
+
+    async def ack(self, delivery_id: str) -> None:
+        """Done with one update: it is not delivered again."""
+        ...
