@@ -6,6 +6,7 @@ path is `/conversationId` and both deployables read the same JSON.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -94,6 +95,19 @@ class ActionRequest(_Wire):
     #: W3C trace context (traceparent, tracestate) so one trace spans both deployables.
     trace_context: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
+    #: 0 for the first run; a replay of a dead-lettered action (after a fix) carries the next number,
+    #: so it starts a fresh orchestration and may replace the final result of the previous run.
+    replay_count: int = Field(default=0, ge=0, le=1000)
+
+    @property
+    def message_id(self) -> str:
+        """Bus message id: the idempotency key, so the bus drops a re-sent duplicate; a replay is new."""
+        if self.replay_count == 0:
+            return self.idempotency_key
+        message_id = f"{self.idempotency_key}#r{self.replay_count}"
+        if len(message_id) > 128:  # Service Bus caps MessageId at 128 characters
+            message_id = "sha256-" + hashlib.sha256(message_id.encode()).hexdigest()
+        return message_id
 
     @field_validator("arguments")
     @classmethod
@@ -147,6 +161,8 @@ class ActionResult(_Wire):
     created_at: datetime
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+    #: Which run of the action wrote this document (ActionRequest.replay_count).
+    replay_count: int = Field(default=0, ge=0)
 
     @classmethod
     def queued_for(cls, request: ActionRequest) -> ActionResult:
@@ -160,4 +176,5 @@ class ActionResult(_Wire):
             tool_call_id=request.tool_call_id,
             status=ActionStatus.queued,
             created_at=request.created_at,
+            replay_count=request.replay_count,
         )

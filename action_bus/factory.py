@@ -1,0 +1,65 @@
+"""Choose the action bus adapters from settings: Service Bus when configured, else Redis Streams.
+
+`settings` is any object with `servicebus_connection_string`, `servicebus_fully_qualified_namespace`
+and `servicebus_actions_queue`; `servicebus_updates_queue` is optional (default "action-updates"),
+so the gateway's and the function app's settings both fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from action_bus.local import RedisStreamsActionBus, RedisUpdateSink, RedisUpdateSource
+from action_bus.ports import ActionBus, ActionUpdateSink, ActionUpdateSource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPDATES_QUEUE = "action-updates"
+
+
+def updates_queue(settings: Any) -> str:
+    return getattr(settings, "servicebus_updates_queue", None) or DEFAULT_UPDATES_QUEUE
+
+
+def uses_servicebus(settings: Any) -> bool:
+    return bool(settings.servicebus_connection_string or settings.servicebus_fully_qualified_namespace)
+
+
+def servicebus_client(settings: Any) -> Any:
+    """A ServiceBusClient from a connection string, or Entra ID (managed identity) for a namespace."""
+    from azure.servicebus.aio import ServiceBusClient
+
+    if settings.servicebus_connection_string:
+        return ServiceBusClient.from_connection_string(settings.servicebus_connection_string)
+    from azure.identity.aio import DefaultAzureCredential
+
+    return ServiceBusClient(settings.servicebus_fully_qualified_namespace, DefaultAzureCredential())
+
+
+def create_action_bus(redis: aioredis.Redis, settings: Any) -> ActionBus:
+    if uses_servicebus(settings):
+        from action_bus.servicebus import ServiceBusActionBus
+
+        log.info("action bus: Service Bus queue %s", settings.servicebus_actions_queue)
+        return ServiceBusActionBus(servicebus_client(settings), settings.servicebus_actions_queue)
+    log.info("action bus: Redis stream %s (no Service Bus configured)", settings.servicebus_actions_queue)
+    return RedisStreamsActionBus(redis, settings.servicebus_actions_queue)
+
+
+def create_update_sink(redis: aioredis.Redis, settings: Any) -> ActionUpdateSink:
+    if uses_servicebus(settings):
+        from action_bus.servicebus import ServiceBusUpdateSink
+
+        return ServiceBusUpdateSink(servicebus_client(settings), updates_queue(settings))
+    return RedisUpdateSink(redis, updates_queue(settings))
+
+
+def create_update_source(redis: aioredis.Redis, settings: Any) -> ActionUpdateSource:
+    if uses_servicebus(settings):
+        from action_bus.servicebus import ServiceBusUpdateSource
+
+        return ServiceBusUpdateSource(servicebus_client(settings), updates_queue(settings))
+    return RedisUpdateSource(redis, updates_queue(settings))

@@ -1,0 +1,108 @@
+"""The gateway's outbox: an accepted action is in Redis before the client hears so, and a relay
+moves it to the bus, retrying while the bus is down, so a bus outage loses nothing.
+
+Accepted requests wait on a Redis stream with a consumer group ("relay"): with several gateway
+pods each request goes to one relay; a relay that dies leaves its entries pending and another
+reclaims them once idle. The rare re-publish after such a crash carries the same message id, so
+the bus's duplicate detection drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from action_bus.ports import ActionBus, ActionBusError, BusUnavailable
+from action_bus.redis_streams import REDIS_DOWN, Delivery, StreamQueue
+from agent_contracts import ActionRequest
+
+log = logging.getLogger(__name__)
+
+#: How long an idempotency key is remembered: a client retrying within it gets no second action.
+ACCEPTED_KEY_TTL_S = 7 * 24 * 3600
+
+
+class OutboxUnavailable(BusUnavailable):
+    """The outbox's Redis could not be reached: the request was NOT accepted."""
+
+
+class Outbox:
+    def __init__(self, redis: aioredis.Redis, bus: ActionBus, *, name: str = "outbox", batch: int = 50,
+                 claim_idle_ms: int = 30_000, backoff_s: tuple[float, float] = (0.2, 10.0)) -> None:
+        self.bus = bus
+        self.queue = StreamQueue(redis, name, "relay", max_deliveries=None, claim_idle_ms=claim_idle_ms,
+                                 dedup_window_s=ACCEPTED_KEY_TTL_S)
+        self.batch = batch
+        self.backoff_s = backoff_s
+
+    async def accept(self, request: ActionRequest) -> bool:
+        """Store the request durably; False when its idempotency key was already accepted."""
+        try:
+            return await self.queue.send(request.idempotency_key, request.to_json())
+        except BusUnavailable as exc:
+            raise OutboxUnavailable(str(exc)) from exc
+
+    async def pending(self) -> int:
+        """Requests accepted and not yet on the bus."""
+        return await self.queue.depth()
+
+    async def run_relay(self, stop: asyncio.Event) -> None:
+        """Publish accepted requests until `stop` is set; each entry leaves the outbox only once published."""
+        delay = self.backoff_s[0]
+        backlog: list[Delivery] = []
+        while not stop.is_set():
+            try:
+                if not backlog:
+                    backlog = await self.queue.receive(self.batch, wait_s=0.5)
+                    continue
+                await self._publish_backlog(backlog)
+                delay = self.backoff_s[0]
+            except BusUnavailable as exc:
+                log.warning("outbox relay: bus unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._wait(stop, delay)
+                delay = min(delay * 2, self.backoff_s[1])
+                if backlog:
+                    await self._keep(backlog)
+            except REDIS_DOWN as exc:
+                log.warning("outbox relay: redis unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._wait(stop, delay)
+                delay = min(delay * 2, self.backoff_s[1])
+
+    async def _publish_backlog(self, backlog: list[Delivery]) -> None:
+        while backlog:
+            delivery = backlog[0]
+            try:
+                request = ActionRequest.model_validate_json(delivery.body)
+            except ValidationError as exc:
+                await self.queue.dead_letter(delivery, f"unreadable outbox entry: {exc.error_count()} errors")
+                backlog.pop(0)
+                continue
+            try:
+                await self.bus.publish(request)
+            except BusUnavailable:
+                raise
+            except ActionBusError as exc:  # refused for good (e.g. too large): keep it, visibly
+                await self.queue.dead_letter(delivery, str(exc))
+                backlog.pop(0)
+                continue
+            await self.queue.ack(delivery.delivery_id)
+            backlog.pop(0)
+            log.info("outbox relay: published action %s (%s)", request.action_id, request.name)
+
+    async def _keep(self, backlog: list[Delivery]) -> None:
+        """Still ours: reset idle time so other relays do not take entries we are about to retry."""
+        try:
+            await self.queue.touch([d.delivery_id for d in backlog])
+        except REDIS_DOWN:
+            pass
+
+    @staticmethod
+    async def _wait(stop: asyncio.Event, delay: float) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay * (0.8 + 0.4 * random.random()))
+        except asyncio.TimeoutError:
+            pass

@@ -1,0 +1,97 @@
+"""The long-lived clients activities use (Cosmos DB, HTTP, update sink), built once per process on
+first use, never at import. The Functions worker keeps one per worker process; the local worker
+and the tests build their own and install it with `use_runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import CosmosClient
+
+from action_bus.factory import create_update_sink
+from action_bus.ports import ActionUpdateSink
+from function_app.deadletters_store import CosmosDeadLetterStore, DeadLetterStore
+from function_app.registry import ActionRegistry, default_registry
+from function_app.results import CosmosResultStore, ResultStore
+from function_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: ActionRegistry
+    results: ResultStore
+    dead_letters: DeadLetterStore
+    updates: ActionUpdateSink
+    http: aiohttp.ClientSession
+    _closers: tuple[Any, ...] = ()
+
+    async def aclose(self) -> None:
+        for closer in self._closers:
+            await closer()
+
+
+def cosmos_client(settings: Settings) -> CosmosClient:
+    if settings.cosmos_key:
+        credential: Any = settings.cosmos_key
+    else:
+        from azure.identity.aio import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    return CosmosClient(settings.cosmos_endpoint, credential=credential,
+                        connection_verify=settings.cosmos_verify_tls)
+
+
+async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = None) -> Runtime:
+    cosmos = cosmos_client(settings)
+    if settings.cosmos_create_if_missing:
+        database = await cosmos.create_database_if_not_exists(settings.cosmos_database)
+        results = await database.create_container_if_not_exists(
+            settings.cosmos_container, partition_key=PartitionKey("/conversationId"))
+        dead = await database.create_container_if_not_exists(
+            settings.cosmos_deadletter_container, partition_key=PartitionKey("/partition"))
+    else:
+        database = cosmos.get_database_client(settings.cosmos_database)
+        results = database.get_container_client(settings.cosmos_container)
+        dead = database.get_container_client(settings.cosmos_deadletter_container)
+    own_redis = redis is None
+    redis = redis or aioredis.Redis.from_url(settings.redis_url)  # connects only if the local bus is used
+    updates = create_update_sink(redis, settings)
+    http = aiohttp.ClientSession()
+    closers: list[Any] = [http.close, cosmos.close]
+    if hasattr(updates, "close"):
+        closers.append(updates.close)
+    if own_redis:
+        closers.append(redis.aclose)
+    return Runtime(settings, default_registry(settings), CosmosResultStore(results), CosmosDeadLetterStore(dead),
+                   updates, http, tuple(closers))
+
+
+_current: Runtime | None = None
+_lock: asyncio.Lock | None = None
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """Install the runtime activities use (the local worker and tests); None clears it."""
+    global _current
+    _current = runtime
+
+
+async def current_runtime() -> Runtime:
+    """The process's runtime, built from the app settings on first use (in the Functions worker)."""
+    global _current, _lock
+    if _current is None:
+        _lock = _lock or asyncio.Lock()
+        async with _lock:
+            if _current is None:
+                _current = await build_runtime(Settings.from_env())
+    return _current

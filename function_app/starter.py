@@ -1,0 +1,69 @@
+"""Turn one bus message into at most one orchestration, for the Functions trigger and the local
+worker alike: validate, derive the instance id from the idempotency key, start unless an instance
+already exists (whatever its status), and dead-letter a message that is not a valid action.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
+
+from agent_contracts import ActionRequest
+from function_app.deadletters_store import DeadLetter, DeadLetterStore
+from function_app.errors import OrchestrationStartFailed
+from function_app.orchestration import ORCHESTRATOR, instance_id_for
+
+log = logging.getLogger(__name__)
+
+MAX_RAW_BODY_KEPT = 64 * 1024
+
+StartOutcome = Literal["started", "duplicate", "dead_lettered"]
+
+
+class OrchestrationStarter(Protocol):
+    async def exists(self, instance_id: str) -> bool: ...
+    async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None: ...
+
+
+class DurableClientStarter:
+    """The Functions host's durable client (an HTTP API of the Durable extension)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def exists(self, instance_id: str) -> bool:
+        status = await self.client.get_status(instance_id)
+        return status is not None and status.runtime_status is not None
+
+    async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None:
+        await self.client.start_new(orchestrator, instance_id, input_)
+
+
+def parse_request(body: bytes | str) -> ActionRequest:
+    return ActionRequest.model_validate_json(body)
+
+
+async def start_from_message(body: bytes | str, message_id: str, starter: OrchestrationStarter,
+                             dead_letters: DeadLetterStore) -> StartOutcome:
+    """Raises OrchestrationStartFailed when the start itself failed: the message must not be completed."""
+    try:
+        request = parse_request(body)
+    except ValidationError as exc:
+        reason = f"not a valid ActionRequest: {exc.error_count()} errors: {exc.errors()[0]['msg']}"
+        raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        await dead_letters.put(DeadLetter(id=f"message-{message_id}", kind="invalid_message", reason=reason,
+                                          raw_body=raw[:MAX_RAW_BODY_KEPT]))
+        log.warning("message %s dead-lettered: %s", message_id, reason)
+        return "dead_lettered"
+    instance_id = instance_id_for(request.idempotency_key, request.replay_count)
+    try:
+        if await starter.exists(instance_id):
+            log.info("action %s: orchestration %s exists; redelivery ignored", request.action_id, instance_id)
+            return "duplicate"
+        await starter.start(ORCHESTRATOR, instance_id, request.to_wire())
+    except Exception as exc:  # any failure to start: re-raised so the message is retried, never lost
+        raise OrchestrationStartFailed(instance_id, f"{type(exc).__name__}: {exc}") from exc
+    log.info("action %s (%s): started orchestration %s", request.action_id, request.name, instance_id)
+    return "started"

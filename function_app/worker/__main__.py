@@ -1,0 +1,57 @@
+"""`python -m function_app.worker`: the local action worker (Redis Streams broker, same orchestrator
+and activities as the Functions app). Settings from the environment as the function app reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import redis.asyncio as aioredis
+
+from agent_contracts.settings import SettingsError
+from function_app.runtime import build_runtime, use_runtime
+from function_app.settings import Settings
+from function_app.worker.service import Worker
+
+log = logging.getLogger("function_app.worker")
+
+
+async def serve(settings: Settings) -> None:
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    runtime = await build_runtime(settings, redis=redis)
+    use_runtime(runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = Worker(redis, runtime)
+    log.info("worker %s: consuming %s from %s", worker.queue.consumer, settings.servicebus_actions_queue,
+             settings.redis_url)
+    try:
+        await worker.run(stop)
+    finally:
+        use_runtime(None)
+        await runtime.aclose()
+        await redis.aclose()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    if settings.uses_servicebus:
+        log.error("Service Bus is configured: actions are consumed by the Functions app, not this worker")
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

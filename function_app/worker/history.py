@@ -1,0 +1,100 @@
+"""History events shaped as the Durable extension sends them, and one replay of an orchestrator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+EXECUTION_STARTED, TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 0, 4, 5, 6
+TIMER_CREATED, TIMER_FIRED, ORCHESTRATOR_STARTED, ORCHESTRATOR_COMPLETED = 10, 11, 12, 13
+CALL_ACTIVITY, CREATE_TIMER = 0, 5
+OUT_OF_PROC_MARKER = "$OutOfProcData$:"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def event(event_type: int, at: datetime, event_id: int = -1, **fields: Any) -> dict[str, Any]:
+    return {"EventType": event_type, "EventId": event_id, "IsPlayed": False, "Timestamp": iso(at), **fields}
+
+
+def orchestrator_started(at: datetime) -> dict[str, Any]:
+    return event(ORCHESTRATOR_STARTED, at)
+
+
+def execution_started(at: datetime, name: str, input_json: str) -> dict[str, Any]:
+    return event(EXECUTION_STARTED, at, Name=name, Input=input_json, Version="")
+
+
+def orchestrator_completed(at: datetime) -> dict[str, Any]:
+    return event(ORCHESTRATOR_COMPLETED, at)
+
+
+def task_scheduled(at: datetime, task_id: int, name: str) -> dict[str, Any]:
+    return event(TASK_SCHEDULED, at, task_id, Name=name)
+
+
+def task_completed(at: datetime, task_id: int, result_json: str) -> dict[str, Any]:
+    return event(TASK_COMPLETED, at, TaskScheduledId=task_id, Result=result_json)
+
+
+def task_failed(at: datetime, task_id: int, reason: str, details: str) -> dict[str, Any]:
+    return event(TASK_FAILED, at, TaskScheduledId=task_id, Reason=reason, Details=details)
+
+
+def timer_created(at: datetime, task_id: int, fire_at: str) -> dict[str, Any]:
+    return event(TIMER_CREATED, at, task_id, FireAt=fire_at)
+
+
+def timer_fired(at: datetime, task_id: int, fire_at: str) -> dict[str, Any]:
+    return event(TIMER_FIRED, at, TimerId=task_id, FireAt=fire_at)
+
+
+def with_played_flags(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """IsPlayed as the host sets it: true for every event before the current episode."""
+    last_start = max((i for i, e in enumerate(history) if e["EventType"] == ORCHESTRATOR_STARTED), default=0)
+    return [{**e, "IsPlayed": i < last_start} for i, e in enumerate(history)]
+
+
+def context_json(instance_id: str, history: list[dict[str, Any]], input_json: str | None) -> str:
+    return json.dumps({"history": with_played_flags(history), "instanceId": instance_id,
+                       "isReplaying": len(history) > 2, "parentInstanceId": None, "input": input_json,
+                       "upperSchemaVersion": 0})
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one replay of the orchestrator answered."""
+
+    done: bool
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    output: Any = None
+    error: str | None = None
+
+
+def replay(handle: Callable[[str], str], instance_id: str, history: list[dict[str, Any]],
+           input_json: str | None) -> Turn:
+    """Run the orchestrator over the history; a failed orchestration comes back as Turn.error."""
+    try:
+        state = json.loads(handle(context_json(instance_id, history, input_json)))
+    except Exception as exc:  # the SDK raises with its state appended: that is the orchestration's failure
+        message = str(exc)
+        if OUT_OF_PROC_MARKER not in message:
+            raise
+        error, _, raw_state = message.partition(OUT_OF_PROC_MARKER)
+        state = json.loads(raw_state)
+        return Turn(done=False, actions=_flat(state), error=state.get("error") or error.strip())
+    return Turn(done=bool(state.get("isDone")), actions=_flat(state), output=state.get("output"))
+
+
+def _flat(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [action for group in state.get("actions", []) for action in group]

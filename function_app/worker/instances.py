@@ -1,0 +1,121 @@
+"""Orchestration instances kept in Redis: metadata, history, when each is next due, and a lease.
+
+Every history write checks the lease in the same Lua call, so a worker that lost its lease (it
+stalled, another took over) can never append to an instance it no longer owns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from action_bus.redis_streams import text
+
+_CREATE = """
+if redis.call('HSETNX', KEYS[1], 'name', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'input', ARGV[2], 'status', 'Running', 'created', ARGV[3])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('ZADD', KEYS[3], 0, KEYS[4])
+return 1
+"""
+
+#: KEYS: lease, history, due, meta; ARGV: token, iid, due_at ('' = finished), status, output, events...
+_APPEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('HSET', KEYS[4], 'status', ARGV[4], 'output', ARGV[5])
+else
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+end
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaseLost(RuntimeError):
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"lease on {instance_id} lost")
+        self.instance_id = instance_id
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    name: str
+    input_json: str
+    status: str
+    history: list[dict[str, Any]]
+    output: str | None = None
+
+
+class InstanceStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "durable") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.due_key = f"{prefix}:due"
+
+    def _meta(self, iid: str) -> str:
+        return f"{self.prefix}:{{{iid}}}:meta"
+
+    def _history(self, iid: str) -> str:
+        return f"{self.prefix}:{{{iid}}}:history"
+
+    def _lease(self, iid: str) -> str:
+        return f"{self.prefix}:{{{iid}}}:lease"
+
+    async def create(self, iid: str, name: str, input_json: str, first_events: list[dict[str, Any]]) -> bool:
+        """Record a new instance with its first events and make it due now; False if it exists."""
+        created = await self.redis.eval(_CREATE, 4, self._meta(iid), self._history(iid), self.due_key, iid,
+                                        name, input_json, f"{time.time():.3f}",
+                                        *[json.dumps(e) for e in first_events])
+        return bool(created)
+
+    async def exists(self, iid: str) -> bool:
+        return bool(await self.redis.exists(self._meta(iid)))
+
+    async def load(self, iid: str) -> Instance | None:
+        meta = {text(k): text(v) for k, v in (await self.redis.hgetall(self._meta(iid))).items()}
+        if not meta:
+            return None
+        history = [json.loads(text(e)) for e in await self.redis.lrange(self._history(iid), 0, -1)]
+        return Instance(iid, meta["name"], meta["input"], meta["status"], history, meta.get("output"))
+
+    async def append(self, iid: str, token: str, events: list[dict[str, Any]], *, due_at: float | None = None,
+                     final_status: str | None = None, output: str = "") -> None:
+        """Append events (and reschedule, or finish the instance) if we still hold its lease."""
+        due = "" if final_status else f"{due_at if due_at is not None else 0:.3f}"
+        ok = await self.redis.eval(_APPEND, 4, self._lease(iid), self._history(iid), self.due_key, self._meta(iid),
+                                   token, iid, due, final_status or "", output, *[json.dumps(e) for e in events])
+        if not ok:
+            raise LeaseLost(iid)
+
+    async def due(self, now: float, limit: int = 20) -> list[str]:
+        return [text(i) for i in await self.redis.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)]
+
+    async def next_due_at(self) -> float | None:
+        first = await self.redis.zrange(self.due_key, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def acquire(self, iid: str, token: str, lease_ms: int) -> bool:
+        return bool(await self.redis.set(self._lease(iid), token, nx=True, px=lease_ms))
+
+    async def renew(self, iid: str, token: str, lease_ms: int) -> bool:
+        return bool(await self.redis.eval(_RENEW, 1, self._lease(iid), token, lease_ms))
+
+    async def release(self, iid: str, token: str) -> None:
+        await self.redis.eval(_RELEASE, 1, self._lease(iid), token)
