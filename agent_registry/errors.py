@@ -1,0 +1,46 @@
+"""The agent registry's errors: one root, small subclasses carrying what went wrong."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Root of the agent registry's errors."""
+
+
+class InvalidConfig(RegistryError):
+    """A configuration file or document does not satisfy the schema."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"agent config {source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class UnknownVersion(RegistryError):
+    def __init__(self, version: str) -> None:
+        super().__init__(f"no published agent config version {version!r}")
+        self.version = version
+
+
+class WrongAgent(RegistryError):
+    """The version exists but belongs to another agent."""
+
+    def __init__(self, agent: str, version: str, owner: str) -> None:
+        super().__init__(f"version {version!r} belongs to agent {owner!r}, not {agent!r}")
+        self.agent, self.version, self.owner = agent, version, owner
+
+
+class NoActiveVersion(RegistryError):
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"agent {agent!r} has no active version (publish one with --activate)")
+        self.agent = agent
+
+
+class NothingToRollBack(RegistryError):
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"agent {agent!r} has no previously active version to roll back to")
+        self.agent = agent
+
+
+class RegistryUnavailable(RegistryError):
+    """Redis could not be reached."""

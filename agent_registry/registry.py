@@ -1,0 +1,235 @@
+"""Versioned agent configurations in Redis: publish (immutable), list, activate, roll back.
+
+A published version never changes: its record is written once (SET NX) under its id
+`<label>@<content hash>`. Each agent has one active version; activating or rolling back is
+one Lua script (current -> previous stack, new active, epoch + 1, a log entry), so two
+operators racing cannot lose a step. Gateways notice a change by reading the agent's epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from agent_registry import keys
+from agent_registry.errors import (
+    NoActiveVersion,
+    NothingToRollBack,
+    RegistryUnavailable,
+    UnknownVersion,
+    WrongAgent,
+)
+from agent_registry.schema import AgentConfig, validate_document
+from agent_registry.versioning import HASH_LENGTH, content_hash, version_of
+
+log = logging.getLogger(__name__)
+
+#: How many earlier active versions rollback can walk back through, and activation log length.
+MAX_PREVIOUS = 100
+MAX_LOG = 500
+
+_ACTIVATE = """
+local current = redis.call('GET', KEYS[2])
+local target
+if ARGV[1] == 'rollback' then
+  target = redis.call('LPOP', KEYS[3])
+  if not target then return {'empty', ''} end
+else
+  target = ARGV[2]
+  if not redis.call('ZSCORE', KEYS[1], target) then return {'unknown', ''} end
+  if current == target then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
+  if current then
+    redis.call('LPUSH', KEYS[3], current)
+    redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+  end
+end
+redis.call('SET', KEYS[2], target)
+local epoch = redis.call('INCR', KEYS[5])
+local entry = ARGV[3] .. ',"version":"' .. target .. '","previous":"' .. (current or '') .. '","epoch":' .. epoch .. '}'
+redis.call('LPUSH', KEYS[4], entry)
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+return {'changed', current or '', tostring(epoch), target}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    version: str
+    agent: str
+    label: str
+    content_hash: str
+    seq: int
+    published_at: str
+    document: dict[str, Any] = field(repr=False)
+
+    def config(self) -> AgentConfig:
+        return validate_document(self.document, self.version).model_copy(update={"version": self.version})
+
+    def to_record(self) -> str:
+        return json.dumps({"version": self.version, "agent": self.agent, "label": self.label,
+                           "content_hash": self.content_hash, "seq": self.seq, "published_at": self.published_at,
+                           "document": self.document}, sort_keys=True)
+
+    @classmethod
+    def from_record(cls, raw: str | bytes) -> PublishedVersion:
+        data = json.loads(raw)
+        return cls(version=data["version"], agent=data["agent"], label=data["label"],
+                   content_hash=data["content_hash"], seq=int(data["seq"]), published_at=data["published_at"],
+                   document=data["document"])
+
+
+@dataclass(frozen=True)
+class Activation:
+    agent: str
+    version: str
+    previous: str | None
+    changed: bool
+    epoch: int
+
+
+class AgentRegistry:
+    """The registry over one Redis client (the caller owns the client's lifetime)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._activate_script = client.register_script(_ACTIVATE)
+
+    async def publish(self, document: dict[str, Any], source: str = "<document>") -> tuple[PublishedVersion, bool]:
+        """Publish a validated document; returns (version, created). Same content -> same version."""
+        config = validate_document(document, source)
+        body = {key: value for key, value in document.items() if key != "version"}
+        version = version_of(body)
+        try:
+            existing = await self._redis.get(keys.version(version))
+            if existing is not None:
+                record = PublishedVersion.from_record(existing)
+                await self._index(record)  # repairs a publish interrupted between its writes
+                return record, False
+            record = PublishedVersion(
+                version=version, agent=config.agent, label=config.label, content_hash=content_hash(body),
+                seq=int(await self._redis.incr(keys.seq())),
+                published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), document=body)
+            if not await self._redis.set(keys.version(version), record.to_record(), nx=True):
+                # Someone published the same content a moment earlier: theirs stands.
+                return await self.get(version), False
+            await self._index(record)
+        except RedisError as exc:
+            raise RegistryUnavailable(f"publishing {version}: {exc}") from exc
+        log.info("published agent config %s for agent %s", version, config.agent)
+        return record, True
+
+    async def _index(self, record: PublishedVersion) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.history(record.agent), {record.version: record.seq}, nx=True)
+            pipe.sadd(keys.agents(), record.agent)
+            pipe.set(keys.by_hash(record.content_hash), record.version, nx=True)
+            await pipe.execute()
+
+    async def get(self, version: str) -> PublishedVersion:
+        """A published version by its id, or by its 12-hex content hash alone."""
+        try:
+            if len(version) == HASH_LENGTH and "@" not in version:
+                full = await self._redis.get(keys.by_hash(version))
+                if full is None:
+                    raise UnknownVersion(version)
+                version = _text(full)
+            raw = await self._redis.get(keys.version(version))
+        except RedisError as exc:
+            raise RegistryUnavailable(f"reading {version}: {exc}") from exc
+        if raw is None:
+            raise UnknownVersion(version)
+        return PublishedVersion.from_record(raw)
+
+    async def config(self, version: str) -> AgentConfig:
+        return (await self.get(version)).config()
+
+    async def agents(self) -> list[str]:
+        return sorted(_text(name) for name in await self._call(self._redis.smembers(keys.agents())))
+
+    async def versions(self, agent: str) -> list[PublishedVersion]:
+        """The agent's versions in publish order, oldest first."""
+        ids = [_text(v) for v in await self._call(self._redis.zrange(keys.history(agent), 0, -1))]
+        if not ids:
+            return []
+        raws = await self._call(self._redis.mget([keys.version(v) for v in ids]))
+        return [PublishedVersion.from_record(raw) for raw in raws if raw is not None]
+
+    async def history_between(self, agent: str, start: str, end: str) -> list[str]:
+        """Version ids from start to end inclusive, in publish order (either may come first)."""
+        ids = [_text(v) for v in await self._call(self._redis.zrange(keys.history(agent), 0, -1))]
+        for version in (start, end):
+            if version not in ids:
+                record = await self.get(version)  # raises UnknownVersion
+                raise WrongAgent(agent, version, record.agent)
+        i, j = ids.index(start), ids.index(end)
+        return ids[i:j + 1] if i <= j else list(reversed(ids[j:i + 1]))
+
+    async def active_version(self, agent: str) -> str | None:
+        raw = await self._call(self._redis.get(keys.active(agent)))
+        return None if raw is None else _text(raw)
+
+    async def active_config(self, agent: str) -> AgentConfig:
+        version = await self.active_version(agent)
+        if version is None:
+            raise NoActiveVersion(agent)
+        return await self.config(version)
+
+    async def epoch(self, agent: str) -> int:
+        raw = await self._call(self._redis.get(keys.epoch(agent)))
+        return 0 if raw is None else int(raw)
+
+    async def activate(self, agent: str, version: str, actor: str = "cli") -> Activation:
+        record = await self.get(version)
+        if record.agent != agent:
+            raise WrongAgent(agent, record.version, record.agent)
+        return await self._run(agent, "activate", record.version, actor)
+
+    async def rollback(self, agent: str, actor: str = "cli") -> Activation:
+        return await self._run(agent, "rollback", "", actor)
+
+    async def activation_log(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
+        raws = await self._call(self._redis.lrange(keys.log(agent), 0, max(0, limit - 1)))
+        return [json.loads(raw) for raw in raws]
+
+    async def _run(self, agent: str, mode: str, version: str, actor: str) -> Activation:
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        prefix = json.dumps({"at": at, "action": mode, "actor": actor})[:-1]
+        result = await self._call(self._activate_script(
+            keys=[keys.history(agent), keys.active(agent), keys.previous(agent), keys.log(agent), keys.epoch(agent)],
+            args=[mode, version, prefix, MAX_PREVIOUS, MAX_LOG]))
+        status = _text(result[0])
+        if status == "empty":
+            raise NothingToRollBack(agent)
+        if status == "unknown":
+            raise UnknownVersion(version)
+        if status == "unchanged":
+            return Activation(agent, _text(result[1]), _text(result[1]), False, int(_text(result[2])))
+        previous = _text(result[1]) or None
+        target = _text(result[3])
+        log.info("agent %s: %s %s (was %s)", agent, "rolled back to" if mode == "rollback" else "activated",
+                 target, previous or "none")
+        await self._announce(agent, target, int(_text(result[2])))
+        return Activation(agent, target, previous, True, int(_text(result[2])))
+
+    async def _announce(self, agent: str, version: str, epoch: int) -> None:
+        # Best effort: gateways also poll the epoch, so a lost message only delays the pickup.
+        try:
+            await self._redis.publish(keys.CHANNEL, json.dumps({"agent": agent, "version": version, "epoch": epoch}))
+        except RedisError as exc:
+            log.warning("activation of %s not announced (gateways will poll it): %s", version, exc)
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except RedisError as exc:
+            raise RegistryUnavailable(str(exc)) from exc

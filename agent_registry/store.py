@@ -1,0 +1,80 @@
+"""The gateway's view of the registry: the active config (hot-swapped) and configs by version.
+
+Implements the gateway's `AgentConfigStore` protocol (`active()`, `get(version)`). Activation
+is picked up without a restart: `active()` reads the agent's epoch (one GET) at most once per
+`poll_interval_s` and reloads only when it moved. Published versions are immutable, so they are
+cached forever in a small LRU. When Redis is briefly unreachable the last known active config
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from agent_registry.errors import NoActiveVersion, RegistryUnavailable
+from agent_registry.loader import read_document
+from agent_registry.registry import AgentRegistry
+from agent_registry.schema import AgentConfig
+
+log = logging.getLogger(__name__)
+
+
+class RegistryConfigStore:
+    def __init__(self, registry: AgentRegistry, agent: str = "default", *, poll_interval_s: float = 1.0,
+                 cache_size: int = 64) -> None:
+        self._registry = registry
+        self.agent = agent
+        self._poll_interval_s = poll_interval_s
+        self._cache: OrderedDict[str, AgentConfig] = OrderedDict()
+        self._cache_size = cache_size
+        self._active: AgentConfig | None = None
+        self._epoch = -1
+        self._checked_at = float("-inf")
+
+    async def seed(self, path: str | Path) -> AgentConfig:
+        """Publish and activate the file when the agent has no active version yet (a fresh Redis)."""
+        if await self._registry.active_version(self.agent) is None:
+            document = read_document(path)
+            document.setdefault("agent", self.agent)
+            record, _ = await self._registry.publish(document, str(path))
+            await self._registry.activate(self.agent, record.version, actor="gateway-seed")
+            log.info("agent %s had no active config: seeded %s from %s", self.agent, record.version, path)
+        return await self.active()
+
+    async def active(self) -> AgentConfig:
+        now = time.monotonic()
+        if self._active is not None and now - self._checked_at < self._poll_interval_s:
+            return self._active
+        try:
+            epoch = await self._registry.epoch(self.agent)
+            if epoch != self._epoch or self._active is None:
+                version = await self._registry.active_version(self.agent)
+                if version is None:
+                    raise NoActiveVersion(self.agent)
+                config = await self.get(version)
+                if self._active is not None and config.version != self._active.version:
+                    log.info("agent %s: active config is now %s (was %s)", self.agent, config.version,
+                             self._active.version)
+                self._active, self._epoch = config, epoch
+            self._checked_at = now
+        except RegistryUnavailable as exc:
+            if self._active is None:
+                raise
+            log.warning("agent registry unreachable, serving the last active config %s: %s",
+                        self._active.version, exc)
+        return self._active
+
+    async def get(self, version: str) -> AgentConfig:
+        """The config of one version (raises UnknownVersion); immutable, so cached."""
+        cached = self._cache.get(version)
+        if cached is not None:
+            self._cache.move_to_end(version)
+            return cached
+        config = await self._registry.config(version)
+        self._cache[version] = config
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return config
