@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streaming_gateway import health
-from streaming_gateway.contexts import redis_ctx
-from streaming_gateway.keys import settings_key
+from streaming_gateway import chat_completions, conversations, health, messages, openapi, ws
+from streaming_gateway.contexts import auth_ctx, bus_ctx, config_ctx, core_ctx, llm_ctx, redis_ctx
+from streaming_gateway.keys import metrics_key, settings_key
+from streaming_gateway.metrics import GatewayMetrics
+from streaming_gateway.middlewares import auth_middleware, error_middleware
 from streaming_gateway.settings import Settings
+from streaming_gateway.shutdown import on_shutdown
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
-    app.cleanup_ctx.append(redis_ctx)
-    app.add_routes(health.routes)
+    app[metrics_key] = metrics or GatewayMetrics()
+    app.cleanup_ctx.extend([redis_ctx, config_ctx, auth_ctx, llm_ctx, core_ctx, bus_ctx])
+    app.on_shutdown.append(on_shutdown)
+    for module in (health, openapi, conversations, messages, chat_completions, ws):
+        app.add_routes(module.routes)
+    app.middlewares.extend([error_middleware, auth_middleware])
     return app

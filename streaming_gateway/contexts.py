@@ -1,14 +1,45 @@
-"""Cleanup contexts: one async generator per long-lived client."""
+"""Cleanup contexts: one async generator per long-lived client, in dependency order.
+
+redis_ctx -> config_ctx -> auth_ctx -> llm_ctx -> core_ctx -> bus_ctx. All wiring of the action
+bus (outbox, its relay, the update consumer) is in bus_ctx.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from streaming_gateway.keys import redis_key, settings_key
+from action_bus.factory import create_action_bus, create_update_source
+from action_bus.outbox import Outbox
+from streaming_gateway.agent_config import FileAgentConfigStore
+from streaming_gateway.auth import Authenticator, JwksCache
+from streaming_gateway.engine import ChatEngine
+from streaming_gateway.keys import (
+    authenticator_key,
+    bus_stop_key,
+    configs_key,
+    engine_key,
+    llm_key,
+    metrics_key,
+    rate_limiter_key,
+    redis_key,
+    settings_key,
+    streams_key,
+)
+from streaming_gateway.limits import RateLimiter, StreamSlots
+from streaming_gateway.llm_openai import create_chat_model
+from streaming_gateway.producers import Producers
+from streaming_gateway.steps import Steps
+from streaming_gateway.store import ConversationStore
+from streaming_gateway.stream_log import StreamLog
+from streaming_gateway.streams import StreamRegistry
+from streaming_gateway.updates import consume_updates
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +57,68 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[redis_key] = client
     yield
     await client.aclose()
+
+
+async def config_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[configs_key] = FileAgentConfigStore.load(app[settings_key].agent_config_path)
+    yield
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    session: aiohttp.ClientSession | None = None
+    jwks = None
+    if settings.auth_jwks_url:
+        session = aiohttp.ClientSession()
+        jwks = JwksCache(settings.auth_jwks_url, session, ttl_s=settings.auth_jwks_cache_s,
+                         min_refresh_s=settings.auth_jwks_min_refresh_s)
+    app[authenticator_key] = Authenticator(settings, jwks)
+    yield
+    if session is not None:
+        await session.close()
+
+
+async def llm_ctx(app: web.Application) -> AsyncIterator[None]:
+    model = create_chat_model(app[settings_key])
+    app[llm_key] = model
+    yield
+    await model.close()
+
+
+async def core_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, redis, metrics = app[settings_key], app[redis_key], app[metrics_key]
+    stream_log = StreamLog(redis, maxlen=settings.event_log_maxlen, ttl_s=settings.event_log_ttl_s)
+    store = ConversationStore(redis, ttl_s=settings.conversation_ttl_s)
+    producers = Producers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
+    steps = Steps(redis, ttl_s=max(settings.turn_timeout_s * 2, 3600))
+    app[engine_key] = ChatEngine(settings, store, stream_log, steps, app[llm_key], app[configs_key], None,
+                                 producers, metrics)
+    app[rate_limiter_key] = RateLimiter(redis, settings.rate_limit_per_minute)
+    app[streams_key] = StreamRegistry(StreamSlots(redis, settings.max_streams_per_user), metrics)
+    yield
+    await producers.drain(0)  # normally empty already: shutdown drained it within the grace period
+
+
+async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox (accepted actions, durable in Redis), its relay to the bus, and the update consumer."""
+    settings, redis, engine = app[settings_key], app[redis_key], app[engine_key]
+    bus = create_action_bus(redis, settings)
+    outbox = Outbox(redis, bus)
+    source = create_update_source(redis, settings)
+    engine.outbox = outbox
+    stop = asyncio.Event()
+    app[bus_stop_key] = stop
+    tasks = [asyncio.create_task(outbox.run_relay(stop), name="outbox-relay"),
+             asyncio.create_task(consume_updates(source, engine, stop), name="action-updates")]
+    yield
+    stop.set()
+    _, pending = await asyncio.wait(tasks, timeout=10)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    engine.outbox = None
+    for closable in (source, bus):
+        close = getattr(closable, "close", None)
+        if close is not None:
+            await close()

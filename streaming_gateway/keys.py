@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from streaming_gateway.agent_config import AgentConfigStore
+from streaming_gateway.auth import Authenticator
+from streaming_gateway.engine import ChatEngine
+from streaming_gateway.limits import RateLimiter
+from streaming_gateway.llm import ChatModel
+from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
+from streaming_gateway.streams import StreamRegistry
 
 settings_key = web.AppKey("settings", Settings)
+metrics_key = web.AppKey("metrics", GatewayMetrics)
 redis_key = web.AppKey("redis", aioredis.Redis)
+configs_key = web.AppKey("agent_configs", AgentConfigStore)
+authenticator_key = web.AppKey("authenticator", Authenticator)
+llm_key = web.AppKey("llm", ChatModel)
+engine_key = web.AppKey("engine", ChatEngine)
+rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
+streams_key = web.AppKey("streams", StreamRegistry)
+#: Set when the action bus tasks (outbox relay, update consumer) must stop.
+bus_stop_key = web.AppKey("bus_stop", asyncio.Event)

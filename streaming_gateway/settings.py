@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pathlib import Path
+
 from agent_contracts.settings import Env, SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_AGENT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "agent_configs" / "default.json"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,32 @@ class Settings:
     servicebus_actions_queue: str = "actions"
 
     applicationinsights_connection_string: str | None = None
+
+    # Auth details.
+    auth_leeway_s: float = 30.0
+    auth_jwks_cache_s: float = 3600.0
+    auth_jwks_min_refresh_s: float = 10.0
+
+    # Agent configuration (a file for now; issue 6 turns it into a versioned registry).
+    agent_config_path: str = str(DEFAULT_AGENT_CONFIG_PATH)
+
+    # Limits, each answered with a clear status.
+    max_body_bytes: int = 1024 * 1024
+    max_message_chars: int = 32_000
+    max_messages_per_conversation: int = 500
+    max_streams_per_user: int = 8
+    rate_limit_per_minute: int = 120
+
+    # Redis state and the per-conversation stream log.
+    conversation_ttl_s: int = 30 * 24 * 3600
+    event_log_ttl_s: int = 24 * 3600
+    event_log_maxlen: int = 10_000
+    turn_timeout_s: int = 900
+
+    # Streaming behaviour.
+    heartbeat_s: float = 15.0
+    orphan_grace_s: float = 5.0
+    shutdown_grace_s: float = 20.0
 
     @property
     def uses_azure_openai(self) -> bool:
@@ -71,6 +100,22 @@ class Settings:
             servicebus_fully_qualified_namespace=env.str("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"),
             servicebus_actions_queue=env.str("SERVICEBUS_ACTIONS_QUEUE", "actions"),
             applicationinsights_connection_string=env.str("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            auth_leeway_s=env.float("AUTH_LEEWAY_SECONDS", 30.0, minimum=0.0),
+            auth_jwks_cache_s=env.float("AUTH_JWKS_CACHE_SECONDS", 3600.0, minimum=0.0),
+            auth_jwks_min_refresh_s=env.float("AUTH_JWKS_MIN_REFRESH_SECONDS", 10.0, minimum=0.0),
+            agent_config_path=env.str("AGENT_CONFIG_PATH", str(DEFAULT_AGENT_CONFIG_PATH)) or "",
+            max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            max_message_chars=env.int("GATEWAY_MAX_MESSAGE_CHARS", 32_000, minimum=1),
+            max_messages_per_conversation=env.int("GATEWAY_MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
+            max_streams_per_user=env.int("GATEWAY_MAX_STREAMS_PER_USER", 8, minimum=1),
+            rate_limit_per_minute=env.int("GATEWAY_RATE_LIMIT_PER_MINUTE", 120, minimum=1),
+            conversation_ttl_s=env.int("GATEWAY_CONVERSATION_TTL_SECONDS", 30 * 24 * 3600, minimum=60),
+            event_log_ttl_s=env.int("GATEWAY_EVENT_LOG_TTL_SECONDS", 24 * 3600, minimum=60),
+            event_log_maxlen=env.int("GATEWAY_EVENT_LOG_MAXLEN", 10_000, minimum=100),
+            turn_timeout_s=env.int("GATEWAY_TURN_TIMEOUT_SECONDS", 900, minimum=10),
+            heartbeat_s=env.float("GATEWAY_HEARTBEAT_SECONDS", 15.0, minimum=0.1),
+            orphan_grace_s=env.float("GATEWAY_ORPHAN_GRACE_SECONDS", 5.0, minimum=0.0),
+            shutdown_grace_s=env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0),
         )
         settings.check()
         return settings

@@ -1,0 +1,315 @@
+"""The chat core: runs one assistant step at a time into the conversation's stream log.
+
+A step calls the model, appends token events as they come, and ends with `message_end`. When
+the model asks for backend actions, each becomes an ActionRequest accepted by the outbox (durable)
+before the client hears of it; the step ends with finish_reason `tool_calls`, and when every
+action is final (reported by `on_action_update`, on whichever pod) the model continues in the
+same log. Clients never talk to this module: they follow the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from agent_contracts import ActionRequest, ActionResult
+from agent_contracts.events import ActionStatusEvent, ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
+from streaming_gateway import rkeys
+from streaming_gateway.agent_config import AgentConfig, AgentConfigStore
+from streaming_gateway.errors import GatewayError
+from streaming_gateway.history import to_model_messages
+from streaming_gateway.llm import ChatModel, ChatRequest, Finish, LLMError, TextDelta, ToolCall
+from streaming_gateway.metrics import GatewayMetrics
+from streaming_gateway.producers import Producers, StepControl
+from streaming_gateway.settings import Settings
+from streaming_gateway.steps import PendingCall, Steps
+from streaming_gateway.store import Conversation, ConversationStore, new_id, now_iso
+from streaming_gateway.stream_log import ConversationGone, StreamLog
+from streaming_gateway.tool_args import ToolArgumentsError, check_arguments, parse_arguments
+from streaming_gateway.tracing import child_trace_context
+
+log = logging.getLogger(__name__)
+
+
+class ActionOutbox(Protocol):
+    """What the engine needs of action_bus.outbox.Outbox."""
+
+    async def accept(self, request: ActionRequest) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Per-request choices of the OpenAI-compatible API: its own system prompt and client-side tools."""
+
+    system_prompt: str | None = None
+    client_tools: list[dict[str, Any]] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    traceparent: str | None = None
+
+
+class ChatEngine:
+    def __init__(self, settings: Settings, store: ConversationStore, log_: StreamLog, steps: Steps,
+                 llm: ChatModel, configs: AgentConfigStore, outbox: ActionOutbox | None,
+                 producers: Producers, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.log = log_
+        self.steps = steps
+        self.llm = llm
+        self.configs = configs
+        self.outbox = outbox
+        self.producers = producers
+        self.metrics = metrics
+
+    async def start_turn(self, conversation: Conversation, new_messages: list[dict[str, Any]],
+                         overrides: Overrides | None = None) -> int:
+        """Store the caller's messages and start answering; returns the log id clients read after."""
+        turn_id = new_id("turn")
+        stamped = [{"id": new_id("msg"), "created_at": now_iso(), "turn_id": turn_id,
+                    "agent_config_version": conversation.agent_config_version, **m} for m in new_messages]
+        after = await self.store.begin_turn(conversation.id, turn_id, stamped,
+                                            max_messages=self.settings.max_messages_per_conversation,
+                                            busy_ttl_s=self.settings.turn_timeout_s)
+        overrides = overrides or Overrides()
+        self.producers.start(conversation.id, turn_id,
+                             lambda control: self._step(conversation, control, 0, overrides), watched=True)
+        return after
+
+    async def cancel(self, conversation: Conversation) -> bool:
+        """Stop the answer in progress (on any pod); False when nothing was being answered."""
+        cid = conversation.id
+        turn_id = await self.store.turn_holder(cid)
+        if turn_id is None:
+            return False
+        if self.producers.cancel(cid, "cancelled"):
+            return True
+        redis = self.store.redis
+        if await redis.get(rkeys.producing(cid)) == turn_id:
+            await redis.set(rkeys.cancel(cid), turn_id, ex=60)  # that pod's watchdog stops it
+            return True
+        # Waiting for actions: end the turn here; the continuation sees the lock gone and stays quiet.
+        if await self.store.release_turn(cid, turn_id):
+            config = await self._config(conversation)
+            await self.log.append(cid, MessageEndEvent(id=1, conversation_id=cid, finish_reason="cancelled",
+                                                       agent_config_version=config.version))
+        return True
+
+    async def _config(self, conversation: Conversation) -> AgentConfig:
+        return await self.configs.get(conversation.agent_config_version)
+
+    async def _step(self, conversation: Conversation, control: StepControl, round_: int, overrides: Overrides) -> None:
+        cid, turn_id = conversation.id, control.turn_id
+        message_id = new_id("msg")
+        text: list[str] = []
+        started = time.monotonic()
+        try:
+            config = await self._config(conversation)
+            history = await self.store.messages(cid, last=config.limits.max_history_messages)
+            tools = overrides.client_tools
+            if tools is None and self.outbox is not None and round_ < config.limits.max_tool_rounds:
+                tools = config.openai_tools() or None
+            request = ChatRequest(
+                model=config.model,
+                messages=to_model_messages(overrides.system_prompt or config.system_prompt, history),
+                tools=tools,
+                temperature=overrides.temperature if overrides.temperature is not None else config.temperature,
+                max_tokens=min(overrides.max_tokens or config.limits.max_output_tokens, config.limits.max_output_tokens),
+            )
+            finish: Finish | None = None
+            async for delta in self.llm.stream(request):
+                if isinstance(delta, TextDelta):
+                    if not text:
+                        self.metrics.time_to_first_token.observe(time.monotonic() - started)
+                    text.append(delta.text)
+                    await self.log.append(cid, TokenEvent(id=1, conversation_id=cid, message_id=message_id,
+                                                          text=delta.text))
+                    self.metrics.tokens_streamed.inc()
+                else:
+                    finish = delta
+            assert finish is not None
+            self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
+            if finish.tool_calls and overrides.client_tools is not None:
+                await self._end_with_client_tools(conversation, control, message_id, "".join(text), finish, config)
+            elif finish.tool_calls:
+                await self._queue_actions(conversation, control, message_id, "".join(text), finish, config, round_,
+                                          overrides)
+            else:
+                await self._save(cid, message_id, "assistant", "".join(text), config, finish_reason=finish.reason)
+                await self.log.append(cid, MessageEndEvent(id=1, conversation_id=cid, message_id=message_id,
+                                                           finish_reason=finish.reason, usage=finish.usage,
+                                                           agent_config_version=config.version))
+                await self.store.release_turn(cid, turn_id)
+        except (LLMError, GatewayError) as exc:
+            code = exc.code
+            retryable = exc.retryable if isinstance(exc, LLMError) else False
+            self.metrics.stream_errors.labels(code).inc()
+            log.warning("answer in %s failed: %s", cid, exc)
+            await self._end(conversation, turn_id, message_id, text, "error",
+                            ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code=code,
+                                       message=str(exc), retryable=retryable))
+        except ConversationGone:
+            log.info("conversation %s was deleted mid-answer", cid)
+        except (RedisError, OSError) as exc:
+            # The followers cannot be told (the log is in Redis); the lock frees itself on expiry.
+            self.metrics.stream_errors.labels("state_unavailable").inc()
+            log.error("answer in %s stopped: Redis failed: %s", cid, exc)
+        except asyncio.CancelledError:
+            reason = control.reason or "cancelled"
+            self.metrics.upstream_cancellations.labels(reason).inc()
+            error = None
+            if reason == "shutdown":
+                error = ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code="interrupted",
+                                   message="the gateway restarted mid-answer; send the message again", retryable=True)
+            await self._end(conversation, turn_id, message_id, text,
+                            "interrupted" if reason == "shutdown" else "cancelled", error)
+            raise
+
+    async def _end(self, conversation: Conversation, turn_id: str, message_id: str, text: list[str],
+                   finish_reason: str, error: ErrorEvent | None) -> None:
+        """End a step early: keep what was said, tell the followers, free the conversation."""
+        cid = conversation.id
+        try:
+            if text:
+                await self._save(cid, message_id, "assistant", "".join(text), None, finish_reason=finish_reason,
+                                 version=conversation.agent_config_version)
+            events: list[Any] = [error] if error is not None else []
+            events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason=finish_reason,
+                                          agent_config_version=conversation.agent_config_version))
+            await self.log.append(cid, *events)
+        except ConversationGone:
+            pass
+        except (RedisError, OSError) as exc:
+            log.error("could not record the end of an answer in %s: %s", cid, exc)
+        finally:
+            try:
+                await self.store.release_turn(cid, turn_id)
+            except (RedisError, OSError) as exc:
+                log.error("could not release %s (its lock expires by itself): %s", cid, exc)
+
+    async def _save(self, cid: str, message_id: str, role: str, content: str, config: AgentConfig | None,
+                    version: str | None = None, **extra: Any) -> None:
+        message = {"id": message_id, "role": role, "content": content, "created_at": now_iso(),
+                   "agent_config_version": config.version if config else version, **extra}
+        if not await self.store.append_messages(cid, message):
+            raise ConversationGone(cid)
+
+    async def _end_with_client_tools(self, conversation: Conversation, control: StepControl, message_id: str,
+                                     text: str, finish: Finish, config: AgentConfig) -> None:
+        """OpenAI-compatible API with caller-defined tools: the caller runs them and sends the results."""
+        cid = conversation.id
+        await self._save(cid, message_id, "assistant", text, config, finish_reason="tool_calls",
+                         tool_calls=[call.openai_shape() for call in finish.tool_calls])
+        events: list[Any] = [ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
+                                           name=call.name, arguments=_arguments_or_raw(call))
+                             for call in finish.tool_calls]
+        events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="tool_calls",
+                                      usage=finish.usage, agent_config_version=config.version))
+        await self.log.append(cid, *events)
+        await self.store.release_turn(cid, control.turn_id)
+
+    async def _queue_actions(self, conversation: Conversation, control: StepControl, message_id: str, text: str,
+                             finish: Finish, config: AgentConfig, round_: int, overrides: Overrides) -> None:
+        cid = conversation.id
+        assert self.outbox is not None
+        requests: list[ActionRequest] = []
+        pending: list[PendingCall] = []
+        refused: dict[str, str] = {}
+        for call in finish.tool_calls:
+            action_id = uuid.uuid4()
+            tool = config.tool(call.name)
+            try:
+                if tool is None:
+                    raise ToolArgumentsError(f"unknown tool {call.name!r}")
+                arguments = parse_arguments(call.arguments)
+                check_arguments(tool.parameters, arguments)
+                requests.append(ActionRequest(
+                    action_id=action_id, idempotency_key=f"{cid}:{call.id}", conversation_id=cid,
+                    user_id=conversation.user_id, name=tool.action, arguments=arguments,
+                    agent_config_version=config.version, tool_call_id=call.id,
+                    trace_context=child_trace_context(overrides.traceparent)))
+            except (ToolArgumentsError, ValidationError) as exc:
+                refused[call.id] = json.dumps({"status": "failed", "error": str(exc)})
+            pending.append(PendingCall(call.id, call.name, str(action_id)))
+        await self.steps.register(cid, message_id, control.turn_id, round_, pending, refused)
+        await self._save(cid, message_id, "assistant", text, config, finish_reason="tool_calls",
+                         tool_calls=[call.openai_shape() for call in finish.tool_calls])
+        await self.store.extend_turn(cid, control.turn_id, self.settings.turn_timeout_s)
+        for request in requests:
+            if await self.outbox.accept(request):
+                self.metrics.actions_queued.labels(request.name).inc()
+            else:
+                log.info("action %s was already accepted", request.idempotency_key)
+        events: list[Any] = []
+        for call, entry in zip(finish.tool_calls, pending):
+            events.append(ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
+                                        name=call.name, arguments=_arguments_or_raw(call), action_id=entry.action_id))
+            failed = call.id in refused
+            events.append(ActionStatusEvent(id=1, conversation_id=cid, message_id=message_id,
+                                            action_id=entry.action_id, name=call.name,
+                                            status="failed" if failed else "queued",
+                                            error=json.loads(refused[call.id])["error"] if failed else None))
+        events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="tool_calls",
+                                      usage=finish.usage, agent_config_version=config.version))
+        await self.log.append(cid, *events)
+        if len(refused) == len(pending):
+            await self._continue(cid, message_id)
+
+    async def on_action_update(self, update: ActionResult) -> None:
+        """One status update from the pipeline: tell the followers; continue once the step is complete."""
+        info = await self.steps.action(update.id)
+        if info is None:
+            log.info("update for unknown or expired action %s (%s) ignored", update.id, update.status.value)
+            return
+        self.metrics.action_updates.labels(update.status.value).inc()
+        cid = info.conversation_id
+        try:
+            if await self.steps.first_sighting(update.id, f"{update.status.value}:{update.attempts}"):
+                await self.log.append(cid, ActionStatusEvent(
+                    id=1, conversation_id=cid, message_id=info.step_id, action_id=update.id, name=info.name,
+                    status=update.status.value, attempts=update.attempts, max_attempts=update.max_attempts,
+                    result=update.result, error=update.error))
+            if update.status.is_final:
+                content = json.dumps({"status": update.status.value, "result": update.result, "error": update.error},
+                                     default=str)
+                if await self.steps.record_result(cid, info.step_id, info.tool_call_id, content):
+                    await self._continue(cid, info.step_id)
+        except ConversationGone:
+            log.info("action %s finished after its conversation %s was deleted", update.id, cid)
+
+    async def _continue(self, cid: str, step_id: str) -> None:
+        """Append the tool results and continue the model, once per step whatever the deliveries."""
+        if not await self.steps.claim_continuation(cid, step_id):
+            return
+        step = await self.steps.info(cid, step_id)
+        conversation = await self.store.get(cid)
+        if step is None or conversation is None:
+            return
+        results = await self.steps.results(cid, step_id)
+        stamp = now_iso()
+        await self.store.append_messages(cid, *(
+            {"id": new_id("msg"), "role": "tool", "tool_call_id": call_id, "content": results.get(call_id, ""),
+             "created_at": stamp, "agent_config_version": conversation.agent_config_version}
+            for call_id in step.tool_call_ids))
+        if await self.store.turn_holder(cid) != step.turn_id:
+            log.info("turn %s in %s was cancelled while its actions ran: not continuing", step.turn_id, cid)
+            return
+        await self.store.extend_turn(cid, step.turn_id, self.settings.turn_timeout_s)
+        self.producers.start(cid, step.turn_id,
+                             lambda control: self._step(conversation, control, step.round + 1, Overrides()),
+                             watched=False)
+
+
+def _arguments_or_raw(call: ToolCall) -> dict[str, Any]:
+    try:
+        return parse_arguments(call.arguments)
+    except ToolArgumentsError:
+        return {"_raw": call.arguments}

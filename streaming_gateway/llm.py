@@ -1,0 +1,109 @@
+"""The LLM port: a streamed chat completion as text deltas, assembled tool calls and a finish.
+
+The core depends on this protocol only; `llm_openai.OpenAIChatModel` is the one adapter (OpenAI
+or Azure OpenAI through the `openai` SDK).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class LLMError(Exception):
+    """Root of the LLM port's errors."""
+
+    code = "upstream_error"
+    retryable = True
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LLMTimeout(LLMError):
+    code = "upstream_timeout"
+
+
+class LLMUnavailable(LLMError):
+    """Could not connect, or the connection dropped mid-answer."""
+
+    code = "upstream_unavailable"
+
+
+class LLMRejected(LLMError):
+    """The upstream answered with an error status (4xx other than 408/429 are not retryable)."""
+
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retryable = status_code in {408, 409, 429} or (status_code or 500) >= 500
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # raw JSON text, as the model wrote it
+
+    def openai_shape(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: dict[str, int] | None = None
+
+
+ChatDelta = TextDelta | Finish
+
+
+class ChatModel(Protocol):
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """Text deltas as they come, then exactly one Finish. Raises LLMError.
+
+        Closing the iterator (or cancelling its consumer) closes the upstream request at once.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ToolCallAssembler:
+    """Joins streamed tool-call fragments (keyed by index) into complete calls."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[str, Any]] = {}
+
+    def add(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> None:
+        part = self._parts.setdefault(index, {"id": "", "name": "", "arguments": []})
+        if call_id:
+            part["id"] = call_id
+        if name:
+            part["name"] += name
+        if arguments:
+            part["arguments"].append(arguments)
+
+    def calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=part["id"] or f"call_{index}", name=part["name"], arguments="".join(part["arguments"]))
+            for index, part in sorted(self._parts.items())
+        ]

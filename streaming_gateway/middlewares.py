@@ -1,0 +1,71 @@
+"""Middlewares: errors to JSON (one place), then authentication and the per-user request rate."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from streaming_gateway.auth import Principal, bearer_token
+from streaming_gateway.errors import GatewayError, RateLimited, Unauthorized, Unavailable
+from streaming_gateway.keys import authenticator_key, metrics_key, rate_limiter_key
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+#: Open paths: health, metrics, the API description and (later) the web client.
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+WS_PATH = "/v1/ws"
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def error_response(error: GatewayError) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=error.headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc)
+    except (RedisError, OSError) as exc:
+        if isinstance(exc, ConnectionResetError):
+            raise  # the client went away: nothing to answer
+        log.warning("%s %s: state store unavailable: %s", request.method, request.path, exc)
+        return error_response(Unavailable("conversation state is unavailable; retry shortly",
+                                          code="state_unavailable"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        code = "payload_too_large" if exc.status == 413 else exc.reason.lower().replace(" ", "_")
+        body = {"error": {"message": exc.reason if exc.status != 413 else exc.text or exc.reason,
+                          "type": kind, "code": code, "param": None}}
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        return web.json_response(body, status=exc.status, headers=headers)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    metrics = request.app[metrics_key]
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None and request.path == WS_PATH:
+        token = request.query.get("access_token")  # browsers cannot set headers on a WebSocket
+    try:
+        request[PRINCIPAL] = await request.app[authenticator_key].authenticate(token)
+    except Unauthorized as exc:
+        metrics.auth_failures.labels(exc.reason).inc()
+        raise
+    try:
+        await request.app[rate_limiter_key].hit(request[PRINCIPAL].user_id)
+    except RateLimited as exc:
+        metrics.rate_limit_rejections.labels(exc.limit).inc()
+        raise
+    return await handler(request)

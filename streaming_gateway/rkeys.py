@@ -1,0 +1,69 @@
+"""Redis key names, in one place. Everything of one conversation shares its `{id}` hash tag so the
+keys live in one cluster slot and one Lua script may touch them all."""
+
+from __future__ import annotations
+
+PREFIX = "gw"
+
+
+def conversation(cid: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}"
+
+
+def messages(cid: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:msgs"
+
+
+def event_log(cid: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:log"
+
+
+def watchers(cid: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:watchers"
+
+
+def busy(cid: str) -> str:
+    """Holds the id of the turn answering now: one answer at a time per conversation."""
+    return f"{PREFIX}:conv:{{{cid}}}:busy"
+
+
+def cancel(cid: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:cancel"
+
+
+def step(cid: str, step_id: str) -> str:
+    """The tool calls of one assistant step waiting for their action results."""
+    return f"{PREFIX}:conv:{{{cid}}}:step:{step_id}"
+
+
+def step_results(cid: str, step_id: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:step:{step_id}:results"
+
+
+def step_continued(cid: str, step_id: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:step:{step_id}:continued"
+
+
+def action(action_id: str) -> str:
+    return f"{PREFIX}:action:{action_id}"
+
+
+def action_seen(action_id: str) -> str:
+    return f"{PREFIX}:action:{action_id}:seen"
+
+
+def user_conversations(user_id: str) -> str:
+    return f"{PREFIX}:user:{{{user_id}}}:convs"
+
+
+def user_streams(user_id: str) -> str:
+    return f"{PREFIX}:user:{{{user_id}}}:streams"
+
+
+def user_rate(user_id: str, window: int) -> str:
+    return f"{PREFIX}:user:{{{user_id}}}:rate:{window}"
+
+
+def producing(cid: str) -> str:
+    """Set (with a short lease) while some pod runs the model for this conversation."""
+    return f"{PREFIX}:conv:{{{cid}}}:producing"

@@ -1,0 +1,188 @@
+"""Conversation state in Redis, shaped as the seed's data model: a USER has CONVERSATIONs, a
+CONVERSATION contains MESSAGEs and uses an AGENT_CONFIG (by version).
+
+Each step is one round trip (a Lua script or a pipeline); every write refreshes the TTLs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from streaming_gateway import rkeys
+from streaming_gateway.errors import Conflict, NotFound
+
+# KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, messages...
+# Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.
+_BEGIN_TURN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {-2, redis.call('GET', KEYS[3]) or ''}
+end
+local count = redis.call('LLEN', KEYS[2])
+if count + (#ARGV - 5) > tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[3])
+  return {-3, count}
+end
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')}
+"""
+
+# KEYS: conversation, messages. ARGV: ttl s, now, messages... Returns 0 when the conversation is gone.
+_APPEND_MESSAGES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: busy. ARGV: turn id, optional ttl ms. Deletes (or extends) the lock only if this turn holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class Conversation(BaseModel):
+    id: str
+    user_id: str
+    agent_config_version: str
+    title: str | None = None
+    created_at: str
+    updated_at: str
+    message_count: int = 0
+    last_event_id: int = 0
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"user_id"}, exclude_none=True)
+
+
+class ConversationStore:
+    def __init__(self, redis: aioredis.Redis, *, ttl_s: int) -> None:
+        self._redis = redis
+        self.redis = redis
+        self._ttl_s = ttl_s
+        self._begin = redis.register_script(_BEGIN_TURN)
+        self._append = redis.register_script(_APPEND_MESSAGES)
+        self._release = redis.register_script(_RELEASE)
+
+    async def create(self, user_id: str, agent_config_version: str, title: str | None = None) -> Conversation:
+        cid = new_id("conv")
+        stamp = now_iso()
+        fields = {"id": cid, "user_id": user_id, "agent_config_version": agent_config_version,
+                  "created_at": stamp, "updated_at": stamp, "seq": 0}
+        if title:
+            fields["title"] = title
+        index = rkeys.user_conversations(user_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(rkeys.conversation(cid), mapping=fields)
+            pipe.expire(rkeys.conversation(cid), self._ttl_s)
+            pipe.zadd(index, {cid: int(time.time() * 1_000_000)})
+            pipe.expire(index, self._ttl_s)
+            await pipe.execute()
+        return Conversation(id=cid, user_id=user_id, agent_config_version=agent_config_version, title=title,
+                            created_at=stamp, updated_at=stamp)
+
+    async def get(self, cid: str) -> Conversation | None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(rkeys.conversation(cid))
+            pipe.llen(rkeys.messages(cid))
+            fields, count = await pipe.execute()
+        if not fields:
+            return None
+        return Conversation(id=fields["id"], user_id=fields["user_id"],
+                            agent_config_version=fields["agent_config_version"], title=fields.get("title"),
+                            created_at=fields["created_at"], updated_at=fields["updated_at"],
+                            message_count=int(count), last_event_id=int(fields.get("seq", 0)))
+
+    async def owned(self, cid: str, user_id: str) -> Conversation:
+        """The conversation if it exists and belongs to user_id; 404 otherwise (never reveals others')."""
+        conversation = await self.get(cid) if len(cid) <= 128 else None
+        if conversation is None or conversation.user_id != user_id:
+            raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+        return conversation
+
+    async def list(self, user_id: str, limit: int, before: int | None = None) -> tuple[list[Conversation], int | None]:
+        """The user's conversations, newest first; returns the page and the cursor of the next one."""
+        index = rkeys.user_conversations(user_id)
+        upper = f"({before}" if before is not None else "+inf"
+        found: list[Conversation] = []
+        cursor = before
+        while len(found) < limit:
+            rows = await self._redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit - len(found),
+                                                      withscores=True)
+            if not rows:
+                return found, None
+            for cid, score in rows:
+                cursor = int(score)
+                conversation = await self.get(cid)
+                if conversation is None:  # expired: drop it from the index
+                    await self._redis.zrem(index, cid)
+                else:
+                    found.append(conversation)
+            upper = f"({cursor}"
+        more = await self._redis.zrevrangebyscore(index, upper, "-inf", start=0, num=1)
+        return found, cursor if more else None
+
+    async def delete(self, conversation: Conversation) -> None:
+        cid = conversation.id
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(rkeys.conversation(cid), rkeys.messages(cid), rkeys.event_log(cid),
+                        rkeys.watchers(cid), rkeys.busy(cid), rkeys.cancel(cid))
+            pipe.zrem(rkeys.user_conversations(conversation.user_id), cid)
+            await pipe.execute()
+
+    async def begin_turn(self, cid: str, turn_id: str, messages: list[dict[str, Any]], *,
+                         max_messages: int, busy_ttl_s: int) -> int:
+        """Take the conversation's answer lock and append the new messages; returns the log id before
+        the answer (clients read after it). Raises Conflict when busy or full, NotFound when gone."""
+        args = [turn_id, busy_ttl_s * 1000, max_messages, self._ttl_s, now_iso(), *(json.dumps(m) for m in messages)]
+        answer = await self._begin(keys=[rkeys.conversation(cid), rkeys.messages(cid), rkeys.busy(cid)], args=args)
+        code = int(answer[0])
+        if code == -1:
+            raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+        if code == -2:
+            raise Conflict("the assistant is still answering in this conversation; wait for it or cancel it",
+                           code="conversation_busy")
+        if code == -3:
+            raise Conflict(f"the conversation has reached its limit of {max_messages} messages; start a new one",
+                           code="conversation_full")
+        return code
+
+    async def append_messages(self, cid: str, *messages: dict[str, Any]) -> bool:
+        """Append assistant/tool messages; False when the conversation is gone."""
+        args = [self._ttl_s, now_iso(), *(json.dumps(m) for m in messages)]
+        return bool(await self._append(keys=[rkeys.conversation(cid), rkeys.messages(cid)], args=args))
+
+    async def messages(self, cid: str, last: int | None = None) -> list[dict[str, Any]]:
+        raw = await self._redis.lrange(rkeys.messages(cid), -last if last else 0, -1)
+        return [json.loads(item) for item in raw]
+
+    async def release_turn(self, cid: str, turn_id: str) -> bool:
+        return bool(await self._release(keys=[rkeys.busy(cid)], args=[turn_id]))
+
+    async def extend_turn(self, cid: str, turn_id: str, ttl_s: float) -> bool:
+        return bool(await self._release(keys=[rkeys.busy(cid)], args=[turn_id, int(ttl_s * 1000)]))
+
+    async def turn_holder(self, cid: str) -> str | None:
+        return await self._redis.get(rkeys.busy(cid))

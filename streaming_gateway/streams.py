@@ -1,0 +1,79 @@
+"""The client streams open on this pod: per-user slots, metrics, and a stop signal for shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from streaming_gateway.errors import RateLimited, Unavailable
+from streaming_gateway.limits import StreamSlots
+from streaming_gateway.metrics import GatewayMetrics
+from streaming_gateway.store import new_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class StreamHandle:
+    transport: str
+    user_id: str
+    stream_id: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class StreamRegistry:
+    def __init__(self, slots: StreamSlots, metrics: GatewayMetrics) -> None:
+        self._slots = slots
+        self._metrics = metrics
+        self._open: weakref.WeakSet[StreamHandle] = weakref.WeakSet()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.shutting_down = False
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    @contextlib.asynccontextmanager
+    async def open(self, transport: str, user_id: str) -> AsyncIterator[StreamHandle]:
+        if self.shutting_down:
+            raise Unavailable("the gateway is shutting down; reconnect", code="shutting_down", retry_after_s=1)
+        handle = StreamHandle(transport, user_id, new_id("stream"))
+        try:
+            await self._slots.acquire(user_id, handle.stream_id)
+        except RateLimited as exc:
+            self._metrics.rate_limit_rejections.labels(exc.limit).inc()
+            raise
+        self._open.add(handle)
+        self._idle.clear()
+        gauge = self._metrics.active_streams.labels(transport)
+        gauge.inc()
+        started = time.monotonic()
+        try:
+            yield handle
+        finally:
+            self._open.discard(handle)
+            if not self._open:
+                self._idle.set()
+            gauge.dec()
+            self._metrics.stream_duration.labels(transport).observe(time.monotonic() - started)
+            try:
+                await self._slots.release(user_id, handle.stream_id)
+            except (RedisError, OSError) as exc:
+                log.warning("stream slot %s not released (its lease expires): %s", handle.stream_id, exc)
+
+    async def refresh(self, handle: StreamHandle) -> None:
+        await self._slots.refresh(handle.user_id, handle.stream_id)
+
+    async def stop_all(self, timeout_s: float) -> None:
+        """Ask every open stream to end resumably, and wait (bounded) until they have."""
+        for handle in list(self._open):
+            handle.stop.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)

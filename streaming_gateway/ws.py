@@ -1,0 +1,207 @@
+"""The WebSocket API: `GET /v1/ws`, JSON frames both ways.
+
+Client frames: `{"type": "message", "content", "conversation_id"?}`, `{"type": "cancel"}`,
+`{"type": "resume", "conversation_id", "after"}`, `{"type": "ping"}`. Server frames: the same
+event JSON as SSE, plus control frames without an id: `ack` (a message or resume was taken,
+with the id to resume after), `pong`, and `rejected` (code, message, param, status; the
+connection stays open). One connection follows one conversation at a time. On shutdown the
+server closes with 1012 (service restart) once the client has every event; it resumes after
+the last id it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Any, Literal, Union
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from redis.exceptions import RedisError
+
+from streaming_gateway.bodies import check_length, validation_error
+from streaming_gateway.engine import ChatEngine
+from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, Unavailable
+from streaming_gateway.follow import Follower
+from streaming_gateway.keys import configs_key, engine_key, metrics_key, rate_limiter_key, settings_key, streams_key
+from streaming_gateway.middlewares import principal
+from streaming_gateway.streams import StreamHandle
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SendFrame(_Frame):
+    type: Literal["message"]
+    content: str = Field(min_length=1)
+    conversation_id: str | None = Field(default=None, max_length=128)
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+
+
+class CancelFrame(_Frame):
+    type: Literal["cancel"]
+    conversation_id: str | None = Field(default=None, max_length=128)
+
+
+class ResumeFrame(_Frame):
+    type: Literal["resume"]
+    conversation_id: str = Field(min_length=1, max_length=128)
+    after: int = Field(default=0, ge=0)
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[Union[SendFrame, CancelFrame, ResumeFrame, PingFrame], Field(discriminator="type")]
+_frames: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+class WsSession:
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, handle: StreamHandle) -> None:
+        self.request = request
+        self.ws = ws
+        self.handle = handle
+        self.user_id = principal(request).user_id
+        self.engine: ChatEngine = request.app[engine_key]
+        self.conversation_id: str | None = None
+        self._following: asyncio.Task[None] | None = None
+        self._follower: Follower | None = None
+
+    async def handle_text(self, text: str) -> None:
+        try:
+            frame = _frames.validate_json(text)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        if isinstance(frame, PingFrame):
+            await self.ws.send_json({"type": "pong"})
+        elif isinstance(frame, SendFrame):
+            await self._send(frame)
+        elif isinstance(frame, CancelFrame):
+            cid = frame.conversation_id or self.conversation_id
+            if cid is None:
+                raise InvalidInput("no conversation to cancel", field="conversation_id")
+            conversation = await self.engine.store.owned(cid, self.user_id)
+            await self.ws.send_json({"type": "cancelled", "conversation_id": cid,
+                                     "cancelled": await self.engine.cancel(conversation)})
+        else:
+            conversation = await self.engine.store.owned(frame.conversation_id, self.user_id)
+            if frame.after > conversation.last_event_id:
+                raise InvalidInput(f"after {frame.after} is not an event id of this conversation", field="after")
+            follower = await self._follow_new(conversation.id)
+            await self.ws.send_json({"type": "ack", "conversation_id": conversation.id, "after": frame.after})
+            self._start_following(follower, frame.after)
+
+    async def _send(self, frame: SendFrame) -> None:
+        app = self.request.app
+        try:
+            await app[rate_limiter_key].hit(self.user_id)
+        except RateLimited as exc:
+            app[metrics_key].rate_limit_rejections.labels(exc.limit).inc()
+            raise
+        check_length(frame.content, app[settings_key].max_message_chars, "content")
+        store = self.engine.store
+        if frame.conversation_id:
+            conversation = await store.owned(frame.conversation_id, self.user_id)
+        else:
+            conversation = await store.create(self.user_id, (await app[configs_key].active()).version)
+        message: dict[str, Any] = {"role": "user", "content": frame.content}
+        if frame.metadata:
+            message["metadata"] = frame.metadata
+        follower = await self._follow_new(conversation.id)
+        try:
+            after = await self.engine.start_turn(conversation, [message])
+        except GatewayError:
+            await self._stop_following()
+            raise
+        await self.ws.send_json({"type": "ack", "conversation_id": conversation.id, "after": after})
+        self._start_following(follower, after)
+
+    async def _follow_new(self, cid: str) -> Follower:
+        await self._stop_following()
+        self.conversation_id = cid
+        streams = self.request.app[streams_key]
+        follower = Follower(self.engine.log, self.engine.producers, cid,
+                            heartbeat_s=self.request.app[settings_key].heartbeat_s, stop=self.handle.stop,
+                            refresh=lambda: streams.refresh(self.handle))
+        await follower.__aenter__()
+        self._follower = follower
+        return follower
+
+    def _start_following(self, follower: Follower, after: int) -> None:
+        self._following = asyncio.create_task(self._forward(follower, after))
+
+    async def _forward(self, follower: Follower, after: int) -> None:
+        try:
+            async for entry in follower.entries(after, until_end=False):
+                if entry is not None:  # keep-alive is the WebSocket's own ping
+                    await self.ws.send_str(entry.data)
+        except ConnectionResetError:
+            pass
+
+    async def _stop_following(self) -> None:
+        task, follower = self._following, self._follower
+        self._following = self._follower = None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if follower is not None:
+            await follower.__aexit__(None, None, None)
+
+    async def close(self) -> None:
+        await self._stop_following()
+
+    async def end_for_shutdown(self) -> None:
+        """Let the follower flush what is in the log, then close with 1012 naming the resume point."""
+        await self.handle.stop.wait()
+        if self._following is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._following), 5)
+        last = self._follower.last_id if self._follower is not None else 0
+        await self.ws.close(code=WSCloseCode.SERVICE_RESTART, message=f"resume after {last}".encode())
+
+
+@routes.get("/v1/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[settings_key]
+    async with request.app[streams_key].open("ws", principal(request).user_id) as handle:
+        ws = web.WebSocketResponse(heartbeat=settings.heartbeat_s, max_msg_size=settings.max_body_bytes)
+        await ws.prepare(request)
+        session = WsSession(request, ws, handle)
+        shutdown_watch = asyncio.create_task(session.end_for_shutdown())
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    try:
+                        await session.handle_text(msg.data)
+                    except GatewayError as exc:
+                        await ws.send_json(_rejected(exc))
+                    except RedisError as exc:
+                        log.warning("websocket frame failed: state store unavailable: %s", exc)
+                        await ws.send_json(_rejected(Unavailable("conversation state is unavailable; retry shortly",
+                                                                 code="state_unavailable")))
+                elif msg.type == WSMsgType.BINARY:
+                    await ws.send_json({"type": "rejected", "status": 422, "code": "invalid_frame",
+                                        "message": "frames are JSON text", "param": None})
+        except ConnectionResetError:
+            pass
+        finally:
+            shutdown_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await shutdown_watch
+            await session.close()
+    return ws
+
+
+def _rejected(exc: GatewayError) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "rejected", "status": exc.status, **exc.body()["error"]}
+    if isinstance(exc, RateLimited):
+        frame["retry_after"] = exc.retry_after_s
+    return frame
