@@ -38,6 +38,9 @@ class Outbox:
                                  dedup_window_s=ACCEPTED_KEY_TTL_S)
         self.batch = batch
         self.backoff_s = backoff_s
+        #: Counters for metrics and tests: publishes done, and attempts that found the bus down.
+        self.published = 0
+        self.bus_failures = 0
 
     async def accept(self, request: ActionRequest) -> bool:
         """Store the request durably; False when its idempotency key was already accepted."""
@@ -62,6 +65,7 @@ class Outbox:
                 await self._publish_backlog(backlog)
                 delay = self.backoff_s[0]
             except BusUnavailable as exc:
+                self.bus_failures += 1
                 log.warning("outbox relay: bus unavailable (%s); retrying in %.1fs", exc, delay)
                 await self._wait(stop, delay)
                 delay = min(delay * 2, self.backoff_s[1])
@@ -89,6 +93,7 @@ class Outbox:
                 await self.queue.dead_letter(delivery, str(exc))
                 backlog.pop(0)
                 continue
+            self.published += 1
             await self.queue.ack(delivery.delivery_id)
             backlog.pop(0)
             log.info("outbox relay: published action %s (%s)", request.action_id, request.name)

@@ -1,0 +1,106 @@
+"""The local broker on real Redis Streams: redelivery after a consumer dies, delivery counts,
+dead-lettering after max deliveries, duplicate detection on send."""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from action_bus.local import RedisStreamsActionBus, RedisUpdateSink, RedisUpdateSource
+from action_bus.redis_streams import StreamQueue
+from agent_contracts import ActionRequest, ActionResult, ActionStatus
+from tests.function_app.helpers import make_request
+
+
+async def test_unacked_entry_goes_to_another_consumer_after_idle(aredis: aioredis.Redis) -> None:
+    """An entry received by a consumer that died without acking is reclaimed by the next one, count 2."""
+    crashed = StreamQueue(aredis, "actions", "workers", "crashed", claim_idle_ms=50)
+    await crashed.send("m-1", "body-1")
+    first = await crashed.receive(1, wait_s=0.5)
+    assert [d.delivery_count for d in first] == [1]
+    survivor = StreamQueue(aredis, "actions", "workers", "survivor", claim_idle_ms=50)
+    again = []
+    for _ in range(50):  # polls until the entry has been idle long enough to be reclaimed
+        again = await survivor.receive(1, wait_s=0.05)
+        if again:
+            break
+    assert [(d.message_id, d.body, d.delivery_count) for d in again] == [("m-1", "body-1", 2)]
+    await survivor.ack(again[0].delivery_id)
+    assert await survivor.receive(1, wait_s=0.05) == []
+    assert await survivor.depth() == 0
+
+
+async def test_entry_is_dead_lettered_after_max_deliveries(aredis: aioredis.Redis) -> None:
+    """Past max_deliveries the entry moves to the dead-letter stream with the reason and is not delivered."""
+    queue = StreamQueue(aredis, "actions", "workers", "w", max_deliveries=2, claim_idle_ms=0)
+    await queue.send("poison", "{}")
+    counts = []
+    for _ in range(3):
+        counts += [d.delivery_count for d in await queue.receive(1, wait_s=0.05)]
+    assert counts == [1, 2]
+    dead = await queue.dead_entries()
+    assert [(d.message_id, d.delivery_count) for d in dead] == [("poison", 3)]
+    assert "the limit is 2" in dead[0].reason
+    assert await queue.depth() == 0
+
+
+async def test_dead_entry_can_be_requeued(aredis: aioredis.Redis) -> None:
+    """A dead entry put back is delivered again with a fresh delivery count."""
+    queue = StreamQueue(aredis, "actions", "workers", "w", max_deliveries=1, claim_idle_ms=0)
+    await queue.send("m", "b")
+    await queue.receive(1, wait_s=0.05)
+    await queue.receive(1, wait_s=0.05)
+    [dead] = await queue.dead_entries()
+    assert await queue.requeue_dead(dead.dead_id)
+    [delivery] = await queue.receive(1, wait_s=0.05)
+    assert (delivery.message_id, delivery.delivery_count) == ("m", 1)
+    assert await queue.dead_entries() == []
+
+
+async def test_same_message_id_is_sent_once(aredis: aioredis.Redis) -> None:
+    """A message id sent twice within the window is appended once (Service Bus duplicate detection)."""
+    queue = StreamQueue(aredis, "actions", "workers")
+    assert await queue.send("k", "1") is True
+    assert await queue.send("k", "2") is False
+    assert await queue.depth() == 1
+
+
+async def test_bus_publish_carries_properties_and_dedups(aredis: aioredis.Redis) -> None:
+    """The action bus adapter keeps trace context and content type beside the body; a re-publish is dropped,
+    a replay (next replay_count) is not."""
+    bus = RedisStreamsActionBus(aredis)
+    request = make_request()
+    await bus.publish(request)
+    await bus.publish(request)
+    await bus.publish(request.model_copy(update={"replay_count": 1}))
+    deliveries = await StreamQueue(aredis, "actions", "function-app").receive(10, wait_s=0.1)
+    assert [d.message_id for d in deliveries] == [request.idempotency_key, f"{request.idempotency_key}#r1"]
+    assert deliveries[0].properties["traceparent"] == request.trace_context["traceparent"]
+    assert deliveries[0].properties["content_type"] == "application/json"
+    assert ActionRequest.model_validate_json(deliveries[0].body) == request
+
+
+async def test_updates_are_shared_between_gateway_pods(aredis: aioredis.Redis) -> None:
+    """Two gateway pods on the update stream each get different updates; acked ones do not come back."""
+    sink = RedisUpdateSink(aredis)
+    base = ActionResult.queued_for(make_request())
+    for attempts in range(1, 5):
+        await sink.publish_update(base.model_copy(update={"status": ActionStatus.running, "attempts": attempts}))
+    pod_a, pod_b = RedisUpdateSource(aredis, consumer="a"), RedisUpdateSource(aredis, consumer="b")
+    got_a = await pod_a.next_updates(2, wait_s=0.1)
+    got_b = await pod_b.next_updates(10, wait_s=0.1)
+    assert sorted(u.attempts for _, u in got_a + got_b) == [1, 2, 3, 4]
+    assert len(got_a) == 2 and len(got_b) == 2
+    for delivery_id, _ in got_a + got_b:
+        await (pod_a if (delivery_id, _) in got_a else pod_b).ack(delivery_id)
+    assert await RedisUpdateSource(aredis, consumer="c", claim_idle_ms=0).next_updates(10, wait_s=0.05) == []
+
+
+async def test_invalid_update_is_dead_lettered_not_returned(aredis: aioredis.Redis) -> None:
+    """A malformed update on the stream is moved to the dead-letter stream instead of breaking the reader."""
+    queue = StreamQueue(aredis, "action-updates", "gateway")
+    await queue.send("bad", json.dumps({"id": "x"}))
+    source = RedisUpdateSource(aredis)
+    assert await source.next_updates(10, wait_s=0.1) == []
+    assert [d.message_id for d in await queue.dead_entries()] == ["bad"]
