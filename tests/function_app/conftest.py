@@ -39,8 +39,8 @@ async def backend() -> AsyncIterator[TestServer]:
     await server.close()
 
 
-def make_settings(cosmos_endpoint: str, redis_url: str, backend_url: str, **overrides: str) -> Settings:
-    env = {
+def settings_env(cosmos_endpoint: str, redis_url: str, backend_url: str, **overrides: str) -> dict[str, str]:
+    return {
         "COSMOS_ENDPOINT": cosmos_endpoint,
         "COSMOS_KEY": processes.COSMOS_EMULATOR_KEY,
         "COSMOS_VERIFY_TLS": "false",  # the local server's certificate is self-signed
@@ -54,12 +54,17 @@ def make_settings(cosmos_endpoint: str, redis_url: str, backend_url: str, **over
         "WORKER_LEASE_MS": "2000",
         **overrides,
     }
-    return Settings.from_env(env)
 
 
 @pytest.fixture
-def settings(cosmos_endpoint: str, redis_url: str, backend: TestServer) -> Settings:
-    return make_settings(cosmos_endpoint, redis_url, str(backend.make_url("")).rstrip("/"))
+def app_env(cosmos_endpoint: str, redis_url: str, backend: TestServer) -> dict[str, str]:
+    """The app settings of one test (its own Cosmos database), as the worker process would read them."""
+    return settings_env(cosmos_endpoint, redis_url, str(backend.make_url("")).rstrip("/"))
+
+
+@pytest.fixture
+def settings(app_env: dict[str, str]) -> Settings:
+    return Settings.from_env(app_env)
 
 
 @pytest.fixture
