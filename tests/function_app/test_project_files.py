@@ -1,0 +1,42 @@
+"""host.json and local.settings.sample.json are what `func start` and `func azure functionapp publish`
+expect, and the sample lists every setting the app reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from function_app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_host_json_uses_bundle_v4_and_settles_by_return() -> None:
+    """Extension bundle [4.*, 5.0.0); Service Bus completes on return (abandons on raise); hub name from a setting."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
+    servicebus = host["extensions"]["serviceBus"]
+    assert servicebus["autoCompleteMessages"] is True and servicebus["maxConcurrentCalls"] >= 1
+    assert host["extensions"]["durableTask"]["hubName"] == "%DURABLE_TASK_HUB_NAME%"
+    assert host["extensions"]["durableTask"]["tracing"]["traceInputsAndOutputs"] is False
+
+
+def test_local_settings_sample_lists_every_setting_the_app_reads() -> None:
+    """Every variable function_app/settings.py reads, and every %SETTING% in host.json or a binding, is in the sample."""
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    read = set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', (ROOT / "function_app/settings.py").read_text()))
+    referenced = set(re.findall(r"%([A-Za-z0-9_]+)%", (ROOT / "host.json").read_text()))
+    referenced |= set(re.findall(r"%([A-Za-z0-9_]+)%", (ROOT / "function_app/blueprints/intake.py").read_text()))
+    assert read and read <= values.keys(), read - values.keys()
+    assert referenced <= values.keys()
+    assert {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "ServiceBusConnection"} <= values.keys()
+    assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+
+
+def test_local_settings_sample_values_are_valid_settings() -> None:
+    """The sample's values build the app's Settings without error."""
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    settings = Settings.from_env(values)
+    assert settings.cosmos_endpoint == "https://127.0.0.1:8081" and not settings.uses_servicebus
