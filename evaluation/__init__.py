@@ -1,0 +1,11 @@
+"""Offline evaluation of agent configurations through the real gateway, and online metrics.
+
+`python -m evaluation run|compare|online|bisect`; see evaluation/__main__.py.
+"""
+
+from evaluation.cases import Case, Expect, load_cases
+from evaluation.errors import EvaluationError, InvalidCases, InvalidFeedback
+from evaluation.online import OnlineMetrics, VersionMetrics
+
+__all__ = ["Case", "EvaluationError", "Expect", "InvalidCases", "InvalidFeedback", "OnlineMetrics",
+           "VersionMetrics", "load_cases"]

@@ -1,0 +1,255 @@
+"""Online metrics per agent config version, kept in Redis by the gateway.
+
+Per version one hash of counters: streams and their errors by kind, time to first token (count,
+sum and fixed histogram buckets), tokens, actions by outcome, and user feedback (count, sum, per
+rating). Everything for one version is updated by one Lua script. Cardinality is bounded: at
+most MAX_VERSIONS versions are kept (the least recently written are dropped with their hash),
+hashes expire after RETENTION_S without writes, error kinds and action outcomes come from
+fixed sets, and feedback keeps only the last FEEDBACK_SAMPLES comments per version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from evaluation.errors import InvalidFeedback
+
+PREFIX = "online:{m}"  # one hash tag: the scripts touch the version hash and the index together
+MAX_VERSIONS = 500
+RETENTION_S = 90 * 24 * 3600
+FEEDBACK_SAMPLES = 200
+FEEDBACK_DEDUP_S = 30 * 24 * 3600
+MAX_COMMENT_CHARS = 2000
+MIN_RATING, MAX_RATING = 1, 5
+#: Upper bounds (ms) of the time-to-first-token histogram buckets; the last bucket is +Inf.
+TTFT_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000)
+ERROR_KINDS = frozenset({"upstream_error", "upstream_timeout", "upstream_unavailable", "upstream_rejected",
+                         "client_disconnected", "cancelled", "limit_exceeded", "invalid_tool_call",
+                         "actions_unavailable", "internal_error"})
+ACTION_OUTCOMES = frozenset({"succeeded", "failed", "dead_lettered"})
+
+
+def versions_key() -> str:
+    return f"{PREFIX}:versions"
+
+
+def version_key(version: str) -> str:
+    return f"{PREFIX}:v:{version}"
+
+
+def feedback_key(version: str) -> str:
+    return f"{PREFIX}:fb:{version}"
+
+
+def feedback_seen_key(conversation_id: str, message_id: str) -> str:
+    return f"{PREFIX}:fbseen:{conversation_id}:{message_id}"
+
+
+# KEYS: version hash, versions index. ARGV: version, now, retention, max versions, then field/increment pairs.
+_RECORD = """
+for i = 5, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if extra > 0 then
+  local evicted = redis.call('ZRANGE', KEYS[2], 0, extra - 1)
+  for _, old in ipairs(evicted) do
+    redis.call('DEL', KEYS[3] .. old, KEYS[4] .. old)
+    redis.call('ZREM', KEYS[2], old)
+  end
+end
+return 1
+"""
+
+# KEYS: version hash, versions index, feedback list, seen key. ARGV: version, now, retention, max versions,
+# rating, entry, samples, dedup ttl. A second rating of the same message replaces the first.
+_FEEDBACK = """
+local before = redis.call('GET', KEYS[4])
+local rating = tonumber(ARGV[5])
+if before then
+  local old = tonumber(before)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_sum', rating - old)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_rating_' .. old, -1)
+else
+  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_sum', rating)
+end
+redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_rating_' .. rating, 1)
+redis.call('SET', KEYS[4], rating, 'EX', ARGV[8])
+redis.call('LPUSH', KEYS[3], ARGV[6])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if before then return 0 end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    """The aggregates of one version, with the derived numbers operators compare."""
+
+    version: str
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def _n(self, name: str) -> float:
+        return self.counters.get(name, 0.0)
+
+    @property
+    def streams(self) -> int:
+        return int(self._n("streams"))
+
+    @property
+    def feedback_count(self) -> int:
+        return int(self._n("feedback_count"))
+
+    @property
+    def feedback_mean(self) -> float | None:
+        return self._n("feedback_sum") / self.feedback_count if self.feedback_count else None
+
+    @property
+    def ttft_count(self) -> int:
+        return int(self._n("ttft_count"))
+
+    @property
+    def ttft_mean_ms(self) -> float | None:
+        return self._n("ttft_sum_ms") / self.ttft_count if self.ttft_count else None
+
+    def ttft_quantile_ms(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (inf when past the last bucket)."""
+        if not self.ttft_count:
+            return None
+        rank, seen = q * self.ttft_count, 0.0
+        for bound in TTFT_BUCKETS_MS:
+            seen += self._n(f"ttft_le_{bound}")
+            if seen >= rank:
+                return float(bound)
+        return math.inf
+
+    @property
+    def error_rate(self) -> float | None:
+        return self._n("stream_errors") / self.streams if self.streams else None
+
+    @property
+    def actions_total(self) -> int:
+        return int(sum(self._n(f"action_{outcome}") for outcome in ACTION_OUTCOMES))
+
+    @property
+    def action_success_rate(self) -> float | None:
+        return self._n("action_succeeded") / self.actions_total if self.actions_total else None
+
+    @property
+    def tokens_per_stream(self) -> float | None:
+        return self._n("tokens") / self.streams if self.streams else None
+
+    def errors_by_kind(self) -> dict[str, int]:
+        return {name.removeprefix("error_"): int(value) for name, value in self.counters.items()
+                if name.startswith("error_") and value}
+
+    def summary(self) -> dict[str, Any]:
+        return {"version": self.version, "streams": self.streams, "error_rate": self.error_rate,
+                "errors_by_kind": self.errors_by_kind(), "ttft_mean_ms": self.ttft_mean_ms,
+                "ttft_p95_ms": self.ttft_quantile_ms(0.95), "tokens_per_stream": self.tokens_per_stream,
+                "actions": self.actions_total, "action_success_rate": self.action_success_rate,
+                "feedback_count": self.feedback_count, "feedback_mean": self.feedback_mean}
+
+
+#: Metrics bisect can follow: name -> (how to read it, how many samples it rests on, higher is better).
+METRICS: dict[str, tuple[Any, Any, bool]] = {
+    "feedback_mean": (lambda m: m.feedback_mean, lambda m: m.feedback_count, True),
+    "ttft_mean_ms": (lambda m: m.ttft_mean_ms, lambda m: m.ttft_count, False),
+    "ttft_p95_ms": (lambda m: m.ttft_quantile_ms(0.95), lambda m: m.ttft_count, False),
+    "error_rate": (lambda m: m.error_rate, lambda m: m.streams, False),
+    "action_success_rate": (lambda m: m.action_success_rate, lambda m: m.actions_total, True),
+    "tokens_per_stream": (lambda m: m.tokens_per_stream, lambda m: m.streams, False),
+}
+
+
+class OnlineMetrics:
+    """Writes (gateway) and reads (operators, bisect) of the per-version aggregates."""
+
+    def __init__(self, client: aioredis.Redis, *, max_versions: int = MAX_VERSIONS) -> None:
+        self._redis = client
+        self._max_versions = max_versions
+        self._record = client.register_script(_RECORD)
+        self._feedback = client.register_script(_FEEDBACK)
+
+    async def _incr(self, version: str, increments: dict[str, float]) -> None:
+        args: list[Any] = [version, int(time.time()), RETENTION_S, self._max_versions]
+        for name, amount in increments.items():
+            args += [name, amount]
+        await self._record(keys=[version_key(version), versions_key(), f"{PREFIX}:v:", f"{PREFIX}:fb:"], args=args)
+
+    async def record_stream(self, version: str, *, ttft_s: float | None, tokens: int = 0,
+                            error_kind: str | None = None) -> None:
+        """One answered turn: its time to first token (None if none came), tokens, and error if any."""
+        increments: dict[str, float] = {"streams": 1, "tokens": max(0, tokens)}
+        if ttft_s is not None:
+            ms = max(0.0, ttft_s * 1000)
+            increments.update({"ttft_count": 1, "ttft_sum_ms": round(ms, 3)})
+            bucket = next((b for b in TTFT_BUCKETS_MS if ms <= b), None)
+            increments[f"ttft_le_{bucket}" if bucket else "ttft_le_inf"] = 1
+        if error_kind is not None:
+            kind = error_kind if error_kind in ERROR_KINDS else "internal_error"
+            increments.update({"stream_errors": 1, f"error_{kind}": 1})
+        await self._incr(version, increments)
+
+    async def record_action(self, version: str, outcome: str) -> None:
+        """A final action outcome (succeeded, failed, dead_lettered); other statuses are ignored."""
+        if outcome in ACTION_OUTCOMES:
+            await self._incr(version, {f"action_{outcome}": 1})
+
+    async def record_feedback(self, version: str, *, conversation_id: str, message_id: str, rating: int,
+                              comment: str | None = None) -> bool:
+        """Count one rating (1-5); True when new, False when it replaced an earlier one for the message."""
+        if isinstance(rating, bool) or not isinstance(rating, int) or not MIN_RATING <= rating <= MAX_RATING:
+            raise InvalidFeedback("rating", f"must be an integer from {MIN_RATING} to {MAX_RATING}")
+        if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+            raise InvalidFeedback("comment", f"at most {MAX_COMMENT_CHARS} characters")
+        now = int(time.time())
+        entry = json.dumps({"at": now, "conversation_id": conversation_id, "message_id": message_id,
+                            "rating": rating, "comment": comment})
+        created = await self._feedback(
+            keys=[version_key(version), versions_key(), feedback_key(version),
+                  feedback_seen_key(conversation_id, message_id)],
+            args=[version, now, RETENTION_S, self._max_versions, rating, entry, FEEDBACK_SAMPLES, FEEDBACK_DEDUP_S])
+        return bool(int(created))
+
+    async def get(self, version: str) -> VersionMetrics:
+        raw = await self._redis.hgetall(version_key(version))
+        counters = {}
+        for name, value in raw.items():
+            name = name.decode() if isinstance(name, bytes) else name
+            if name not in ("first_seen", "last_seen"):
+                counters[name] = float(value)
+        return VersionMetrics(version, counters)
+
+    async def many(self, versions: list[str]) -> list[VersionMetrics]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for version in versions:
+                pipe.hgetall(version_key(version))
+            raws = await pipe.execute()
+        return [VersionMetrics(version, {(k.decode() if isinstance(k, bytes) else k): float(v)
+                                         for k, v in raw.items()
+                                         if (k.decode() if isinstance(k, bytes) else k) not in ("first_seen", "last_seen")})
+                for version, raw in zip(versions, raws)]
+
+    async def versions(self) -> list[str]:
+        """Versions with metrics, most recently written first."""
+        return [v.decode() if isinstance(v, bytes) else v for v in await self._redis.zrevrange(versions_key(), 0, -1)]
+
+    async def recent_feedback(self, version: str, limit: int = 20) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in await self._redis.lrange(feedback_key(version), 0, max(0, limit - 1))]
