@@ -1,7 +1,8 @@
 """`make dev`: the whole system on loopback, in the foreground, on embedded defaults.
 
 Starts what is not already there (Redis when nothing answers on REDIS_URL, the scripted
-upstream when no OpenAI key is set), then the gateway. Ctrl-C stops, in reverse order, exactly
+upstream when no OpenAI key is set, the action pipeline: Azurite, the Cosmos DB server, the sample
+tickets backend and the local action worker), then the gateway. Ctrl-C stops, in reverse order, exactly
 the processes started here.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,8 +55,64 @@ def plan(env: dict[str, str]) -> list[processes.Service]:
         services.append(processes.python_module("scripted-upstream", "scripted_upstream", UPSTREAM_PORT,
                                                 "--port", str(UPSTREAM_PORT)))
 
+    services.extend(action_pipeline(env))
+
     gateway_port = int(env["GATEWAY_PORT"])
     services.append(processes.python_module("gateway", "streaming_gateway", gateway_port, env=env))
+    return services
+
+
+# --- the action pipeline (issue 4): emulators, the sample backend, the local worker --------------
+AZURITE_PORTS = (10000, 10001, 10002)  # what UseDevelopmentStorage=true expects (func start)
+COSMOS_PORT = 8081
+TICKETS_PORT = 8095
+
+
+class ProcessWithoutPort(processes.Service):
+    """A child that listens on nothing (the worker): ready once it is still alive shortly after start."""
+
+    def start(self, timeout: float = 30.0) -> processes.Service:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        self.process = subprocess.Popen(self.argv, cwd=processes.ROOT, env={**os.environ, **self.env},
+                                        start_new_session=True)
+        try:
+            code = self.process.wait(timeout=1.5)
+        except subprocess.TimeoutExpired:
+            return self
+        raise processes.ServiceStartError(self.name, f"exited with {code}")
+
+
+def action_pipeline(env: dict[str, str]) -> list[processes.Service]:
+    """Azurite and the Cosmos DB server (from node_modules), the tickets backend, then the worker that
+    runs the function app's orchestrator and activities on the Redis Streams bus."""
+    services: list[processes.Service] = []
+    if not processes.port_answers(AZURITE_PORTS[0]):
+        location = STATE_DIR / "azurite"
+        location.mkdir(parents=True, exist_ok=True)
+        blob, queue, table = AZURITE_PORTS
+        argv = ["node", str(processes.NODE_MODULES / "azurite/dist/src/azurite.js"), "--silent", "--location",
+                str(location), "--skipApiVersionCheck", "--disableTelemetry", "--loose",
+                "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1",
+                "--queuePort", str(queue), "--tableHost", "127.0.0.1", "--tablePort", str(table)]
+        services.append(processes.Service("azurite", argv, blob, STATE_DIR / "azurite.log"))
+    env.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+
+    if "COSMOS_ENDPOINT" not in env:
+        env.update({"COSMOS_ENDPOINT": f"https://127.0.0.1:{COSMOS_PORT}", "COSMOS_KEY": processes.COSMOS_EMULATOR_KEY,
+                    "COSMOS_VERIFY_TLS": "false", "COSMOS_CREATE_IF_MISSING": "true"})
+        if not processes.port_answers(COSMOS_PORT):
+            services.append(processes.cosmos_server(port=COSMOS_PORT, log_path=STATE_DIR / "cosmosdb-server.log"))
+
+    if "TICKETS_SERVICE_URL" not in env:
+        env["TICKETS_SERVICE_URL"] = f"http://127.0.0.1:{TICKETS_PORT}"
+        services.append(processes.python_module("sample-backend", "sample_backend", TICKETS_PORT,
+                                                "--port", str(TICKETS_PORT)))
+
+    if env.get("SERVICEBUS_CONNECTION_STRING") or env.get("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"):
+        log.info("Service Bus configured: actions go to Azure; the local worker is not started")
+    else:
+        services.append(ProcessWithoutPort("worker", [sys.executable, "-m", "function_app.worker"], 0))
     return services
 
 
@@ -66,7 +124,7 @@ def main() -> int:
     try:
         for service in plan(env):
             service.env = {**env, **service.env}
-            log.info("starting %s on 127.0.0.1:%d", service.name, service.port)
+            log.info("starting %s%s", service.name, f" on 127.0.0.1:{service.port}" if service.port else "")
             service.start()
             started.append(service)
         log.info("ready: gateway on http://127.0.0.1:%s (GET /healthz); a token: make token", env["GATEWAY_PORT"])
