@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_host_json_uses_bundle_v4_and_settles_by_return() -> None:
-    """Extension bundle [4.*, 5.0.0); Service Bus completes on return (abandons on raise); hub name from a setting."""
+    """Extension bundle [4.*, 5.0.0); Service Bus completes on return (abandons on raise); a fixed hub name."""
     host = json.loads((ROOT / "host.json").read_text())
     assert host["version"] == "2.0"
     assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
     servicebus = host["extensions"]["serviceBus"]
     assert servicebus["autoCompleteMessages"] is True and servicebus["maxConcurrentCalls"] >= 1
-    assert host["extensions"]["durableTask"]["hubName"] == "%DURABLE_TASK_HUB_NAME%"
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,49}", host["extensions"]["durableTask"]["hubName"])
     assert host["extensions"]["durableTask"]["tracing"]["traceInputsAndOutputs"] is False
 
 
