@@ -28,7 +28,11 @@ class ActionBus(Protocol):
 class ActionUpdateSink(Protocol):
     """Where the pipeline reports each status change of an action back to the gateway."""
 
-    async def publish_update(self, update: ActionResult) -> None: ...
+    async def publish_update(self, update: ActionResult) -> None:
+        """At-least-once; a re-sent identical update is dropped by the bus's duplicate detection."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class ActionUpdateSource(Protocol):
@@ -41,3 +45,5 @@ class ActionUpdateSource(Protocol):
     async def ack(self, delivery_id: str) -> None:
         """Done with one update: it is not delivered again."""
         ...
+
+    async def close(self) -> None: ...

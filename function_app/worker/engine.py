@@ -68,20 +68,21 @@ class Engine:
         self.token = uuid.uuid4().hex
 
     async def run_due(self, limit: int = 20) -> int:
-        """Advance every instance that is due now and not leased by another worker; how many ran."""
-        ran = 0
-        for iid in await self.store.due(now().timestamp(), limit):
-            if await self.store.acquire(iid, self.token, self.lease_ms):
-                ran += 1
-                renewer = asyncio.create_task(self._keep_lease(iid))
-                try:
-                    await self.advance(iid)
-                except LeaseLost:
-                    log.warning("instance %s: lease lost; another worker continues it", iid)
-                finally:
-                    renewer.cancel()
-                    await self.store.release(iid, self.token)
-        return ran
+        """Advance, concurrently, the instances due now that no other worker holds; how many ran."""
+        leased = [iid for iid in await self.store.due(now().timestamp(), limit)
+                  if await self.store.acquire(iid, self.token, self.lease_ms)]
+        await asyncio.gather(*(self._run_leased(iid) for iid in leased))
+        return len(leased)
+
+    async def _run_leased(self, iid: str) -> None:
+        renewer = asyncio.create_task(self._keep_lease(iid))
+        try:
+            await self.advance(iid)
+        except LeaseLost:
+            log.warning("instance %s: lease lost; another worker continues it", iid)
+        finally:
+            renewer.cancel()
+            await self.store.release(iid, self.token)
 
     async def _keep_lease(self, iid: str) -> None:
         while True:

@@ -1,5 +1,8 @@
 """Orchestration instances kept in Redis: metadata, history, when each is next due, and a lease.
 
+A finished instance is kept 7 days (as long as the outbox remembers an idempotency key), so a
+message redelivered within that time still finds it and starts nothing.
+
 Every history write checks the lease in the same Lua call, so a worker that lost its lease (it
 stalled, another took over) can never append to an instance it no longer owns.
 """
@@ -30,6 +33,8 @@ for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('HSET', KEYS[4], 'status', ARGV[4], 'output', ARGV[5])
+  redis.call('EXPIRE', KEYS[4], 604800)
+  redis.call('EXPIRE', KEYS[2], 604800)
 else
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 end

@@ -104,3 +104,45 @@ async def test_invalid_update_is_dead_lettered_not_returned(aredis: aioredis.Red
     source = RedisUpdateSource(aredis)
     assert await source.next_updates(10, wait_s=0.1) == []
     assert [d.message_id for d in await queue.dead_entries()] == ["bad"]
+
+
+CONSUME_AND_HANG = r"""
+import asyncio, sys
+import redis.asyncio as aioredis
+from action_bus.redis_streams import StreamQueue
+
+async def main():
+    queue = StreamQueue(aioredis.Redis.from_url(sys.argv[1]), "actions", "workers", "doomed")
+    got = await queue.receive(1, wait_s=5)
+    print("received", got[0].message_id, flush=True)
+    await asyncio.Event().wait()  # never acks: killed here
+
+asyncio.run(main())
+"""
+
+
+async def test_message_held_by_a_killed_consumer_process_is_redelivered(aredis: aioredis.Redis,
+                                                                       redis_url: str) -> None:
+    """A consumer process SIGKILLed after receiving (before acking): the entry goes to the next consumer."""
+    import asyncio
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    queue = StreamQueue(aredis, "actions", "workers", "survivor", claim_idle_ms=100)
+    await queue.send("m-killed", "payload")
+    root = Path(__file__).resolve().parents[2]
+    doomed = subprocess.Popen([sys.executable, "-c", CONSUME_AND_HANG, redis_url], cwd=root,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line = await asyncio.get_running_loop().run_in_executor(None, doomed.stdout.readline)
+        assert line.strip() == "received m-killed"
+    finally:
+        doomed.kill()
+        doomed.wait()
+    redelivered = []
+    for _ in range(100):  # poll until the entry has been idle past claim_idle_ms
+        redelivered = await queue.receive(1, wait_s=0.05)
+        if redelivered:
+            break
+    assert [(d.message_id, d.delivery_count) for d in redelivered] == [("m-killed", 2)]
