@@ -267,6 +267,12 @@ apim() {
   done
   az rest --method put --url "${apim_id}/apis/agent-gateway/policies/policy?api-version=2022-08-01" \
     --body "$(python3 -c 'import json,sys; print(json.dumps({"properties": {"format": "rawxml", "value": open(sys.argv[1]).read()}}))' apim/gateway-api-policy.xml)" >/dev/null
+  # WebSocket (/v1/ws) is its own APIM API type; its policy runs on the handshake.
+  az apim api create -g "$RG" --service-name "$APIM" --api-id agent-gateway-ws --path agents-ws \
+    --display-name "Agent gateway (WebSocket)" --api-type websocket --service-url "wss://${PUBLIC_HOST}/v1/ws" \
+    --protocols wss --subscription-required false --only-show-errors >/dev/null
+  az rest --method put --url "${apim_id}/apis/agent-gateway-ws/policies/policy?api-version=2022-08-01" \
+    --body "$(python3 -c 'import json,sys; print(json.dumps({"properties": {"format": "rawxml", "value": open(sys.argv[1]).read()}}))' apim/websocket-api-policy.xml)" >/dev/null
   log "done: https://$(az apim show -g "$RG" -n "$APIM" --query gatewayUrl -o tsv | sed 's#https://##')/agents/v1/"
 }
 

@@ -14,6 +14,7 @@ import yaml
 from tests.deploy.manifests import AKS, INFRA_SCRIPT, OVERLAYS, ROOT, find, rendered
 
 POLICY = ROOT / "apim" / "gateway-api-policy.xml"
+WS_POLICY = ROOT / "apim" / "websocket-api-policy.xml"
 
 
 def script() -> str:
@@ -63,9 +64,27 @@ def test_policy_streams_unbuffered_to_the_mtls_backend() -> None:
     assert not any(el.tag in {"validate-content", "cache-lookup", "cache-store"} for el in policy().iter())
 
 
+def test_websocket_policy_checks_the_handshake_token_from_header_or_query() -> None:
+    """The WebSocket API validates the same Entra ID token on the handshake, from the header or `access_token`."""
+    root = ET.parse(WS_POLICY).getroot()
+    assert [child.tag for child in root] == ["inbound", "backend", "outbound", "on-error"]
+    jwt = root.find("inbound/validate-jwt")
+    http_jwt = policy().find("inbound/validate-jwt")
+    assert "Authorization" in jwt.get("token-value") and "access_token" in jwt.get("token-value")
+    assert jwt.find("openid-config").get("url") == http_jwt.find("openid-config").get("url")
+    assert [a.text for a in jwt.findall("audiences/audience")] == [a.text for a in http_jwt.findall("audiences/audience")]
+    assert jwt.get("require-signed-tokens") == "true"
+    inbound = [child.tag for child in root.find("inbound")]
+    assert inbound.index("validate-jwt") < inbound.index("rate-limit-by-key")
+    certificate = root.find("inbound/authentication-certificate").get("certificate-id")
+    assert f"/certificates/{certificate}?" in script()
+    assert "--api-type websocket" in script() and "apim/websocket-api-policy.xml" in script()
+    assert 'wss://${PUBLIC_HOST}/v1/ws' in script()
+
+
 def test_every_named_value_the_policy_uses_is_created() -> None:
-    """Each {{named value}} in the policy is created by infra/deploy.sh."""
-    used = set(re.findall(r"\{\{([a-z0-9-]+)\}\}", POLICY.read_text()))
+    """Each {{named value}} in the policies is created by infra/deploy.sh."""
+    used = set(re.findall(r"\{\{([a-z0-9-]+)\}\}", POLICY.read_text() + WS_POLICY.read_text()))
     created = set(re.findall(r"--named-value-id ([a-z0-9-]+)", script()))
     assert used and used <= created
 
