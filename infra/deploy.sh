@@ -21,9 +21,11 @@ GATEWAY_VERSION="${GATEWAY_VERSION:-0.1.0}"
 REDIS_SOURCE_IMAGE="${REDIS_SOURCE_IMAGE:-docker.io/library/redis:7.4.2-alpine}"
 OPENAI_MODEL="${OPENAI_MODEL:-gpt-4o-mini}"
 OPENAI_MODEL_VERSION="${OPENAI_MODEL_VERSION:-2024-07-18}"
-PUBLIC_HOST="${PUBLIC_HOST:-gateway.${ENVIRONMENT}.${PREFIX}.internal}"
+DNS_ZONE="${DNS_ZONE:-${PREFIX}.internal}"
+PUBLIC_HOST="${PUBLIC_HOST:-gateway.${ENVIRONMENT}.${DNS_ZONE}}"
+VNET_PREFIX="${VNET_PREFIX:-10.40}"
 PUBLISHER_EMAIL="${PUBLISHER_EMAIL:-platform@example.com}"
-STEPS="${STEPS:-foundation data messaging ai identities cluster secrets images kubernetes functions apim}"
+STEPS="${STEPS:-foundation network data messaging ai identities cluster secrets images kubernetes dns functions apim}"
 
 case "$ENVIRONMENT" in
   dev)  NODE_COUNT=2; NODE_SIZE=Standard_D4ds_v5; APIM_SKU=Developer; FUNC_SKU=EP1 ;;
@@ -49,6 +51,8 @@ AKS="aks-${PREFIX}-${ENVIRONMENT}"
 FUNC_PLAN="plan-${PREFIX}-${ENVIRONMENT}"
 FUNC_APP="func-${PREFIX}-${ENVIRONMENT}-${SUFFIX}"
 APIM="apim-${PREFIX}-${ENVIRONMENT}-${SUFFIX}"
+VNET="vnet-${PREFIX}-${ENVIRONMENT}"
+CLUSTER_IDENTITY="id-${PREFIX}-aks-${ENVIRONMENT}"
 GATEWAY_IDENTITY="id-${PREFIX}-gateway-${ENVIRONMENT}"
 KEDA_IDENTITY="id-${PREFIX}-keda-${ENVIRONMENT}"
 NAMESPACE=agents
@@ -74,6 +78,36 @@ foundation() {
   # The deploying user writes the secrets and certificates below.
   role "$(az ad signed-in-user show --query id -o tsv)" "Key Vault Administrator" \
     "$(az keyvault show -n "$KEYVAULT" --query id -o tsv)" 2>/dev/null || true
+}
+
+network() {
+  # APIM reaches the Istio *internal* load balancer, so both live in one virtual network: nodes
+  # (and that load balancer) in subnet aks, APIM (external mode: public gateway, private
+  # backends) in subnet apim, whose NSG carries the rules APIM's VNet mode requires.
+  log "virtual network $VNET: subnets aks and apim"
+  az network vnet create -g "$RG" -n "$VNET" -l "$LOCATION" --address-prefixes "${VNET_PREFIX}.0.0/16" \
+    --subnet-name aks --subnet-prefixes "${VNET_PREFIX}.0.0/20" --only-show-errors >/dev/null
+  az network nsg create -g "$RG" -n "nsg-${PREFIX}-apim-${ENVIRONMENT}" -l "$LOCATION" --only-show-errors >/dev/null
+  local priority=100 rule
+  for rule in "Inbound Internet 443" "Inbound ApiManagement 3443" "Inbound AzureLoadBalancer 6390" \
+              "Outbound Storage 443" "Outbound Sql 1433" "Outbound AzureKeyVault 443" "Outbound AzureMonitor 443"; do
+    read -r direction tag port <<<"$rule"
+    local source="$tag" destination=VirtualNetwork
+    if [ "$direction" = Outbound ]; then source=VirtualNetwork; destination="$tag"; fi
+    az network nsg rule create -g "$RG" --nsg-name "nsg-${PREFIX}-apim-${ENVIRONMENT}" -n "apim-${direction,,}-${tag,,}-${port}" \
+      --priority "$priority" --direction "$direction" --access Allow --protocol Tcp \
+      --source-address-prefixes "$source" --destination-address-prefixes "$destination" \
+      --destination-port-ranges "$port" --only-show-errors >/dev/null
+    priority=$((priority + 10))
+  done
+  az network vnet subnet create -g "$RG" --vnet-name "$VNET" -n apim --address-prefixes "${VNET_PREFIX}.16.0/27" \
+    --network-security-group "nsg-${PREFIX}-apim-${ENVIRONMENT}" --only-show-errors >/dev/null
+  az network public-ip create -g "$RG" -n "pip-${PREFIX}-apim-${ENVIRONMENT}" -l "$LOCATION" --sku Standard \
+    --dns-name "${APIM}" --zone 1 2 3 --only-show-errors >/dev/null
+  # The cluster's own identity joins its nodes and internal load balancers to the subnet.
+  az identity create -g "$RG" -n "$CLUSTER_IDENTITY" -l "$LOCATION" --only-show-errors >/dev/null
+  role "$(az identity show -g "$RG" -n "$CLUSTER_IDENTITY" --query principalId -o tsv)" "Network Contributor" \
+    "$(az network vnet show -g "$RG" -n "$VNET" --query id -o tsv)"
 }
 
 data() {
@@ -134,6 +168,8 @@ cluster() {
     --enable-keda --enable-addons azure-keyvault-secrets-provider --enable-secret-rotation \
     --enable-azure-monitor-metrics \
     --azure-monitor-workspace-resource-id "$(az monitor account show -g "$RG" -n "$MONITOR_WORKSPACE" --query id -o tsv)" \
+    --vnet-subnet-id "$(az network vnet subnet show -g "$RG" --vnet-name "$VNET" -n aks --query id -o tsv)" \
+    --assign-identity "$(az identity show -g "$RG" -n "$CLUSTER_IDENTITY" --query id -o tsv)" \
     --attach-acr "$ACR" --generate-ssh-keys --only-show-errors >/dev/null
   az aks mesh enable-ingress-gateway -g "$RG" -n "$AKS" --ingress-gateway-type internal --only-show-errors >/dev/null || true
   local issuer
@@ -215,6 +251,31 @@ kubernetes() {
   kubectl -n "$NAMESPACE" rollout status statefulset/redis --timeout=10m
 }
 
+dns() {
+  # PUBLIC_HOST resolves, inside the virtual network only, to the internal ingress load balancer.
+  case "$PUBLIC_HOST" in
+    *".${DNS_ZONE}") ;;
+    *) echo "deploy: PUBLIC_HOST ($PUBLIC_HOST) must be inside DNS_ZONE ($DNS_ZONE)" >&2; return 1 ;;
+  esac
+  log "private DNS ${PUBLIC_HOST} -> internal Istio ingress"
+  local address="" attempt
+  for attempt in $(seq 60); do
+    address="$(kubectl -n aks-istio-ingress get service aks-istio-ingressgateway-internal \
+      -o jsonpath='{.status.loadBalancer.ingress[0].ip}' 2>/dev/null || true)"
+    [ -n "$address" ] && break
+    echo "deploy: waiting for the internal ingress address ($attempt/60)"
+    sleep 10
+  done
+  [ -n "$address" ] || { echo "deploy: the internal ingress got no address" >&2; return 1; }
+  az network private-dns zone create -g "$RG" -n "$DNS_ZONE" --only-show-errors >/dev/null
+  az network private-dns link vnet create -g "$RG" -z "$DNS_ZONE" -n "$VNET" --virtual-network "$VNET" \
+    --registration-enabled false --only-show-errors >/dev/null || true
+  az network private-dns record-set a delete -g "$RG" -z "$DNS_ZONE" -n "${PUBLIC_HOST%."$DNS_ZONE"}" --yes \
+    --only-show-errors >/dev/null 2>&1 || true
+  az network private-dns record-set a add-record -g "$RG" -z "$DNS_ZONE" -n "${PUBLIC_HOST%."$DNS_ZONE"}" \
+    -a "$address" --only-show-errors >/dev/null
+}
+
 functions() {
   log "function app $FUNC_APP (Elastic Premium $FUNC_SKU, system identity, identity-based connections)"
   az functionapp plan create -g "$RG" -n "$FUNC_PLAN" -l "$LOCATION" --sku "$FUNC_SKU" --is-linux --only-show-errors >/dev/null
@@ -252,6 +313,8 @@ apim() {
     --publisher-email "$PUBLISHER_EMAIL" --enable-managed-identity true --only-show-errors >/dev/null
   local apim_id
   apim_id="$(az apim show -g "$RG" -n "$APIM" --query id -o tsv)"
+  # Into the virtual network (external mode), so backends on the internal ingress are reachable.
+  az rest --method patch --url "${apim_id}?api-version=2022-08-01" --body "{\"properties\": {\"virtualNetworkType\": \"External\", \"virtualNetworkConfiguration\": {\"subnetResourceId\": \"$(az network vnet subnet show -g "$RG" --vnet-name "$VNET" -n apim --query id -o tsv)\"}, \"publicIpAddressId\": \"$(az network public-ip show -g "$RG" -n "pip-${PREFIX}-apim-${ENVIRONMENT}" --query id -o tsv)\"}}" >/dev/null
   role "$(az apim show -g "$RG" -n "$APIM" --query identity.principalId -o tsv)" "Key Vault Secrets User" \
     "$(az keyvault show -n "$KEYVAULT" --query id -o tsv)"
   az apim nv create -g "$RG" -n "$APIM" --named-value-id entra-tenant-id --display-name entra-tenant-id --value "$TENANT_ID" --only-show-errors >/dev/null

@@ -152,3 +152,16 @@ def test_versions_and_queues_agree_with_the_manifests() -> None:
     settings = [m for m in find(rendered("prod"), "ConfigMap") if "SERVICEBUS_ACTIONS_QUEUE" in m["data"]][0]["data"]
     for queue in (settings["SERVICEBUS_ACTIONS_QUEUE"], settings["SERVICEBUS_UPDATES_QUEUE"]):
         assert f"-n {queue} --max-delivery-count" in script()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_public_host_resolves_through_the_private_zone_to_the_internal_ingress(overlay: str) -> None:
+    """PUBLIC_HOST lies in the private DNS zone the script creates, pointed at the ingress the Istio Gateway selects."""
+    zone = re.search(r'^DNS_ZONE="\$\{DNS_ZONE:-\$\{PREFIX\}\.([a-z.]+)\}"', script(), re.M).group(1)
+    prefix = re.search(r'^PREFIX="\$\{PREFIX:-([a-z]+)\}"', script(), re.M).group(1)
+    env = dict(line.split("=", 1) for line in (AKS / "overlays" / overlay / "azure.env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["PUBLIC_HOST"].endswith(f".{prefix}.{zone}")
+    selector = find(rendered(overlay), "Gateway")[0]["spec"]["selector"]["istio"]
+    assert f"get service {selector}" in script()
+    assert "--ingress-gateway-type internal" in script()
