@@ -36,6 +36,15 @@ def test_scaler_targets_the_gateway_on_streams_and_cpu(overlay: str) -> None:
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_scaled_deployments_leave_replicas_to_the_autoscaler(overlay: str) -> None:
+    """A Deployment a ScaledObject scales sets no replicas, so `kubectl apply` never resets a scaled-out count."""
+    manifests = rendered(overlay)
+    for scaled in find(manifests, "ScaledObject"):
+        target = find(manifests, scaled["spec"]["scaleTargetRef"]["kind"], scaled["spec"]["scaleTargetRef"]["name"])[0]
+        assert "replicas" not in target["spec"]
+
+
 def test_prod_never_runs_fewer_than_two_gateways() -> None:
     """prod keeps at least two gateway pods, so the PDB always lets a drain proceed."""
     scaled = find(rendered("prod"), "ScaledObject")[0]

@@ -193,3 +193,15 @@ def test_redis_persists_on_azure_disk_with_aof(overlay: str) -> None:
     assert directives["appendonly"] == "yes" and directives["dir"] == "/data"
     assert directives["include"] == "/run/redis/auth.conf"
     assert "requirepass" not in directives
+    # Redis must refuse writes at maxmemory before the kernel kills it at the limit; the rest is
+    # headroom for the fork that rewrites the append-only file.
+    limit = redis["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert directives["maxmemory-policy"] == "noeviction"
+    assert mebibytes(directives["maxmemory"]) <= 0.8 * mebibytes(limit)
+
+
+def mebibytes(quantity: str) -> float:
+    """Kubernetes (Mi, Gi) or redis.conf (mb, gb) memory sizes in MiB."""
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity).groups()
+    factor = {"Mi": 1, "Gi": 1024, "mb": 1, "gb": 1024}[unit]
+    return int(number) * factor
