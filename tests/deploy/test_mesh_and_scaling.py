@@ -37,6 +37,15 @@ def test_scaler_targets_the_gateway_on_streams_and_cpu(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_fallback_is_allowed_by_the_keda_webhook(overlay: str) -> None:
+    """KEDA admits `fallback` only when every trigger other than cpu/memory uses AverageValue."""
+    for scaled in find(rendered(overlay), "ScaledObject"):
+        if "fallback" in scaled["spec"]:
+            others = [t for t in scaled["spec"]["triggers"] if t["type"] not in {"cpu", "memory"}]
+            assert others and all(t.get("metricType") == "AverageValue" for t in others)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_scaled_deployments_leave_replicas_to_the_autoscaler(overlay: str) -> None:
     """A Deployment a ScaledObject scales sets no replicas, so `kubectl apply` never resets a scaled-out count."""
     manifests = rendered(overlay)
