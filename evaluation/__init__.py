@@ -4,8 +4,6 @@
 """
 
 from evaluation.cases import Case, Expect, load_cases
-from evaluation.errors import EvaluationError, InvalidCases, InvalidFeedback
-from evaluation.online import OnlineMetrics, VersionMetrics
+from evaluation.errors import EvaluationError, InvalidCases
 
-__all__ = ["Case", "EvaluationError", "Expect", "InvalidCases", "InvalidFeedback", "OnlineMetrics",
-           "VersionMetrics", "load_cases"]
+__all__ = ["Case", "EvaluationError", "Expect", "InvalidCases", "load_cases"]

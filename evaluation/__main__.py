@@ -32,7 +32,7 @@ from evaluation.bisect import bisect_versions, render
 from evaluation.cases import load_cases
 from evaluation.errors import EvaluationError
 from evaluation.harness import Target, in_process_gateway, remote_gateway
-from evaluation.online import METRICS, OnlineMetrics
+from observability.online import METRICS, OnlineMetrics
 from evaluation.report import compare_table, run_table, write_report
 from evaluation.runner import run_cases
 

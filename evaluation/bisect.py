@@ -13,7 +13,7 @@ from typing import Any
 
 from agent_registry import AgentRegistry
 from evaluation.errors import UnknownMetric
-from evaluation.online import METRICS, OnlineMetrics
+from observability.online import METRICS, OnlineMetrics
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,6 @@ class GatewayCallFailed(EvaluationError):
         self.status = status
 
 
-class InvalidFeedback(EvaluationError):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
 class UnknownMetric(EvaluationError):
     def __init__(self, name: str, known: tuple[str, ...]) -> None:
         super().__init__(f"unknown metric {name!r}; one of: {', '.join(known)}")

@@ -14,3 +14,12 @@ class TelemetryConfigError(ObservabilityError):
         super().__init__(f"setting {name}: {problem}")
         self.name = name
         self.problem = problem
+
+
+class InvalidFeedback(ObservabilityError):
+    """A feedback rating or comment outside its limits."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem

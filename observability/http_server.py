@@ -15,6 +15,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from observability.propagation import extract_trace_context
 
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: A WebSocket carries many turns: each turn gets its own trace (the gateway's step span), so the
+#: connection itself is not one span that would glue them into one trace.
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -26,7 +28,7 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in UNTRACED_PATHS:
+    if request.path in UNTRACED_PATHS or request.headers.get("Upgrade", "").lower() == "websocket":
         return await handler(request)
     tracer = trace.get_tracer("streaming_gateway.http")
     route = _route(request)

@@ -12,10 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from agent_registry import AgentRegistry, read_document
-from evaluation import InvalidFeedback, OnlineMetrics
+from observability.errors import InvalidFeedback
+from observability.online import OnlineMetrics
 from evaluation.bisect import bisect_versions, render
 from evaluation.errors import UnknownMetric
-from evaluation.online import TTFT_BUCKETS_MS, feedback_key, version_key
+from observability.online import TTFT_BUCKETS_MS, feedback_key, version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 

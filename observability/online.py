@@ -1,4 +1,4 @@
-"""Online metrics per agent config version, kept in Redis by the gateway.
+"""Online metrics per agent config version, kept in Redis by the gateway, read by `python -m evaluation`.
 
 Per version one hash of counters: streams and their errors by kind, time to first token (count,
 sum and fixed histogram buckets), tokens, actions by outcome, and user feedback (count, sum, per
@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from evaluation.errors import InvalidFeedback
+from observability.errors import InvalidFeedback
 
 PREFIX = "online:{m}"  # one hash tag: the scripts touch the version hash and the index together
 MAX_VERSIONS = 500
