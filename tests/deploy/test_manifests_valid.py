@@ -87,3 +87,11 @@ def test_kubernetes_version_is_one_the_validator_knows() -> None:
     import kubernetes_validate.utils
 
     assert kubernetes_version() in {v.rsplit(".", 1)[0] for v in kubernetes_validate.utils.all_versions()}
+
+
+def test_crd_validation_rejects_an_unknown_enum_value() -> None:
+    """The Istio check knows each field's allowed values: a misspelt mTLS mode fails."""
+    peer = copy.deepcopy(find(rendered("prod"), "PeerAuthentication")[0])
+    peer["spec"]["mtls"]["mode"] = "STRICTT"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(peer)
