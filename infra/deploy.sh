@@ -25,6 +25,8 @@ DNS_ZONE="${DNS_ZONE:-${PREFIX}.internal}"
 PUBLIC_HOST="${PUBLIC_HOST:-gateway.${ENVIRONMENT}.${DNS_ZONE}}"
 VNET_PREFIX="${VNET_PREFIX:-10.40}"
 PUBLISHER_EMAIL="${PUBLISHER_EMAIL:-platform@example.com}"
+# The backend the action pipeline dispatches to (the sample tickets service, or yours).
+TICKETS_SERVICE_URL="${TICKETS_SERVICE_URL:-}"
 STEPS="${STEPS:-foundation network data messaging ai identities cluster secrets images kubernetes dns functions apim}"
 
 case "$ENVIRONMENT" in
@@ -117,6 +119,8 @@ data() {
   az cosmosdb sql database create -g "$RG" -a "$COSMOS" -n agent --only-show-errors >/dev/null
   az cosmosdb sql container create -g "$RG" -a "$COSMOS" -d agent -n action_results \
     --partition-key-path /conversationId --throughput 400 --only-show-errors >/dev/null
+  az cosmosdb sql container create -g "$RG" -a "$COSMOS" -d agent -n dead_letters \
+    --partition-key-path /partition --throughput 400 --only-show-errors >/dev/null
   az storage account create -g "$RG" -n "$STORAGE" -l "$LOCATION" --sku Standard_ZRS --kind StorageV2 \
     --allow-blob-public-access false --allow-shared-key-access false --min-tls-version TLS1_2 --only-show-errors >/dev/null
 }
@@ -300,7 +304,13 @@ functions() {
     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE=${SERVICEBUS}.servicebus.windows.net" \
     "SERVICEBUS_ACTIONS_QUEUE=actions" "SERVICEBUS_UPDATES_QUEUE=action-updates" \
     "COSMOS_ENDPOINT=$(az cosmosdb show -g "$RG" -n "$COSMOS" --query documentEndpoint -o tsv)" \
-    "COSMOS_DATABASE=agent" "COSMOS_CONTAINER=action_results"
+    "COSMOS_DATABASE=agent" "COSMOS_CONTAINER=action_results" "COSMOS_DEADLETTER_CONTAINER=dead_letters"
+  if [ -n "$TICKETS_SERVICE_URL" ]; then
+    az functionapp config appsettings set -g "$RG" -n "$FUNC_APP" --only-show-errors >/dev/null \
+      --settings "TICKETS_SERVICE_URL=${TICKETS_SERVICE_URL}"
+  else
+    echo "deploy: TICKETS_SERVICE_URL not set: the function app has no backend to dispatch actions to" >&2
+  fi
   # Identity only: no storage account key is left in the settings.
   az functionapp config appsettings delete -g "$RG" -n "$FUNC_APP" --setting-names AzureWebJobsStorage \
     --only-show-errors >/dev/null
