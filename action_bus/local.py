@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from action_bus.redis_streams import StreamQueue
 from agent_contracts import ActionRequest, ActionResult
+from observability.propagation import to_application_properties
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def request_properties(request: ActionRequest) -> dict[str, str]:
     """What travels beside the body: content type, action name, W3C trace context."""
     properties = {"content_type": "application/json", "action_name": request.name,
                   "conversation_id": request.conversation_id}
-    properties.update({k: v for k, v in request.trace_context.items() if k in {"traceparent", "tracestate"}})
+    properties.update(to_application_properties(request.trace_context))
     return properties
 
 

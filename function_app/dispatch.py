@@ -15,12 +15,14 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from agent_contracts import ActionRequest
 from agent_contracts.actions import utcnow
 from function_app.errors import UnknownAction
 from function_app.registry import ActionRegistry
+from observability.propagation import consumer_span, inject_trace_context, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,25 @@ async def dispatch_once(session: aiohttp.ClientSession, registry: ActionRegistry
         return outcome(attempt, started, "permanent_error", error=problem)
     spec = registry.get(request.name)
     url, body = spec.url_and_body(request.arguments)
-    headers = {IDEMPOTENCY_HEADER: request.idempotency_key, "X-Action-Id": str(request.action_id)}
-    if "traceparent" in request.trace_context:
-        headers["traceparent"] = request.trace_context["traceparent"]
+    attributes = {"action.name": request.name, "action.id": str(request.action_id), "action.attempt": attempt,
+                  "http.request.method": spec.method, "url.full": url}
+    # A client span in the trace the gateway started for this turn; the backend gets it as parent.
+    with consumer_span(f"dispatch {request.name}", request.trace_context, attributes, kind=SpanKind.CLIENT) as span:
+        result = await _call(session, spec.method, url, body, request, attempt, started, timeout_s)
+        span.set_attribute("action.outcome", result["outcome"])
+        if result["statusCode"] is not None:
+            span.set_attribute("http.response.status_code", result["statusCode"])
+        if result["outcome"] != "succeeded":
+            mark_error(span, description=result["error"])
+        return result
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, body: dict[str, Any] | None,
+                request: ActionRequest, attempt: int, started: datetime, timeout_s: float) -> dict[str, Any]:
+    headers = {IDEMPOTENCY_HEADER: request.idempotency_key, "X-Action-Id": str(request.action_id),
+               **inject_trace_context()}
     try:
-        async with session.request(spec.method, url, json=body, headers=headers,
+        async with session.request(method, url, json=body, headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
             raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
             status = response.status

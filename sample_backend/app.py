@@ -34,6 +34,8 @@ class State:
     key_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     requests: int = 0
     replayed: int = 0
+    #: Headers of the latest requests (trace context, idempotency key), for tests and demos.
+    recent: list[dict[str, str]] = field(default_factory=list)
 
 
 STATE = web.AppKey("state", State)
@@ -46,6 +48,8 @@ async def faults_middleware(request: web.Request, handler: Any) -> web.StreamRes
     if request.path.startswith("/_control"):
         return await handler(request)
     state.requests += 1
+    state.recent = [*state.recent[-19:], {name: request.headers[name] for name in ("traceparent", IDEMPOTENCY_HEADER)
+                                          if name in request.headers}]
     rule = state.faults.take(request, "before")
     if rule is not None:
         response = await state.faults.apply(rule)
@@ -112,6 +116,7 @@ async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response({"requests": state.requests, "tickets": len(state.tickets),
                               "replayed": state.replayed, "faults_injected": state.faults.injected,
+                              "recent": state.recent,
                               "faults_left": state.faults.snapshot()})
 
 
@@ -120,6 +125,7 @@ async def reset(request: web.Request) -> web.Response:
     state.faults.rules.clear()
     state.tickets.clear()
     state.answers.clear()
+    state.recent.clear()
     state.requests = state.replayed = state.faults.injected = 0
     return web.json_response({"reset": True})
 

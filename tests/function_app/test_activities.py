@@ -42,6 +42,15 @@ async def test_dispatch_success_returns_the_backend_result(runtime: Runtime, bac
     assert outcome["result"]["ticketId"].startswith("T-")
 
 
+async def test_dispatch_sends_idempotency_key_and_trace_context(runtime: Runtime, backend: TestServer) -> None:
+    """The backend receives the Idempotency-Key and a traceparent in the trace the gateway started."""
+    request = make_request()
+    await activities.dispatch_action({"request": request.to_wire(), "attempt": 1}, runtime)
+    [seen] = (await backend_stats(backend))["recent"]
+    assert seen["Idempotency-Key"] == request.idempotency_key
+    assert seen["traceparent"].split("-")[1] == request.trace_context["traceparent"].split("-")[1]
+
+
 async def test_dispatch_repeat_with_same_key_makes_one_ticket(runtime: Runtime, backend: TestServer) -> None:
     """The Idempotency-Key header makes a repeated dispatch return the first ticket, not a second one."""
     first = await activities.dispatch_action(payload(1), runtime)
