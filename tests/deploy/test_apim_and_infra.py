@@ -165,3 +165,13 @@ def test_public_host_resolves_through_the_private_zone_to_the_internal_ingress(o
     selector = find(rendered(overlay), "Gateway")[0]["spec"]["selector"]["istio"]
     assert f"get service {selector}" in script()
     assert "--ingress-gateway-type internal" in script()
+
+
+def test_azure_openai_deployment_serves_the_default_agent_config() -> None:
+    """On Azure OpenAI the request's model is the deployment name: the script deploys the default config's model under that name."""
+    import json
+
+    model = json.loads((ROOT / "agent_configs" / "default.json").read_text())["model"]
+    default = re.search(r'^OPENAI_MODEL="\$\{OPENAI_MODEL:-([a-z0-9.-]+)\}"', script(), re.M).group(1)
+    assert default == model
+    assert '--deployment-name "$OPENAI_MODEL"' in script()
