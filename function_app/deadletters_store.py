@@ -12,6 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from azure.core.exceptions import AzureError
 from azure.cosmos import exceptions as cosmos_errors
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -58,14 +59,16 @@ class CosmosDeadLetterStore:
             await honour_throttling(lambda: self.container.upsert_item(body))
         except cosmos_errors.CosmosHttpResponseError as exc:
             raise StoreError(f"dead letter {letter.id}: {exc.status_code} {exc.message}") from exc
+        except AzureError as exc:  # no answer at all
+            raise StoreError(f"dead letter {letter.id}: {exc}") from exc
 
     async def list(self, include_replayed: bool = False) -> list[DeadLetter]:
         query = "SELECT * FROM c WHERE c.partition = @p"
         try:
             items = [item async for item in self.container.query_items(
                 query, parameters=[{"name": "@p", "value": PARTITION}], partition_key=PARTITION)]
-        except cosmos_errors.CosmosHttpResponseError as exc:
-            raise StoreError(f"list dead letters: {exc.status_code} {exc.message}") from exc
+        except AzureError as exc:
+            raise StoreError(f"list dead letters: {exc}") from exc
         letters = [DeadLetter.model_validate(item) for item in items]
         if not include_replayed:
             letters = [letter for letter in letters if letter.replayed_at is None]

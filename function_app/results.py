@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from azure.core import MatchConditions
+from azure.core.exceptions import AzureError
 from azure.cosmos import exceptions as cosmos_errors
 
 from agent_contracts import ActionResult, ActionStatus, is_forward_transition
@@ -78,6 +79,8 @@ class CosmosResultStore:
             return None
         except cosmos_errors.CosmosHttpResponseError as exc:
             raise StoreError(f"read {action_id}: {exc.status_code} {exc.message}") from exc
+        except AzureError as exc:  # no answer at all (connection refused, DNS, timeout)
+            raise StoreError(f"read {action_id}: {exc}") from exc
         return ActionResult.model_validate(doc), doc["_etag"]
 
     async def create(self, result: ActionResult) -> bool:
@@ -88,6 +91,8 @@ class CosmosResultStore:
             return False
         except cosmos_errors.CosmosHttpResponseError as exc:
             raise StoreError(f"create {result.id}: {exc.status_code} {exc.message}") from exc
+        except AzureError as exc:
+            raise StoreError(f"create {result.id}: {exc}") from exc
         return True
 
     async def replace(self, result: ActionResult, etag: str) -> None:
@@ -100,6 +105,8 @@ class CosmosResultStore:
             if exc.status_code == 412:
                 raise StaleWrite(f"{result.id} changed since read") from exc
             raise StoreError(f"replace {result.id}: {exc.status_code} {exc.message}") from exc
+        except AzureError as exc:
+            raise StoreError(f"replace {result.id}: {exc}") from exc
 
 
 def may_replace(current: ActionResult, new: ActionResult) -> bool:

@@ -10,6 +10,7 @@ same Idempotency-Key; Cosmos writes never move backwards).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -23,6 +24,9 @@ from function_app.worker import history as h
 from function_app.worker.instances import InstanceStore, LeaseLost
 
 log = logging.getLogger(__name__)
+
+#: How long an instance that could not be advanced (store down, a bug) waits before the next try.
+BROKEN_RETRY_S = 30.0
 
 
 def now() -> datetime:
@@ -80,6 +84,10 @@ class Engine:
             await self.advance(iid)
         except LeaseLost:
             log.warning("instance %s: lease lost; another worker continues it", iid)
+        except Exception:  # a broken instance must not stop the others: logged, retried later
+            log.exception("instance %s could not be advanced; retrying in %.0fs", iid, BROKEN_RETRY_S)
+            with contextlib.suppress(LeaseLost):
+                await self.store.append(iid, self.token, [], due_at=now().timestamp() + BROKEN_RETRY_S)
         finally:
             renewer.cancel()
             await self.store.release(iid, self.token)
