@@ -1,0 +1,91 @@
+"""The local worker's replay engine: history shaped as the host writes it, leases, and resilience."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from function_app.app import build_app
+from function_app.orchestration import ORCHESTRATOR, instance_id_for
+from function_app.runtime import Runtime
+from function_app.worker import history as h
+from function_app.worker.engine import Engine, RedisStarter, now, registered_functions
+from function_app.worker.instances import InstanceStore
+from tests.function_app.helpers import make_request
+
+
+def engine_for(aredis: aioredis.Redis) -> Engine:
+    orchestrators, activities = registered_functions(build_app())
+    return Engine(InstanceStore(aredis), orchestrators, activities, lease_ms=2000)
+
+
+async def run_until_done(engine: Engine, iid: str) -> None:
+    for _ in range(100):
+        await engine.run_due()
+        instance = await engine.store.load(iid)
+        if instance is not None and instance.status != "Running":
+            return
+    raise AssertionError("instance did not finish")
+
+
+async def test_history_is_shaped_like_the_hosts(runtime: Runtime, aredis: aioredis.Redis, backend: TestServer) -> None:
+    """Episodes start with OrchestratorStarted and end with OrchestratorCompleted; task ids run 0..n-1."""
+    engine = engine_for(aredis)
+    request = make_request()
+    iid = instance_id_for(request.idempotency_key)
+    await RedisStarter(engine.store).start(ORCHESTRATOR, iid, request.to_wire())
+    await run_until_done(engine, iid)
+    instance = await engine.store.load(iid)
+    types = [e["EventType"] for e in instance.history]
+    assert types[:4] == [h.ORCHESTRATOR_STARTED, h.EXECUTION_STARTED, h.TASK_SCHEDULED, h.ORCHESTRATOR_COMPLETED]
+    assert types[-1] == h.ORCHESTRATOR_COMPLETED and instance.status == "Completed"
+    scheduled = [e for e in instance.history if e["EventType"] == h.TASK_SCHEDULED]
+    assert [e["EventId"] for e in scheduled] == list(range(len(scheduled)))
+    assert [e["Name"] for e in scheduled] == ["record_action_status", "plan_action", "record_action_status",
+                                              "dispatch_action", "record_action_status"]
+    completed = [e for e in instance.history if e["EventType"] == h.TASK_COMPLETED]
+    assert [e["TaskScheduledId"] for e in completed] == list(range(len(scheduled)))
+    assert json.loads(instance.output)["status"] == "succeeded"
+
+
+async def test_instance_leased_by_another_worker_is_left_alone(runtime: Runtime, aredis: aioredis.Redis) -> None:
+    """While another worker holds the lease, this engine does not touch the instance."""
+    engine = engine_for(aredis)
+    request = make_request()
+    iid = instance_id_for(request.idempotency_key)
+    await RedisStarter(engine.store).start(ORCHESTRATOR, iid, request.to_wire())
+    assert await engine.store.acquire(iid, "someone-else", 60_000)
+    assert await engine.run_due() == 0
+    assert len((await engine.store.load(iid)).history) == 2
+
+
+async def test_broken_instance_is_retried_later_and_others_proceed(runtime: Runtime, aredis: aioredis.Redis,
+                                                                  backend: TestServer) -> None:
+    """An instance that cannot be advanced is pushed back; a healthy instance beside it completes."""
+    engine = engine_for(aredis)
+    broken = "action-broken"
+    at = now()
+    await engine.store.create(broken, "no_such_orchestrator", "{}", [h.orchestrator_started(at),
+                              h.execution_started(at, "no_such_orchestrator", "{}")])
+    request = make_request()
+    healthy = instance_id_for(request.idempotency_key)
+    await RedisStarter(engine.store).start(ORCHESTRATOR, healthy, request.to_wire())
+    await run_until_done(engine, healthy)
+    assert (await engine.store.load(healthy)).status == "Completed"
+    due = await aredis.zscore(engine.store.due_key, broken)
+    assert due is not None and due > time.time()
+
+
+async def test_starting_twice_creates_one_instance(aredis: aioredis.Redis) -> None:
+    """The Redis starter refuses a second instance with the same id."""
+    store = InstanceStore(aredis)
+    starter = RedisStarter(store)
+    request = make_request()
+    iid = instance_id_for(request.idempotency_key)
+    await starter.start(ORCHESTRATOR, iid, request.to_wire())
+    await starter.start(ORCHESTRATOR, iid, make_request().to_wire())
+    assert await starter.exists(iid)
+    assert json.loads((await store.load(iid)).input_json)["actionId"] == str(request.action_id)
