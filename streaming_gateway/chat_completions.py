@@ -57,7 +57,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 return await _stream(request, follower, after, completion, include_usage)
-            async for entry in follower.entries(after, until_end=True):
+            async for entry in follower.entries(after, until_end=False, until_step_end=True):
                 if entry is not None:
                     completion.add(entry)
             return web.json_response(completion.as_json(), status=502 if completion.error else 200,
@@ -148,7 +148,7 @@ async def _stream(request: web.Request, follower: Follower, after: int, completi
     try:
         await response.write(comment_bytes("connected"))
         await response.write(completion.chunk({"role": "assistant", "content": ""}))
-        async for entry in follower.entries(after, until_end=True):
+        async for entry in follower.entries(after, until_end=False, until_step_end=True):
             if entry is None:
                 await response.write(comment_bytes("keep-alive"))
                 continue

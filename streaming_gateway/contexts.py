@@ -47,16 +47,23 @@ log = logging.getLogger(__name__)
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # No connection is made here: the gateway starts (and /healthz answers) while Redis is down,
     # and /readyz reports it until Redis answers.
-    client = aioredis.Redis.from_url(
-        app[settings_key].redis_url,
+    # Every open client stream holds a connection while it waits in XREAD BLOCK (at most ~1 s at a
+    # time), so the pool is sized for streams, and waits (bounded) rather than failing when full.
+    settings = app[settings_key]
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=5,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
     )
+    client = aioredis.Redis(connection_pool=pool)
     app[redis_key] = client
     yield
     await client.aclose()
+    await pool.disconnect()
 
 
 async def config_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 
 from agent_contracts import ActionRequest, ActionResult
 from agent_contracts.events import ActionStatusEvent, ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
+from observability import producer_span
+from observability.online import OnlineMetrics
 from streaming_gateway import rkeys
 from streaming_gateway.agent_config import AgentConfig, AgentConfigStore
 from streaming_gateway.errors import GatewayError
@@ -34,6 +36,7 @@ from streaming_gateway.steps import PendingCall, Steps
 from streaming_gateway.store import Conversation, ConversationStore, new_id, now_iso
 from streaming_gateway.stream_log import ConversationGone, StreamLog
 from streaming_gateway.tool_args import ToolArgumentsError, check_arguments, parse_arguments
+from streaming_gateway.step_telemetry import StepTelemetry
 from streaming_gateway.tracing import child_trace_context
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class ChatEngine:
         self.outbox = outbox
         self.producers = producers
         self.metrics = metrics
+        #: Per-version online aggregates in Redis (set by the app's online_ctx; None: not recorded).
+        self.online: OnlineMetrics | None = None
 
     async def start_turn(self, conversation: Conversation, new_messages: list[dict[str, Any]],
                          overrides: Overrides | None = None) -> int:
@@ -111,8 +116,10 @@ class ChatEngine:
         message_id = new_id("msg")
         text: list[str] = []
         started = time.monotonic()
+        telemetry = StepTelemetry(self.metrics, self.online, cid, message_id, round_)
         try:
             config = await self._config(conversation)
+            telemetry.config(config.version)
             history = await self.store.messages(cid, last=config.limits.max_history_messages)
             tools = overrides.client_tools
             if tools is None and self.outbox is not None and round_ < config.limits.max_tool_rounds:
@@ -125,17 +132,19 @@ class ChatEngine:
                 max_tokens=min(overrides.max_tokens or config.limits.max_output_tokens, config.limits.max_output_tokens),
             )
             finish: Finish | None = None
+            telemetry.model_call(request)
             async for delta in self.llm.stream(request):
                 if isinstance(delta, TextDelta):
                     if not text:
-                        self.metrics.time_to_first_token.observe(time.monotonic() - started)
+                        telemetry.first_token()
                     text.append(delta.text)
                     await self.log.append(cid, TokenEvent(id=1, conversation_id=cid, message_id=message_id,
                                                           text=delta.text))
-                    self.metrics.tokens_streamed.inc()
+                    telemetry.token()
                 else:
                     finish = delta
             assert finish is not None
+            telemetry.model_finished(finish)
             self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
             if finish.tool_calls and overrides.client_tools is not None:
                 await self._end_with_client_tools(conversation, control, message_id, "".join(text), finish, config)
@@ -148,10 +157,12 @@ class ChatEngine:
                                                            finish_reason=finish.reason, usage=finish.usage,
                                                            agent_config_version=config.version))
                 await self.store.release_turn(cid, turn_id)
+            telemetry.ok()
         except (LLMError, GatewayError) as exc:
             code = exc.code
             retryable = exc.retryable if isinstance(exc, LLMError) else False
             self.metrics.stream_errors.labels(code).inc()
+            telemetry.failed(code, exc)
             log.warning("answer in %s failed: %s", cid, exc)
             await self._end(conversation, turn_id, message_id, text, "error",
                             ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code=code,
@@ -161,10 +172,12 @@ class ChatEngine:
         except (RedisError, OSError) as exc:
             # The followers cannot be told (the log is in Redis); the lock frees itself on expiry.
             self.metrics.stream_errors.labels("state_unavailable").inc()
+            telemetry.failed("state_unavailable", exc)
             log.error("answer in %s stopped: Redis failed: %s", cid, exc)
         except asyncio.CancelledError:
             reason = control.reason or "cancelled"
             self.metrics.upstream_cancellations.labels(reason).inc()
+            telemetry.cancelled(reason)
             error = None
             if reason == "shutdown":
                 error = ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code="interrupted",
@@ -172,6 +185,8 @@ class ChatEngine:
             await self._end(conversation, turn_id, message_id, text,
                             "interrupted" if reason == "shutdown" else "cancelled", error)
             raise
+        finally:
+            await telemetry.close()
 
     async def _end(self, conversation: Conversation, turn_id: str, message_id: str, text: list[str],
                    finish_reason: str, error: ErrorEvent | None) -> None:
@@ -244,10 +259,14 @@ class ChatEngine:
                          tool_calls=[call.openai_shape() for call in finish.tool_calls])
         await self.store.extend_turn(cid, control.turn_id, self.settings.turn_timeout_s)
         for request in requests:
-            if await self.outbox.accept(request):
-                self.metrics.actions_queued.labels(request.name).inc()
-            else:
-                log.info("action %s was already accepted", request.idempotency_key)
+            # The request carries this span's W3C context: the function app continues the same trace.
+            with producer_span(f"action {request.name} queue", {"agent.action_id": str(request.action_id),
+                                                                  "agent.action": request.name}) as (_, carrier):
+                request = request.model_copy(update={"trace_context": carrier or request.trace_context})
+                if await self.outbox.accept(request):
+                    self.metrics.actions_queued.labels(request.name).inc()
+                else:
+                    log.info("action %s was already accepted", request.idempotency_key)
         events: list[Any] = []
         for call, entry in zip(finish.tool_calls, pending):
             events.append(ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
@@ -270,6 +289,7 @@ class ChatEngine:
             log.info("update for unknown or expired action %s (%s) ignored", update.id, update.status.value)
             return
         self.metrics.action_updates.labels(update.status.value).inc()
+        await self._record_outcome(update)
         cid = info.conversation_id
         try:
             if await self.steps.first_sighting(update.id, f"{update.status.value}:{update.attempts}"):
@@ -284,6 +304,18 @@ class ChatEngine:
                     await self._continue(cid, info.step_id)
         except ConversationGone:
             log.info("action %s finished after its conversation %s was deleted", update.id, cid)
+
+    async def _record_outcome(self, update: ActionResult) -> None:
+        """Count a final outcome once per action, by the config version that asked for it."""
+        if not update.status.is_final or not await self.steps.first_sighting(update.id, "outcome"):
+            return
+        self.metrics.action_outcomes.labels(self.metrics.version(update.agent_config_version),
+                                            update.status.value).inc()
+        if self.online is not None:
+            try:
+                await self.online.record_action(update.agent_config_version, update.status.value)
+            except (RedisError, OSError) as exc:
+                log.warning("online action outcome for %s not recorded: %s", update.agent_config_version, exc)
 
     async def _continue(self, cid: str, step_id: str) -> None:
         """Append the tool results and continue the model, once per step whatever the deliveries."""

@@ -47,9 +47,11 @@ class Follower:
             await self._log.unwatch(self.conversation_id, self._reader_id)
         self._producers.nudge(self.conversation_id)
 
-    async def entries(self, after: int, *, until_end: bool) -> AsyncIterator[LogEntry | None]:
+    async def entries(self, after: int, *, until_end: bool,
+                      until_step_end: bool = False) -> AsyncIterator[LogEntry | None]:
         """Log entries after `after`, in order; None when a keep-alive is due. Ends after the answer's
-        end when until_end, or once caught up after `stop` is set."""
+        end when until_end (after any message_end, a tool-call pause included, when until_step_end),
+        or once caught up after `stop` is set."""
         self.last_id = after
         block_ms = int(min(self._heartbeat_s, MAX_BLOCK_S) * 1000)
         last_sent = last_lease = time.monotonic()
@@ -65,7 +67,7 @@ class Follower:
             for entry in entries:
                 self.last_id = entry.id
                 yield entry
-                if until_end and entry.ends_answer:
+                if (until_end and entry.ends_answer) or (until_step_end and entry.type == "message_end"):
                     return
             now = time.monotonic()
             if entries:

@@ -56,6 +56,7 @@ class Settings:
     rate_limit_per_minute: int = 120
 
     # Redis state and the per-conversation stream log.
+    redis_max_connections: int = 2000
     conversation_ttl_s: int = 30 * 24 * 3600
     event_log_ttl_s: int = 24 * 3600
     event_log_maxlen: int = 10_000
@@ -109,6 +110,7 @@ class Settings:
             max_messages_per_conversation=env.int("GATEWAY_MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
             max_streams_per_user=env.int("GATEWAY_MAX_STREAMS_PER_USER", 8, minimum=1),
             rate_limit_per_minute=env.int("GATEWAY_RATE_LIMIT_PER_MINUTE", 120, minimum=1),
+            redis_max_connections=env.int("GATEWAY_REDIS_MAX_CONNECTIONS", 2000, minimum=10),
             conversation_ttl_s=env.int("GATEWAY_CONVERSATION_TTL_SECONDS", 30 * 24 * 3600, minimum=60),
             event_log_ttl_s=env.int("GATEWAY_EVENT_LOG_TTL_SECONDS", 24 * 3600, minimum=60),
             event_log_maxlen=env.int("GATEWAY_EVENT_LOG_MAXLEN", 10_000, minimum=100),

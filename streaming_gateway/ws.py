@@ -3,7 +3,7 @@
 Client frames: `{"type": "message", "content", "conversation_id"?}`, `{"type": "cancel"}`,
 `{"type": "resume", "conversation_id", "after"}`, `{"type": "ping"}`. Server frames: the same
 event JSON as SSE, plus control frames without an id: `ack` (a message or resume was taken,
-with the id to resume after), `pong`, and `rejected` (code, message, param, status; the
+with the id to resume after), `pong`, and `rejected` (code, message, param, status, kind; the
 connection stays open). One connection follows one conversation at a time. On shutdown the
 server closes with 1012 (service restart) once the client has every event; it resumes after
 the last id it saw.
@@ -188,8 +188,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                         await ws.send_json(_rejected(Unavailable("conversation state is unavailable; retry shortly",
                                                                  code="state_unavailable")))
                 elif msg.type == WSMsgType.BINARY:
-                    await ws.send_json({"type": "rejected", "status": 422, "code": "invalid_frame",
-                                        "message": "frames are JSON text", "param": None})
+                    await ws.send_json(_rejected(InvalidInput("frames are JSON text", code="invalid_frame")))
         except ConnectionResetError:
             pass
         finally:
@@ -201,7 +200,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 def _rejected(exc: GatewayError) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "rejected", "status": exc.status, **exc.body()["error"]}
+    error = exc.body()["error"]
+    frame: dict[str, Any] = {**error, "type": "rejected", "kind": error["type"], "status": exc.status}
     if isinstance(exc, RateLimited):
         frame["retry_after"] = exc.retry_after_s
     return frame
