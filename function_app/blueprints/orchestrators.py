@@ -13,6 +13,6 @@ from function_app import orchestration
 bp = df.Blueprint()
 
 
-@bp.orchestration_trigger(context_name="context")
+@bp.orchestration_trigger(context_name="context", input_type=dict)
 def action_orchestrator(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     return (yield from orchestration.action_orchestrator(context))
