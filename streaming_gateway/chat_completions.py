@@ -11,12 +11,14 @@ conversation's agent config names; the request's `model` is echoed back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from streaming_gateway.bodies import ChatCompletionIn, check_length, read_body
 from streaming_gateway.engine import Overrides
@@ -165,4 +167,11 @@ async def _stream(request: web.Request, follower: Follower, after: int, completi
         await response.write_eof()
     except ConnectionResetError:
         log.info("OpenAI-API client left %s at event %d", follower.conversation_id, follower.last_id)
+    except RedisError as exc:
+        log.warning("OpenAI-API stream of %s failed: Redis: %s", follower.conversation_id, exc)
+        error = {"message": "conversation state became unavailable", "type": "server_error",
+                 "code": "state_unavailable", "param": None}
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+            await response.write_eof()
     return response

@@ -7,11 +7,13 @@ missed from the stream log and follows live. Both read the same log, on any pod.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from streaming_gateway.bodies import MessageIn, check_length, read_body
 from streaming_gateway.errors import InvalidInput
@@ -103,6 +105,14 @@ async def _stream(request: web.Request, follower: Follower, handle: StreamHandle
         await response.write_eof()
     except ConnectionResetError:
         log.info("client left %s at event %d", follower.conversation_id, follower.last_id)
+    except RedisError as exc:
+        # The log is unreachable: end resumably; the client comes back with its Last-Event-ID.
+        log.warning("stream of %s ended at event %d: Redis failed: %s", follower.conversation_id,
+                    follower.last_id, exc)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(comment_bytes(f"state store unavailable; resume with Last-Event-ID: "
+                                               f"{follower.last_id}"))
+            await response.write_eof()
     return response
 
 

@@ -26,7 +26,7 @@ if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {-2, redis.call('GET', KEYS[3]) or ''}
 end
 local count = redis.call('LLEN', KEYS[2])
-if count + (#ARGV - 5) > tonumber(ARGV[3]) then
+if count + (#ARGV - 5) + 1 > tonumber(ARGV[3]) then  -- room for the reply too
   redis.call('DEL', KEYS[3])
   return {-3, count}
 end

@@ -144,6 +144,10 @@ class WsSession:
                     await self.ws.send_str(entry.data)
         except ConnectionResetError:
             pass
+        except RedisError as exc:
+            log.warning("websocket follow of %s failed: Redis: %s", follower.conversation_id, exc)
+            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
+                                message=f"resume after {follower.last_id}".encode())
 
     async def _stop_following(self) -> None:
         task, follower = self._following, self._follower

@@ -1,0 +1,80 @@
+"""Conversations belong to their user: create, list newest first with pages, read, delete."""
+
+from __future__ import annotations
+
+from streaming_gateway.keys import redis_key
+from tests.gateway.conftest import Gateway
+
+SSE = {"Accept": "text/event-stream"}
+
+
+async def test_create_read_delete(gateway: Gateway, script) -> None:
+    """A conversation records its agent config version, and each message records it too."""
+    await script([{"match": "", "reply": "ok"}])
+    async with gateway.request("POST", "/v1/conversations", json={"title": "Printer trouble"}) as response:
+        assert response.status == 201
+        created = await response.json()
+        assert response.headers["Location"] == f"/v1/conversations/{created['id']}"
+    assert created["agent_config_version"].startswith("default@") and created["title"] == "Printer trouble"
+    cid = created["id"]
+    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}) as response:
+        assert response.status == 200
+    async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
+        body = await response.json()
+    assert body["message_count"] == 2 and body["last_event_id"] == 2
+    assert {m["agent_config_version"] for m in body["messages"]} == {created["agent_config_version"]}
+    assert "user_id" not in body
+    async with gateway.request("DELETE", f"/v1/conversations/{cid}") as response:
+        assert response.status == 204
+    async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
+        assert response.status == 404
+
+
+async def test_list_is_newest_first_and_paginated(gateway: Gateway) -> None:
+    """Pages follow next_cursor until it is null; each conversation appears once, newest first."""
+    created = [await gateway.create_conversation() for _ in range(5)]
+    await gateway.create_conversation("bob")
+    seen, cursor = [], None
+    while True:
+        path = "/v1/conversations?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        async with gateway.request("GET", path) as response:
+            page = await response.json()
+        seen += [c["id"] for c in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+
+
+async def test_other_users_conversation_is_not_found(gateway: Gateway) -> None:
+    """Another user's conversation answers 404 to every operation, and is never listed."""
+    cid = await gateway.create_conversation("alice")
+    for method, path, kwargs in [
+        ("GET", f"/v1/conversations/{cid}", {}),
+        ("DELETE", f"/v1/conversations/{cid}", {}),
+        ("POST", f"/v1/conversations/{cid}/messages", {"json": {"content": "hi"}}),
+        ("GET", f"/v1/conversations/{cid}/events", {"headers": SSE}),
+        ("POST", f"/v1/conversations/{cid}/cancel", {}),
+        ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                                          "headers": {"X-Conversation-Id": cid}}),
+    ]:
+        async with gateway.request(method, path, user="mallory", **kwargs) as response:
+            assert response.status == 404, (method, path)
+            assert (await response.json())["error"]["code"] == "conversation_not_found"
+    async with gateway.request("GET", "/v1/conversations", user="mallory") as response:
+        assert (await response.json())["data"] == []
+    async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
+        assert response.status == 200
+
+
+async def test_deleting_mid_answer_stops_it(gateway: Gateway, script) -> None:
+    """Deleting a conversation while it is being answered stops the answer and leaves nothing behind."""
+    await script([{"match": "", "tokens": 2000, "token_delay_ms": 10}])
+    cid = await gateway.create_conversation()
+    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"},
+                               headers=SSE) as stream:
+        await stream.content.readuntil(b"event: token")
+        async with gateway.request("DELETE", f"/v1/conversations/{cid}") as response:
+            assert response.status == 204
+    keys = [key async for key in gateway.app[redis_key].scan_iter(f"gw:conv:{{{cid}}}*")]
+    assert keys == [] or all(k.endswith(":watchers") or k.endswith(":producing") for k in keys)
