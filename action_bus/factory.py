@@ -28,15 +28,17 @@ def uses_servicebus(settings: Any) -> bool:
     return bool(settings.servicebus_connection_string or settings.servicebus_fully_qualified_namespace)
 
 
-def servicebus_client(settings: Any) -> Any:
-    """A ServiceBusClient from a connection string, or Entra ID (managed identity) for a namespace."""
+def servicebus_client(settings: Any) -> tuple[Any, Any]:
+    """A ServiceBusClient from a connection string, or Entra ID (managed identity) for a namespace;
+    with the credential the caller closes (None for a connection string)."""
     from azure.servicebus.aio import ServiceBusClient
 
     if settings.servicebus_connection_string:
-        return ServiceBusClient.from_connection_string(settings.servicebus_connection_string)
+        return ServiceBusClient.from_connection_string(settings.servicebus_connection_string), None
     from azure.identity.aio import DefaultAzureCredential
 
-    return ServiceBusClient(settings.servicebus_fully_qualified_namespace, DefaultAzureCredential())
+    credential = DefaultAzureCredential()
+    return ServiceBusClient(settings.servicebus_fully_qualified_namespace, credential), credential
 
 
 def create_action_bus(redis: aioredis.Redis, settings: Any) -> ActionBus:
@@ -44,7 +46,7 @@ def create_action_bus(redis: aioredis.Redis, settings: Any) -> ActionBus:
         from action_bus.servicebus import ServiceBusActionBus
 
         log.info("action bus: Service Bus queue %s", settings.servicebus_actions_queue)
-        return ServiceBusActionBus(servicebus_client(settings), settings.servicebus_actions_queue)
+        return ServiceBusActionBus(*servicebus_client(settings), settings.servicebus_actions_queue)
     log.info("action bus: Redis stream %s (no Service Bus configured)", settings.servicebus_actions_queue)
     return RedisStreamsActionBus(redis, settings.servicebus_actions_queue)
 
@@ -53,7 +55,7 @@ def create_update_sink(redis: aioredis.Redis, settings: Any) -> ActionUpdateSink
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusUpdateSink
 
-        return ServiceBusUpdateSink(servicebus_client(settings), updates_queue(settings))
+        return ServiceBusUpdateSink(*servicebus_client(settings), updates_queue(settings))
     return RedisUpdateSink(redis, updates_queue(settings))
 
 
@@ -61,5 +63,5 @@ def create_update_source(redis: aioredis.Redis, settings: Any) -> ActionUpdateSo
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusUpdateSource
 
-        return ServiceBusUpdateSource(servicebus_client(settings), updates_queue(settings))
+        return ServiceBusUpdateSource(*servicebus_client(settings), updates_queue(settings))
     return RedisUpdateSource(redis, updates_queue(settings))

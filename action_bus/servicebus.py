@@ -71,6 +71,12 @@ def map_error(exc: ServiceBusError, message_id: str) -> ActionBusError:
     return BusUnavailable(f"service bus: {type(exc).__name__}: {exc}")
 
 
+async def _close_client(client: ServiceBusClient, credential: Any) -> None:
+    await client.close()
+    if credential is not None:
+        await credential.close()
+
+
 async def send_one(sender: ServiceBusSender, message: ServiceBusMessage) -> None:
     try:
         await sender.send_messages(message)
@@ -81,8 +87,9 @@ async def send_one(sender: ServiceBusSender, message: ServiceBusMessage) -> None
 class ServiceBusActionBus:
     """ActionBus adapter: one sender on the actions queue (duplicate detection on the queue)."""
 
-    def __init__(self, client: ServiceBusClient, queue: str) -> None:
+    def __init__(self, client: ServiceBusClient, credential: Any, queue: str) -> None:
         self._client = client
+        self._credential = credential
         self._sender: ServiceBusSender = client.get_queue_sender(queue)
 
     async def publish(self, request: ActionRequest) -> None:
@@ -90,14 +97,15 @@ class ServiceBusActionBus:
 
     async def close(self) -> None:
         await self._sender.close()
-        await self._client.close()
+        await _close_client(self._client, self._credential)
 
 
 class ServiceBusUpdateSink:
     """ActionUpdateSink adapter: the function app sends each status change to the updates queue."""
 
-    def __init__(self, client: ServiceBusClient, queue: str) -> None:
+    def __init__(self, client: ServiceBusClient, credential: Any, queue: str) -> None:
         self._client = client
+        self._credential = credential
         self._sender: ServiceBusSender = client.get_queue_sender(queue)
 
     async def publish_update(self, update: ActionResult) -> None:
@@ -105,14 +113,15 @@ class ServiceBusUpdateSink:
 
     async def close(self) -> None:
         await self._sender.close()
-        await self._client.close()
+        await _close_client(self._client, self._credential)
 
 
 class ServiceBusUpdateSource:
     """ActionUpdateSource adapter: gateway pods receive competitively (peek-lock) from the updates queue."""
 
-    def __init__(self, client: ServiceBusClient, queue: str) -> None:
+    def __init__(self, client: ServiceBusClient, credential: Any, queue: str) -> None:
         self._client = client
+        self._credential = credential
         self._receiver: ServiceBusReceiver = client.get_queue_receiver(queue)
         self._locked: dict[str, ServiceBusReceivedMessage] = {}
 
@@ -146,4 +155,4 @@ class ServiceBusUpdateSource:
 
     async def close(self) -> None:
         await self._receiver.close()
-        await self._client.close()
+        await _close_client(self._client, self._credential)

@@ -120,3 +120,14 @@ async def test_factory_picks_servicebus_with_connection_string(aredis: Any) -> N
     bus = create_action_bus(aredis, settings)
     assert isinstance(bus, ServiceBusActionBus)
     await bus.close()
+
+
+async def test_factory_uses_entra_id_for_a_bare_namespace(aredis: Any) -> None:
+    """A namespace without a connection string selects Service Bus with DefaultAzureCredential, closed on close()."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    settings = BusSettings(servicebus_fully_qualified_namespace="example.servicebus.windows.net")
+    bus = create_action_bus(aredis, settings)
+    assert isinstance(bus, ServiceBusActionBus)
+    assert isinstance(bus._credential, DefaultAzureCredential)
+    await bus.close()
