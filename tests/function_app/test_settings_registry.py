@@ -61,3 +61,16 @@ def test_tool_definitions_carry_argument_schemas() -> None:
     assert set(tools) == {"create_ticket", "get_ticket"}
     assert tools["create_ticket"]["function"]["parameters"]["required"] == ["title"]
     assert tools["get_ticket"]["function"]["parameters"]["properties"]["ticket_id"]["type"] == "string"
+
+
+def test_default_agent_config_tools_match_registered_actions() -> None:
+    """Every tool of agent_configs/default.json names a registered action with the same required and known fields."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(__file__).resolve().parents[2] / "agent_configs/default.json").read_text())
+    registry = default_registry(Settings.from_env(BASE))
+    for tool in config["tools"]:
+        schema = registry.get(tool.get("action", tool["name"])).arguments.model_json_schema()
+        assert set(tool["parameters"].get("required", [])) == set(schema.get("required", [])), tool["name"]
+        assert set(tool["parameters"]["properties"]) <= set(schema["properties"]), tool["name"]
