@@ -15,6 +15,7 @@ from agent_contracts.settings import SettingsError
 from function_app.runtime import build_runtime, use_runtime
 from function_app.settings import Settings
 from function_app.worker.service import Worker
+from observability import ObservabilityError, setup_observability
 
 log = logging.getLogger("function_app.worker")
 
@@ -40,17 +41,22 @@ async def serve(settings: Settings) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:
+        # Traces (Azure Monitor or OTLP when configured) and structured logs, as the gateway has them.
+        telemetry = setup_observability("function_app.worker", settings)
+    except (SettingsError, ObservabilityError) as exc:
         log.error("%s", exc)
         return 2
-    if settings.uses_servicebus:
-        log.error("Service Bus is configured: actions are consumed by the Functions app, not this worker")
-        return 2
-    asyncio.run(serve(settings))
-    return 0
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    try:
+        if settings.uses_servicebus:
+            log.error("Service Bus is configured: actions are consumed by the Functions app, not this worker")
+            return 2
+        asyncio.run(serve(settings))
+        return 0
+    finally:
+        telemetry.shutdown()
 
 
 if __name__ == "__main__":
