@@ -1,0 +1,108 @@
+"""Redis traffic per user turn, counted with MONITOR on the benchmark's own Redis.
+
+One turn = `POST /v1/conversations/{id}/messages` streamed over SSE until its `message_end`.
+MONITOR lists every command the gateway sends (and, marked `lua`, those its scripts run). Commands
+of one pipeline or transaction reach Redis together, so round trips are estimated by grouping a
+connection's commands that arrive within PIPELINE_GAP_S of each other. The gateway's background
+loops (outbox relay, update consumer) also talk to Redis: an idle window of the same length is
+counted the same way and subtracted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from bench.stack import token
+from bench.stats import table
+
+PIPELINE_GAP_S = 0.00005
+
+
+class Recorder:
+    def __init__(self, redis_url: str) -> None:
+        self._redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self.commands: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Recorder:
+        self._task = asyncio.create_task(self._run())
+        await self._ready.wait()
+        return self
+
+    async def _run(self) -> None:
+        async with self._redis.monitor() as monitor:
+            self._ready.set()
+            while True:
+                self.commands.append(await monitor.next_command())
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.2)  # let MONITOR deliver the last lines
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._redis.aclose()
+
+
+def count(commands: list[dict[str, Any]]) -> dict[str, Any]:
+    client = [c for c in commands if c["client_type"] != "lua"]
+    lua = [c for c in commands if c["client_type"] == "lua"]
+    trips, last_seen = 0, {}
+    for c in sorted(client, key=lambda c: c["time"]):
+        port = c["client_port"]
+        if port not in last_seen or c["time"] - last_seen[port] > PIPELINE_GAP_S:
+            trips += 1
+        last_seen[port] = c["time"]
+    names = Counter(c["command"].split(" ", 1)[0].upper() for c in client)
+    return {"round_trips_est": trips, "client_commands": len(client), "lua_commands": len(lua),
+            "by_command": dict(names.most_common())}
+
+
+async def one_turn(gateway: str, user: str, prompt: str) -> tuple[float, int]:
+    headers = {"Authorization": f"Bearer {token(user)}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"{gateway}/v1/conversations", json={}) as response:
+            cid = (await response.json())["id"]
+        started = time.monotonic()
+        tokens = 0
+        async with session.post(f"{gateway}/v1/conversations/{cid}/messages", json={"content": prompt},
+                                headers={"Accept": "text/event-stream"}) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                tokens += line.startswith(b"event: token")
+        return time.monotonic() - started, tokens
+
+
+async def measure(gateway: str, redis_url: str, turns: int) -> dict[str, Any]:
+    await one_turn(gateway, "trips-warm", "warm up")
+    per_turn: list[dict[str, Any]] = []
+    for i in range(turns):
+        async with Recorder(redis_url) as busy:
+            elapsed, tokens = await one_turn(gateway, f"trips-{i}", "count my round trips")
+        async with Recorder(redis_url) as idle:
+            await asyncio.sleep(elapsed)
+        turn, background = count(busy.commands), count(idle.commands)
+        names = Counter(turn["by_command"])
+        names.subtract(background["by_command"])
+        per_turn.append({"tokens": tokens, "seconds": elapsed,
+                         "round_trips_est": turn["round_trips_est"] - background["round_trips_est"],
+                         "client_commands": turn["client_commands"] - background["client_commands"],
+                         "lua_commands": turn["lua_commands"] - background["lua_commands"],
+                         "background_commands": background["client_commands"],
+                         "by_command": {k: v for k, v in names.most_common() if v > 0}})
+    return {"turns": per_turn}
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = [[i, t["tokens"], f"{t['seconds']:.2f}", t["round_trips_est"], t["client_commands"], t["lua_commands"],
+             t["background_commands"], ", ".join(f"{k} {v}" for k, v in list(t["by_command"].items())[:6])]
+            for i, t in enumerate(result["turns"])]
+    return table(["turn", "tokens", "s", "round trips", "commands", "in lua", "idle bg", "top commands"], rows)

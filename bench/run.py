@@ -1,0 +1,163 @@
+"""`make bench` (python -m bench.run): every benchmark of issue 8 in one run; prints tables and
+writes the figures as JSON under bench/results/.
+
+Sizes: quick by default (a few minutes); BENCH_FULL=1 for the full ones. BENCH_ONLY=overhead,trips,
+scale,actions,profile picks sections. BENCH_TOKENS and BENCH_TOKEN_DELAY_MS shape the scripted
+answers. LiteLLM's proxy runs beside ours when BENCH_LITELLM (default .local/bench-litellm/bin/litellm)
+exists; `make bench` installs it there from bench/requirements-litellm.txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import actions, overhead, profile, redis_trips, scale
+from bench.clients import Target, wave
+from bench.stack import (LITELLM_MASTER_KEY, LITELLM_MODEL, BenchSetupError, Stack, new_stack, pipeline_env,
+                         put_script, raise_fd_limit, start_backend, start_cosmos, start_worker)
+
+log = logging.getLogger("bench")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_LITELLM = ROOT / ".local" / "bench-litellm" / "bin" / "litellm"
+
+QUICK = {"overhead": {1: 10, 64: 3, 512: 1}, "trips": 3, "scale": [0, 250, 500, 1000, 2000],
+         "actions": (40, 16), "profile_s": 8}
+FULL = {"overhead": {1: 100, 64: 10, 512: 4}, "trips": 10, "scale": [0, 500, 1000, 2000, 3000, 4000, 6000, 8000],
+        "actions": (300, 64), "profile_s": 20}
+
+
+def versions(litellm: Path | None) -> dict[str, str]:
+    found = {name: importlib.metadata.version(name) for name in ("aiohttp", "openai", "redis", "pydantic")}
+    found["python"] = platform.python_version()
+    found["redis-server"] = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    if litellm is not None:
+        probe = subprocess.run([str(litellm.with_name("python")), "-c",
+                                "import importlib.metadata as m; print(m.version('litellm'))"],
+                               capture_output=True, text=True)
+        found["litellm"] = probe.stdout.strip() or f"unknown ({probe.stderr.strip()[:100]})"
+    return found
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {"cpus": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1), "kernel": platform.release()}
+
+
+def script(tokens: int, delay_ms: float) -> list[dict[str, Any]]:
+    return [*actions.SCRIPT, {"match": "", "tokens": tokens, "token_delay_ms": delay_ms}]
+
+
+async def profiled_load(stack: Stack, seconds: float, concurrency: int, out: Path) -> dict[str, Any]:
+    spy = profile.start(stack.pid("gateway"), seconds, out)
+    target = Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True)
+    deadline = time.monotonic() + seconds
+    round_ = 0
+    try:
+        while time.monotonic() < deadline and spy.poll() is None:
+            await wave(target, concurrency, "profile", round_)
+            round_ += 1
+    finally:
+        await target.close()
+    _, err = spy.communicate(timeout=seconds + 30)
+    if spy.returncode != 0 or not out.exists():
+        return {"samples": 0, "error": err.decode()[-300:]}
+    return profile.summarize(out)
+
+
+async def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    full = os.environ.get("BENCH_FULL") == "1"
+    sizes = FULL if full else QUICK
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "overhead,trips,scale,actions,profile").split(",")))
+    tokens = int(os.environ.get("BENCH_TOKENS", "32"))
+    delay_ms = float(os.environ.get("BENCH_TOKEN_DELAY_MS", "10"))
+    litellm_path = Path(os.environ.get("BENCH_LITELLM", str(DEFAULT_LITELLM)))
+    litellm = litellm_path if litellm_path.exists() else None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"mode": "full" if full else "quick", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "machine": machine(), "versions": versions(litellm), "fd_limit": raise_fd_limit(),
+                              "upstream": {"tokens_per_reply": tokens, "token_delay_ms": delay_ms}}
+    if litellm is None:
+        report["litellm"] = f"not run: {litellm_path} missing (make bench installs it from bench/requirements-litellm.txt)"
+    stack = new_stack(RESULTS)
+    tables: list[str] = []
+    try:
+        stack.redis()
+        stack.upstream()
+        stack.gateway()
+        if litellm is not None and "overhead" in only:
+            stack.litellm(litellm)
+        await put_script(stack.urls["upstream"], script(tokens, delay_ms))
+
+        if "overhead" in only:
+            targets = [Target("direct", stack.urls["upstream"]),
+                       Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True)]
+            if "litellm" in stack.urls:
+                targets.append(Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY))
+            try:
+                report["overhead"] = await overhead.measure(targets, sizes["overhead"])
+            finally:
+                for target in targets:
+                    await target.close()
+            if "litellm" in stack.urls:
+                stack.stop("litellm")  # it holds a core's worth of CPU otherwise
+            tables.append("Gateway overhead (ms; x = ratio to direct)\n" + overhead.render(report["overhead"]))
+
+        if "profile" in only:
+            report["profile"] = await profiled_load(stack, sizes["profile_s"], 64, stack.workdir / "gateway.pyspy.txt")
+            tables.append("Gateway profile under 64 concurrent streams (py-spy)\n" + profile.render(report["profile"]))
+
+        if "trips" in only:
+            report["redis_per_turn"] = await redis_trips.measure(stack.urls["gateway"], stack.urls["redis"],
+                                                                 sizes["trips"])
+            tables.append(f"Redis traffic per user turn ({tokens} tokens)\n" + redis_trips.render(report["redis_per_turn"]))
+
+        if "scale" in only:
+            report["scale"] = await scale.measure(stack.urls["gateway"], stack.pid("gateway"), sizes["scale"],
+                                                  probe_concurrency=16, probe_rounds=2)
+            tables.append("Scale: open streams on one gateway process\n" + scale.render(report["scale"]))
+
+        if "actions" in only:
+            report["actions"] = await action_runs(stack, *sizes["actions"])
+            tables.append("Action pipeline end to end\n" + actions.render(report["actions"]))
+    except BenchSetupError as exc:
+        log.error("%s", exc)
+        report["error"] = str(exc)
+    finally:
+        stack.close()
+    out = RESULTS / f"bench-{report['started'].replace(':', '')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print("\n\n".join([f"versions: {report['versions']}  machine: {report['machine']}", *tables]))
+    print(f"\nJSON: {out.relative_to(ROOT)}; logs: {stack.workdir.relative_to(ROOT)}")
+    return 1 if "error" in report else 0
+
+
+async def action_runs(stack: Stack, count: int, concurrency: int) -> dict[str, Any]:
+    start_cosmos(stack)
+    results: dict[str, Any] = {}
+    for label, rate in (("0%", 0.0), ("10%", 0.1)):
+        backend = start_backend(stack, f"backend-{rate}", rate)
+        start_worker(stack, "worker", pipeline_env(stack, backend))
+        try:
+            results[label] = await actions.run(stack.urls["gateway"], count, concurrency)
+        finally:
+            stack.stop("worker")
+            stack.stop(f"backend-{rate}")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
