@@ -10,6 +10,7 @@ same log. Clients never talk to this module: they follow the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -133,17 +134,21 @@ class ChatEngine:
             )
             finish: Finish | None = None
             telemetry.model_call(request)
-            async for delta in self.llm.stream(request):
-                if isinstance(delta, TextDelta):
-                    if not text:
-                        telemetry.first_token()
-                    text.append(delta.text)
-                    await self.log.append(cid, TokenEvent(id=1, conversation_id=cid, message_id=message_id,
-                                                          text=delta.text))
-                    telemetry.token()
-                else:
-                    finish = delta
+            # aclosing: however the loop is left (a cancel may land during a Redis write), the model's
+            # stream is closed at once, and with it the upstream request.
+            async with contextlib.aclosing(self.llm.stream(request)) as deltas:
+                async for delta in deltas:
+                    if isinstance(delta, TextDelta):
+                        if not text:
+                            telemetry.first_token()
+                        text.append(delta.text)
+                        await self._emit(cid, TokenEvent(id=1, conversation_id=cid, message_id=message_id,
+                                                         text=delta.text))
+                        telemetry.token()
+                    else:
+                        finish = delta
             assert finish is not None
+            log.info("DBG finished model")
             telemetry.model_finished(finish)
             self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
             if finish.tool_calls and overrides.client_tools is not None:
@@ -156,7 +161,9 @@ class ChatEngine:
                 await self.log.append(cid, MessageEndEvent(id=1, conversation_id=cid, message_id=message_id,
                                                            finish_reason=finish.reason, usage=finish.usage,
                                                            agent_config_version=config.version))
+                log.info("DBG end appended")
                 await self.store.release_turn(cid, turn_id)
+                log.info("DBG released")
             telemetry.ok()
         except (LLMError, GatewayError) as exc:
             code = exc.code
@@ -186,7 +193,20 @@ class ChatEngine:
                             "interrupted" if reason == "shutdown" else "cancelled", error)
             raise
         finally:
+            log.info("DBG closing telemetry")
             await telemetry.close()
+            log.info("DBG closed telemetry")
+
+    async def _emit(self, cid: str, *events: Any) -> int:
+        """Append to the log; a cancel arriving meanwhile lets the write land first (shield), so a
+        Redis command is never cut in half and the log never loses an event it was given."""
+        write = asyncio.ensure_future(self.log.append(cid, *events))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # its own failure is reported by the end that follows
+                await write
+            raise
 
     async def _end(self, conversation: Conversation, turn_id: str, message_id: str, text: list[str],
                    finish_reason: str, error: ErrorEvent | None) -> None:
