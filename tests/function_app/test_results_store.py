@@ -21,10 +21,21 @@ def status(base: ActionResult, value: str, attempts: int = 0, **extra: object) -
 
 async def test_first_write_creates_the_document(runtime: Runtime) -> None:
     """A queued write creates the document with id = action id in the conversation's partition."""
+    # Also the reason for create-first: the local server answers 500 (real Cosmos DB: 404) to a read of a
+    # missing item, see test_missing_item_read_answers_500_on_local_server_404_on_cosmos.
     queued = ActionResult.queued_for(make_request())
     outcome = await write_transition(runtime.results, queued)
     stored, etag = await runtime.results.read(queued.conversation_id, queued.id)
     assert outcome.applied and stored.status is ActionStatus.queued and etag
+
+
+async def test_missing_item_read_answers_500_on_local_server_404_on_cosmos(runtime: Runtime) -> None:
+    """Where the local server differs: reading a missing item fails (500) instead of returning None (404 on real
+    Cosmos DB, which the store maps to None). Production code never reads before the first write."""
+    from function_app.errors import StoreError
+
+    with pytest.raises(StoreError, match="500"):
+        await runtime.results.read("conv-1", "no-such-action")
 
 
 async def test_repeated_transition_is_not_applied_twice(runtime: Runtime) -> None:
