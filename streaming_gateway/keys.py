@@ -7,6 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from observability.online import OnlineMetrics
 from streaming_gateway.agent_config import AgentConfigStore
 from streaming_gateway.auth import Authenticator
 from streaming_gateway.engine import ChatEngine
@@ -23,6 +24,7 @@ configs_key = web.AppKey("agent_configs", AgentConfigStore)
 authenticator_key = web.AppKey("authenticator", Authenticator)
 llm_key = web.AppKey("llm", ChatModel)
 engine_key = web.AppKey("engine", ChatEngine)
+online_key = web.AppKey("online_metrics", OnlineMetrics)
 rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 streams_key = web.AppKey("streams", StreamRegistry)
 #: Set when the action bus tasks (outbox relay, update consumer) must stop.

@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from agent_contracts.events import StreamEvent
 from streaming_gateway.bodies import ChatCompletionIn, ConversationIn, MessageIn
+from streaming_gateway.feedback import FeedbackIn
 
 routes = web.RouteTableDef()
 
@@ -53,6 +54,7 @@ def build_spec() -> dict[str, Any]:
     message_in = _schema(components, "MessageIn", MessageIn)
     conversation_in = _schema(components, "ConversationIn", ConversationIn)
     chat_in = _schema(components, "ChatCompletionRequest", ChatCompletionIn)
+    feedback_in = _schema(components, "FeedbackIn", FeedbackIn)
     event = _schema(components, "StreamEvent", TypeAdapter(StreamEvent))
     conversation = {"$ref": REF.format(model="Conversation")}
     cid = {"name": "conversation_id", "in": "path", "required": True,
@@ -90,6 +92,14 @@ def build_spec() -> dict[str, Any]:
             "post": {"operationId": "cancelAnswer", "summary": "Stop the answer in progress",
                      "responses": {"200": _json({"type": "object"}, "Nothing was running"),
                                    "202": _json({"type": "object"}, "Cancelled"), **owned}},
+        },
+        "/v1/conversations/{conversation_id}/feedback": {
+            "parameters": [cid],
+            "post": {"operationId": "sendFeedback", "summary": "Rate an answer (1-5), counted for its config version",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": feedback_in}}},
+                     "responses": {"201": _json({"type": "object"}, "Recorded"),
+                                   "200": _json({"type": "object"}, "Replaced the earlier rating of this message"),
+                                   "422": _error("Invalid rating, comment or message id"), **owned}},
         },
         "/v1/conversations/{conversation_id}/messages": {
             "parameters": [cid],
