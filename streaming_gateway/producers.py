@@ -37,6 +37,9 @@ class StepControl:
     watched: bool
     reason: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when the step has ended: the watchdog must stop even if its cancel was swallowed
+    #: (asyncio.wait_for on 3.11 can lose a cancel that races its inner wait's completion).
+    finished: bool = False
 
 
 Step = Callable[[StepControl], Awaitable[None]]
@@ -103,6 +106,8 @@ class Producers:
         except asyncio.CancelledError:
             pass  # the step wrote its own end; nothing waits on this task's result
         finally:
+            control.finished = True
+            control.wake.set()
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
@@ -112,13 +117,15 @@ class Producers:
     async def _watch(self, control: StepControl, step_task: asyncio.Task[None]) -> None:
         cid = control.conversation_id
         orphan_since: float | None = None
-        while True:
+        while not control.finished:
             timeout = TICK_S
             if orphan_since is not None:
                 timeout = max(0.0, min(TICK_S, orphan_since + self._orphan_grace_s - time.monotonic()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(control.wake.wait(), timeout)
             control.wake.clear()
+            if control.finished:
+                return
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.set(rkeys.producing(cid), control.turn_id, ex=PRODUCING_LEASE_S)
@@ -128,6 +135,8 @@ class Producers:
             except (RedisError, OSError) as exc:
                 log.warning("answer watchdog for %s cannot reach Redis: %s", cid, exc)
                 continue
+            if control.finished:
+                return
             if cancel_turn == control.turn_id:
                 control.reason = control.reason or "cancelled"
                 step_task.cancel()
