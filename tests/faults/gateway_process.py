@@ -3,7 +3,6 @@ open streams can be read from outside: /proc for RSS and fds, /metrics for the s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,5 +66,21 @@ def gateway_process(redis_url: str, upstream_base_url: str, output_dir: Path) ->
     gateway.service.stop()
 
 
-def settle_deadline(seconds: float = 15.0) -> float:
-    return time.monotonic() + seconds
+@pytest.fixture
+def upstream_process(output_dir: Path) -> Iterator[str]:
+    """The scripted upstream as its own process (for tests whose body blocks: no event loop to share)."""
+    port = processes.free_port()
+    service = processes.python_module("upstream-for-faults", "scripted_upstream", port, "--port", str(port),
+                                      "--token-delay-ms", "0", log_path=output_dir / "upstream-faults.log")
+    service.start()
+    yield f"http://127.0.0.1:{port}/v1"
+    service.stop()
+
+
+@pytest.fixture
+def standalone_gateway(redis_url: str, upstream_process: str, output_dir: Path) -> Iterator[GatewayProcess]:
+    """Gateway, upstream and Redis all in other processes: a synchronous test may block freely."""
+    gateway = start_gateway_process(redis_url, upstream_process, output_dir / "gateway-fuzz.log",
+                                    GATEWAY_MAX_MESSAGE_CHARS="2000")
+    yield gateway
+    gateway.service.stop()
