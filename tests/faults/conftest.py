@@ -72,6 +72,8 @@ _LINE = pytest.StashKey[Scenario]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(name, injected, expected): a fault-injection summary line")
+    if not config.pluginmanager.has_plugin("faults-covered-elsewhere"):
+        config.pluginmanager.register(_CoveredElsewhere(), "faults-covered-elsewhere")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -104,12 +106,15 @@ def _outcome(report: pytest.TestReport) -> str:
     return "passed" if report.passed else ("skipped" if report.skipped else "FAILED")
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    for prefix, line in COVERED_ELSEWHERE.items():
-        if report.nodeid.startswith(prefix) and (report.when == "call" or report.failed):
-            previous = line.outcome
-            now = _outcome(report)
-            line.outcome = now if previous in ("not run in this session", "passed") else previous
+class _CoveredElsewhere:
+    """Registered as a global plugin: a conftest's own hooks only see the items of its folder."""
+
+    @staticmethod
+    def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+        for prefix, line in COVERED_ELSEWHERE.items():
+            if report.nodeid.startswith(prefix) and (report.when == "call" or report.failed):
+                now, previous = _outcome(report), line.outcome
+                line.outcome = now if previous in ("not run in this session", "passed") else previous
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
