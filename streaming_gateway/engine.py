@@ -177,10 +177,10 @@ class ChatEngine:
         except ConversationGone:
             log.info("conversation %s was deleted mid-answer", cid)
         except (RedisError, OSError) as exc:
-            # The followers cannot be told (the log is in Redis); the lock frees itself on expiry.
             self.metrics.stream_errors.labels("state_unavailable").inc()
             telemetry.failed("state_unavailable", exc)
             log.error("answer in %s stopped: Redis failed: %s", cid, exc)
+            await self._end_when_redis_returns(cid, control, message_id)
         except asyncio.CancelledError:
             reason = control.reason or "cancelled"
             self.metrics.upstream_cancellations.labels(reason).inc()
@@ -196,6 +196,29 @@ class ChatEngine:
             log.info("DBG closing telemetry")
             await telemetry.close()
             log.info("DBG closed telemetry")
+
+    async def _end_when_redis_returns(self, cid: str, control: StepControl, message_id: str) -> None:
+        """The followers and the lock are in Redis: once it answers again, end the answer there
+        (a retryable error and message_end) and free the conversation, so a resuming client sees an
+        end and the next message is taken. Gives up after the turn timeout (the lock expires then)."""
+        control.watched = False  # no orphan stop while recovering: nobody may be connected now
+        delay = 0.2
+        deadline = time.monotonic() + self.settings.turn_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                await self.log.append(cid, ErrorEvent(
+                    id=1, conversation_id=cid, message_id=message_id, code="state_unavailable", retryable=True,
+                    message="conversation state was unavailable mid-answer; send the message again"),
+                    MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="error"))
+                await self.store.release_turn(cid, control.turn_id)
+                log.info("answer in %s ended after Redis came back", cid)
+                return
+            except ConversationGone:
+                return
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        log.error("Redis did not come back within the turn timeout: %s stays locked until its lock expires", cid)
 
     async def _emit(self, cid: str, *events: Any) -> int:
         """Append to the log; a cancel arriving meanwhile lets the write land first (shield), so a
