@@ -37,6 +37,7 @@ class Settings:
     servicebus_connection_string: str | None = None
     servicebus_fully_qualified_namespace: str | None = None
     servicebus_actions_queue: str = "actions"
+    servicebus_updates_queue: str = "action-updates"
 
     applicationinsights_connection_string: str | None = None
 
@@ -100,6 +101,7 @@ class Settings:
             servicebus_connection_string=env.str("SERVICEBUS_CONNECTION_STRING"),
             servicebus_fully_qualified_namespace=env.str("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"),
             servicebus_actions_queue=env.str("SERVICEBUS_ACTIONS_QUEUE", "actions"),
+            servicebus_updates_queue=env.str("SERVICEBUS_UPDATES_QUEUE", "action-updates") or "action-updates",
             applicationinsights_connection_string=env.str("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             auth_leeway_s=env.float("AUTH_LEEWAY_SECONDS", 30.0, minimum=0.0),
             auth_jwks_cache_s=env.float("AUTH_JWKS_CACHE_SECONDS", 3600.0, minimum=0.0),
