@@ -111,3 +111,15 @@ async def test_unreachable_upstream_ends_with_error(start_gateway: StartGateway)
         events = await read_events(response)
     assert [e.type for e in events] == ["error", "message_end"]
     assert data(events[0])["code"] == "upstream_unavailable"
+
+
+async def test_slow_upstream_times_out_with_error_event(start_gateway: StartGateway, script) -> None:
+    """A model that goes silent longer than LLM_TIMEOUT_SECONDS ends the answer with upstream_timeout."""
+    gateway = await start_gateway(LLM_TIMEOUT_SECONDS="1")
+    await script([{"match": "", "reply": "too late", "first_token_delay_ms": 4000}])
+    cid = await gateway.create_conversation()
+    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "x"},
+                               headers=SSE) as response:
+        events = await read_events(response)
+    assert [e.type for e in events] == ["error", "message_end"]
+    assert data(events[0])["code"] == "upstream_timeout" and data(events[0])["retryable"] is True
