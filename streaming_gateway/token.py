@@ -35,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     env = Env()
     secret = env.str("AUTH_JWT_SECRET")
     if secret is None:
-        # `make dev` embeds its secret; `make token` beside it should just work.
-        from local_stack.dev import DEV_JWT_SECRET
-
+        # `make dev` embeds its secret; `make token` beside it should just work. (The container
+        # image has no local_stack: there the variable must be set.)
+        try:
+            from local_stack.dev import DEV_JWT_SECRET
+        except ImportError:
+            print("streaming_gateway.token: setting AUTH_JWT_SECRET: is required and not set", file=sys.stderr)
+            return 2
         print("streaming_gateway.token: AUTH_JWT_SECRET not set; using the local dev stack's secret",
               file=sys.stderr)
         secret = DEV_JWT_SECRET
