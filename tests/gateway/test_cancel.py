@@ -123,3 +123,19 @@ async def test_slow_upstream_times_out_with_error_event(start_gateway: StartGate
         events = await read_events(response)
     assert [e.type for e in events] == ["error", "message_end"]
     assert data(events[0])["code"] == "upstream_timeout" and data(events[0])["retryable"] is True
+
+
+async def test_answer_continues_while_someone_still_follows(gateway: Gateway, script, upstream) -> None:
+    """One of two followers leaving does not stop the answer: the other gets it to the end."""
+    await script([{"match": "", "tokens": 100, "token_delay_ms": 5}])
+    cid = await gateway.create_conversation()
+    async with gateway.request("GET", f"/v1/conversations/{cid}/events?until=end", headers=SSE) as watcher:
+        await watcher.content.readuntil(b"\n\n")  # following before the answer starts
+        sender = await gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"},
+                                       headers=SSE)
+        await read_events(sender, stop_after=3)
+        sender.close()
+        events = await read_events(watcher)
+    assert data(events[-1])["finish_reason"] == "stop"
+    assert len([e for e in events if e.type == "token"]) == 100
+    assert (await upstream_stats(upstream))["streams_cancelled"] == 0
