@@ -42,5 +42,6 @@ class NothingToRollBack(RegistryError):
         self.agent = agent
 
 
-class RegistryUnavailable(RegistryError):
-    """Redis could not be reached."""
+class RegistryUnavailable(RegistryError, ConnectionError):
+    """Redis could not be reached (a ConnectionError too, so callers that answer 503 for
+    connection failures do so for this)."""

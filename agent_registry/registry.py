@@ -43,6 +43,7 @@ if ARGV[1] == 'rollback' then
 else
   target = ARGV[2]
   if not redis.call('ZSCORE', KEYS[1], target) then return {'unknown', ''} end
+  if ARGV[1] == 'seed' and current then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
   if current == target then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
   if current then
     redis.call('LPUSH', KEYS[3], current)
@@ -193,6 +194,13 @@ class AgentRegistry:
         if record.agent != agent:
             raise WrongAgent(agent, record.version, record.agent)
         return await self._run(agent, "activate", record.version, actor)
+
+    async def activate_if_none(self, agent: str, version: str, actor: str = "seed") -> Activation:
+        """Activate only when the agent has no active version (pods seeding an empty registry race safely)."""
+        record = await self.get(version)
+        if record.agent != agent:
+            raise WrongAgent(agent, record.version, record.agent)
+        return await self._run(agent, "seed", record.version, actor)
 
     async def rollback(self, agent: str, actor: str = "cli") -> Activation:
         return await self._run(agent, "rollback", "", actor)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
-from agent_registry.errors import NoActiveVersion, RegistryUnavailable
+from agent_registry.errors import InvalidConfig, NoActiveVersion, RegistryUnavailable
 from agent_registry.loader import read_document
 from agent_registry.registry import AgentRegistry
 from agent_registry.schema import AgentConfig
@@ -24,9 +25,13 @@ log = logging.getLogger(__name__)
 
 class RegistryConfigStore:
     def __init__(self, registry: AgentRegistry, agent: str = "default", *, poll_interval_s: float = 1.0,
-                 cache_size: int = 64) -> None:
+                 cache_size: int = 64, seed_path: str | Path | None = None,
+                 on_change: Callable[[AgentConfig], None] | None = None) -> None:
         self._registry = registry
         self.agent = agent
+        #: Published and activated by the first active() that finds the agent without an active version.
+        self._seed_path = seed_path
+        self._on_change = on_change
         self._poll_interval_s = poll_interval_s
         self._cache: OrderedDict[str, AgentConfig] = OrderedDict()
         self._cache_size = cache_size
@@ -38,10 +43,14 @@ class RegistryConfigStore:
         """Publish and activate the file when the agent has no active version yet (a fresh Redis)."""
         if await self._registry.active_version(self.agent) is None:
             document = read_document(path)
-            document.setdefault("agent", self.agent)
             record, _ = await self._registry.publish(document, str(path))
-            await self._registry.activate(self.agent, record.version, actor="gateway-seed")
-            log.info("agent %s had no active config: seeded %s from %s", self.agent, record.version, path)
+            if record.agent != self.agent:
+                raise InvalidConfig(str(path), f"is for agent {record.agent!r}, not {self.agent!r}")
+            result = await self._registry.activate_if_none(self.agent, record.version, actor="gateway-seed")
+            if result.changed:
+                log.info("agent %s had no active config: seeded %s from %s", self.agent, record.version, path)
+        self._epoch = -1  # re-read whatever is active now (ours, or another pod's seed)
+        self._checked_at = float("-inf")
         return await self.active()
 
     async def active(self) -> AgentConfig:
@@ -53,12 +62,18 @@ class RegistryConfigStore:
             if epoch != self._epoch or self._active is None:
                 version = await self._registry.active_version(self.agent)
                 if version is None:
-                    raise NoActiveVersion(self.agent)
+                    if self._seed_path is None:
+                        raise NoActiveVersion(self.agent)
+                    await self.seed(self._seed_path)
+                    return await self.active()
                 config = await self.get(version)
-                if self._active is not None and config.version != self._active.version:
+                changed = self._active is None or config.version != self._active.version
+                if self._active is not None and changed:
                     log.info("agent %s: active config is now %s (was %s)", self.agent, config.version,
                              self._active.version)
                 self._active, self._epoch = config, epoch
+                if changed and self._on_change is not None:
+                    self._on_change(config)
             self._checked_at = now
         except RegistryUnavailable as exc:
             if self._active is None:

@@ -8,7 +8,8 @@ import sys
 from aiohttp import web
 
 from agent_contracts.settings import SettingsError
-from streaming_gateway.agent_config import AgentConfigError, FileAgentConfigStore
+from agent_registry import InvalidConfig, read_document
+from observability import ObservabilityError, setup_observability
 from streaming_gateway.app import create_app
 from streaming_gateway.settings import Settings
 from streaming_gateway.shutdown import FLUSH_TIMEOUT_S
@@ -17,11 +18,13 @@ log = logging.getLogger("streaming_gateway")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        FileAgentConfigStore.load(settings.agent_config_path)  # fail at start, with the file named
-    except (SettingsError, AgentConfigError) as exc:
+        read_document(settings.agent_config_path)  # the seed config: fail at start, with the file named
+        # JSON logs with trace/conversation/config version, secrets redacted; traces to Azure Monitor
+        # and/or OTLP when configured, nowhere otherwise.
+        telemetry = setup_observability("streaming_gateway", settings)
+    except (SettingsError, InvalidConfig, ObservabilityError) as exc:
         print(f"streaming_gateway: cannot start: {exc}", file=sys.stderr)
         return 2
     if settings.uses_scripted_upstream:
@@ -33,6 +36,7 @@ def main() -> int:
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None,
                 handler_cancellation=True, shutdown_timeout=FLUSH_TIMEOUT_S + 5)
     log.info("stopped")
+    telemetry.shutdown()  # flush the spans still batched
     return 0
 
 

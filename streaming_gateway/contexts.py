@@ -17,7 +17,7 @@ from aiohttp import web
 
 from action_bus.factory import create_action_bus, create_update_source
 from action_bus.outbox import Outbox
-from streaming_gateway.agent_config import FileAgentConfigStore
+from agent_registry import AgentRegistry
 from streaming_gateway.auth import Authenticator, JwksCache
 from streaming_gateway.engine import ChatEngine
 from streaming_gateway.keys import (
@@ -35,6 +35,7 @@ from streaming_gateway.keys import (
 from streaming_gateway.limits import RateLimiter, StreamSlots
 from streaming_gateway.llm_openai import create_chat_model
 from streaming_gateway.producers import Producers
+from streaming_gateway.registry_configs import RegistryAgentConfigs
 from streaming_gateway.steps import Steps
 from streaming_gateway.store import ConversationStore
 from streaming_gateway.stream_log import StreamLog
@@ -67,7 +68,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def config_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[configs_key] = FileAgentConfigStore.load(app[settings_key].agent_config_path)
+    # The versioned registry in Redis; AGENT_CONFIG_PATH seeds an agent with no active version.
+    app[configs_key] = RegistryAgentConfigs(AgentRegistry(app[redis_key]), app[settings_key].agent_config_path,
+                                            app[metrics_key])
     yield
 
 

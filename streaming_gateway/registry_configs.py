@@ -1,0 +1,48 @@
+"""The gateway's agent configurations from the versioned registry (agent_registry/).
+
+Implements `AgentConfigStore`: `active()` follows activations without a restart (the registry's
+epoch is polled at most once a second), `get(version)` serves any published version so a
+conversation keeps the version it started with. The file at AGENT_CONFIG_PATH seeds an agent
+that has no active version yet (a fresh Redis); after that the registry is the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agent_registry import (
+    AgentConfig,
+    AgentRegistry,
+    NoActiveVersion,
+    RegistryConfigStore,
+    UnknownVersion,
+    read_document,
+)
+from streaming_gateway.errors import Unavailable, UnknownAgentConfig
+from streaming_gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 1.0
+
+
+class RegistryAgentConfigs:
+    def __init__(self, registry: AgentRegistry, seed_path: str, metrics: GatewayMetrics) -> None:
+        # Read (and validated) now: a broken seed file stops the start, naming the file.
+        agent = read_document(seed_path).get("agent", "default")
+        self._store = RegistryConfigStore(registry, agent, poll_interval_s=POLL_INTERVAL_S, seed_path=seed_path,
+                                          on_change=lambda config: metrics.set_active_version(config.version))
+        self.agent = agent
+
+    async def active(self) -> AgentConfig:
+        try:
+            return await self._store.active()
+        except NoActiveVersion as exc:
+            raise Unavailable(str(exc), code="no_active_agent_config") from None
+
+    async def get(self, version: str) -> AgentConfig:
+        try:
+            return await self._store.get(version)
+        except UnknownVersion:
+            raise UnknownAgentConfig(f"unknown agent config version {version!r}",
+                                     field="agent_config_version") from None
