@@ -11,56 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from agent_contracts import ActionRequest, ActionResult
-from agent_contracts.events import ActionStatusEvent, ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
-from observability import producer_span
+from agent_contracts.events import ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
 from observability.online import OnlineMetrics
 from streaming_gateway import rkeys
 from streaming_gateway.agent_config import AgentConfig, AgentConfigStore
 from streaming_gateway.errors import GatewayError
+from streaming_gateway.engine_actions import ActionFlow, ActionOutbox, Overrides, arguments_or_raw
 from streaming_gateway.history import to_model_messages
-from streaming_gateway.llm import ChatModel, ChatRequest, Finish, LLMError, TextDelta, ToolCall
+from streaming_gateway.llm import ChatModel, ChatRequest, Finish, LLMError, TextDelta
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.producers import Producers, StepControl
 from streaming_gateway.settings import Settings
-from streaming_gateway.steps import PendingCall, Steps
+from streaming_gateway.steps import Steps
 from streaming_gateway.store import Conversation, ConversationStore, new_id, now_iso
 from streaming_gateway.stream_log import ConversationGone, StreamLog
-from streaming_gateway.tool_args import ToolArgumentsError, check_arguments, parse_arguments
 from streaming_gateway.step_telemetry import StepTelemetry
-from streaming_gateway.tracing import child_trace_context
 
 log = logging.getLogger(__name__)
 
 
-class ActionOutbox(Protocol):
-    """What the engine needs of action_bus.outbox.Outbox."""
-
-    async def accept(self, request: ActionRequest) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Per-request choices of the OpenAI-compatible API: its own system prompt and client-side tools."""
-
-    system_prompt: str | None = None
-    client_tools: list[dict[str, Any]] | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    traceparent: str | None = None
-
-
-class ChatEngine:
+class ChatEngine(ActionFlow):
     def __init__(self, settings: Settings, store: ConversationStore, log_: StreamLog, steps: Steps,
                  llm: ChatModel, configs: AgentConfigStore, outbox: ActionOutbox | None,
                  producers: Producers, metrics: GatewayMetrics) -> None:
@@ -267,124 +243,9 @@ class ChatEngine:
         await self._save(cid, message_id, "assistant", text, config, finish_reason="tool_calls",
                          tool_calls=[call.openai_shape() for call in finish.tool_calls])
         events: list[Any] = [ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
-                                           name=call.name, arguments=_arguments_or_raw(call))
+                                           name=call.name, arguments=arguments_or_raw(call))
                              for call in finish.tool_calls]
         events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="tool_calls",
                                       usage=finish.usage, agent_config_version=config.version))
         await self.log.append(cid, *events)
         await self.store.release_turn(cid, control.turn_id)
-
-    async def _queue_actions(self, conversation: Conversation, control: StepControl, message_id: str, text: str,
-                             finish: Finish, config: AgentConfig, round_: int, overrides: Overrides) -> None:
-        cid = conversation.id
-        assert self.outbox is not None
-        requests: list[ActionRequest] = []
-        pending: list[PendingCall] = []
-        refused: dict[str, str] = {}
-        for call in finish.tool_calls:
-            action_id = uuid.uuid4()
-            tool = config.tool(call.name)
-            try:
-                if tool is None:
-                    raise ToolArgumentsError(f"unknown tool {call.name!r}")
-                arguments = parse_arguments(call.arguments)
-                check_arguments(tool.parameters, arguments)
-                requests.append(ActionRequest(
-                    action_id=action_id, idempotency_key=f"{cid}:{call.id}", conversation_id=cid,
-                    user_id=conversation.user_id, name=tool.action, arguments=arguments,
-                    agent_config_version=config.version, tool_call_id=call.id,
-                    trace_context=child_trace_context(overrides.traceparent)))
-            except (ToolArgumentsError, ValidationError) as exc:
-                refused[call.id] = json.dumps({"status": "failed", "error": str(exc)})
-            pending.append(PendingCall(call.id, call.name, str(action_id)))
-        await self.steps.register(cid, message_id, control.turn_id, round_, pending, refused)
-        await self._save(cid, message_id, "assistant", text, config, finish_reason="tool_calls",
-                         tool_calls=[call.openai_shape() for call in finish.tool_calls])
-        await self.store.extend_turn(cid, control.turn_id, self.settings.turn_timeout_s)
-        for request in requests:
-            # The request carries this span's W3C context: the function app continues the same trace.
-            with producer_span(f"action {request.name} queue", {"agent.action_id": str(request.action_id),
-                                                                  "agent.action": request.name}) as (_, carrier):
-                request = request.model_copy(update={"trace_context": carrier or request.trace_context})
-                if await self.outbox.accept(request):
-                    self.metrics.actions_queued.labels(request.name).inc()
-                else:
-                    log.info("action %s was already accepted", request.idempotency_key)
-        events: list[Any] = []
-        for call, entry in zip(finish.tool_calls, pending):
-            events.append(ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
-                                        name=call.name, arguments=_arguments_or_raw(call), action_id=entry.action_id))
-            failed = call.id in refused
-            events.append(ActionStatusEvent(id=1, conversation_id=cid, message_id=message_id,
-                                            action_id=entry.action_id, name=call.name,
-                                            status="failed" if failed else "queued",
-                                            error=json.loads(refused[call.id])["error"] if failed else None))
-        events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="tool_calls",
-                                      usage=finish.usage, agent_config_version=config.version))
-        await self.log.append(cid, *events)
-        if len(refused) == len(pending):
-            await self._continue(cid, message_id)
-
-    async def on_action_update(self, update: ActionResult) -> None:
-        """One status update from the pipeline: tell the followers; continue once the step is complete."""
-        info = await self.steps.action(update.id)
-        if info is None:
-            log.info("update for unknown or expired action %s (%s) ignored", update.id, update.status.value)
-            return
-        self.metrics.action_updates.labels(update.status.value).inc()
-        await self._record_outcome(update)
-        cid = info.conversation_id
-        try:
-            if await self.steps.first_sighting(update.id, f"{update.status.value}:{update.attempts}"):
-                await self.log.append(cid, ActionStatusEvent(
-                    id=1, conversation_id=cid, message_id=info.step_id, action_id=update.id, name=info.name,
-                    status=update.status.value, attempts=update.attempts, max_attempts=update.max_attempts,
-                    result=update.result, error=update.error))
-            if update.status.is_final:
-                content = json.dumps({"status": update.status.value, "result": update.result, "error": update.error},
-                                     default=str)
-                if await self.steps.record_result(cid, info.step_id, info.tool_call_id, content):
-                    await self._continue(cid, info.step_id)
-        except ConversationGone:
-            log.info("action %s finished after its conversation %s was deleted", update.id, cid)
-
-    async def _record_outcome(self, update: ActionResult) -> None:
-        """Count a final outcome once per action, by the config version that asked for it."""
-        if not update.status.is_final or not await self.steps.first_sighting(update.id, "outcome"):
-            return
-        self.metrics.action_outcomes.labels(self.metrics.version(update.agent_config_version),
-                                            update.status.value).inc()
-        if self.online is not None:
-            try:
-                await self.online.record_action(update.agent_config_version, update.status.value)
-            except (RedisError, OSError) as exc:
-                log.warning("online action outcome for %s not recorded: %s", update.agent_config_version, exc)
-
-    async def _continue(self, cid: str, step_id: str) -> None:
-        """Append the tool results and continue the model, once per step whatever the deliveries."""
-        if not await self.steps.claim_continuation(cid, step_id):
-            return
-        step = await self.steps.info(cid, step_id)
-        conversation = await self.store.get(cid)
-        if step is None or conversation is None:
-            return
-        results = await self.steps.results(cid, step_id)
-        stamp = now_iso()
-        await self.store.append_messages(cid, *(
-            {"id": new_id("msg"), "role": "tool", "tool_call_id": call_id, "content": results.get(call_id, ""),
-             "created_at": stamp, "agent_config_version": conversation.agent_config_version}
-            for call_id in step.tool_call_ids))
-        if await self.store.turn_holder(cid) != step.turn_id:
-            log.info("turn %s in %s was cancelled while its actions ran: not continuing", step.turn_id, cid)
-            return
-        await self.store.extend_turn(cid, step.turn_id, self.settings.turn_timeout_s)
-        self.producers.start(cid, step.turn_id,
-                             lambda control: self._step(conversation, control, step.round + 1, Overrides()),
-                             watched=False)
-
-
-def _arguments_or_raw(call: ToolCall) -> dict[str, Any]:
-    try:
-        return parse_arguments(call.arguments)
-    except ToolArgumentsError:
-        return {"_raw": call.arguments}
