@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.actions import AttemptRecord, utcnow
 from function_app.deadletters_store import DeadLetter
 from function_app.dispatch import dispatch_once, validate_arguments
 from function_app.results import write_transition
 from function_app.runtime import Runtime
+from observability import consumer_span
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,12 @@ def result_from(payload: dict[str, Any]) -> ActionResult:
 async def record_action_status(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Write one status transition to Cosmos DB (idempotent, never backwards) and publish it."""
     new = result_from(payload)
-    written = await write_transition(runtime.results, new)
+    request_context = ActionRequest.model_validate(payload["request"]).trace_context
+    # The Cosmos write as a client span of the turn's trace (the end of gateway -> bus -> activity).
+    with consumer_span("cosmos upsert action_results", request_context,
+                       {"db.system": "cosmosdb", "db.operation.name": "upsert", "agent.action_id": new.id,
+                        "agent.action_status": new.status.value}, kind=SpanKind.CLIENT, tracer_name="function_app"):
+        written = await write_transition(runtime.results, new)
     stored = written.stored
     same = (stored.status, stored.attempts, stored.replay_count) == (new.status, new.attempts, new.replay_count)
     if written.applied or same:

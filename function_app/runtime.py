@@ -93,5 +93,10 @@ async def current_runtime() -> Runtime:
         _lock = _lock or asyncio.Lock()
         async with _lock:
             if _current is None:
-                _current = await build_runtime(Settings.from_env())
+                from observability import setup_observability
+
+                settings = Settings.from_env()
+                # The Functions worker's first activity or trigger: tracing and JSON logs, once per process.
+                setup_observability("function_app", settings)
+                _current = await build_runtime(settings)
     return _current

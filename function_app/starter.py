@@ -10,10 +10,13 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from opentelemetry.trace import SpanKind
+
 from agent_contracts import ActionRequest
 from function_app.deadletters_store import DeadLetter, DeadLetterStore
 from function_app.errors import OrchestrationStartFailed
 from function_app.orchestration import ORCHESTRATOR, instance_id_for
+from observability import consumer_span, log_context, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,21 @@ async def start_from_message(body: bytes | str, message_id: str, starter: Orches
         log.warning("message %s dead-lettered: %s", message_id, reason)
         return "dead_lettered"
     instance_id = instance_id_for(request.idempotency_key, request.replay_count)
-    try:
-        if await starter.exists(instance_id):
-            log.info("action %s: orchestration %s exists; redelivery ignored", request.action_id, instance_id)
-            return "duplicate"
-        await starter.start(ORCHESTRATOR, instance_id, request.to_wire())
-    except Exception as exc:  # any failure to start: re-raised so the message is retried, never lost
-        raise OrchestrationStartFailed(instance_id, f"{type(exc).__name__}: {exc}") from exc
-    log.info("action %s (%s): started orchestration %s", request.action_id, request.name, instance_id)
+    # The message continues the trace the gateway started for the user's turn.
+    with consumer_span(f"actions receive {request.name}", request.trace_context,
+                       {"agent.action_id": str(request.action_id), "messaging.message.id": message_id},
+                       kind=SpanKind.CONSUMER, tracer_name="function_app") as span, \
+            log_context(conversation_id=request.conversation_id, config_version=request.agent_config_version,
+                        action_id=str(request.action_id)):
+        try:
+            if await starter.exists(instance_id):
+                log.info("action %s: orchestration %s exists; redelivery ignored", request.action_id, instance_id)
+                span.set_attribute("agent.start_outcome", "duplicate")
+                return "duplicate"
+            await starter.start(ORCHESTRATOR, instance_id, request.to_wire())
+        except Exception as exc:  # any failure to start: re-raised so the message is retried, never lost
+            mark_error(span, exc)
+            raise OrchestrationStartFailed(instance_id, f"{type(exc).__name__}: {exc}") from exc
+        span.set_attribute("agent.start_outcome", "started")
+        log.info("action %s (%s): started orchestration %s", request.action_id, request.name, instance_id)
     return "started"

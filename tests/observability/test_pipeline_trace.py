@@ -1,0 +1,62 @@
+"""One trace across both deployables: the gateway's queue span -> the bus (Redis Streams) -> the
+function app's receive span, dispatch and Cosmos writes, run by the local worker against the
+Cosmos DB server and the sample backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from action_bus.local import RedisStreamsActionBus
+from action_bus.outbox import Outbox
+from agent_contracts import ActionStatus
+from function_app.runtime import Runtime
+from function_app.worker.service import Worker
+from observability import producer_span
+from tests.function_app.conftest import (  # noqa: F401 (fixtures of the function app's suite)
+    app_env,
+    backend,
+    cosmos_endpoint,
+    cosmos_service,
+    runtime,
+    settings,
+)
+from tests.function_app.helpers import make_request
+from tests.function_app.test_pipeline_e2e import eventually, final_result
+
+
+async def test_action_trace_continues_from_gateway_to_cosmos(runtime: Runtime, aredis: aioredis.Redis,
+                                                             backend: TestServer, spans: InMemorySpanExporter) -> None:
+    """Receive, dispatch and every Cosmos write share the queue span's trace; receive is its child."""
+    with producer_span("action create_ticket queue") as (queue_span, carrier):
+        request = make_request(trace_context=carrier)
+        outbox = Outbox(aredis, RedisStreamsActionBus(aredis, runtime.settings.servicebus_actions_queue))
+        assert await outbox.accept(request)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(outbox.run_relay(stop))
+    worker = Worker(aredis, runtime)
+
+    async def tick() -> None:
+        await worker.intake_once(0.05)
+        await worker.engine.run_due()
+
+    result = await eventually(final_result(runtime, request), tick=tick)
+    stop.set()
+    await relay
+    assert result.status is ActionStatus.succeeded
+
+    trace_id = queue_span.get_span_context().trace_id
+    finished = [span for span in spans.get_finished_spans() if span.context.trace_id == trace_id]
+    names = [span.name for span in finished]
+    receive = next(span for span in finished if span.name == "actions receive create_ticket")
+    assert receive.kind is SpanKind.CONSUMER
+    assert receive.parent.span_id == queue_span.get_span_context().span_id
+    assert receive.attributes["agent.start_outcome"] == "started"
+    assert "dispatch create_ticket" in names
+    writes = [span for span in finished if span.name == "cosmos upsert action_results"]
+    assert {span.attributes["agent.action_status"] for span in writes} >= {"queued", "running", "succeeded"}
+    assert all(span.kind is SpanKind.CLIENT for span in writes)
