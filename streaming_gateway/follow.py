@@ -21,7 +21,9 @@ from streaming_gateway.store import new_id
 from streaming_gateway.stream_log import LogEntry, StreamLog
 
 BATCH = 100
-MAX_BLOCK_S = 1.0
+#: Longest XREAD BLOCK: an idle follower wakes this often (to refresh its leases, send keep-alives and
+#: notice shutdown). Kept under the Redis client's 5 s socket timeout.
+MAX_BLOCK_S = 3.0
 WATCH_LEASE_S = 15.0
 
 

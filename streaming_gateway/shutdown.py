@@ -15,7 +15,8 @@ from streaming_gateway.keys import bus_stop_key, engine_key, settings_key, strea
 log = logging.getLogger(__name__)
 
 #: After the grace period, how long open streams get to flush the last events and close.
-FLUSH_TIMEOUT_S = 5.0
+#: (An idle follower notices the stop within follow.MAX_BLOCK_S.)
+FLUSH_TIMEOUT_S = 8.0
 
 
 async def on_shutdown(app: web.Application) -> None:
