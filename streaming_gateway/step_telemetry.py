@@ -105,6 +105,8 @@ class StepTelemetry:
             self._metrics.answers.labels(self._label, self._outcome).inc()
         if self._online is None or self._version is None or self._outcome not in ("ok", "error"):
             return
+        if self._error_kind == "state_unavailable":
+            return  # Redis just failed: writing there would only hold the step up for its timeouts
         try:
             await self._online.record_stream(self._version, ttft_s=self._ttft_s, tokens=self._tokens,
                                              error_kind=self._error_kind)
