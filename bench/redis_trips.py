@@ -66,11 +66,16 @@ def count(commands: list[dict[str, Any]]) -> dict[str, Any]:
             "by_command": dict(names.most_common())}
 
 
-async def one_turn(gateway: str, user: str, prompt: str) -> tuple[float, int]:
+async def new_conversation(gateway: str, user: str) -> str:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(user)}"}) as session:
+        async with session.post(f"{gateway}/v1/conversations", json={}) as response:
+            return (await response.json())["id"]
+
+
+async def one_turn(gateway: str, user: str, cid: str, prompt: str) -> tuple[float, int]:
+    """One message and its whole streamed answer (the conversation exists already: not part of the turn)."""
     headers = {"Authorization": f"Bearer {token(user)}"}
     async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.post(f"{gateway}/v1/conversations", json={}) as response:
-            cid = (await response.json())["id"]
         started = time.monotonic()
         tokens = 0
         async with session.post(f"{gateway}/v1/conversations/{cid}/messages", json={"content": prompt},
@@ -82,11 +87,12 @@ async def one_turn(gateway: str, user: str, prompt: str) -> tuple[float, int]:
 
 
 async def measure(gateway: str, redis_url: str, turns: int) -> dict[str, Any]:
-    await one_turn(gateway, "trips-warm", "warm up")
+    await one_turn(gateway, "trips-warm", await new_conversation(gateway, "trips-warm"), "warm up")
     per_turn: list[dict[str, Any]] = []
     for i in range(turns):
+        cid = await new_conversation(gateway, f"trips-{i}")
         async with Recorder(redis_url) as busy:
-            elapsed, tokens = await one_turn(gateway, f"trips-{i}", "count my round trips")
+            elapsed, tokens = await one_turn(gateway, f"trips-{i}", cid, "count my round trips")
         async with Recorder(redis_url) as idle:
             await asyncio.sleep(elapsed)
         turn, background = count(busy.commands), count(idle.commands)

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_LITELLM = ROOT / ".local" / "bench-litellm" / "bin" / "litellm"
 
-QUICK = {"overhead": {1: 10, 64: 3, 512: 1}, "trips": 3, "scale": [0, 250, 500, 1000, 2000],
+QUICK = {"overhead": {1: 10, 64: 3, 512: 1}, "trips": 3, "scale": [0, 250, 500, 1000, 1500, 2000],
          "actions": (40, 16), "profile_s": 8}
-FULL = {"overhead": {1: 100, 64: 10, 512: 4}, "trips": 10, "scale": [0, 500, 1000, 2000, 3000, 4000, 6000, 8000],
+FULL = {"overhead": {1: 100, 64: 10, 512: 4}, "trips": 10, "scale": [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000],
         "actions": (300, 64), "profile_s": 20}
 
 
@@ -126,8 +126,11 @@ async def main() -> int:
             tables.append(f"Redis traffic per user turn ({tokens} tokens)\n" + redis_trips.render(report["redis_per_turn"]))
 
         if "scale" in only:
+            # A fresh gateway: RSS per stream must not hide under the high-water mark of earlier runs.
+            stack.stop("gateway")
+            stack.gateway()
             report["scale"] = await scale.measure(stack.urls["gateway"], stack.pid("gateway"), sizes["scale"],
-                                                  probe_concurrency=16, probe_rounds=2)
+                                                  probe_concurrency=4, probe_rounds=16 if full else 8)
             tables.append("Scale: open streams on one gateway process\n" + scale.render(report["scale"]))
 
         if "actions" in only:
