@@ -101,3 +101,55 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     bad_config.write_text(json.dumps({"label": "x", "model": "m", "temperature": 7}))
     result = _cli("run", "--config", str(bad_config), "--cases", str(DEFAULT_CASES))
     assert result.returncode == 2 and "temperature" in result.stderr
+
+
+async def test_turn_can_wait_for_its_actions(redis_url: str, default_document: dict[str, Any], tmp_path: Path) -> None:
+    """wait_for_actions reads on past the tool calls to the model's answer after the action result.
+
+    The action pipeline here is a stand-in (named so): it takes the request off the real Redis
+    Streams bus and reports success through the real update sink, as the worker would."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from action_bus.local import RedisUpdateSink
+    from agent_contracts import ActionRequest, ActionResult, ActionStatus
+
+    async def stand_in_worker(stop: asyncio.Event) -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        done: set[str] = set()
+        try:
+            while not stop.is_set():
+                for _, fields in await client.xrange("bus:{actions}"):
+                    request = ActionRequest.model_validate_json(fields["body"])
+                    if str(request.action_id) in done:
+                        continue
+                    done.add(str(request.action_id))
+                    result = ActionResult.queued_for(request).model_copy(update={
+                        "status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-42"}})
+                    await RedisUpdateSink(client).publish_update(result)
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- id: waits\n"
+        "  turns:\n"
+        "    - user: please open a ticket\n"
+        "      wait_for_actions: true\n"
+        "      expect:\n"
+        "        tool_calls: [{name: create_ticket}]\n"
+        "        contains: ['Done. The ticket service answered', 'T-42']\n"
+        "        finish_reason: stop\n")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(stand_in_worker(stop))
+    try:
+        async with in_process_gateway([default_document], redis_url=redis_url) as target:
+            run = await run_cases(target, load_cases(cases), version_of(default_document), turn_timeout_s=60)
+    finally:
+        stop.set()
+        await worker
+    [result] = run.results
+    assert result.passed, result.to_dict()
+    assert [a["status"] for a in result.turns[0].actions][-1] == "succeeded"

@@ -96,9 +96,8 @@ async def test_turn_is_one_trace_down_to_the_queued_action(client: Client, spans
 
     async def published() -> ActionRequest | None:
         for _, fields in await aredis.xrange("bus:{actions}"):
-            for value in fields.values():
-                if action_id in value and value.lstrip().startswith("{"):
-                    return ActionRequest.model_validate_json(value)
+            if action_id in fields["body"]:
+                return ActionRequest.model_validate_json(fields["body"])
         return None
 
     request = await _eventually(published)
@@ -139,9 +138,8 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
 
     async def request() -> ActionRequest | None:
         for _, fields in await aredis.xrange("bus:{actions}"):
-            for value in fields.values():
-                if action_id in value and value.lstrip().startswith("{"):
-                    return ActionRequest.model_validate_json(value)
+            if action_id in fields["body"]:
+                return ActionRequest.model_validate_json(fields["body"])
         return None
 
     queued = await _eventually(request)

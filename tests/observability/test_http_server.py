@@ -51,3 +51,22 @@ async def test_server_errors_mark_the_span_and_probes_are_not_traced(spans: InMe
     assert span.name == "GET /broken"
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["http.response.status_code"] == 503
+
+
+async def test_websocket_connection_is_not_one_span(spans: InMemorySpanExporter) -> None:
+    """A WebSocket upgrade makes no request span: each turn on it gets its own trace instead."""
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("hi")
+        await ws.close()
+        return ws
+
+    app = _app()
+    app.router.add_get("/v1/ws", socket)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        ws = await client.ws_connect("/v1/ws")
+        assert (await ws.receive_str()) == "hi"
+        await ws.close()
+    assert spans.get_finished_spans() == ()
