@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from observability.http_server import tracing_middleware
-from streaming_gateway import chat_completions, conversations, feedback, health, messages, openapi, ws
+from streaming_gateway import chat_completions, conversations, feedback, health, messages, openapi, web_routes, ws
 from streaming_gateway.contexts import auth_ctx, bus_ctx, config_ctx, core_ctx, llm_ctx, redis_ctx
 from streaming_gateway.keys import metrics_key, settings_key
 from streaming_gateway.metrics import GatewayMetrics
@@ -20,7 +20,7 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
     app[metrics_key] = metrics or GatewayMetrics()
     app.cleanup_ctx.extend([redis_ctx, config_ctx, auth_ctx, llm_ctx, core_ctx, feedback.online_ctx, bus_ctx])
     app.on_shutdown.append(on_shutdown)
-    for module in (health, openapi, conversations, messages, feedback, chat_completions, ws):
+    for module in (health, openapi, conversations, messages, feedback, chat_completions, ws, web_routes):
         app.add_routes(module.routes)
     # Tracing outermost: its span covers auth and errors, and records the status the client got.
     app.middlewares.extend([tracing_middleware, error_middleware, auth_middleware])

@@ -68,6 +68,12 @@ class Settings:
     orphan_grace_s: float = 5.0
     shutdown_grace_s: float = 20.0
 
+    # Web client (streaming_gateway/web): the local-only dev token endpoint, and MSAL.js for Entra ID.
+    dev_token_endpoint: bool = False
+    web_entra_client_id: str | None = None
+    web_entra_authority: str | None = None
+    web_entra_scopes: str | None = None
+
     @property
     def uses_azure_openai(self) -> bool:
         return self.azure_openai_endpoint is not None
@@ -120,6 +126,10 @@ class Settings:
             heartbeat_s=env.float("GATEWAY_HEARTBEAT_SECONDS", 15.0, minimum=0.1),
             orphan_grace_s=env.float("GATEWAY_ORPHAN_GRACE_SECONDS", 5.0, minimum=0.0),
             shutdown_grace_s=env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0),
+            dev_token_endpoint=env.bool("GATEWAY_DEV_TOKEN_ENDPOINT", False),
+            web_entra_client_id=env.str("WEB_ENTRA_CLIENT_ID"),
+            web_entra_authority=env.url("WEB_ENTRA_AUTHORITY", schemes=("https",)),
+            web_entra_scopes=env.str("WEB_ENTRA_SCOPES"),
         )
         settings.check()
         return settings
@@ -133,6 +143,10 @@ class Settings:
         if self.azure_openai_endpoint and not self.azure_openai_api_key:
             # Without a key, Azure OpenAI is reached with Entra ID (managed identity).
             pass
+        if self.dev_token_endpoint and not self.auth_jwt_secret:
+            raise SettingsError("GATEWAY_DEV_TOKEN_ENDPOINT", "needs AUTH_JWT_SECRET (it signs local HS256 tokens)")
+        if bool(self.web_entra_client_id) != bool(self.web_entra_authority):
+            raise SettingsError("WEB_ENTRA_CLIENT_ID", "set it together with WEB_ENTRA_AUTHORITY (or neither)")
         if self.servicebus_connection_string and self.servicebus_fully_qualified_namespace:
             raise SettingsError(
                 "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",

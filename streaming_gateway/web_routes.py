@@ -1,0 +1,94 @@
+"""The web chat client: `GET /` (the page), `/web/*` (its static files), `GET /client-config.json`
+(how the page signs in), and `POST /dev/token` (local only: 404 unless GATEWAY_DEV_TOKEN_ENDPOINT).
+
+None of these paths is under /v1/, so the auth middleware leaves them open; the page then calls
+the API with the bearer token it got from the user, the dev endpoint or MSAL.js (Entra ID).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlparse
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from streaming_gateway.bodies import read_body
+from streaming_gateway.keys import settings_key
+from streaming_gateway.settings import Settings
+from streaming_gateway.token import make_token
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+DEV_TOKEN_TTL_S = 3600
+MAX_DEV_TOKEN_BODY_BYTES = 1024
+USER_PATTERN = r"^[A-Za-z0-9._@-]{1,64}$"
+
+
+class DevTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(default="alice", pattern=USER_PATTERN)
+
+
+def client_config(settings: Settings) -> dict[str, object]:
+    """What the page needs to offer sign-in; no secret is in it."""
+    entra = None
+    if settings.web_entra_client_id and settings.web_entra_authority:
+        scopes = (settings.web_entra_scopes or "").split()
+        entra = {"client_id": settings.web_entra_client_id, "authority": settings.web_entra_authority,
+                 "scopes": scopes, "msal_script": "/web/vendor/msal-browser.min.js"}
+    return {"dev_token": settings.dev_token_endpoint, "entra": entra}
+
+
+def content_security_policy(settings: Settings) -> str:
+    """Scripts and styles from this origin only (no inline script), so injected markup cannot run."""
+    connect = ["'self'"]
+    frame = ["'none'"]
+    if settings.web_entra_authority:
+        parsed = urlparse(settings.web_entra_authority)
+        origin = f"{parsed.scheme}://{parsed.netloc}"
+        connect.append(origin)
+        frame = [origin]  # MSAL's silent token renewal uses a hidden iframe on the authority
+    return "; ".join([
+        "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+        f"connect-src {' '.join(connect)}", f"frame-src {' '.join(frame)}", "object-src 'none'",
+        "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
+    ])
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.FileResponse:
+    settings = request.app[settings_key]
+    return web.FileResponse(WEB_DIR / "index.html", headers={
+        "Content-Security-Policy": content_security_policy(settings),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    })
+
+
+@routes.get("/client-config.json")
+async def get_client_config(request: web.Request) -> web.Response:
+    return web.json_response(client_config(request.app[settings_key]), headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/dev/token")
+async def dev_token(request: web.Request) -> web.Response:
+    """A short-lived local HS256 token for the named user; exists only where explicitly enabled."""
+    settings = request.app[settings_key]
+    if not settings.dev_token_endpoint or not settings.auth_jwt_secret:
+        raise web.HTTPNotFound()
+    body = await read_body(request, DevTokenIn, max_bytes=MAX_DEV_TOKEN_BODY_BYTES, required=False)
+    token = make_token(settings.auth_jwt_secret, body.user, DEV_TOKEN_TTL_S, settings.auth_issuer,
+                       settings.auth_audience)
+    log.info("dev token issued for %s", body.user)
+    return web.json_response({"token": token, "user": body.user, "expires_in": DEV_TOKEN_TTL_S},
+                             headers={"Cache-Control": "no-store"})
+
+
+routes.static("/web", WEB_DIR, append_version=False)

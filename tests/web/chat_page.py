@@ -1,0 +1,43 @@
+"""The chat page as the tests drive it: sign in, send, read answers, as a user would (roles and labels)."""
+
+from __future__ import annotations
+
+from playwright.async_api import Locator, Page, expect
+
+from tests.gateway.conftest import Gateway
+
+
+def slow_reply_script(reply: str, token_delay_ms: float = 40) -> list[dict[str, object]]:
+    return [{"match": "", "reply": reply, "token_delay_ms": token_delay_ms}]
+
+
+async def open_signed_in(page: Page, gateway: Gateway, *, query: str = "", user: str = "alice") -> None:
+    """Open the client and sign in with the local dev token button; wait for the live connection."""
+    await page.goto(gateway.url(f"/{query}"))
+    await page.get_by_label("Local user name").fill(user)
+    await page.get_by_role("button", name="Get a local dev token").click()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await expect(connection(page)).to_have_attribute("data-state", "connected")
+
+
+def connection(page: Page) -> Locator:
+    return page.locator("#connection")
+
+
+async def send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
+    await box.fill(text)
+    await box.press("Enter")
+
+
+def answers(page: Page) -> Locator:
+    return page.locator("article.message.assistant")
+
+
+def last_answer(page: Page) -> Locator:
+    return answers(page).last
+
+
+async def wait_answer_done(page: Page, answer: Locator) -> None:
+    await expect(answer).to_have_attribute("data-finish", "stop")
+    await expect(page.get_by_role("button", name="Stop")).to_be_hidden()

@@ -1,0 +1,95 @@
+"""Browser fixtures: Debian's headless Chromium driven by Playwright, against the real gateway app
+(its web client included) on a free port with the suite's Redis and the scripted upstream.
+
+Reused, not copied: the gateway fixtures of tests/gateway (app factory on a TestServer, the
+scripted upstream's control endpoint) and, for action cards, the function app's fixtures (the
+Cosmos DB server, the sample tickets backend, the runtime) with the local worker running in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from function_app.runtime import Runtime
+from function_app.worker.service import Worker
+from tests.function_app.conftest import app_env, backend, cosmos_endpoint, cosmos_service, runtime, settings  # noqa: F401
+from tests.gateway.conftest import Gateway, StartGateway, gateway_env, script, start_gateway  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: Playwright waits at most this long for any one expectation (a deadline, not a timing assertion).
+EXPECT_TIMEOUT_MS = 15_000
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        item.stash[_FAILED] = True
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+async def web_gateway(start_gateway: StartGateway) -> Gateway:  # noqa: F811
+    """The gateway with the local dev token endpoint enabled, as `make dev` runs it."""
+    return await start_gateway(GATEWAY_DEV_TOKEN_ENDPOINT="true")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        await browser.close()
+
+
+async def _new_page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path,
+                    **context_options: object) -> AsyncIterator[Page]:
+    context = await browser.new_context(**context_options)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    page = await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    yield page
+    if request.node.stash.get(_FAILED, False):
+        stem = request.node.name.replace("/", "_")
+        await page.screenshot(path=str(output_dir / f"web-{stem}.png"), full_page=True)
+        (output_dir / f"web-{stem}.console.txt").write_text("\n".join(console))
+    await context.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path) -> AsyncIterator[Page]:
+    """A desktop-sized page; on failure its screenshot and console go to test-output/."""
+    async for page in _new_page(browser, request, output_dir, viewport={"width": 1200, "height": 800}):
+        yield page
+
+
+@pytest.fixture
+async def phone_page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path) -> AsyncIterator[Page]:
+    async for page in _new_page(browser, request, output_dir, viewport={"width": 390, "height": 844},
+                                is_mobile=True, has_touch=True):
+        yield page
+
+
+@pytest.fixture
+async def worker(runtime: Runtime, aredis: aioredis.Redis) -> AsyncIterator[Worker]:  # noqa: F811
+    """The local action worker (the function app's orchestrator and activities) running in-process."""
+    stop = asyncio.Event()
+    running = Worker(aredis, runtime)
+    task = asyncio.create_task(running.run(stop))
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
