@@ -32,6 +32,8 @@ def dev_environment() -> dict[str, str]:
     env.setdefault("AUTH_JWT_SECRET", DEV_JWT_SECRET)
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.setdefault("GATEWAY_PORT", "8080")
+    # The web client's "Get a local dev token" button (POST /dev/token): local stack only.
+    env.setdefault("GATEWAY_DEV_TOKEN_ENDPOINT", "true")
     return env
 
 

