@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,6 @@ class Stack:
     workdir: Path
     services: list[processes.Service] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
-    _exit: ExitStack = field(default_factory=ExitStack)
 
     def start(self, service: processes.Service, timeout: float = 60.0) -> processes.Service:
         try:

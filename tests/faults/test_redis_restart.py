@@ -4,7 +4,7 @@ stream must fail cleanly, the client must be able to resume, and no accepted act
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ TICKET = {"match": "ticket", "reply": "Opening it.",
 
 
 @pytest.fixture
-def durable_redis(tmp_path: Path, output_dir: Path) -> AsyncIterator[processes.Service]:
+def durable_redis(tmp_path: Path, output_dir: Path) -> Iterator[processes.Service]:
     """A Redis of this test alone, persisting every write (appendfsync always), on a free port."""
     service = processes.redis_server(data_dir=tmp_path, log_path=output_dir / "redis-restart.log")
     service.argv[service.argv.index("--appendonly") + 1] = "yes"
@@ -126,9 +126,6 @@ async def _queued_action_ids(client: aioredis.Redis) -> set[str]:
                       "redis-server SIGKILLed mid-answer, restarted; the client resumes with Last-Event-ID",
                       "the resumed stream reaches an end (error + message_end) and the conversation takes new "
                       "messages, without waiting for the turn lock to expire")
-@pytest.mark.xfail(strict=True, reason="gateway bug found by issue 8: an answer whose Redis died never writes its "
-                   "end and keeps the conversation locked until GATEWAY_TURN_TIMEOUT_SECONDS (engine._step: "
-                   "'the lock frees itself on expiry')")
 async def test_client_resumes_after_redis_restart(start_gateway: StartGateway, script: Callable[..., Any],
                                                   durable_redis: processes.Service, scenario: Scenario) -> None:
     """After Redis returns, resuming the interrupted answer ends it, and the next message is accepted."""
