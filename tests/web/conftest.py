@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from function_app.runtime import Runtime
 from function_app.worker.service import Worker
 from tests.function_app.conftest import app_env, backend, cosmos_endpoint, cosmos_service, runtime, settings  # noqa: F401
-from tests.gateway.conftest import Gateway, StartGateway, gateway_env, script, start_gateway  # noqa: F401
+from tests.gateway.conftest import Gateway, StartGateway, gateway, gateway_env, script, start_gateway  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -42,8 +42,9 @@ _FAILED = pytest.StashKey[bool]()
 
 @pytest.fixture
 async def web_gateway(start_gateway: StartGateway) -> Gateway:  # noqa: F811
-    """The gateway with the local dev token endpoint enabled, as `make dev` runs it."""
-    return await start_gateway(GATEWAY_DEV_TOKEN_ENDPOINT="true")
+    """The gateway with the local dev token endpoint enabled, as `make dev` runs it; an answer whose
+    client dropped keeps going for 10 s (room to reconnect), as in production."""
+    return await start_gateway(GATEWAY_DEV_TOKEN_ENDPOINT="true", GATEWAY_ORPHAN_GRACE_SECONDS="10")
 
 
 @pytest.fixture
