@@ -153,3 +153,40 @@ async def test_turn_can_wait_for_its_actions(redis_url: str, default_document: d
     [result] = run.results
     assert result.passed, result.to_dict()
     assert [a["status"] for a in result.turns[0].actions][-1] == "succeeded"
+
+
+async def test_cli_against_a_running_gateway(redis_url: str, upstream_base_url: str, tmp_path: Path) -> None:
+    """--gateway-url/--token evaluate a gateway that is already running; a config file is published to
+    its registry (REDIS_URL) first, and the answers come from that version."""
+    import asyncio
+    import os
+    import secrets
+
+    from aiohttp.test_utils import TestServer
+
+    from streaming_gateway.app import create_app
+    from streaming_gateway.settings import Settings
+    from streaming_gateway.token import make_token
+
+    secret = secrets.token_urlsafe(40)
+    settings = Settings.from_env({"AUTH_JWT_SECRET": secret, "REDIS_URL": redis_url,
+                                  "OPENAI_BASE_URL": upstream_base_url, "OPENAI_API_KEY": "scripted"})
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        variant = tmp_path / "variant.json"
+        variant.write_text(json.dumps({**read_document(DEFAULT_CONFIG), "label": "variant", "temperature": 0.5}))
+        report = tmp_path / "report.json"
+        env = {**os.environ, "REDIS_URL": redis_url, "EVAL_TOKEN": make_token(secret, "ci", 600)}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "evaluation", "run", "--config", str(variant), "--cases", str(DEFAULT_CASES),
+            "--gateway-url", str(server.make_url("")), "--report", str(report), cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)  # a hang guard
+    finally:
+        await server.close()
+    assert process.returncode == 0, stderr.decode()
+    data = json.loads(report.read_text())
+    expected = version_of(read_document(variant))
+    assert data["config_version"] == expected and data["summary"]["pass_rate"] == 1.0
+    assert {turn["config_version"] for case in data["cases"] for turn in case["turns"]} == {expected}
