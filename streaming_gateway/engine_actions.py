@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from agent_contracts import ActionRequest, ActionResult
+from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.events import ActionStatusEvent, MessageEndEvent, ToolCallEvent
 from observability import producer_span
 from streaming_gateway.llm import Finish, ToolCall
@@ -82,6 +82,8 @@ class ActionFlow:
                          tool_calls=[call.openai_shape() for call in finish.tool_calls])
         await self.store.extend_turn(cid, control.turn_id, self.settings.turn_timeout_s)
         for request in requests:
+            # The queued event below is the client's; the pipeline's own queued update is then a repeat.
+            await self.steps.first_sighting(str(request.action_id), f"{ActionStatus.queued.value}:0")
             # The request carries this span's W3C context: the function app continues the same trace.
             with producer_span(f"action {request.name} queue", {"agent.action_id": str(request.action_id),
                                                                   "agent.action": request.name}) as (_, carrier):

@@ -85,6 +85,8 @@ async def test_tool_call_queues_action_and_result_continues_the_model(gateway: G
         assert request.agent_config_version == pause["agent_config_version"]
         assert request.trace_context["traceparent"].startswith("00-")
 
+        # The pipeline reports queued too (as the function app does): the client already saw it once.
+        await report(aredis, gateway, request, ActionStatus.queued)
         await report(aredis, gateway, request, ActionStatus.running, attempts=1)
         await report(aredis, gateway, request, ActionStatus.succeeded, attempts=1, result={"ticket_id": "T-42"})
         rest = await read_events(response, parser=parser)
