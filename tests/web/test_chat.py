@@ -9,7 +9,7 @@ from playwright.async_api import Page, expect
 
 from observability.online import OnlineMetrics
 
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, make_token
 from tests.web.chat_page import answers, connection, last_answer, open_signed_in, send, slow_reply_script, wait_answer_done
 
 REPLY = "Here is **bold** text and `inline code`:\n\n```python\nprint('hi')\n```\n\n- one\n- two"
@@ -99,8 +99,6 @@ async def test_other_users_conversations_are_not_listed(page: Page, web_gateway:
 
 async def test_pasted_token_signs_in_and_bad_token_is_refused(page: Page, web_gateway: Gateway) -> None:
     """A pasted valid token signs in; a forged one gets the gateway's reason and stays on the sign-in form."""
-    from tests.gateway.conftest import make_token
-
     await page.goto(web_gateway.url("/"))
     await page.get_by_label("Access token").fill(make_token("dave", secret="x" * 40))
     await page.get_by_role("button", name="Sign in with token").click()
@@ -133,3 +131,13 @@ async def test_phone_layout_and_keyboard_use(phone_page: Page, web_gateway: Gate
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width}px wide)"
     assert json.loads(await page.evaluate("JSON.stringify(document.body.classList.contains('sidebar-open'))")) is False
+
+
+async def test_expired_stored_token_returns_to_sign_in(page: Page, web_gateway: Gateway) -> None:
+    """A token kept from an earlier visit that has since expired leads back to sign-in with the reason."""
+    expired = make_token("frank", ttl=-3600)
+    await page.add_init_script(f"sessionStorage.setItem('agentChat.token', {json.dumps(expired)})")
+    await page.goto(web_gateway.url("/"))
+    await expect(page.locator("#signin-error")).to_contain_text("Please sign in again: token expired")
+    await expect(page.get_by_role("button", name="Sign in with token")).to_be_visible()
+    await expect(page.locator("#workspace")).to_be_hidden()

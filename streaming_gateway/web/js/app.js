@@ -34,8 +34,17 @@ class App {
       }
     }
     $("dev-form").hidden = !this.config.dev_token;
-    if (this.auth.signedIn) await this.enter();
-    else this.showSignIn();
+    if (!this.auth.signedIn) {
+      this.showSignIn();
+      return;
+    }
+    try {
+      await this.enter();
+    } catch (err) {
+      this.auth.signOut();
+      this.showSignIn();
+      this.showSignInError(`Please sign in again: ${err.message}`);
+    }
   }
 
   // --- sign-in --------------------------------------------------------------------------------
@@ -183,6 +192,10 @@ class App {
     const input = $("composer-input");
     const content = input.value.trim();
     if (!content || this.transport.answering) return;
+    if (!this.transport.ready) {
+      this.showError("Not connected yet; the message is kept, send it again once connected.");
+      return;
+    }
     this.showError("");
     try {
       if (!this.conversationId) await this.newConversation();
@@ -191,6 +204,7 @@ class App {
       this.setAnswering(true);
       await this.transport.send(this.conversationId, content);
     } catch (err) {
+      if (err.status === 401) this.onRejected({ status: 401, message: err.message });
       this.setAnswering(false);
       this.showError(err.message);
     }
@@ -216,6 +230,12 @@ class App {
   onRejected(frame) {
     this.setAnswering(false);
     this.transport.answering = false;
+    if (frame.status === 401) {
+      // The token expired or was revoked: back to sign-in rather than retrying forever.
+      $("sign-out").click();
+      this.showSignInError(`Please sign in again: ${frame.message}`);
+      return;
+    }
     this.showError(frame.message || "The gateway refused the request.");
   }
 

@@ -48,6 +48,11 @@ export class Transport {
     return this.lastIds.get(cid) || 0;
   }
 
+  /** Whether a message can be sent now (SSE opens a request per message, so it always can). */
+  get ready() {
+    return this.mode === "sse" || this.wsOpen();
+  }
+
   get transportName() {
     return this.mode === "ws" ? "WebSocket" : "SSE";
   }
