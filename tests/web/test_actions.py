@@ -63,7 +63,7 @@ async def test_action_card_goes_to_dead_lettered_with_reason(page: Page, web_gat
     await expect(card.locator(".action-reason")).to_contain_text("gave up after 3 attempts")
     await expect(card.locator(".action-reason")).to_contain_text("503")
     statuses = await page.evaluate("window.cardStatuses")
-    assert any(s.startswith("Retrying") for s in statuses), statuses
+    assert "Retrying 1/3" in statuses and "Retrying 2/3" in statuses, statuses
     assert statuses[-1] == "Dead-lettered"
     await wait_answer_done(page, answers(page).last)
     assert (await control(backend, "GET", "/_control/stats"))["tickets"] == 0
