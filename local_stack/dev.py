@@ -118,11 +118,15 @@ def action_pipeline(env: dict[str, str]) -> list[processes.Service]:
     return services
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s local_stack %(levelname)s %(message)s")
     env = dev_environment()
     started: list[processes.Service] = []
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for service in plan(env):
             service.env = {**env, **service.env}
@@ -142,6 +146,10 @@ def main() -> int:
         log.info("stopping")
         return 0
     finally:
+        # A second Ctrl-C (or a SIGTERM sent to the whole process group, as `timeout` does) must not
+        # cut the shutdown short and leave children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for service in reversed(started):
             service.stop()
 

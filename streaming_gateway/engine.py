@@ -124,7 +124,6 @@ class ChatEngine(ActionFlow):
                     else:
                         finish = delta
             assert finish is not None
-            log.info("DBG finished model")
             telemetry.model_finished(finish)
             self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
             if finish.tool_calls and overrides.client_tools is not None:
@@ -137,9 +136,7 @@ class ChatEngine(ActionFlow):
                 await self.log.append(cid, MessageEndEvent(id=1, conversation_id=cid, message_id=message_id,
                                                            finish_reason=finish.reason, usage=finish.usage,
                                                            agent_config_version=config.version))
-                log.info("DBG end appended")
                 await self.store.release_turn(cid, turn_id)
-                log.info("DBG released")
             telemetry.ok()
         except (LLMError, GatewayError) as exc:
             code = exc.code
@@ -169,9 +166,7 @@ class ChatEngine(ActionFlow):
                             "interrupted" if reason == "shutdown" else "cancelled", error)
             raise
         finally:
-            log.info("DBG closing telemetry")
             await telemetry.close()
-            log.info("DBG closed telemetry")
 
     async def _end_when_redis_returns(self, cid: str, control: StepControl, message_id: str) -> None:
         """The followers and the lock are in Redis: once it answers again, end the answer there
