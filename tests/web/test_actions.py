@@ -45,6 +45,12 @@ async def test_action_card_goes_to_succeeded_with_result(page: Page, web_gateway
     await expect(continuation.locator(".body")).to_contain_text("Done:")
     assert (await page.evaluate("window.cardStatuses"))[-1] == "Succeeded"
     assert "Queued" in await page.evaluate("window.cardStatuses")
+    # Reloaded, the conversation shows the same card from the stored messages.
+    await page.reload()
+    stored = page.get_by_role("region", name="Action create_ticket")
+    await expect(stored).to_have_attribute("data-status", "succeeded")
+    await expect(stored.locator(".action-result")).to_contain_text('"ticketId": "T-')
+    await expect(answers(page).last.locator(".body")).to_contain_text("Done:")
 
 
 async def test_action_card_goes_to_dead_lettered_with_reason(page: Page, web_gateway: Gateway, script,

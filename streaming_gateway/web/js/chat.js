@@ -66,6 +66,10 @@ export class ChatView {
   /** Messages as stored by the gateway (GET /v1/conversations/{id}). */
   renderHistory(messages) {
     this.clear();
+    const toolNames = new Map();
+    for (const message of messages) {
+      for (const call of message.tool_calls || []) toolNames.set(call.id, call.function ? call.function.name : call.name);
+    }
     for (const message of messages) {
       if (message.role === "user") this.addUser(message.content || "");
       else if (message.role === "assistant") {
@@ -73,12 +77,12 @@ export class ChatView {
         answer.text = message.content || "";
         this.paint(answer);
         this.finish(answer, message.id, message.finish_reason || "stop");
-      } else if (message.role === "tool") this.historyCard(message);
+      } else if (message.role === "tool") this.historyCard(message, toolNames.get(message.tool_call_id));
     }
     this.current = null;
   }
 
-  historyCard(message) {
+  historyCard(message, name) {
     let parsed = {};
     try {
       parsed = JSON.parse(message.content || "{}");
@@ -86,7 +90,7 @@ export class ChatView {
       parsed = { status: "succeeded", result: message.content };
     }
     const answer = this.current || this.answer(null);
-    const card = this.card(answer, message.tool_call_id, message.name || "action");
+    const card = this.card(answer, message.tool_call_id, name || "action");
     this.updateCard(card, { status: parsed.status || "succeeded", attempts: 0, result: parsed.result, error: parsed.error });
   }
 
