@@ -41,3 +41,14 @@ def last_answer(page: Page) -> Locator:
 async def wait_answer_done(page: Page, answer: Locator) -> None:
     await expect(answer).to_have_attribute("data-finish", "stop")
     await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+
+
+async def wait_mid_answer(page: Page, present: str, absent: str) -> None:
+    """Wait (checking every animation frame) until the last answer shows `present` but not yet `absent`:
+    a moment in the middle of the stream, however fast or slow the machine is."""
+    await page.wait_for_function(
+        """([present, absent]) => {
+          const answers = document.querySelectorAll('article.message.assistant .body');
+          const text = answers.length ? answers[answers.length - 1].textContent : '';
+          return text.includes(present) && !text.includes(absent);
+        }""", arg=[present, absent], polling="raf")

@@ -10,7 +10,8 @@ import re
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from tests.gateway.conftest import Gateway
-from tests.web.chat_page import connection, last_answer, open_signed_in, send, slow_reply_script, wait_answer_done
+from tests.web.chat_page import (connection, last_answer, open_signed_in, send, slow_reply_script, wait_answer_done,
+                                 wait_mid_answer)
 
 WS_URL = re.compile(r"/v1/ws\?")
 WORDS = " ".join(f"word{i:02d}" for i in range(40))
@@ -95,7 +96,7 @@ async def test_sse_drop_mid_answer_resumes_with_last_event_id(page: Page, web_ga
     page.on("request", lambda r: resumed.append(r.headers.get("last-event-id", "")) if "/events" in r.url else None)
     await send(page, "count over sse")
     answer = last_answer(page)
-    await expect(answer.locator(".body")).to_contain_text("word05")
+    await wait_mid_answer(page, "word05", "word39")
     await page.evaluate("window.agentChat.transport.simulateDrop()")
     await wait_answer_done(page, answer)
     assert await answer.locator(".body").inner_text() == WORDS
@@ -108,7 +109,7 @@ async def test_stop_button_cancels_the_answer(page: Page, web_gateway: Gateway, 
     await open_signed_in(page, web_gateway)
     await send(page, "talk a lot")
     answer = last_answer(page)
-    await expect(answer.locator(".body")).to_contain_text("word03")
+    await wait_mid_answer(page, "word03", "word39")
     await page.get_by_role("button", name="Stop").click()
     await expect(answer).to_have_attribute("data-finish", "cancelled")
     await expect(answer.locator(".finish-note")).to_have_text("Stopped.")
@@ -122,7 +123,7 @@ async def test_stop_by_keyboard_over_sse(page: Page, web_gateway: Gateway, scrip
     await open_signed_in(page, web_gateway, query="?transport=sse")
     await send(page, "talk a lot")
     answer = last_answer(page)
-    await expect(answer.locator(".body")).to_contain_text("word03")
+    await wait_mid_answer(page, "word03", "word39")
     await page.keyboard.press("Escape")
     await expect(answer).to_have_attribute("data-finish", "cancelled")
     assert "word39" not in await answer.locator(".body").inner_text()
