@@ -127,3 +127,22 @@ async def test_stop_by_keyboard_over_sse(page: Page, web_gateway: Gateway, scrip
     await page.keyboard.press("Escape")
     await expect(answer).to_have_attribute("data-finish", "cancelled")
     assert "word39" not in await answer.locator(".body").inner_text()
+
+
+async def test_reload_mid_answer_shows_the_whole_answer_once(page: Page, web_gateway: Gateway, script) -> None:
+    """Reloading the page while an answer streams: the reopened conversation shows the earlier answer
+    from history and the answer in progress whole (replayed from the log), then streaming on to its end."""
+    await script([{"match": "first", "reply": "Earlier answer."},
+                  {"match": "", "reply": WORDS, "token_delay_ms": 40}])
+    await open_signed_in(page, web_gateway)
+    await send(page, "first question")
+    await wait_answer_done(page, last_answer(page))
+    await send(page, "count slowly")
+    await wait_mid_answer(page, "word05", "word39")
+    await page.reload()
+    await expect(connection(page)).to_have_attribute("data-state", "connected")
+    await expect(page.locator("article.message.user")).to_have_text(["first question", "count slowly"])
+    answer = last_answer(page)
+    await wait_answer_done(page, answer)
+    assert await answer.locator(".body").inner_text() == WORDS
+    await expect(page.locator("article.message.assistant .body")).to_have_text(["Earlier answer.", WORDS])

@@ -144,7 +144,10 @@ class App {
     const conversation = await this.api.getConversation(id);
     this.conversationId = id;
     this.view.renderHistory(conversation.messages || []);
-    this.transport.follow(id, conversation.last_event_id || 0);
+    // Replay the stream log from the start: stored answers only update their action cards, and an
+    // answer still in progress (not stored yet) appears whole, then streams on.
+    this.transport.follow(id, 0);
+    this.transport.answering = false;
     for (const button of document.querySelectorAll(".conversation")) {
       if (button.dataset.id === id) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
@@ -220,7 +223,12 @@ class App {
 
   onEvent(event) {
     if (event.conversation_id !== this.conversationId) return;
-    this.view.handle(event);
+    const live = this.view.handle(event);
+    if (live && event.type === "token" && !this.transport.answering) {
+      // An answer already under way when the conversation was opened (a reload, another tab).
+      this.transport.answering = true;
+      this.setAnswering(true);
+    }
     if (event.type === "message_end" && event.finish_reason !== "tool_calls") {
       this.setAnswering(false);
       this.refreshList().catch((err) => console.warn("conversation list not refreshed", err));

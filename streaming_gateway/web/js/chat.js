@@ -40,7 +40,8 @@ export class ChatView {
     this.container = container;
     this.onFeedback = onFeedback;
     this.answers = new Map(); // message id -> { node, text }
-    this.cards = new Map(); // action id -> card node
+    this.cards = new Map(); // action id (live) or tool call id (history) -> card node
+    this.stored = new Set(); // ids of the assistant messages rendered from the stored history
     this.current = null;
   }
 
@@ -48,6 +49,7 @@ export class ChatView {
     this.container.replaceChildren();
     this.answers.clear();
     this.cards.clear();
+    this.stored.clear();
     this.current = null;
   }
 
@@ -74,12 +76,26 @@ export class ChatView {
       if (message.role === "user") this.addUser(message.content || "");
       else if (message.role === "assistant") {
         const answer = this.answer(message.id);
+        this.stored.add(message.id);
         answer.text = message.content || "";
         this.paint(answer);
+        for (const call of message.tool_calls || []) {
+          const card = this.card(answer, call.id, toolNames.get(call.id) || "action");
+          card.querySelector(".action-args").textContent = formatValue(call.function ? call.function.arguments : call.arguments);
+        }
         this.finish(answer, message.id, message.finish_reason || "stop");
       } else if (message.role === "tool") this.historyCard(message, toolNames.get(message.tool_call_id));
     }
     this.current = null;
+  }
+
+  /** Replayed events of a stored answer only move its action cards (the text is already shown). */
+  replayStored(event) {
+    if (event.type === "tool_call" && event.action_id && this.cards.has(event.tool_call_id)) {
+      this.cards.set(event.action_id, this.cards.get(event.tool_call_id));
+    } else if (event.type === "action_status" && this.cards.has(event.action_id)) {
+      this.updateCard(this.cards.get(event.action_id), event);
+    }
   }
 
   historyCard(message, name) {
@@ -89,8 +105,8 @@ export class ChatView {
     } catch (err) {
       parsed = { status: "succeeded", result: message.content };
     }
-    const answer = this.current || this.answer(null);
-    const card = this.card(answer, message.tool_call_id, name || "action");
+    const card = this.cards.get(message.tool_call_id) || this.card(this.current || this.answer(null), message.tool_call_id,
+      name || "action");
     this.updateCard(card, { status: parsed.status || "succeeded", attempts: 0, result: parsed.result, error: parsed.error });
   }
 
@@ -130,8 +146,13 @@ export class ChatView {
     });
   }
 
-  /** One stream event, already deduplicated by the transport. */
+  /** One stream event, already deduplicated by the transport; false when it only replayed history. */
   handle(event) {
+    if (event.message_id && this.stored.has(event.message_id)) {
+      this.replayStored(event);
+      return false;
+    }
+    if (event.type === "error" && event.code === "events_expired") return false; // the history shows them
     const answer = event.message_id || event.type === "token" ? this.answer(event.message_id || null) : this.current;
     switch (event.type) {
       case "token":
@@ -163,6 +184,7 @@ export class ChatView {
       default:
         break;
     }
+    return true;
   }
 
   note(answer, text, className) {

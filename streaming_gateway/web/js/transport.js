@@ -74,10 +74,11 @@ export class Transport {
     this.onState(state, detail || this.transportName);
   }
 
-  /** Follow a conversation from `after` (the id of the last event the page already shows). */
+  /** Follow a conversation from `after` (the id of the last event the page already shows; the page
+   * re-renders a conversation it opens, so this replaces what was remembered). */
   follow(cid, after) {
     this.conversationId = cid;
-    this.lastIds.set(cid, Math.max(this.lastId(cid), after));
+    this.lastIds.set(cid, after);
     if (this.mode === "ws" && this.wsOpen()) this.sendFrame({ type: "resume", conversation_id: cid, after: this.lastId(cid) });
   }
 
