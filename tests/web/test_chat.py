@@ -127,6 +127,8 @@ async def test_phone_layout_and_keyboard_use(phone_page: Page, web_gateway: Gate
     answer = last_answer(page)
     await wait_answer_done(page, answer)
     await expect(answer.locator(".body")).to_have_text("Small screen answer.")
+    await expect(box).to_be_in_viewport()
+    await expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width}px wide)"
     assert json.loads(await page.evaluate("JSON.stringify(document.body.classList.contains('sidebar-open'))")) is False

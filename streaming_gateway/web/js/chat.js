@@ -207,10 +207,9 @@ export class ChatView {
     group.setAttribute("aria-label", "Rate this answer");
     const status = el("span", "feedback-status");
     status.setAttribute("role", "status");
-    for (const [rating, label, symbol] of [[5, "Helpful", "\u{1F44D}"], [1, "Not helpful", "\u{1F44E}"]]) {
-      const button = el("button", "feedback-button", symbol);
+    for (const [rating, label] of [[5, "Helpful"], [1, "Not helpful"]]) {
+      const button = el("button", "feedback-button", label);
       button.type = "button";
-      button.setAttribute("aria-label", label);
       button.setAttribute("aria-pressed", "false");
       button.addEventListener("click", async () => {
         status.textContent = "Sending\u2026";
