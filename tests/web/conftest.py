@@ -44,7 +44,10 @@ _FAILED = pytest.StashKey[bool]()
 async def web_gateway(start_gateway: StartGateway) -> Gateway:  # noqa: F811
     """The gateway with the local dev token endpoint enabled, as `make dev` runs it; an answer whose
     client dropped keeps going for 10 s (room to reconnect), as in production."""
-    return await start_gateway(GATEWAY_DEV_TOKEN_ENDPOINT="true", GATEWAY_ORPHAN_GRACE_SECONDS="10")
+    # Heartbeat 5 s (the gateway tests use 0.3 s): a pong late by more than half the heartbeat
+    # closes the WebSocket, which a loaded CI machine's browser can be.
+    return await start_gateway(GATEWAY_DEV_TOKEN_ENDPOINT="true", GATEWAY_ORPHAN_GRACE_SECONDS="10",
+                               GATEWAY_HEARTBEAT_SECONDS="5")
 
 
 @pytest.fixture
@@ -72,14 +75,16 @@ async def _new_page(browser: Browser, request: pytest.FixtureRequest, output_dir
 
 
 @pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path) -> AsyncIterator[Page]:
+async def page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path,
+               start_gateway: StartGateway) -> AsyncIterator[Page]:  # noqa: F811 (closed before the gateways)
     """A desktop-sized page; on failure its screenshot and console go to test-output/."""
     async for page in _new_page(browser, request, output_dir, viewport={"width": 1200, "height": 800}):
         yield page
 
 
 @pytest.fixture
-async def phone_page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path) -> AsyncIterator[Page]:
+async def phone_page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path,
+                     start_gateway: StartGateway) -> AsyncIterator[Page]:  # noqa: F811
     async for page in _new_page(browser, request, output_dir, viewport={"width": 390, "height": 844},
                                 is_mobile=True, has_touch=True):
         yield page

@@ -18,9 +18,9 @@ WORDS = " ".join(f"word{i:02d}" for i in range(40))
 
 
 class CutAfterTokens:
-    """Routes the page's WebSockets through Playwright: the first connection is cut (both sides
-    closed, as a network failure would) after `cut_after` token frames reached the page; later
-    connections pass through untouched."""
+    """Routes the page's WebSockets through Playwright: the connection that carries the answer is cut
+    (both sides closed, as a network failure would) once `cut_after` of its token frames reached the
+    page; connections after the cut pass through untouched."""
 
     def __init__(self, cut_after: int) -> None:
         self.cut_after = cut_after
@@ -30,7 +30,7 @@ class CutAfterTokens:
     async def __call__(self, route: WebSocketRoute) -> None:
         self.connections += 1
         server = route.connect_to_server()
-        if self.connections > 1:
+        if self.cut.is_set():
             return
         tokens = 0
 
@@ -46,6 +46,7 @@ class CutAfterTokens:
                     asyncio.get_running_loop().create_task(route.close(code=4001, reason="cut by the test"))
 
         server.on_message(from_server)
+        route.on_message(server.send)  # the page's frames go to the server as they are
 
 
 async def test_websocket_cut_mid_answer_resumes_with_full_text_once(page: Page, web_gateway: Gateway,
@@ -63,7 +64,7 @@ async def test_websocket_cut_mid_answer_resumes_with_full_text_once(page: Page, 
     await wait_answer_done(page, answer)
     await expect(connection(page)).to_have_attribute("data-state", "connected")
     assert await answer.locator(".body").inner_text() == WORDS
-    assert cutter.connections == 2
+    assert cutter.connections >= 2
 
 
 async def test_sse_fallback_when_websockets_are_blocked(page: Page, web_gateway: Gateway, script) -> None:
