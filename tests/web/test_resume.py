@@ -51,10 +51,10 @@ class CutAfterTokens:
 
 async def test_websocket_cut_mid_answer_resumes_with_full_text_once(page: Page, web_gateway: Gateway,
                                                                     script) -> None:
-    """The WebSocket is cut after 8 tokens; the page shows the drop, reconnects, resumes from its
+    """The WebSocket is cut after 4 token frames; the page shows the drop, reconnects, resumes from its
     last event id and ends with the whole answer, no word missing or repeated."""
     await script(slow_reply_script(WORDS, token_delay_ms=25))
-    cutter = CutAfterTokens(cut_after=8)
+    cutter = CutAfterTokens(cut_after=4)
     await page.route_web_socket(WS_URL, cutter)
     await open_signed_in(page, web_gateway)
     await send(page, "count for me")
