@@ -94,6 +94,9 @@ class ChatEngine(ActionFlow):
         text: list[str] = []
         started = time.monotonic()
         telemetry = StepTelemetry(self.metrics, self.online, cid, message_id, round_)
+        # Tokens go through a coalescing writer: one append in flight, the ones arriving meanwhile
+        # ride on the next. Every end below settles it first, so the end lands after the tokens.
+        writer = self.log.writer(cid, max_batch=self.settings.token_batch_max)
         try:
             config = await self._config(conversation)
             telemetry.config(config.version)
@@ -118,11 +121,12 @@ class ChatEngine(ActionFlow):
                         if not text:
                             telemetry.first_token()
                         text.append(delta.text)
-                        await self._emit(cid, TokenEvent(id=1, conversation_id=cid, message_id=message_id,
-                                                         text=delta.text))
+                        await writer.write(TokenEvent(id=1, conversation_id=cid, message_id=message_id,
+                                                      text=delta.text))
                         telemetry.token()
                     else:
                         finish = delta
+            await writer.flush()
             assert finish is not None
             telemetry.model_finished(finish)
             self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
@@ -144,15 +148,19 @@ class ChatEngine(ActionFlow):
             self.metrics.stream_errors.labels(code).inc()
             telemetry.failed(code, exc)
             log.warning("answer in %s failed: %s", cid, exc)
-            await self._end(conversation, turn_id, message_id, text, "error",
-                            ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code=code,
-                                       message=str(exc), retryable=retryable))
+            if isinstance(await writer.settle(), (RedisError, OSError)):  # a token write failed as well
+                await self._end_when_redis_returns(cid, control, message_id)
+            else:
+                await self._end(conversation, turn_id, message_id, text, "error",
+                                ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code=code,
+                                           message=str(exc), retryable=retryable))
         except ConversationGone:
             log.info("conversation %s was deleted mid-answer", cid)
         except (RedisError, OSError) as exc:
             self.metrics.stream_errors.labels("state_unavailable").inc()
             telemetry.failed("state_unavailable", exc)
             log.error("answer in %s stopped: Redis failed: %s", cid, exc)
+            await writer.settle()
             await self._end_when_redis_returns(cid, control, message_id)
         except asyncio.CancelledError:
             reason = control.reason or "cancelled"
@@ -162,6 +170,7 @@ class ChatEngine(ActionFlow):
             if reason == "shutdown":
                 error = ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code="interrupted",
                                    message="the gateway restarted mid-answer; send the message again", retryable=True)
+            await writer.settle()  # the tokens given before the cancel land, then the end
             await self._end(conversation, turn_id, message_id, text,
                             "interrupted" if reason == "shutdown" else "cancelled", error)
             raise
@@ -190,17 +199,6 @@ class ChatEngine(ActionFlow):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
         log.error("Redis did not come back within the turn timeout: %s stays locked until its lock expires", cid)
-
-    async def _emit(self, cid: str, *events: Any) -> int:
-        """Append to the log; a cancel arriving meanwhile lets the write land first (shield), so a
-        Redis command is never cut in half and the log never loses an event it was given."""
-        write = asyncio.ensure_future(self.log.append(cid, *events))
-        try:
-            return await asyncio.shield(write)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # its own failure is reported by the end that follows
-                await write
-            raise
 
     async def _end(self, conversation: Conversation, turn_id: str, message_id: str, text: list[str],
                    finish_reason: str, error: ErrorEvent | None) -> None:

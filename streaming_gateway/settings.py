@@ -61,6 +61,7 @@ class Settings:
     conversation_ttl_s: int = 30 * 24 * 3600
     event_log_ttl_s: int = 24 * 3600
     event_log_maxlen: int = 10_000
+    token_batch_max: int = 64
     turn_timeout_s: int = 900
 
     # Streaming behaviour.
@@ -122,6 +123,7 @@ class Settings:
             conversation_ttl_s=env.int("GATEWAY_CONVERSATION_TTL_SECONDS", 30 * 24 * 3600, minimum=60),
             event_log_ttl_s=env.int("GATEWAY_EVENT_LOG_TTL_SECONDS", 24 * 3600, minimum=60),
             event_log_maxlen=env.int("GATEWAY_EVENT_LOG_MAXLEN", 10_000, minimum=100),
+            token_batch_max=env.int("GATEWAY_TOKEN_BATCH_MAX", 64, minimum=1, maximum=1000),
             turn_timeout_s=env.int("GATEWAY_TURN_TIMEOUT_SECONDS", 900, minimum=10),
             heartbeat_s=env.float("GATEWAY_HEARTBEAT_SECONDS", 15.0, minimum=0.1),
             orphan_grace_s=env.float("GATEWAY_ORPHAN_GRACE_SECONDS", 5.0, minimum=0.0),

@@ -4,10 +4,15 @@ Entry ids are `0-<n>` with n from the conversation's atomic counter, so event id
 unique and strictly increasing per conversation however many events land in one millisecond
 and whichever pod writes them. The payload is stored without its id; readers put the id in, so
 a client on any pod sees the same bytes. Trimmed to a max length and expired after a TTL.
+
+A producer writes its tokens through a `LogWriter`: one append in flight at a time, and the
+tokens that arrive meanwhile go together in the next one, so a fast model costs one round trip
+per burst instead of one per token, and a slow one still gets each token written at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +26,10 @@ from streaming_gateway import rkeys
 # Returns the last id appended, or 0 when the conversation no longer exists.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local seq = 0
+local last = redis.call('HINCRBY', KEYS[1], 'seq', (#ARGV - 2) / 3)
+local seq = last - (#ARGV - 2) / 3
 for i = 3, #ARGV, 3 do
-  seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  seq = seq + 1
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq,
              't', ARGV[i], 'e', ARGV[i + 1], 'f', ARGV[i + 2])
 end
@@ -79,6 +85,10 @@ class StreamLog:
             raise ConversationGone(conversation_id)
         return last
 
+    def writer(self, conversation_id: str, *, max_batch: int) -> LogWriter:
+        """A coalescing writer for one producer of this conversation (see LogWriter)."""
+        return LogWriter(self, conversation_id, max_batch=max_batch)
+
     async def last_id(self, conversation_id: str) -> int:
         return int(await self._redis.hget(rkeys.conversation(conversation_id), "seq") or 0)
 
@@ -108,3 +118,81 @@ class StreamLog:
 
     async def watcher_count(self, conversation_id: str) -> int:
         return int(await self._redis.zcount(rkeys.watchers(conversation_id), time.time(), "+inf"))
+
+
+class LogWriter:
+    """One producer's events into one conversation's log, in order, with one append in flight.
+
+    `write` hands the event over and returns: when no append is in flight one starts at once
+    with it; otherwise it waits in the buffer and the next append carries everything buffered.
+    The buffer is bounded: at `max_batch` events `write` waits until the append in flight is
+    done and the buffer taken (backpressure on the model stream). A failed append is raised by
+    the next `write` or `flush`; the events given after it are dropped with it, never written
+    out of order. The appends run in their own task: a cancel of the producer never cuts one.
+    """
+
+    def __init__(self, log_: StreamLog, conversation_id: str, *, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._log = log_
+        self._cid = conversation_id
+        self._max_batch = max_batch
+        self._buffer: list[Event] = []
+        self._pump: asyncio.Task[None] | None = None
+        self._taken = asyncio.Event()
+        self._failure: BaseException | None = None
+        #: How many appends this writer made and the sizes of their batches (for metrics and tests).
+        self.batches: list[int] = []
+
+    async def write(self, event: Event) -> None:
+        """Queue one event; starts an append when none is in flight. Raises an earlier append's failure."""
+        self._raise_failure()
+        self._buffer.append(event)
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run(), name=f"log-writer:{self._cid}")
+        # Yield once per event: a new append goes out now, before the producer reads on (the first
+        # token never waits), and a producer with many chunks already received does not hold the
+        # loop while it parses them all (other streams' first tokens would wait behind it).
+        await asyncio.sleep(0)
+        while len(self._buffer) >= self._max_batch and self._pump is not None:
+            self._taken.clear()
+            await self._taken.wait()
+        self._raise_failure()
+
+    async def flush(self) -> None:
+        """Wait until every event written so far is in the log; raises what an append failed with.
+        Cancelling the wait leaves the appends running."""
+        while self._pump is not None:
+            await asyncio.wait({self._pump})
+        self._raise_failure()
+
+    async def settle(self) -> BaseException | None:
+        """Like flush, for a producer that is ending anyway: returns the failure instead of raising it."""
+        while self._pump is not None:
+            await asyncio.wait({self._pump})
+        return self._failure
+
+    @property
+    def buffered(self) -> int:
+        """Events given but not yet sent (the append in flight not counted)."""
+        return len(self._buffer)
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _run(self) -> None:
+        try:
+            while self._buffer:
+                batch, self._buffer = self._buffer, []
+                self._taken.set()
+                await self._log.append(self._cid, *batch)
+                self.batches.append(len(batch))
+        except BaseException as exc:  # kept for the producer: its next write or flush raises it
+            self._failure = exc
+            self._buffer.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._pump = None
+            self._taken.set()
