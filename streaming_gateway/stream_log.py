@@ -141,7 +141,7 @@ class LogWriter:
         self._pump: asyncio.Task[None] | None = None
         self._taken = asyncio.Event()
         self._failure: BaseException | None = None
-        #: How many appends this writer made and the sizes of their batches (for metrics and tests).
+        #: The size of each append this writer made, in order (for tests and diagnostics).
         self.batches: list[int] = []
 
     async def write(self, event: Event) -> None:
