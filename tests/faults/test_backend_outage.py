@@ -17,7 +17,7 @@ from function_app.runtime import Runtime
 from function_app.settings import Settings
 from function_app.worker.service import Worker
 from tests.faults.conftest import Scenario
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, worker_tick
 from tests.function_app.test_pipeline_e2e import control, eventually, final_result
 
 ATTEMPTS = 4
@@ -28,13 +28,6 @@ def settings(app_env: dict[str, str]) -> Settings:
     """Four attempts, short backoff, and a dispatch timeout short enough to trip on purpose."""
     return Settings.from_env({**app_env, "ACTION_RETRY_POLICIES": f"create_ticket=0.1:{ATTEMPTS}",
                               "DISPATCH_TIMEOUT_SECONDS": "0.5"})
-
-
-def ticker(worker: Worker):  # type: ignore[no-untyped-def]
-    async def tick() -> None:
-        await worker.intake_once(0.05)
-        await worker.engine.run_due()
-    return tick
 
 
 @pytest.mark.scenario("backend 500, 503, timeout, then recovers",
@@ -50,7 +43,7 @@ async def test_mixed_transient_failures_are_retried_per_policy(runtime: Runtime,
     ]})
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
-    result = await eventually(final_result(runtime, request), tick=ticker(Worker(aredis, runtime)))
+    result = await eventually(final_result(runtime, request), tick=worker_tick(Worker(aredis, runtime)))
     await eventually(lambda: _settled(backend))
     history = [(a.outcome, a.status_code) for a in result.attempt_history]
     stats = await control(backend, "GET", "/_control/stats")
@@ -79,7 +72,7 @@ async def test_down_backend_dead_letters_then_replays_once(runtime: Runtime, are
                   {"rules": [{"path": "/tickets", "status": 503, "times": ATTEMPTS, "retry_after": 0}]})
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
-    tick = ticker(Worker(aredis, runtime))
+    tick = worker_tick(Worker(aredis, runtime))
     dead = await eventually(final_result(runtime, request), tick=tick)
     assert dead.status is ActionStatus.dead_lettered and dead.attempts == ATTEMPTS
     assert [a.status_code for a in dead.attempt_history] == [503] * ATTEMPTS

@@ -3,7 +3,6 @@ senders raced) to two workers at once: one backend effect, one result document."
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,7 +14,7 @@ from agent_contracts import ActionStatus
 from function_app.runtime import Runtime
 from function_app.worker.service import Worker
 from tests.faults.conftest import Scenario
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, worker_tick
 from tests.function_app.test_pipeline_e2e import control, eventually, final_result
 
 
@@ -30,10 +29,7 @@ async def test_triple_delivery_makes_one_effect(runtime: Runtime, aredis: aiored
     for copy in range(3):
         assert await queue.send(f"{request.message_id}-copy{copy}", request.to_json(), request_properties(request))
     workers = [Worker(aredis, runtime), Worker(aredis, runtime)]
-
-    async def tick() -> None:
-        await asyncio.gather(*(w.intake_once(0.05) for w in workers))
-        await asyncio.gather(*(w.engine.run_due() for w in workers))
+    tick = worker_tick(*workers)
 
     result = await eventually(final_result(runtime, request), tick=tick)
     for _ in range(5):  # let any straggling copy run through intake too

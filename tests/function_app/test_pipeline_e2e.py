@@ -28,7 +28,7 @@ from function_app.starter import start_from_message
 from function_app.worker.engine import RedisStarter
 from function_app.worker.instances import InstanceStore
 from function_app.worker.service import Worker
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, worker_tick
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,10 +91,7 @@ async def test_action_runs_end_to_end_once(runtime: Runtime, aredis: aioredis.Re
     stop = asyncio.Event()
     relay = asyncio.create_task(outbox.run_relay(stop))
     worker = Worker(aredis, runtime)
-
-    async def tick() -> None:
-        await worker.intake_once(0.05)
-        await worker.engine.run_due()
+    tick = worker_tick(worker)
 
     result = await eventually(final_result(runtime, request), tick=tick)
     stop.set()
@@ -113,10 +110,7 @@ async def test_transient_failures_are_retried_to_success(runtime: Runtime, aredi
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     worker = Worker(aredis, runtime)
-
-    async def tick() -> None:
-        await worker.intake_once(0.05)
-        await worker.engine.run_due()
+    tick = worker_tick(worker)
 
     result = await eventually(final_result(runtime, request), tick=tick)
     assert result.status is ActionStatus.succeeded and result.attempts == 3
@@ -152,10 +146,7 @@ async def test_exhausted_action_is_dead_lettered_and_replayed(runtime: Runtime, 
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     worker = Worker(aredis, runtime)
-
-    async def tick() -> None:
-        await worker.intake_once(0.05)
-        await worker.engine.run_due()
+    tick = worker_tick(worker)
 
     dead = await eventually(final_result(runtime, request), tick=tick)
     assert dead.status is ActionStatus.dead_lettered and dead.attempts == 3

@@ -5,7 +5,6 @@ Redis, the scripted upstream over real HTTP, the SDK's in-memory span exporter."
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any

@@ -25,7 +25,7 @@ from tests.function_app.conftest import (  # noqa: F401 (fixtures of the functio
     runtime,
     settings,
 )
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, worker_tick
 from tests.function_app.test_pipeline_e2e import eventually, final_result
 
 
@@ -39,10 +39,7 @@ async def test_action_trace_continues_from_gateway_to_cosmos(runtime: Runtime, a
     stop = asyncio.Event()
     relay = asyncio.create_task(outbox.run_relay(stop))
     worker = Worker(aredis, runtime)
-
-    async def tick() -> None:
-        await worker.intake_once(0.05)
-        await worker.engine.run_due()
+    tick = worker_tick(worker)
 
     result = await eventually(final_result(runtime, request), tick=tick)
     stop.set()
