@@ -19,8 +19,11 @@ UPDATES_GROUP = "gateway"
 
 def request_properties(request: ActionRequest) -> dict[str, str]:
     """What travels beside the body: content type, action name, W3C trace context."""
-    properties = {"content_type": "application/json", "action_name": request.name,
-                  "conversation_id": request.conversation_id}
+    properties = {
+        "content_type": "application/json",
+        "action_name": request.name,
+        "conversation_id": request.conversation_id,
+    }
     properties.update(to_application_properties(request.trace_context))
     return properties
 
@@ -50,8 +53,11 @@ class RedisUpdateSink:
         self.queue = StreamQueue(redis, queue, UPDATES_GROUP)
 
     async def publish_update(self, update: ActionResult) -> None:
-        await self.queue.send(update_message_id(update), update.to_json(),
-                              {"content_type": "application/json", "status": update.status.value})
+        await self.queue.send(
+            update_message_id(update),
+            update.to_json(),
+            {"content_type": "application/json", "status": update.status.value},
+        )
 
     async def close(self) -> None:
         return None
@@ -60,10 +66,18 @@ class RedisUpdateSink:
 class RedisUpdateSource:
     """ActionUpdateSource adapter: gateway pods share one consumer group, so each update goes to one pod."""
 
-    def __init__(self, redis: aioredis.Redis, queue: str = "action-updates", *, consumer: str | None = None,
-                 max_deliveries: int = 10, claim_idle_ms: int = 30_000) -> None:
-        self.queue = StreamQueue(redis, queue, UPDATES_GROUP, consumer,
-                                 max_deliveries=max_deliveries, claim_idle_ms=claim_idle_ms)
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        queue: str = "action-updates",
+        *,
+        consumer: str | None = None,
+        max_deliveries: int = 10,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.queue = StreamQueue(
+            redis, queue, UPDATES_GROUP, consumer, max_deliveries=max_deliveries, claim_idle_ms=claim_idle_ms
+        )
 
     async def next_updates(self, max_count: int = 50, wait_s: float = 5.0) -> list[tuple[str, ActionResult]]:
         updates: list[tuple[str, ActionResult]] = []

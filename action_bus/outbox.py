@@ -10,6 +10,7 @@ the bus's duplicate detection drops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 
@@ -31,11 +32,25 @@ class OutboxUnavailable(BusUnavailable):
 
 
 class Outbox:
-    def __init__(self, redis: aioredis.Redis, bus: ActionBus, *, name: str = "outbox", batch: int = 50,
-                 claim_idle_ms: int = 30_000, backoff_s: tuple[float, float] = (0.2, 10.0)) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        bus: ActionBus,
+        *,
+        name: str = "outbox",
+        batch: int = 50,
+        claim_idle_ms: int = 30_000,
+        backoff_s: tuple[float, float] = (0.2, 10.0),
+    ) -> None:
         self.bus = bus
-        self.queue = StreamQueue(redis, name, "relay", max_deliveries=None, claim_idle_ms=claim_idle_ms,
-                                 dedup_window_s=ACCEPTED_KEY_TTL_S)
+        self.queue = StreamQueue(
+            redis,
+            name,
+            "relay",
+            max_deliveries=None,
+            claim_idle_ms=claim_idle_ms,
+            dedup_window_s=ACCEPTED_KEY_TTL_S,
+        )
         self.batch = batch
         self.backoff_s = backoff_s
         #: Counters for metrics and tests: publishes done, and attempts that found the bus down.
@@ -100,14 +115,10 @@ class Outbox:
 
     async def _keep(self, backlog: list[Delivery]) -> None:
         """Still ours: reset idle time so other relays do not take entries we are about to retry."""
-        try:
+        with contextlib.suppress(*REDIS_DOWN):
             await self.queue.touch([d.delivery_id for d in backlog])
-        except REDIS_DOWN:
-            pass
 
     @staticmethod
     async def _wait(stop: asyncio.Event, delay: float) -> None:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay * (0.8 + 0.4 * random.random()))
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay * (0.8 + 0.4 * random.random()))  # noqa: S311 (jitter)

@@ -111,8 +111,14 @@ class StreamQueue:
         """Append one message; False when the same message id was sent within the dedup window."""
         try:
             entry = await self.redis.eval(
-                _SEND_ONCE, 2, self.key, self._dedup_key(message_id),
-                message_id, self.dedup_window_s, body, json.dumps(properties or {}),
+                _SEND_ONCE,
+                2,
+                self.key,
+                self._dedup_key(message_id),
+                message_id,
+                self.dedup_window_s,
+                body,
+                json.dumps(properties or {}),
             )
         except REDIS_DOWN as exc:
             raise BusUnavailable(f"redis stream {self.name}: {exc}") from exc
@@ -181,10 +187,17 @@ class StreamQueue:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         log.warning("queue %s: dead-lettering %s (%s)", self.name, delivery.message_id, reason)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_key, {
-                "mid": delivery.message_id, "body": delivery.body, "props": json.dumps(delivery.properties),
-                "reason": reason, "deliveries": str(delivery.delivery_count), "at": f"{time.time():.3f}",
-            })
+            pipe.xadd(
+                self.dead_key,
+                {
+                    "mid": delivery.message_id,
+                    "body": delivery.body,
+                    "props": json.dumps(delivery.properties),
+                    "reason": reason,
+                    "deliveries": str(delivery.delivery_count),
+                    "at": f"{time.time():.3f}",
+                },
+            )
             pipe.xack(self.key, self.group, delivery.delivery_id)
             pipe.xdel(self.key, delivery.delivery_id)
             await pipe.execute()
@@ -194,11 +207,16 @@ class StreamQueue:
         result = []
         for entry_id, fields in entries:
             data = {text(k): text(v) for k, v in fields.items()}
-            result.append(DeadEntry(
-                dead_id=text(entry_id), message_id=data.get("mid", ""), body=data.get("body", ""),
-                reason=data.get("reason", ""), delivery_count=int(data.get("deliveries", "0")),
-                dead_lettered_at=float(data.get("at", "0")),
-            ))
+            result.append(
+                DeadEntry(
+                    dead_id=text(entry_id),
+                    message_id=data.get("mid", ""),
+                    body=data.get("body", ""),
+                    reason=data.get("reason", ""),
+                    delivery_count=int(data.get("deliveries", "0")),
+                    dead_lettered_at=float(data.get("at", "0")),
+                )
+            )
         return result
 
     async def requeue_dead(self, dead_id: str) -> bool:
@@ -208,8 +226,10 @@ class StreamQueue:
             return False
         data = {text(k): text(v) for k, v in entries[0][1].items()}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.key, {"mid": data.get("mid", ""), "body": data.get("body", ""),
-                                 "props": data.get("props", "{}")})
+            pipe.xadd(
+                self.key,
+                {"mid": data.get("mid", ""), "body": data.get("body", ""), "props": data.get("props", "{}")},
+            )
             pipe.xdel(self.dead_key, dead_id)
             await pipe.execute()
         return True

@@ -127,7 +127,9 @@ class ServiceBusUpdateSource:
 
     async def next_updates(self, max_count: int = 50, wait_s: float = 5.0) -> list[tuple[str, ActionResult]]:
         try:
-            messages = await self._receiver.receive_messages(max_message_count=max_count, max_wait_time=wait_s)
+            messages = await self._receiver.receive_messages(
+                max_message_count=max_count, max_wait_time=wait_s
+            )
         except ServiceBusError as exc:
             raise map_error(exc, "-") from exc
         updates: list[tuple[str, ActionResult]] = []
@@ -136,7 +138,8 @@ class ServiceBusUpdateSource:
                 update = ActionResult.model_validate_json(message_body_text(message))
             except ValidationError as exc:
                 await self._receiver.dead_letter_message(
-                    message, reason="invalid ActionResult", error_description=str(exc)[:1000])
+                    message, reason="invalid ActionResult", error_description=str(exc)[:1000]
+                )
                 continue
             delivery_id = str(message.lock_token)
             self._locked[delivery_id] = message

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -21,7 +21,7 @@ MAX_ARGUMENTS_BYTES = 192 * 1024
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Wire(BaseModel):
@@ -39,7 +39,7 @@ class _Wire(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-class ActionStatus(str, Enum):
+class ActionStatus(str, Enum):  # noqa: UP042 (str() of a member must stay 'ActionStatus.x' for logs)
     queued = "queued"
     running = "running"
     retrying = "retrying"
@@ -141,9 +141,7 @@ class AttemptRecord(_Wire):
 class ActionResult(_Wire):
     """The Cosmos DB document for one action: id = action_id, partition key /conversationId."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
     id: str
     conversation_id: str

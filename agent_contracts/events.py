@@ -7,7 +7,7 @@ rest exactly once.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -62,7 +62,7 @@ class ErrorEvent(_Event):
 
 
 StreamEvent = Annotated[
-    Union[TokenEvent, ToolCallEvent, ActionStatusEvent, MessageEndEvent, ErrorEvent],
+    TokenEvent | ToolCallEvent | ActionStatusEvent | MessageEndEvent | ErrorEvent,
     Field(discriminator="type"),
 ]
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TypeAlias, overload
 from urllib.parse import urlparse
+
+# The reader's methods are named after the types they return; these aliases keep the builtins
+# reachable in its annotations.
+_str: TypeAlias = str
+_int: TypeAlias = int
+_float: TypeAlias = float
+_bool: TypeAlias = bool
 
 
 class SettingsError(ValueError):
@@ -19,10 +27,14 @@ class SettingsError(ValueError):
 class Env:
     """Typed reads from an environment mapping (os.environ unless given)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[_str, _str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+    @overload
+    def str(self, name: _str, default: _str, *, required: _bool = False) -> _str: ...
+    @overload
+    def str(self, name: _str, default: None = None, *, required: _bool = False) -> _str | None: ...
+    def str(self, name: _str, default: _str | None = None, *, required: _bool = False) -> _str | None:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             if required:
@@ -30,12 +42,14 @@ class Env:
             return default
         return value.strip()
 
-    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(
+        self, name: _str, default: _int, *, minimum: _int | None = None, maximum: _int | None = None
+    ) -> _int:
         raw = self.str(name)
         if raw is None:
             return default
         try:
-            value = int(raw)
+            value = _int(raw)
         except ValueError:
             raise SettingsError(name, f"expected an integer, got {raw!r}") from None
         if minimum is not None and value < minimum:
@@ -44,19 +58,19 @@ class Env:
             raise SettingsError(name, f"must be at most {maximum}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def float(self, name: _str, default: _float, *, minimum: _float | None = None) -> _float:
         raw = self.str(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = _float(raw)
         except ValueError:
             raise SettingsError(name, f"expected a number, got {raw!r}") from None
         if minimum is not None and value < minimum:
             raise SettingsError(name, f"must be at least {minimum}, got {value}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: _str, default: _bool) -> _bool:
         raw = self.str(name)
         if raw is None:
             return default
@@ -67,7 +81,32 @@ class Env:
             return False
         raise SettingsError(name, f"expected true or false, got {raw!r}")
 
-    def url(self, name: str, default: str | None = None, *, schemes: tuple[str, ...] = ("http", "https"), required: bool = False) -> str | None:
+    @overload
+    def url(
+        self,
+        name: _str,
+        default: _str,
+        *,
+        schemes: tuple[_str, ...] = ("http", "https"),
+        required: _bool = False,
+    ) -> _str: ...
+    @overload
+    def url(
+        self,
+        name: _str,
+        default: None = None,
+        *,
+        schemes: tuple[_str, ...] = ("http", "https"),
+        required: _bool = False,
+    ) -> _str | None: ...
+    def url(
+        self,
+        name: _str,
+        default: _str | None = None,
+        *,
+        schemes: tuple[_str, ...] = ("http", "https"),
+        required: _bool = False,
+    ) -> _str | None:
         raw = self.str(name, default, required=required)
         if raw is None:
             return None
@@ -76,9 +115,8 @@ class Env:
             raise SettingsError(name, f"expected a {'/'.join(schemes)} URL, got {raw!r}")
         return raw
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: _str, default: _str, choices: tuple[_str, ...]) -> _str:
         raw = self.str(name, default)
-        assert raw is not None
         if raw not in choices:
             raise SettingsError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
         return raw

@@ -1,10 +1,10 @@
 """Versioned agent configurations: immutable published versions, one active per agent.
 
-    registry = AgentRegistry(redis_client)
-    record, created = await registry.publish(read_document("agent_configs/default.json"))
-    await registry.activate("default", record.version)
-    store = RegistryConfigStore(registry, "default")      # the gateway's AgentConfigStore
-    config = await store.active()                         # follows activations without restart
+registry = AgentRegistry(redis_client)
+record, created = await registry.publish(read_document("agent_configs/default.json"))
+await registry.activate("default", record.version)
+store = RegistryConfigStore(registry, "default")      # the gateway's AgentConfigStore
+config = await store.active()                         # follows activations without restart
 """
 
 from agent_registry.errors import (

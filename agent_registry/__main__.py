@@ -28,7 +28,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m agent_registry", description="Versioned agent configurations.")
+    parser = argparse.ArgumentParser(
+        prog="python -m agent_registry", description="Versioned agent configurations."
+    )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
     commands = parser.add_subparsers(dest="command", required=True)
     publish = commands.add_parser("publish", help="publish a config file (YAML or JSON)")
@@ -54,8 +56,10 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
     try:
         if args.command == "publish":
             record, created = await registry.publish(read_document(args.file, args.label), args.file)
-            print(f"{'published' if created else 'already published'} {record.version} (agent {record.agent})",
-                  file=out)
+            print(
+                f"{'published' if created else 'already published'} {record.version} (agent {record.agent})",
+                file=out,
+            )
             if args.activate:
                 result = await registry.activate(record.agent, record.version)
                 print(_activation_line(result), file=out)
@@ -63,23 +67,49 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
             active = await registry.active_version(args.agent)
             records = await registry.versions(args.agent)
             if args.json:
-                print(json.dumps([{"version": r.version, "label": r.label, "published_at": r.published_at,
-                                   "active": r.version == active} for r in records], indent=2), file=out)
+                print(
+                    json.dumps(
+                        [
+                            {
+                                "version": r.version,
+                                "label": r.label,
+                                "published_at": r.published_at,
+                                "active": r.version == active,
+                            }
+                            for r in records
+                        ],
+                        indent=2,
+                    ),
+                    file=out,
+                )
             elif not records:
                 print(f"agent {args.agent} has no published versions", file=out)
             else:
                 for record in records:
                     marker = "*" if record.version == active else " "
-                    print(f"{marker} {record.version:<40} {record.published_at}  model={record.document.get('model')}",
-                          file=out)
+                    print(
+                        f"{marker} {record.version:<40} {record.published_at}"
+                        f"  model={record.document.get('model')}",
+                        file=out,
+                    )
         elif args.command == "activate":
             print(_activation_line(await registry.activate(args.agent, args.version)), file=out)
         elif args.command == "rollback":
             print(_activation_line(await registry.rollback(args.agent)), file=out)
         elif args.command == "show":
             record = await registry.get(args.version)
-            print(json.dumps({"version": record.version, "agent": record.agent, "published_at": record.published_at,
-                              **record.document}, indent=2), file=out)
+            print(
+                json.dumps(
+                    {
+                        "version": record.version,
+                        "agent": record.agent,
+                        "published_at": record.published_at,
+                        **record.document,
+                    },
+                    indent=2,
+                ),
+                file=out,
+            )
         return 0
     except RegistryUnavailable as exc:
         print(f"agent_registry: Redis at {args.redis_url} is unreachable: {exc}", file=sys.stderr)

@@ -25,10 +25,7 @@ def read_document(path: str | Path, label: str | None = None) -> dict[str, Any]:
     if len(raw) > MAX_FILE_BYTES:
         raise InvalidConfig(str(path), f"is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            document = yaml.safe_load(raw)
-        else:
-            document = json.loads(raw)
+        document = yaml.safe_load(raw) if path.suffix.lower() in (".yaml", ".yml") else json.loads(raw)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidConfig(str(path), f"cannot parse: {exc}") from None
     if not isinstance(document, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -52,7 +52,8 @@ else
 end
 redis.call('SET', KEYS[2], target)
 local epoch = redis.call('INCR', KEYS[5])
-local entry = ARGV[3] .. ',"version":"' .. target .. '","previous":"' .. (current or '') .. '","epoch":' .. epoch .. '}'
+local entry = ARGV[3] .. ',"version":"' .. target .. '","previous":"' .. (current or '')
+  .. '","epoch":' .. epoch .. '}'
 redis.call('LPUSH', KEYS[4], entry)
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return {'changed', current or '', tostring(epoch), target}
@@ -77,16 +78,31 @@ class PublishedVersion:
         return validate_document(self.document, self.version).model_copy(update={"version": self.version})
 
     def to_record(self) -> str:
-        return json.dumps({"version": self.version, "agent": self.agent, "label": self.label,
-                           "content_hash": self.content_hash, "seq": self.seq, "published_at": self.published_at,
-                           "document": self.document}, sort_keys=True)
+        return json.dumps(
+            {
+                "version": self.version,
+                "agent": self.agent,
+                "label": self.label,
+                "content_hash": self.content_hash,
+                "seq": self.seq,
+                "published_at": self.published_at,
+                "document": self.document,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_record(cls, raw: str | bytes) -> PublishedVersion:
         data = json.loads(raw)
-        return cls(version=data["version"], agent=data["agent"], label=data["label"],
-                   content_hash=data["content_hash"], seq=int(data["seq"]), published_at=data["published_at"],
-                   document=data["document"])
+        return cls(
+            version=data["version"],
+            agent=data["agent"],
+            label=data["label"],
+            content_hash=data["content_hash"],
+            seq=int(data["seq"]),
+            published_at=data["published_at"],
+            document=data["document"],
+        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,9 @@ class AgentRegistry:
         self._redis = client
         self._activate_script = client.register_script(_ACTIVATE)
 
-    async def publish(self, document: dict[str, Any], source: str = "<document>") -> tuple[PublishedVersion, bool]:
+    async def publish(
+        self, document: dict[str, Any], source: str = "<document>"
+    ) -> tuple[PublishedVersion, bool]:
         """Publish a validated document; returns (version, created). Same content -> same version."""
         config = validate_document(document, source)
         body = {key: value for key, value in document.items() if key != "version"}
@@ -117,9 +135,14 @@ class AgentRegistry:
                 await self._index(record)  # repairs a publish interrupted between its writes
                 return record, False
             record = PublishedVersion(
-                version=version, agent=config.agent, label=config.label, content_hash=content_hash(body),
+                version=version,
+                agent=config.agent,
+                label=config.label,
+                content_hash=content_hash(body),
                 seq=int(await self._redis.incr(keys.seq())),
-                published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), document=body)
+                published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                document=body,
+            )
             if not await self._redis.set(keys.version(version), record.to_record(), nx=True):
                 # Someone published the same content a moment earlier: theirs stands.
                 return await self.get(version), False
@@ -173,7 +196,7 @@ class AgentRegistry:
                 record = await self.get(version)  # raises UnknownVersion
                 raise WrongAgent(agent, version, record.agent)
         i, j = ids.index(start), ids.index(end)
-        return ids[i:j + 1] if i <= j else list(reversed(ids[j:i + 1]))
+        return ids[i : j + 1] if i <= j else list(reversed(ids[j : i + 1]))
 
     async def active_version(self, agent: str) -> str | None:
         raw = await self._call(self._redis.get(keys.active(agent)))
@@ -210,11 +233,20 @@ class AgentRegistry:
         return [json.loads(raw) for raw in raws]
 
     async def _run(self, agent: str, mode: str, version: str, actor: str) -> Activation:
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
         prefix = json.dumps({"at": at, "action": mode, "actor": actor})[:-1]
-        result = await self._call(self._activate_script(
-            keys=[keys.history(agent), keys.active(agent), keys.previous(agent), keys.log(agent), keys.epoch(agent)],
-            args=[mode, version, prefix, MAX_PREVIOUS, MAX_LOG]))
+        result = await self._call(
+            self._activate_script(
+                keys=[
+                    keys.history(agent),
+                    keys.active(agent),
+                    keys.previous(agent),
+                    keys.log(agent),
+                    keys.epoch(agent),
+                ],
+                args=[mode, version, prefix, MAX_PREVIOUS, MAX_LOG],
+            )
+        )
         status = _text(result[0])
         if status == "empty":
             raise NothingToRollBack(agent)
@@ -224,15 +256,22 @@ class AgentRegistry:
             return Activation(agent, _text(result[1]), _text(result[1]), False, int(_text(result[2])))
         previous = _text(result[1]) or None
         target = _text(result[3])
-        log.info("agent %s: %s %s (was %s)", agent, "rolled back to" if mode == "rollback" else "activated",
-                 target, previous or "none")
+        log.info(
+            "agent %s: %s %s (was %s)",
+            agent,
+            "rolled back to" if mode == "rollback" else "activated",
+            target,
+            previous or "none",
+        )
         await self._announce(agent, target, int(_text(result[2])))
         return Activation(agent, target, previous, True, int(_text(result[2])))
 
     async def _announce(self, agent: str, version: str, epoch: int) -> None:
         # Best effort: gateways also poll the epoch, so a lost message only delays the pickup.
         try:
-            await self._redis.publish(keys.CHANNEL, json.dumps({"agent": agent, "version": version, "epoch": epoch}))
+            await self._redis.publish(
+                keys.CHANNEL, json.dumps({"agent": agent, "version": version, "epoch": epoch})
+            )
         except RedisError as exc:
             log.warning("activation of %s not announced (gateways will poll it): %s", version, exc)
 

@@ -39,12 +39,14 @@ class ToolSpec(BaseModel):
         except SchemaError as exc:
             raise ValueError(f"parameters is not a valid JSON schema: {exc.message}") from None
         if value.get("type") != "object":
-            raise ValueError("parameters must describe an object (\"type\": \"object\")")
+            raise ValueError('parameters must describe an object ("type": "object")')
         return value
 
     def openai_tool(self) -> dict[str, Any]:
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 class Limits(BaseModel):
@@ -98,6 +100,7 @@ def validate_document(document: Any, source: str = "<document>") -> AgentConfig:
         return AgentConfig.model_validate(body)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}" for error in exc.errors()
+            f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
+            for error in exc.errors()
         )
         raise InvalidConfig(source, problems) from None

@@ -24,9 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class RegistryConfigStore:
-    def __init__(self, registry: AgentRegistry, agent: str = "default", *, poll_interval_s: float = 1.0,
-                 cache_size: int = 64, seed_path: str | Path | None = None,
-                 on_change: Callable[[AgentConfig], None] | None = None) -> None:
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        agent: str = "default",
+        *,
+        poll_interval_s: float = 1.0,
+        cache_size: int = 64,
+        seed_path: str | Path | None = None,
+        on_change: Callable[[AgentConfig], None] | None = None,
+    ) -> None:
         self._registry = registry
         self.agent = agent
         #: Published and activated by the first active() that finds the agent without an active version.
@@ -69,8 +76,12 @@ class RegistryConfigStore:
                 config = await self.get(version)
                 changed = self._active is None or config.version != self._active.version
                 if self._active is not None and changed:
-                    log.info("agent %s: active config is now %s (was %s)", self.agent, config.version,
-                             self._active.version)
+                    log.info(
+                        "agent %s: active config is now %s (was %s)",
+                        self.agent,
+                        config.version,
+                        self._active.version,
+                    )
                 self._active, self._epoch = config, epoch
                 if changed and self._on_change is not None:
                     self._on_change(config)
@@ -78,8 +89,9 @@ class RegistryConfigStore:
         except RegistryUnavailable as exc:
             if self._active is None:
                 raise
-            log.warning("agent registry unreachable, serving the last active config %s: %s",
-                        self._active.version, exc)
+            log.warning(
+                "agent registry unreachable, serving the last active config %s: %s", self._active.version, exc
+            )
         return self._active
 
     async def get(self, version: str) -> AgentConfig:

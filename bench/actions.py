@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 FINAL = {"succeeded", "failed", "dead_lettered"}
 
 SCRIPT = [
-    {"match": "ticket", "reply": "Opening it.",
-     "tool_calls": [{"name": "create_ticket", "arguments": {"title": "bench ticket", "priority": "normal"}}]},
+    {
+        "match": "ticket",
+        "reply": "Opening it.",
+        "tool_calls": [
+            {"name": "create_ticket", "arguments": {"title": "bench ticket", "priority": "normal"}}
+        ],
+    },
     {"on_tool_result": True, "match": "", "reply": "Done."},
 ]
 
@@ -36,8 +41,11 @@ async def one_action(session: aiohttp.ClientSession, gateway: str, user: str) ->
     sent = time.monotonic()
     queued = final = None
     status = attempts = None
-    async with session.post(f"{gateway}/v1/conversations/{cid}/messages", json={"content": "open a ticket"},
-                            headers={**headers, "Accept": "text/event-stream"}) as response:
+    async with session.post(
+        f"{gateway}/v1/conversations/{cid}/messages",
+        json={"content": "open a ticket"},
+        headers={**headers, "Accept": "text/event-stream"},
+    ) as response:
         response.raise_for_status()
         async for line in response.content:
             if not line.startswith(b"data: "):
@@ -71,19 +79,46 @@ async def run(gateway: str, actions: int, concurrency: int) -> dict[str, Any]:
     for d in done:
         statuses[str(d["status"])] = statuses.get(str(d["status"]), 0) + 1
     retried = sum(1 for d in finished if (d["attempts"] or 1) > 1)
-    return {"actions": actions, "concurrency": concurrency, "seconds": elapsed,
-            "actions_per_s": len(finished) / elapsed if elapsed else 0.0, "statuses": statuses,
-            "retried": retried,
-            "latency_ms": summary([(d["final"] - d["queued"]) * 1000 for d in finished]),
-            "single_action_latency_ms": summary([(d["final"] - d["queued"]) * 1000 for d in sequential
-                                                 if d["final"] and d["queued"]])}
+    return {
+        "actions": actions,
+        "concurrency": concurrency,
+        "seconds": elapsed,
+        "actions_per_s": len(finished) / elapsed if elapsed else 0.0,
+        "statuses": statuses,
+        "retried": retried,
+        "latency_ms": summary([(d["final"] - d["queued"]) * 1000 for d in finished]),
+        "single_action_latency_ms": summary(
+            [(d["final"] - d["queued"]) * 1000 for d in sequential if d["final"] and d["queued"]]
+        ),
+    }
 
 
 def render(results: dict[str, Any]) -> str:
-    rows = [[name, r["actions"], r["concurrency"], fmt(r["actions_per_s"], 2),
-             ", ".join(f"{k} {v}" for k, v in r["statuses"].items()), r["retried"],
-             fmt(r["latency_ms"]["p50"], 0), fmt(r["latency_ms"]["p95"], 0),
-             fmt(r["single_action_latency_ms"]["p50"], 0)]
-            for name, r in results.items()]
-    return table(["backend failures", "actions", "conc", "actions/s", "outcomes", "retried", "lat p50 ms",
-                  "lat p95 ms", "alone p50 ms"], rows)
+    rows = [
+        [
+            name,
+            r["actions"],
+            r["concurrency"],
+            fmt(r["actions_per_s"], 2),
+            ", ".join(f"{k} {v}" for k, v in r["statuses"].items()),
+            r["retried"],
+            fmt(r["latency_ms"]["p50"], 0),
+            fmt(r["latency_ms"]["p95"], 0),
+            fmt(r["single_action_latency_ms"]["p50"], 0),
+        ]
+        for name, r in results.items()
+    ]
+    return table(
+        [
+            "backend failures",
+            "actions",
+            "conc",
+            "actions/s",
+            "outcomes",
+            "retried",
+            "lat p50 ms",
+            "lat p95 ms",
+            "alone p50 ms",
+        ],
+        rows,
+    )

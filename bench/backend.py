@@ -41,8 +41,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    web.run_app(create_backend_app(RandomFaults(args.fail_rate, args.seed)), host="127.0.0.1", port=args.port,
-                print=None, access_log=None)
+    web.run_app(
+        create_backend_app(RandomFaults(args.fail_rate, args.seed)),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+    )
 
 
 if __name__ == "__main__":

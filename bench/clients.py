@@ -36,7 +36,9 @@ class Target:
 
     def __post_init__(self) -> None:
         # The SDK's own HTTP client and connection limits (1,000 connections): as users run it.
-        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=120)
+        self.client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=120
+        )
         self._tokens: dict[str, str] = {}
 
     def headers(self, user: str) -> dict[str, str]:
@@ -56,8 +58,11 @@ async def stream_once(target: Target, user: str, prompt: str) -> Sample:
     started = time.perf_counter()
     try:
         stream = await target.client.chat.completions.create(
-            model=target.model, messages=[{"role": "user", "content": prompt}], stream=True,
-            extra_headers=target.headers(user))
+            model=target.model,
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            extra_headers=target.headers(user),
+        )
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 if sample.ttft_ms is None:
@@ -71,5 +76,6 @@ async def stream_once(target: Target, user: str, prompt: str) -> Sample:
 
 async def wave(target: Target, concurrency: int, prompt: str, round_: int) -> list[Sample]:
     """`concurrency` streams at once, one per user slot."""
-    return await asyncio.gather(*(stream_once(target, f"bench-user-{i}", f"{prompt} r{round_} s{i}")
-                                  for i in range(concurrency)))
+    return await asyncio.gather(
+        *(stream_once(target, f"bench-user-{i}", f"{prompt} r{round_} s{i}") for i in range(concurrency))
+    )

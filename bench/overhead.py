@@ -28,10 +28,16 @@ async def measure(targets: list[Target], levels: dict[int, int], prompt: str = "
         for name, got in samples.items():
             ok = [s for s in got if s.error is None and s.ttft_ms is not None]
             errors = sorted({s.error for s in got if s.error})
-            level[name] = {"ttft_ms": summary([s.ttft_ms for s in ok]),  # type: ignore[misc]
-                           "total_ms": summary([s.total_ms for s in ok]),  # type: ignore[misc]
-                           "streams": len(got), "errors": len(got) - len(ok), "error_kinds": errors[:3]}
-            log.info("concurrency %d %s: %d streams, %d errors", concurrency, name, len(got), len(got) - len(ok))
+            level[name] = {
+                "ttft_ms": summary([s.ttft_ms for s in ok]),  # type: ignore[misc]
+                "total_ms": summary([s.total_ms for s in ok]),  # type: ignore[misc]
+                "streams": len(got),
+                "errors": len(got) - len(ok),
+                "error_kinds": errors[:3],
+            }
+            log.info(
+                "concurrency %d %s: %d streams, %d errors", concurrency, name, len(got), len(got) - len(ok)
+            )
         results[str(concurrency)] = level
     return results
 
@@ -42,11 +48,34 @@ def render(results: dict[str, Any], baseline: str = "direct") -> str:
         base = level[baseline]
         for name, got in level.items():
             ttft, total = got["ttft_ms"], got["total_ms"]
-            rows.append([concurrency, name, got["streams"], got["errors"],
-                         fmt(ttft["p50"]), fmt(ttft["p95"]), fmt(ttft["p99"]),
-                         fmt(total["p50"]), fmt(total["p95"]), fmt(total["p99"]),
-                         fmt(ratio(ttft["p50"], base["ttft_ms"]["p50"]), 2),
-                         fmt(ratio(total["p50"], base["total_ms"]["p50"]), 2)])
-    header = ["conc", "target", "streams", "err", "ttft p50", "ttft p95", "ttft p99",
-              "total p50", "total p95", "total p99", "ttft x", "total x"]
+            rows.append(
+                [
+                    concurrency,
+                    name,
+                    got["streams"],
+                    got["errors"],
+                    fmt(ttft["p50"]),
+                    fmt(ttft["p95"]),
+                    fmt(ttft["p99"]),
+                    fmt(total["p50"]),
+                    fmt(total["p95"]),
+                    fmt(total["p99"]),
+                    fmt(ratio(ttft["p50"], base["ttft_ms"]["p50"]), 2),
+                    fmt(ratio(total["p50"], base["total_ms"]["p50"]), 2),
+                ]
+            )
+    header = [
+        "conc",
+        "target",
+        "streams",
+        "err",
+        "ttft p50",
+        "ttft p95",
+        "ttft p99",
+        "total p50",
+        "total p95",
+        "total p99",
+        "ttft x",
+        "total x",
+    ]
     return table(header, rows)

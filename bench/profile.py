@@ -29,8 +29,21 @@ def start(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Po
     binary = py_spy()
     if binary is None:
         raise FileNotFoundError("py-spy is not installed (bench/requirements.txt)")
-    argv = [binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
-            "--format", "raw", "--output", str(out), "--nonblocking"]
+    argv = [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -47,7 +60,7 @@ def _name(frame: str) -> str:
 
 def _package(frame: str) -> str:
     """The top-level package of a frame's file ("redis", "openai", "asyncio", "streaming_gateway", ...)."""
-    inner = frame[frame.rfind("(") + 1:].rstrip(")")
+    inner = frame[frame.rfind("(") + 1 :].rstrip(")")
     head = inner.split("/", 1)[0] if "/" in inner else inner.split(".py", 1)[0]
     return head or "?"
 
@@ -72,10 +85,12 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
                 inclusive[frame] += n
     if not total:
         return {"samples": 0, "own": [], "gateway_inclusive": []}
-    return {"samples": total,
-            "own_by_package": [(name, round(100 * n / total, 1)) for name, n in packages.most_common(top)],
-            "own": [(name, round(100 * n / total, 1)) for name, n in own.most_common(top)],
-            "gateway_inclusive": [(name, round(100 * n / total, 1)) for name, n in inclusive.most_common(top)]}
+    return {
+        "samples": total,
+        "own_by_package": [(name, round(100 * n / total, 1)) for name, n in packages.most_common(top)],
+        "own": [(name, round(100 * n / total, 1)) for name, n in own.most_common(top)],
+        "gateway_inclusive": [(name, round(100 * n / total, 1)) for name, n in inclusive.most_common(top)],
+    }
 
 
 def render(result: dict[str, Any]) -> str:

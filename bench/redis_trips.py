@@ -62,8 +62,12 @@ def count(commands: list[dict[str, Any]]) -> dict[str, Any]:
             trips += 1
         last_seen[port] = c["time"]
     names = Counter(c["command"].split(" ", 1)[0].upper() for c in client)
-    return {"round_trips_est": trips, "client_commands": len(client), "lua_commands": len(lua),
-            "by_command": dict(names.most_common())}
+    return {
+        "round_trips_est": trips,
+        "client_commands": len(client),
+        "lua_commands": len(lua),
+        "by_command": dict(names.most_common()),
+    }
 
 
 async def new_conversation(gateway: str, user: str) -> str:
@@ -78,8 +82,11 @@ async def one_turn(gateway: str, user: str, cid: str, prompt: str) -> tuple[floa
     async with aiohttp.ClientSession(headers=headers) as session:
         started = time.monotonic()
         tokens = 0
-        async with session.post(f"{gateway}/v1/conversations/{cid}/messages", json={"content": prompt},
-                                headers={"Accept": "text/event-stream"}) as response:
+        async with session.post(
+            f"{gateway}/v1/conversations/{cid}/messages",
+            json={"content": prompt},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
             response.raise_for_status()
             async for line in response.content:
                 tokens += line.startswith(b"event: token")
@@ -98,17 +105,34 @@ async def measure(gateway: str, redis_url: str, turns: int) -> dict[str, Any]:
         turn, background = count(busy.commands), count(idle.commands)
         names = Counter(turn["by_command"])
         names.subtract(background["by_command"])
-        per_turn.append({"tokens": tokens, "seconds": elapsed,
-                         "round_trips_est": turn["round_trips_est"] - background["round_trips_est"],
-                         "client_commands": turn["client_commands"] - background["client_commands"],
-                         "lua_commands": turn["lua_commands"] - background["lua_commands"],
-                         "background_commands": background["client_commands"],
-                         "by_command": {k: v for k, v in names.most_common() if v > 0}})
+        per_turn.append(
+            {
+                "tokens": tokens,
+                "seconds": elapsed,
+                "round_trips_est": turn["round_trips_est"] - background["round_trips_est"],
+                "client_commands": turn["client_commands"] - background["client_commands"],
+                "lua_commands": turn["lua_commands"] - background["lua_commands"],
+                "background_commands": background["client_commands"],
+                "by_command": {k: v for k, v in names.most_common() if v > 0},
+            }
+        )
     return {"turns": per_turn}
 
 
 def render(result: dict[str, Any]) -> str:
-    rows = [[i, t["tokens"], f"{t['seconds']:.2f}", t["round_trips_est"], t["client_commands"], t["lua_commands"],
-             t["background_commands"], ", ".join(f"{k} {v}" for k, v in list(t["by_command"].items())[:6])]
-            for i, t in enumerate(result["turns"])]
-    return table(["turn", "tokens", "s", "round trips", "commands", "in lua", "idle bg", "top commands"], rows)
+    rows = [
+        [
+            i,
+            t["tokens"],
+            f"{t['seconds']:.2f}",
+            t["round_trips_est"],
+            t["client_commands"],
+            t["lua_commands"],
+            t["background_commands"],
+            ", ".join(f"{k} {v}" for k, v in list(t["by_command"].items())[:6]),
+        ]
+        for i, t in enumerate(result["turns"])
+    ]
+    return table(
+        ["turn", "tokens", "s", "round trips", "commands", "in lua", "idle bg", "top commands"], rows
+    )

@@ -23,8 +23,19 @@ from typing import Any
 
 from bench import actions, overhead, profile, redis_trips, scale
 from bench.clients import Target, wave
-from bench.stack import (LITELLM_MASTER_KEY, LITELLM_MODEL, BenchSetupError, Stack, new_stack, pipeline_env,
-                         put_script, raise_fd_limit, start_backend, start_cosmos, start_worker)
+from bench.stack import (
+    LITELLM_MASTER_KEY,
+    LITELLM_MODEL,
+    BenchSetupError,
+    Stack,
+    new_stack,
+    pipeline_env,
+    put_script,
+    raise_fd_limit,
+    start_backend,
+    start_cosmos,
+    start_worker,
+)
 
 log = logging.getLogger("bench")
 
@@ -32,20 +43,38 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_LITELLM = ROOT / ".local" / "bench-litellm" / "bin" / "litellm"
 
-QUICK = {"overhead": {1: 10, 64: 3, 512: 1}, "trips": 3, "scale": [0, 250, 500, 1000, 1500, 2000],
-         "actions": (40, 16), "profile_s": 8}
-FULL = {"overhead": {1: 100, 64: 10, 512: 4}, "trips": 10, "scale": [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000],
-        "actions": (300, 64), "profile_s": 20}
+QUICK = {
+    "overhead": {1: 10, 64: 3, 512: 1},
+    "trips": 3,
+    "scale": [0, 250, 500, 1000, 1500, 2000],
+    "actions": (40, 16),
+    "profile_s": 8,
+}
+FULL = {
+    "overhead": {1: 100, 64: 10, 512: 4},
+    "trips": 10,
+    "scale": [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000],
+    "actions": (300, 64),
+    "profile_s": 20,
+}
 
 
 def versions(litellm: Path | None) -> dict[str, str]:
     found = {name: importlib.metadata.version(name) for name in ("aiohttp", "openai", "redis", "pydantic")}
     found["python"] = platform.python_version()
-    found["redis-server"] = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    found["redis-server"] = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.split()[2]
     if litellm is not None:
-        probe = subprocess.run([str(litellm.with_name("python")), "-c",
-                                "import importlib.metadata as m; print(m.version('litellm'))"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [
+                str(litellm.with_name("python")),
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ],
+            capture_output=True,
+            text=True,
+        )
         found["litellm"] = probe.stdout.strip() or f"unknown ({probe.stderr.strip()[:100]})"
     return found
 
@@ -71,7 +100,7 @@ async def profiled_load(stack: Stack, seconds: float, concurrency: int, out: Pat
     finally:
         await target.close()
     _, err = spy.communicate(timeout=seconds + 30)
-    if spy.returncode != 0 or not out.exists():
+    if spy.returncode != 0 or not out.exists():  # noqa: ASYNC240 (nothing else runs here)
         return {"samples": 0, "error": err.decode()[-300:]}
     return profile.summarize(out)
 
@@ -85,13 +114,20 @@ async def main() -> int:
     tokens = int(os.environ.get("BENCH_TOKENS", "32"))
     delay_ms = float(os.environ.get("BENCH_TOKEN_DELAY_MS", "10"))
     litellm_path = Path(os.environ.get("BENCH_LITELLM", str(DEFAULT_LITELLM)))
-    litellm = litellm_path if litellm_path.exists() else None
+    litellm = litellm_path if litellm_path.exists() else None  # noqa: ASYNC240 (before any task)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"mode": "full" if full else "quick", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "machine": machine(), "versions": versions(litellm), "fd_limit": raise_fd_limit(),
-                              "upstream": {"tokens_per_reply": tokens, "token_delay_ms": delay_ms}}
+    report: dict[str, Any] = {
+        "mode": "full" if full else "quick",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(litellm),
+        "fd_limit": raise_fd_limit(),
+        "upstream": {"tokens_per_reply": tokens, "token_delay_ms": delay_ms},
+    }
     if litellm is None:
-        report["litellm"] = f"not run: {litellm_path} missing (make bench installs it from bench/requirements-litellm.txt)"
+        report["litellm"] = (
+            f"not run: {litellm_path} missing (make bench installs it from bench/requirements-litellm.txt)"
+        )
     stack = new_stack(RESULTS)
     tables: list[str] = []
     try:
@@ -103,10 +139,14 @@ async def main() -> int:
         await put_script(stack.urls["upstream"], script(tokens, delay_ms))
 
         if "overhead" in only:
-            targets = [Target("direct", stack.urls["upstream"]),
-                       Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True)]
+            targets = [
+                Target("direct", stack.urls["upstream"]),
+                Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True),
+            ]
             if "litellm" in stack.urls:
-                targets.append(Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY))
+                targets.append(
+                    Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY)
+                )
             try:
                 report["overhead"] = await overhead.measure(targets, sizes["overhead"])
             finally:
@@ -114,23 +154,38 @@ async def main() -> int:
                     await target.close()
             if "litellm" in stack.urls:
                 stack.stop("litellm")  # it holds a core's worth of CPU otherwise
-            tables.append("Gateway overhead (ms; x = ratio to direct)\n" + overhead.render(report["overhead"]))
+            tables.append(
+                "Gateway overhead (ms; x = ratio to direct)\n" + overhead.render(report["overhead"])
+            )
 
         if "profile" in only:
-            report["profile"] = await profiled_load(stack, sizes["profile_s"], 64, stack.workdir / "gateway.pyspy.txt")
-            tables.append("Gateway profile under 64 concurrent streams (py-spy)\n" + profile.render(report["profile"]))
+            report["profile"] = await profiled_load(
+                stack, sizes["profile_s"], 64, stack.workdir / "gateway.pyspy.txt"
+            )
+            tables.append(
+                "Gateway profile under 64 concurrent streams (py-spy)\n" + profile.render(report["profile"])
+            )
 
         if "trips" in only:
-            report["redis_per_turn"] = await redis_trips.measure(stack.urls["gateway"], stack.urls["redis"],
-                                                                 sizes["trips"])
-            tables.append(f"Redis traffic per user turn ({tokens} tokens)\n" + redis_trips.render(report["redis_per_turn"]))
+            report["redis_per_turn"] = await redis_trips.measure(
+                stack.urls["gateway"], stack.urls["redis"], sizes["trips"]
+            )
+            tables.append(
+                f"Redis traffic per user turn ({tokens} tokens)\n"
+                + redis_trips.render(report["redis_per_turn"])
+            )
 
         if "scale" in only:
             # A fresh gateway: RSS per stream must not hide under the high-water mark of earlier runs.
             stack.stop("gateway")
             stack.gateway()
-            report["scale"] = await scale.measure(stack.urls["gateway"], stack.pid("gateway"), sizes["scale"],
-                                                  probe_concurrency=4, probe_rounds=16 if full else 8)
+            report["scale"] = await scale.measure(
+                stack.urls["gateway"],
+                stack.pid("gateway"),
+                sizes["scale"],
+                probe_concurrency=4,
+                probe_rounds=16 if full else 8,
+            )
             tables.append("Scale: open streams on one gateway process\n" + scale.render(report["scale"]))
 
         if "actions" in only:

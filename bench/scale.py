@@ -30,21 +30,27 @@ class IdleStreams:
 
     def __init__(self, gateway: str) -> None:
         self.gateway = gateway
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        )
         self.readers: list[asyncio.Task[None]] = []
         self.failed = 0
 
     async def _conversation(self, user: str) -> str:
         headers = {"Authorization": f"Bearer {token(user)}"}
-        async with self.session.post(f"{self.gateway}/v1/conversations", json={}, headers=headers) as response:
+        async with self.session.post(
+            f"{self.gateway}/v1/conversations", json={}, headers=headers
+        ) as response:
             response.raise_for_status()
             return (await response.json())["id"]
 
     async def _hold(self, user: str, cid: str, opened: asyncio.Event) -> None:
         headers = {"Authorization": f"Bearer {token(user)}", "Accept": "text/event-stream"}
         try:
-            async with self.session.get(f"{self.gateway}/v1/conversations/{cid}/events", headers=headers) as response:
+            async with self.session.get(
+                f"{self.gateway}/v1/conversations/{cid}/events", headers=headers
+            ) as response:
                 response.raise_for_status()
                 opened.set()
                 async for _ in response.content.iter_any():
@@ -76,15 +82,18 @@ class IdleStreams:
 
 
 async def active_streams(gateway: str) -> float:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{gateway}/metrics") as response:
-            text = await response.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("gateway_active_streams{"))
+    async with aiohttp.ClientSession() as session, session.get(f"{gateway}/metrics") as response:
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_active_streams{")
+    )
 
 
-async def measure(gateway: str, gateway_pid: int, levels: list[int], probe_concurrency: int,
-                  probe_rounds: int) -> dict[str, Any]:
+async def measure(
+    gateway: str, gateway_pid: int, levels: list[int], probe_concurrency: int, probe_rounds: int
+) -> dict[str, Any]:
     idle = IdleStreams(gateway)
     probe = Target("gateway", f"{gateway}/v1", jwt_per_user=True)
     rows: list[dict[str, Any]] = []
@@ -93,7 +102,8 @@ async def measure(gateway: str, gateway_pid: int, levels: list[int], probe_concu
         for level in levels:
             await idle.grow_to(level)
             deadline = time.monotonic() + 60
-            while await active_streams(gateway) < level and time.monotonic() < deadline:
+            # Polls another process's /metrics: there is no event to await.
+            while await active_streams(gateway) < level and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             gc.collect()
             rss = rss_bytes(gateway_pid)
@@ -101,12 +111,22 @@ async def measure(gateway: str, gateway_pid: int, levels: list[int], probe_concu
             for round_ in range(probe_rounds):
                 samples += await wave(probe, probe_concurrency, "scale", round_)
             ok = [s.ttft_ms for s in samples if s.error is None and s.ttft_ms is not None]
-            row = {"idle_streams": level, "open_by_gateway": await active_streams(gateway),
-                   "rss_mb": rss / 2**20, "fds": open_fds(gateway_pid), "probe_errors": len(samples) - len(ok),
-                   "idle_failed": idle.failed, "ttft_ms": summary(ok)}
+            row = {
+                "idle_streams": level,
+                "open_by_gateway": await active_streams(gateway),
+                "rss_mb": rss / 2**20,
+                "fds": open_fds(gateway_pid),
+                "probe_errors": len(samples) - len(ok),
+                "idle_failed": idle.failed,
+                "ttft_ms": summary(ok),
+            }
             rows.append(row)
-            log.info("scale: %d idle streams, rss %.1f MB, ttft p99 %.1f ms", level, row["rss_mb"],
-                     row["ttft_ms"]["p99"])
+            log.info(
+                "scale: %d idle streams, rss %.1f MB, ttft p99 %.1f ms",
+                level,
+                row["rss_mb"],
+                row["ttft_ms"]["p99"],
+            )
             if row["ttft_ms"]["p99"] > TTFT_BUDGET_MS or row["probe_errors"]:
                 break
     finally:
@@ -124,18 +144,34 @@ def _conclude(rows: list[dict[str, Any]], probe_concurrency: int) -> dict[str, A
         if extra > 0:
             per_stream.append((row["rss_mb"] - base["rss_mb"]) * 2**20 / extra)
     held = max((r["idle_streams"] for r in within), default=0) + probe_concurrency if within else 0
-    return {"levels": rows, "budget_ms": TTFT_BUDGET_MS, "probe_concurrency": probe_concurrency,
-            "max_open_streams_within_budget": held,
-            "budget_exceeded": len(within) < len(rows),
-            "rss_per_stream_kb": [round(v / 1024, 1) for v in per_stream]}
+    return {
+        "levels": rows,
+        "budget_ms": TTFT_BUDGET_MS,
+        "probe_concurrency": probe_concurrency,
+        "max_open_streams_within_budget": held,
+        "budget_exceeded": len(within) < len(rows),
+        "rss_per_stream_kb": [round(v / 1024, 1) for v in per_stream],
+    }
 
 
 def render(result: dict[str, Any]) -> str:
-    rows = [[r["idle_streams"], int(r["open_by_gateway"]), fmt(r["rss_mb"]), r["fds"], fmt(r["ttft_ms"]["p50"]),
-             fmt(r["ttft_ms"]["p99"]), r["probe_errors"]] for r in result["levels"]]
+    rows = [
+        [
+            r["idle_streams"],
+            int(r["open_by_gateway"]),
+            fmt(r["rss_mb"]),
+            r["fds"],
+            fmt(r["ttft_ms"]["p50"]),
+            fmt(r["ttft_ms"]["p99"]),
+            r["probe_errors"],
+        ]
+        for r in result["levels"]
+    ]
     text = table(["idle streams", "open (gauge)", "rss MB", "fds", "ttft p50", "ttft p99", "err"], rows)
-    verdict = (f"held {result['max_open_streams_within_budget']} open streams (idle + {result['probe_concurrency']}"
-               f" active) with p99 TTFT <= {result['budget_ms']:.0f} ms"
-               + ("" if result["budget_exceeded"] else " (budget not reached: the largest level tried)"))
+    verdict = (
+        f"held {result['max_open_streams_within_budget']} open streams (idle + {result['probe_concurrency']}"
+        f" active) with p99 TTFT <= {result['budget_ms']:.0f} ms"
+        + ("" if result["budget_exceeded"] else " (budget not reached: the largest level tried)")
+    )
     per = result["rss_per_stream_kb"]
     return f"{text}\n{verdict}; RSS per open stream: {', '.join(map(str, per)) or '-'} KB by level"

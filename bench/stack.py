@@ -27,7 +27,7 @@ from streaming_gateway.token import make_token
 
 log = logging.getLogger(__name__)
 
-JWT_SECRET = "bench-only-secret-0123456789abcdef0123"
+JWT_SECRET = "bench-only-secret-0123456789abcdef0123"  # noqa: S105 (benchmark on loopback only)
 LITELLM_MODEL = "bench-scripted"
 #: LiteLLM's proxy refuses to start without a master key; a local one for the benchmark only.
 LITELLM_MASTER_KEY = "sk-bench-local-6f1c2a9e0d4b47a8b1c3"
@@ -107,8 +107,16 @@ class Stack:
 
     def upstream(self) -> str:
         port = processes.free_port()
-        self.start(processes.python_module("upstream", "scripted_upstream", port, "--port", str(port),
-                                           log_path=self.workdir / "upstream.log"))
+        self.start(
+            processes.python_module(
+                "upstream",
+                "scripted_upstream",
+                port,
+                "--port",
+                str(port),
+                log_path=self.workdir / "upstream.log",
+            )
+        )
         self.urls["upstream"] = f"http://127.0.0.1:{port}/v1"
         return self.urls["upstream"]
 
@@ -128,8 +136,11 @@ class Stack:
             "GATEWAY_ORPHAN_GRACE_SECONDS": "1",
             **overrides,
         }
-        self.start(processes.python_module("gateway", "streaming_gateway", port, env=env,
-                                           log_path=self.workdir / "gateway.log"))
+        self.start(
+            processes.python_module(
+                "gateway", "streaming_gateway", port, env=env, log_path=self.workdir / "gateway.log"
+            )
+        )
         self.urls["gateway"] = f"http://127.0.0.1:{port}"
         return self.urls["gateway"]
 
@@ -137,15 +148,44 @@ class Stack:
         """LiteLLM's proxy (from its own virtual environment) in front of the same scripted upstream."""
         port = processes.free_port()
         config = self.workdir / "litellm.yaml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "model_list": [{"model_name": LITELLM_MODEL, "litellm_params": {
-                "model": "openai/scripted", "api_base": self.urls["upstream"], "api_key": "scripted"}}],
-            "litellm_settings": {"telemetry": False, "drop_params": True},
-        }))
-        env = {"LITELLM_MASTER_KEY": LITELLM_MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-               "DISABLE_SCHEMA_UPDATE": "True"}
-        argv = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-        self.start(processes.Service("litellm", argv, port, self.workdir / "litellm.log", env=env), timeout=120)
+        config.write_text(
+            json.dumps(
+                {  # JSON is YAML
+                    "model_list": [
+                        {
+                            "model_name": LITELLM_MODEL,
+                            "litellm_params": {
+                                "model": "openai/scripted",
+                                "api_base": self.urls["upstream"],
+                                "api_key": "scripted",
+                            },
+                        }
+                    ],
+                    "litellm_settings": {"telemetry": False, "drop_params": True},
+                }
+            )
+        )
+        env = {
+            "LITELLM_MASTER_KEY": LITELLM_MASTER_KEY,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "DISABLE_SCHEMA_UPDATE": "True",
+        }
+        argv = [
+            str(binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
+        self.start(
+            processes.Service("litellm", argv, port, self.workdir / "litellm.log", env=env), timeout=120
+        )
         self.urls["litellm"] = f"http://127.0.0.1:{port}/v1"
         return self.urls["litellm"]
 
@@ -154,9 +194,15 @@ class Worker(processes.Service):
     """The local action worker listens on no port: ready once it is still alive shortly after start."""
 
     def start(self, timeout: float = 30.0) -> processes.Service:
-        log_file = open(self.log_path or os.devnull, "ab")
-        self.process = subprocess.Popen(self.argv, cwd=processes.ROOT, env={**os.environ, **self.env},
-                                        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 (the child process owns it)
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=processes.ROOT,
+            env={**os.environ, **self.env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             code = self.process.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
@@ -186,14 +232,27 @@ def start_cosmos(stack: Stack) -> str:
 
 def start_backend(stack: Stack, name: str, fail_rate: float) -> str:
     port = processes.free_port()
-    stack.start(processes.python_module(name, "bench.backend", port, "--port", str(port), "--fail-rate",
-                                        str(fail_rate), "--seed", "8", log_path=stack.workdir / f"{name}.log"))
+    stack.start(
+        processes.python_module(
+            name,
+            "bench.backend",
+            port,
+            "--port",
+            str(port),
+            "--fail-rate",
+            str(fail_rate),
+            "--seed",
+            "8",
+            log_path=stack.workdir / f"{name}.log",
+        )
+    )
     return f"http://127.0.0.1:{port}"
 
 
 def start_worker(stack: Stack, name: str, env: dict[str, str]) -> processes.Service:
-    return stack.start(Worker(name, [sys.executable, "-m", "function_app.worker"], 0,
-                              stack.workdir / f"{name}.log", env=env))
+    return stack.start(
+        Worker(name, [sys.executable, "-m", "function_app.worker"], 0, stack.workdir / f"{name}.log", env=env)
+    )
 
 
 def new_stack(root: Path) -> Stack:

@@ -32,9 +32,9 @@ from evaluation.bisect import bisect_versions, render
 from evaluation.cases import load_cases
 from evaluation.errors import EvaluationError
 from evaluation.harness import Target, in_process_gateway, remote_gateway
-from observability.online import METRICS, OnlineMetrics
 from evaluation.report import compare_table, run_table, write_report
 from evaluation.runner import run_cases
+from observability.online import METRICS, OnlineMetrics
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -44,7 +44,9 @@ def _redis_url() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation", description="Evaluate agent configurations.")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation", description="Evaluate agent configurations."
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -74,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument("--from", dest="start", required=True)
     bisect.add_argument("--to", dest="end", required=True)
     bisect.add_argument("--metric", required=True, choices=sorted(METRICS))
-    bisect.add_argument("--tolerance", type=float, default=0.1, help="relative change that counts (0.1 = 10%%)")
+    bisect.add_argument(
+        "--tolerance", type=float, default=0.1, help="relative change that counts (0.1 = 10%%)"
+    )
     bisect.add_argument("--min-samples", type=int, default=20)
     bisect.add_argument("--json", action="store_true")
     return parser
@@ -84,7 +88,7 @@ async def _resolve(spec: str, registry_url: str) -> tuple[dict[str, Any], str]:
     """(document, version) of a config given as a file path or a published version."""
     from agent_registry.versioning import version_of
 
-    if Path(spec).is_file():
+    if Path(spec).is_file():  # noqa: ASYNC240 (one stat before the run starts)
         document = read_document(spec)
         return document, version_of(document)
     client = aioredis.Redis.from_url(registry_url, decode_responses=True, socket_connect_timeout=3)
@@ -123,8 +127,14 @@ async def command_run(args: argparse.Namespace) -> int:
     document, version = await _resolve(args.config, args.registry_url or _redis_url())
     await _publish_for_remote(args, [document])
     async with _target(args, [document]) as target:
-        run = await run_cases(target, cases, version, cases_file=args.cases, threshold=args.threshold,
-                              turn_timeout_s=args.turn_timeout)
+        run = await run_cases(
+            target,
+            cases,
+            version,
+            cases_file=args.cases,
+            threshold=args.threshold,
+            turn_timeout_s=args.turn_timeout,
+        )
     print(run_table(run))
     if args.report:
         write_report(args.report, run.to_dict())
@@ -135,11 +145,18 @@ async def command_run(args: argparse.Namespace) -> int:
 async def command_compare(args: argparse.Namespace) -> int:
     cases = load_cases(args.cases)
     registry_url = args.registry_url or _redis_url()
-    (doc_a, version_a), (doc_b, version_b) = await _resolve(args.a, registry_url), await _resolve(args.b, registry_url)
+    (doc_a, version_a), (doc_b, version_b) = (
+        await _resolve(args.a, registry_url),
+        await _resolve(args.b, registry_url),
+    )
     await _publish_for_remote(args, [doc_a, doc_b])
     async with _target(args, [doc_a, doc_b]) as target:
-        run_a = await run_cases(target, cases, version_a, cases_file=args.cases, turn_timeout_s=args.turn_timeout)
-        run_b = await run_cases(target, cases, version_b, cases_file=args.cases, turn_timeout_s=args.turn_timeout)
+        run_a = await run_cases(
+            target, cases, version_a, cases_file=args.cases, turn_timeout_s=args.turn_timeout
+        )
+        run_b = await run_cases(
+            target, cases, version_b, cases_file=args.cases, turn_timeout_s=args.turn_timeout
+        )
     print(compare_table(run_a, run_b))
     if args.report:
         write_report(args.report, {"a": run_a.to_dict(), "b": run_b.to_dict()})
@@ -158,9 +175,12 @@ async def command_online(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summaries, indent=2))
         return 0
-    print(f"{'version':<40} {'streams':>7} {'err%':>6} {'ttft_ms':>8} {'p95_ms':>7} {'actions':>7} {'ok%':>5} "
-          f"{'fb_n':>5} {'fb_mean':>7}")
+    print(
+        f"{'version':<40} {'streams':>7} {'err%':>6} {'ttft_ms':>8} {'p95_ms':>7} {'actions':>7} {'ok%':>5} "
+        f"{'fb_n':>5} {'fb_mean':>7}"
+    )
     for s in summaries:
+
         def pct(value: float | None) -> str:
             return "-" if value is None else f"{value:.0%}"
 
@@ -170,30 +190,47 @@ async def command_online(args: argparse.Namespace) -> int:
         def num2(value: float | None) -> str:
             return "-" if value is None else f"{value:.2f}"
 
-        print(f"{s['version']:<40} {s['streams']:>7} {pct(s['error_rate']):>6} {num(s['ttft_mean_ms']):>8} "
-              f"{num(s['ttft_p95_ms']):>7} {s['actions']:>7} {pct(s['action_success_rate']):>5} "
-              f"{s['feedback_count']:>5} {num2(s['feedback_mean']):>7}")
+        print(
+            f"{s['version']:<40} {s['streams']:>7} {pct(s['error_rate']):>6} {num(s['ttft_mean_ms']):>8} "
+            f"{num(s['ttft_p95_ms']):>7} {s['actions']:>7} {pct(s['action_success_rate']):>5} "
+            f"{s['feedback_count']:>5} {num2(s['feedback_mean']):>7}"
+        )
     return 0
 
 
 async def command_bisect(args: argparse.Namespace) -> int:
     client = aioredis.Redis.from_url(_redis_url(), decode_responses=True, socket_connect_timeout=3)
     try:
-        result = await bisect_versions(AgentRegistry(client), OnlineMetrics(client), args.agent, args.start,
-                                       args.end, args.metric, tolerance=args.tolerance, min_samples=args.min_samples)
+        result = await bisect_versions(
+            AgentRegistry(client),
+            OnlineMetrics(client),
+            args.agent,
+            args.start,
+            args.end,
+            args.metric,
+            tolerance=args.tolerance,
+            min_samples=args.min_samples,
+        )
     finally:
         await client.aclose()
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
     return 0
 
 
-COMMANDS = {"run": command_run, "compare": command_compare, "online": command_online, "bisect": command_bisect}
+COMMANDS = {
+    "run": command_run,
+    "compare": command_compare,
+    "online": command_online,
+    "bisect": command_bisect,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s evaluation %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s evaluation %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return asyncio.run(COMMANDS[args.command](args))
     except (RegistryUnavailable, RedisError, ConnectionError) as exc:

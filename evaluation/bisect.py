@@ -37,10 +37,16 @@ class BisectResult:
     largest_step: tuple[str, str, float] | None = None  # (from, to, change)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent, "metric": self.metric, "higher_is_better": self.higher_is_better,
-                "tolerance": self.tolerance, "baseline": self.baseline, "first_moved": self.first_moved,
-                "largest_step": list(self.largest_step) if self.largest_step else None,
-                "steps": [step.__dict__ for step in self.steps]}
+        return {
+            "agent": self.agent,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "tolerance": self.tolerance,
+            "baseline": self.baseline,
+            "first_moved": self.first_moved,
+            "largest_step": list(self.largest_step) if self.largest_step else None,
+            "steps": [step.__dict__ for step in self.steps],
+        }
 
 
 def relative_change(before: float, after: float) -> float:
@@ -49,8 +55,17 @@ def relative_change(before: float, after: float) -> float:
     return (after - before) / abs(before)
 
 
-async def bisect_versions(registry: AgentRegistry, metrics: OnlineMetrics, agent: str, start: str, end: str,
-                          metric: str, *, tolerance: float = 0.1, min_samples: int = 20) -> BisectResult:
+async def bisect_versions(
+    registry: AgentRegistry,
+    metrics: OnlineMetrics,
+    agent: str,
+    start: str,
+    end: str,
+    metric: str,
+    *,
+    tolerance: float = 0.1,
+    min_samples: int = 20,
+) -> BisectResult:
     if metric not in METRICS:
         raise UnknownMetric(metric, tuple(METRICS))
     read, samples_of, higher_is_better = METRICS[metric]
@@ -89,8 +104,10 @@ def _fmt(value: float | None) -> str:
 
 def render(result: BisectResult) -> str:
     direction = "higher is better" if result.higher_is_better else "lower is better"
-    lines = [f"agent {result.agent}: {result.metric} ({direction}), tolerance {result.tolerance:.0%}",
-             f"{'version':<40} {'samples':>8} {'value':>10} {'vs base':>9}"]
+    lines = [
+        f"agent {result.agent}: {result.metric} ({direction}), tolerance {result.tolerance:.0%}",
+        f"{'version':<40} {'samples':>8} {'value':>10} {'vs base':>9}",
+    ]
     for step in result.steps:
         change = "-" if step.change_from_baseline is None else f"{step.change_from_baseline:+.1%}"
         marks = []
@@ -100,12 +117,21 @@ def render(result: BisectResult) -> str:
             marks.append("<- moved here")
         if not step.enough:
             marks.append("(too few samples)")
-        lines.append(f"{step.version:<40} {step.samples:>8} {_fmt(step.value):>10} {change:>9}  {' '.join(marks)}".rstrip())
+        lines.append(
+            f"{step.version:<40} {step.samples:>8} {_fmt(step.value):>10} {change:>9}  "
+            f"{' '.join(marks)}".rstrip()
+        )
     if result.first_moved:
         moved = next(s for s in result.steps if s.version == result.first_moved)
-        worse = (moved.change_from_baseline or 0) < 0 if result.higher_is_better else (moved.change_from_baseline or 0) > 0
-        lines.append(f"{result.metric} moved at {result.first_moved} "
-                     f"({moved.change_from_baseline:+.1%} from {result.baseline}, {'worse' if worse else 'better'})")
+        worse = (
+            (moved.change_from_baseline or 0) < 0
+            if result.higher_is_better
+            else (moved.change_from_baseline or 0) > 0
+        )
+        lines.append(
+            f"{result.metric} moved at {result.first_moved} "
+            f"({moved.change_from_baseline:+.1%} from {result.baseline}, {'worse' if worse else 'better'})"
+        )
     elif result.baseline:
         lines.append(f"{result.metric} stayed within {result.tolerance:.0%} of {result.baseline}")
     else:

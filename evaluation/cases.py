@@ -166,7 +166,9 @@ def load_cases(path: str | Path) -> list[Case]:
         try:
             cases.append(Case.model_validate(item))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(case)'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(case)'}: {e['msg']}" for e in exc.errors()
+            )
             raise InvalidCases(str(path), f"{where}: {problems}") from None
     ids = [case.id for case in cases]
     duplicates = sorted({case_id for case_id in ids if ids.count(case_id) > 1})

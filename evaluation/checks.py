@@ -36,11 +36,20 @@ class TurnResult:
         return self.token_events
 
     def to_dict(self) -> dict[str, Any]:
-        return {"user": self.user, "text": self.text, "tool_calls": self.tool_calls, "actions": self.actions,
-                "finish_reason": self.finish_reason, "usage": self.usage, "config_version": self.config_version,
-                "message_id": self.message_id, "error": self.error, "latency_ms": round(self.latency_ms, 1),
-                "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
-                "completion_tokens": self.completion_tokens}
+        return {
+            "user": self.user,
+            "text": self.text,
+            "tool_calls": self.tool_calls,
+            "actions": self.actions,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage,
+            "config_version": self.config_version,
+            "message_id": self.message_id,
+            "error": self.error,
+            "latency_ms": round(self.latency_ms, 1),
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "completion_tokens": self.completion_tokens,
+        }
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,9 @@ def _short(text: str, limit: int = 80) -> str:
 
 def _subset(expected: Any, actual: Any) -> bool:
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(k in actual and _subset(v, actual[k]) for k, v in expected.items())
+        return isinstance(actual, dict) and all(
+            k in actual and _subset(v, actual[k]) for k, v in expected.items()
+        )
     return expected == actual
 
 
@@ -96,7 +107,11 @@ def check_turn(number: int, expect: Expect, result: TurnResult) -> list[CheckRes
     for text in expect.not_contains:
         add(f"not_contains {text!r}", text not in result.text, f"reply: {_short(result.text)!r}")
     for pattern in expect.regex:
-        add(f"regex {pattern!r}", re.search(pattern, result.text) is not None, f"reply: {_short(result.text)!r}")
+        add(
+            f"regex {pattern!r}",
+            re.search(pattern, result.text) is not None,
+            f"reply: {_short(result.text)!r}",
+        )
     if expect.json_schema is not None:
         try:
             document = json.loads(result.text)
@@ -122,16 +137,28 @@ def check_turn(number: int, expect: Expect, result: TurnResult) -> list[CheckRes
     if expect.tool_calls and not expect.allow_extra_tool_calls:
         add("no_extra_tool_calls", not unmatched, f"also called {[c.get('name') for c in unmatched]}")
     if expect.finish_reason is not None:
-        add(f"finish_reason={expect.finish_reason}", result.finish_reason == expect.finish_reason,
-            f"finish_reason was {result.finish_reason!r}")
+        add(
+            f"finish_reason={expect.finish_reason}",
+            result.finish_reason == expect.finish_reason,
+            f"finish_reason was {result.finish_reason!r}",
+        )
     if expect.max_latency_ms is not None:
-        add(f"latency<={expect.max_latency_ms:g}ms", result.latency_ms <= expect.max_latency_ms,
-            f"took {result.latency_ms:.0f} ms")
+        add(
+            f"latency<={expect.max_latency_ms:g}ms",
+            result.latency_ms <= expect.max_latency_ms,
+            f"took {result.latency_ms:.0f} ms",
+        )
     if expect.max_ttft_ms is not None:
         ok = result.ttft_ms is not None and result.ttft_ms <= expect.max_ttft_ms
-        add(f"ttft<={expect.max_ttft_ms:g}ms", ok,
-            "no token came" if result.ttft_ms is None else f"first token after {result.ttft_ms:.0f} ms")
+        add(
+            f"ttft<={expect.max_ttft_ms:g}ms",
+            ok,
+            "no token came" if result.ttft_ms is None else f"first token after {result.ttft_ms:.0f} ms",
+        )
     if expect.max_tokens is not None:
-        add(f"tokens<={expect.max_tokens}", result.completion_tokens <= expect.max_tokens,
-            f"{result.completion_tokens} tokens")
+        add(
+            f"tokens<={expect.max_tokens}",
+            result.completion_tokens <= expect.max_tokens,
+            f"{result.completion_tokens} tokens",
+        )
     return checks

@@ -49,13 +49,22 @@ def _error_of(status: int, body: str) -> dict[str, Any]:
         error = json.loads(body).get("error") or {}
     except (json.JSONDecodeError, AttributeError):
         error = {}
-    return {"code": error.get("code") or f"http_{status}", "message": error.get("message") or body[:200],
-            "status": status}
+    return {
+        "code": error.get("code") or f"http_{status}",
+        "message": error.get("message") or body[:200],
+        "status": status,
+    }
 
 
 class GatewayClient:
-    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession, *,
-                 turn_timeout_s: float = DEFAULT_TURN_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        session: aiohttp.ClientSession,
+        *,
+        turn_timeout_s: float = DEFAULT_TURN_TIMEOUT_S,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session = session
@@ -67,28 +76,40 @@ class GatewayClient:
             body["agent_config_version"] = config_version
         if title:
             body["title"] = title[:200]
-        async with self._session.post(f"{self.base_url}/v1/conversations", json=body, headers=self._headers) as resp:
+        async with self._session.post(
+            f"{self.base_url}/v1/conversations", json=body, headers=self._headers
+        ) as resp:
             text = await resp.text()
             if resp.status != 201:
                 error = _error_of(resp.status, text)
-                raise GatewayCallFailed(f"creating a conversation: {error['code']}: {error['message']}", resp.status)
+                raise GatewayCallFailed(
+                    f"creating a conversation: {error['code']}: {error['message']}", resp.status
+                )
             return json.loads(text)["id"]
 
     async def cancel(self, conversation_id: str) -> None:
-        async with self._session.post(f"{self.base_url}/v1/conversations/{conversation_id}/cancel",
-                                      headers=self._headers) as resp:
+        async with self._session.post(
+            f"{self.base_url}/v1/conversations/{conversation_id}/cancel", headers=self._headers
+        ) as resp:
             if resp.status >= 300:
                 raise GatewayCallFailed(f"cancelling {conversation_id}: HTTP {resp.status}", resp.status)
 
-    async def run_turn(self, conversation_id: str, text: str, *, wait_for_actions: bool = False) -> TurnResult:
+    async def run_turn(
+        self, conversation_id: str, text: str, *, wait_for_actions: bool = False
+    ) -> TurnResult:
         result = TurnResult(user=text)
         started = time.monotonic()
         stopped_at_tool_calls = False
         try:
             async with asyncio.timeout(self._turn_timeout_s):
-                stopped_at_tool_calls = await self._stream_turn(conversation_id, text, wait_for_actions, result, started)
+                stopped_at_tool_calls = await self._stream_turn(
+                    conversation_id, text, wait_for_actions, result, started
+                )
         except TimeoutError:
-            result.error = {"code": "eval_timeout", "message": f"no end of answer within {self._turn_timeout_s:g}s"}
+            result.error = {
+                "code": "eval_timeout",
+                "message": f"no end of answer within {self._turn_timeout_s:g}s",
+            }
             stopped_at_tool_calls = True  # the turn may still hold the conversation
         except aiohttp.ClientError as exc:
             result.error = {"code": "eval_connection", "message": str(exc)}
@@ -97,12 +118,14 @@ class GatewayClient:
             await self.cancel(conversation_id)
         return result
 
-    async def _stream_turn(self, cid: str, text: str, wait_for_actions: bool, result: TurnResult,
-                           started: float) -> bool:
+    async def _stream_turn(
+        self, cid: str, text: str, wait_for_actions: bool, result: TurnResult, started: float
+    ) -> bool:
         """Fill result from the stream; True when it stopped at tool calls with the turn still open."""
         headers = {**self._headers, "Accept": "text/event-stream"}
-        async with self._session.post(f"{self.base_url}/v1/conversations/{cid}/messages",
-                                      json={"content": text}, headers=headers) as resp:
+        async with self._session.post(
+            f"{self.base_url}/v1/conversations/{cid}/messages", json={"content": text}, headers=headers
+        ) as resp:
             if resp.status != 200:
                 result.error = _error_of(resp.status, await resp.text())
                 return False
@@ -113,8 +136,13 @@ class GatewayClient:
                     result.text += data.get("text", "")
                     result.token_events += 1
                 elif event_type == "tool_call":
-                    result.tool_calls.append({"name": data.get("name"), "arguments": data.get("arguments"),
-                                              "action_id": data.get("action_id")})
+                    result.tool_calls.append(
+                        {
+                            "name": data.get("name"),
+                            "arguments": data.get("arguments"),
+                            "action_id": data.get("action_id"),
+                        }
+                    )
                 elif event_type == "action_status":
                     result.actions.append({k: data.get(k) for k in ("action_id", "name", "status", "error")})
                 elif event_type == "error":

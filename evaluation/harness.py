@@ -61,8 +61,13 @@ async def _private_redis() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def in_process_gateway(documents: list[dict[str, Any]], *, redis_url: str | None = None,
-                             model_base_url: str | None = None, script: str | None = None) -> AsyncIterator[Target]:
+async def in_process_gateway(
+    documents: list[dict[str, Any]],
+    *,
+    redis_url: str | None = None,
+    model_base_url: str | None = None,
+    script: str | None = None,
+) -> AsyncIterator[Target]:
     """The real gateway app in this process, with each config document published to its registry.
 
     The first document is also the gateway's seed config (AGENT_CONFIG_PATH). The model is the
@@ -93,12 +98,19 @@ async def in_process_gateway(documents: list[dict[str, Any]], *, redis_url: str 
         seed = Path(seed_dir) / "config.json"
         seed.write_text(json.dumps(documents[0]))
         secret = secrets.token_urlsafe(48)
-        settings = Settings.from_env({
-            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "0", "REDIS_URL": redis_url,
-            "OPENAI_BASE_URL": model_base_url, "OPENAI_API_KEY": api_key, "AUTH_JWT_SECRET": secret,
-            "AGENT_CONFIG_PATH": str(seed), "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
-            "GATEWAY_SHUTDOWN_GRACE_SECONDS": "0",
-        })
+        settings = Settings.from_env(
+            {
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": "0",
+                "REDIS_URL": redis_url,
+                "OPENAI_BASE_URL": model_base_url,
+                "OPENAI_API_KEY": api_key,
+                "AUTH_JWT_SECRET": secret,
+                "AGENT_CONFIG_PATH": str(seed),
+                "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
+                "GATEWAY_SHUTDOWN_GRACE_SECONDS": "0",
+            }
+        )
         base_url = await stack.enter_async_context(_site(create_app(settings)))
         log.info("evaluating against an in-process gateway at %s (model: %s)", base_url, model)
         yield Target(base_url, make_token(secret, "evaluation", 3600), redis_url, model)

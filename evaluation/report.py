@@ -15,30 +15,41 @@ def _ms(value: float | None) -> str:
 def _failed(result: CaseResult) -> str:
     if result.failure:
         return result.failure
-    failed = [f"t{c.turn} {c.check}: {c.detail}" if c.detail else f"t{c.turn} {c.check}"
-              for c in result.checks if not c.passed]
+    failed = [
+        f"t{c.turn} {c.check}: {c.detail}" if c.detail else f"t{c.turn} {c.check}"
+        for c in result.checks
+        if not c.passed
+    ]
     return "; ".join(failed)
 
 
 def run_table(run: RunResult) -> str:
     width = max([len("case"), *(len(r.case.id) for r in run.results)])
-    lines = [f"config {run.config_version} on {run.target} (model: {run.model})",
-             f"{'case':<{width}}  result  score  latency_ms  ttft_ms  tokens  failed checks"]
+    lines = [
+        f"config {run.config_version} on {run.target} (model: {run.model})",
+        f"{'case':<{width}}  result  score  latency_ms  ttft_ms  tokens  failed checks",
+    ]
     for r in run.results:
-        lines.append(f"{r.case.id:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.score:>5.2f}  "
-                     f"{_ms(r.latency_ms):>10}  {_ms(r.ttft_ms):>7}  {r.tokens:>6}  {_failed(r)}".rstrip())
+        lines.append(
+            f"{r.case.id:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.score:>5.2f}  "
+            f"{_ms(r.latency_ms):>10}  {_ms(r.ttft_ms):>7}  {r.tokens:>6}  {_failed(r)}".rstrip()
+        )
     passed = sum(r.passed for r in run.results)
     verdict = "PASSED" if run.gate_passed else "FAILED"
-    lines.append(f"{passed}/{len(run.results)} cases passed ({run.pass_rate:.0%}), mean score {run.mean_score:.2f}; "
-                 f"threshold {run.threshold:.0%}: {verdict}")
+    lines.append(
+        f"{passed}/{len(run.results)} cases passed ({run.pass_rate:.0%}), mean score {run.mean_score:.2f}; "
+        f"threshold {run.threshold:.0%}: {verdict}"
+    )
     return "\n".join(lines)
 
 
 def compare_table(a: RunResult, b: RunResult) -> str:
     by_id = {r.case.id: r for r in b.results}
     width = max([len("case"), *(len(r.case.id) for r in a.results)])
-    lines = [f"A = {a.config_version}    B = {b.config_version}",
-             f"{'case':<{width}}  {'A':<4} {'score':>5} {'ms':>6}  {'B':<4} {'score':>5} {'ms':>6}  change"]
+    lines = [
+        f"A = {a.config_version}    B = {b.config_version}",
+        f"{'case':<{width}}  {'A':<4} {'score':>5} {'ms':>6}  {'B':<4} {'score':>5} {'ms':>6}  change",
+    ]
     for ra in a.results:
         rb = by_id.get(ra.case.id)
         if rb is None:
@@ -51,9 +62,11 @@ def compare_table(a: RunResult, b: RunResult) -> str:
             change = f"score {rb.score - ra.score:+.2f}"
         else:
             change = ""
-        lines.append(f"{ra.case.id:<{width}}  {'pass' if ra.passed else 'FAIL':<4} {ra.score:>5.2f} "
-                     f"{_ms(ra.latency_ms):>6}  {'pass' if rb.passed else 'FAIL':<4} {rb.score:>5.2f} "
-                     f"{_ms(rb.latency_ms):>6}  {change}".rstrip())
+        lines.append(
+            f"{ra.case.id:<{width}}  {'pass' if ra.passed else 'FAIL':<4} {ra.score:>5.2f} "
+            f"{_ms(ra.latency_ms):>6}  {'pass' if rb.passed else 'FAIL':<4} {rb.score:>5.2f} "
+            f"{_ms(rb.latency_ms):>6}  {change}".rstrip()
+        )
     lines.append(f"{'pass rate':<{width}}  {a.pass_rate:>10.0%} {'':>6}  {b.pass_rate:>10.0%}")
     lines.append(f"{'mean score':<{width}}  {a.mean_score:>10.2f} {'':>6}  {b.mean_score:>10.2f}")
     return "\n".join(lines)

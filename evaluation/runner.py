@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -49,11 +49,17 @@ class CaseResult:
         return sum(turn.completion_tokens for turn in self.turns)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.case.id, "passed": self.passed, "score": round(self.score, 4),
-                "latency_ms": round(self.latency_ms, 1),
-                "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1), "tokens": self.tokens,
-                "failure": self.failure, "checks": [check.to_dict() for check in self.checks],
-                "turns": [turn.to_dict() for turn in self.turns]}
+        return {
+            "id": self.case.id,
+            "passed": self.passed,
+            "score": round(self.score, 4),
+            "latency_ms": round(self.latency_ms, 1),
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "tokens": self.tokens,
+            "failure": self.failure,
+            "checks": [check.to_dict() for check in self.checks],
+            "turns": [turn.to_dict() for turn in self.turns],
+        }
 
 
 @dataclass
@@ -64,7 +70,7 @@ class RunResult:
     cases_file: str
     threshold: float
     results: list[CaseResult] = field(default_factory=list)
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def pass_rate(self) -> float:
@@ -79,12 +85,22 @@ class RunResult:
         return self.pass_rate >= self.threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config_version": self.config_version, "target": self.target, "model": self.model,
-                "cases_file": self.cases_file, "started_at": self.started_at,
-                "summary": {"cases": len(self.results), "passed": sum(r.passed for r in self.results),
-                            "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
-                            "threshold": self.threshold, "gate_passed": self.gate_passed},
-                "cases": [r.to_dict() for r in self.results]}
+        return {
+            "config_version": self.config_version,
+            "target": self.target,
+            "model": self.model,
+            "cases_file": self.cases_file,
+            "started_at": self.started_at,
+            "summary": {
+                "cases": len(self.results),
+                "passed": sum(r.passed for r in self.results),
+                "pass_rate": round(self.pass_rate, 4),
+                "mean_score": round(self.mean_score, 4),
+                "threshold": self.threshold,
+                "gate_passed": self.gate_passed,
+            },
+            "cases": [r.to_dict() for r in self.results],
+        }
 
 
 async def run_case(client: GatewayClient, case: Case, config_version: str) -> CaseResult:
@@ -96,20 +112,35 @@ async def run_case(client: GatewayClient, case: Case, config_version: str) -> Ca
         return result
     for number, turn in enumerate(case.turns, start=1):
         try:
-            outcome = await client.run_turn(conversation_id, turn.user, wait_for_actions=turn.wait_for_actions)
+            outcome = await client.run_turn(
+                conversation_id, turn.user, wait_for_actions=turn.wait_for_actions
+            )
         except GatewayCallFailed as exc:
             result.failure = f"turn {number}: {exc}"
             return result
         result.turns.append(outcome)
         result.checks.extend(check_turn(number, turn.expect, outcome))
         if outcome.config_version and outcome.config_version != config_version:
-            result.checks.append(CheckResult(number, "config_version", False,
-                                             f"answered by {outcome.config_version}, not {config_version}"))
+            result.checks.append(
+                CheckResult(
+                    number,
+                    "config_version",
+                    False,
+                    f"answered by {outcome.config_version}, not {config_version}",
+                )
+            )
     return result
 
 
-async def run_cases(target: Target, cases: list[Case], config_version: str, *, cases_file: str = "",
-                    threshold: float = 0.9, turn_timeout_s: float = 120.0) -> RunResult:
+async def run_cases(
+    target: Target,
+    cases: list[Case],
+    config_version: str,
+    *,
+    cases_file: str = "",
+    threshold: float = 0.9,
+    turn_timeout_s: float = 120.0,
+) -> RunResult:
     run = RunResult(config_version, target.base_url, target.model, cases_file, threshold)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:
         client = GatewayClient(target.base_url, target.token, session, turn_timeout_s=turn_timeout_s)

@@ -31,30 +31,41 @@ async def plan_action(payload: dict[str, Any], runtime: Runtime) -> dict[str, An
 
 async def dispatch_action(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     request = ActionRequest.model_validate(payload["request"])
-    return await dispatch_once(runtime.http, runtime.registry, request, int(payload["attempt"]),
-                               runtime.settings.dispatch_timeout_s)
+    return await dispatch_once(
+        runtime.http, runtime.registry, request, int(payload["attempt"]), runtime.settings.dispatch_timeout_s
+    )
 
 
 def attempt_records(history: list[dict[str, Any]]) -> list[AttemptRecord]:
-    return [AttemptRecord(attempt=h["attempt"], started_at=h["startedAt"], finished_at=h.get("finishedAt"),
-                          outcome=h["outcome"], status_code=h.get("statusCode"), error=h.get("error"))
-            for h in history]
+    return [
+        AttemptRecord(
+            attempt=h["attempt"],
+            started_at=h["startedAt"],
+            finished_at=h.get("finishedAt"),
+            outcome=h["outcome"],
+            status_code=h.get("statusCode"),
+            error=h.get("error"),
+        )
+        for h in history
+    ]
 
 
 def result_from(payload: dict[str, Any]) -> ActionResult:
     request = ActionRequest.model_validate(payload["request"])
     status = ActionStatus(payload["status"])
     now = utcnow()
-    return ActionResult.queued_for(request).model_copy(update={
-        "status": status,
-        "attempts": int(payload.get("attempts", 0)),
-        "max_attempts": payload.get("maxAttempts"),
-        "result": payload.get("result"),
-        "error": payload.get("error"),
-        "attempt_history": attempt_records(payload.get("history", [])),
-        "updated_at": now,
-        "completed_at": now if status.is_final else None,
-    })
+    return ActionResult.queued_for(request).model_copy(
+        update={
+            "status": status,
+            "attempts": int(payload.get("attempts", 0)),
+            "max_attempts": payload.get("maxAttempts"),
+            "result": payload.get("result"),
+            "error": payload.get("error"),
+            "attempt_history": attempt_records(payload.get("history", [])),
+            "updated_at": now,
+            "completed_at": now if status.is_final else None,
+        }
+    )
 
 
 async def record_action_status(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -62,12 +73,25 @@ async def record_action_status(payload: dict[str, Any], runtime: Runtime) -> dic
     new = result_from(payload)
     request_context = ActionRequest.model_validate(payload["request"]).trace_context
     # The Cosmos write as a client span of the turn's trace (the end of gateway -> bus -> activity).
-    with consumer_span("cosmos upsert action_results", request_context,
-                       {"db.system": "cosmosdb", "db.operation.name": "upsert", "agent.action_id": new.id,
-                        "agent.action_status": new.status.value}, kind=SpanKind.CLIENT, tracer_name="function_app"):
+    with consumer_span(
+        "cosmos upsert action_results",
+        request_context,
+        {
+            "db.system": "cosmosdb",
+            "db.operation.name": "upsert",
+            "agent.action_id": new.id,
+            "agent.action_status": new.status.value,
+        },
+        kind=SpanKind.CLIENT,
+        tracer_name="function_app",
+    ):
         written = await write_transition(runtime.results, new)
     stored = written.stored
-    same = (stored.status, stored.attempts, stored.replay_count) == (new.status, new.attempts, new.replay_count)
+    same = (stored.status, stored.attempts, stored.replay_count) == (
+        new.status,
+        new.attempts,
+        new.replay_count,
+    )
     if written.applied or same:
         # Also when this exact transition was already stored: the activity may be re-run after a crash
         # between the write and the publish, and the gateway ignores an update it has seen.
@@ -77,9 +101,14 @@ async def record_action_status(payload: dict[str, Any], runtime: Runtime) -> dic
 
 async def dead_letter_action(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     request = ActionRequest.model_validate(payload["request"])
-    letter = DeadLetter(id=str(request.action_id), kind="action", reason=payload["reason"],
-                        request=request.to_wire(), attempt_history=attempt_records(payload.get("history", [])),
-                        replay_count=request.replay_count)
+    letter = DeadLetter(
+        id=str(request.action_id),
+        kind="action",
+        reason=payload["reason"],
+        request=request.to_wire(),
+        attempt_history=attempt_records(payload.get("history", [])),
+        replay_count=request.replay_count,
+    )
     await runtime.dead_letters.put(letter)
     log.warning("action %s (%s) dead-lettered: %s", request.action_id, request.name, payload["reason"])
     return {"deadLettered": letter.id}

@@ -44,20 +44,38 @@ class DeadLetterTool:
         self.broker_queue = broker_queue
 
     async def rows(self) -> list[dict[str, Any]]:
-        rows = [{"id": letter.id, "kind": letter.kind, "reason": letter.reason,
-                 "name": (letter.request or {}).get("name"), "attempts": len(letter.attempt_history),
-                 "at": letter.dead_lettered_at.isoformat(), "replayable": letter.kind == "action"}
-                for letter in await self.store.list()]
+        rows = [
+            {
+                "id": letter.id,
+                "kind": letter.kind,
+                "reason": letter.reason,
+                "name": (letter.request or {}).get("name"),
+                "attempts": len(letter.attempt_history),
+                "at": letter.dead_lettered_at.isoformat(),
+                "replayable": letter.kind == "action",
+            }
+            for letter in await self.store.list()
+        ]
         if self.broker_queue is not None:
             for entry in await self.broker_queue.dead_entries():
-                rows.append({"id": STREAM_PREFIX + entry.dead_id, "kind": "broker_message", "reason": entry.reason,
-                             "name": None, "attempts": entry.delivery_count, "at": entry.dead_lettered_at,
-                             "replayable": True})
+                rows.append(
+                    {
+                        "id": STREAM_PREFIX + entry.dead_id,
+                        "kind": "broker_message",
+                        "reason": entry.reason,
+                        "name": None,
+                        "attempts": entry.delivery_count,
+                        "at": entry.dead_lettered_at,
+                        "replayable": True,
+                    }
+                )
         return rows
 
     async def replay(self, letter_id: str) -> str:
         if letter_id.startswith(STREAM_PREFIX):
-            if self.broker_queue is None or not await self.broker_queue.requeue_dead(letter_id[len(STREAM_PREFIX):]):
+            if self.broker_queue is None or not await self.broker_queue.requeue_dead(
+                letter_id[len(STREAM_PREFIX) :]
+            ):
                 raise LookupError(f"no broker dead letter {letter_id}")
             return f"{letter_id}: back on the actions stream"
         letter = await self.store.get(letter_id)
@@ -80,8 +98,11 @@ class DeadLetterTool:
 
 
 async def run(argv: list[str], settings: Settings, out: TextIO) -> int:
-    parser = argparse.ArgumentParser(prog="python -m function_app.deadletters", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m function_app.deadletters",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="show dead letters")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -95,7 +116,11 @@ async def run(argv: list[str], settings: Settings, out: TextIO) -> int:
     redis = aioredis.Redis.from_url(settings.redis_url)
     runtime = await build_runtime(settings, redis=redis)
     bus = create_action_bus(redis, settings)
-    broker = None if settings.uses_servicebus else StreamQueue(redis, settings.servicebus_actions_queue, ACTIONS_GROUP)
+    broker = (
+        None
+        if settings.uses_servicebus
+        else StreamQueue(redis, settings.servicebus_actions_queue, ACTIONS_GROUP)
+    )
     tool = DeadLetterTool(runtime.dead_letters, bus, broker)
     try:
         if args.command == "list":
@@ -104,7 +129,10 @@ async def run(argv: list[str], settings: Settings, out: TextIO) -> int:
                 if args.json:
                     out.write(json.dumps(row, default=str) + "\n")
                 else:
-                    out.write(f"{row['id']}\t{row['kind']}\t{row['name'] or '-'}\t{row['attempts']}\t{row['reason']}\n")
+                    out.write(
+                        f"{row['id']}\t{row['kind']}\t{row['name'] or '-'}\t"
+                        f"{row['attempts']}\t{row['reason']}\n"
+                    )
             if not args.json:
                 out.write(f"{len(rows)} dead letter(s)\n")
             return 0

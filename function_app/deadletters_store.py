@@ -65,8 +65,12 @@ class CosmosDeadLetterStore:
     async def list(self, include_replayed: bool = False) -> list[DeadLetter]:
         query = "SELECT * FROM c WHERE c.partition = @p"
         try:
-            items = [item async for item in self.container.query_items(
-                query, parameters=[{"name": "@p", "value": PARTITION}], partition_key=PARTITION)]
+            items = [
+                item
+                async for item in self.container.query_items(
+                    query, parameters=[{"name": "@p", "value": PARTITION}], partition_key=PARTITION
+                )
+            ]
         except AzureError as exc:
             raise StoreError(f"list dead letters: {exc}") from exc
         letters = [DeadLetter.model_validate(item) for item in items]
@@ -79,7 +83,10 @@ class CosmosDeadLetterStore:
         # Cosmos DB and on the local server (which fails a point read of a missing item with 500).
         query = "SELECT * FROM c WHERE c.partition = @p AND c.id = @id"
         params = [{"name": "@p", "value": PARTITION}, {"name": "@id", "value": letter_id}]
-        items = [item async for item in self.container.query_items(query, parameters=params, partition_key=PARTITION)]
+        items = [
+            item
+            async for item in self.container.query_items(query, parameters=params, partition_key=PARTITION)
+        ]
         return DeadLetter.model_validate(items[0]) if items else None
 
     async def mark_replayed(self, letter: DeadLetter, replay_count: int) -> None:

@@ -7,10 +7,9 @@ so the orchestrator decides about retries with the whole picture.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -43,15 +42,30 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def outcome(attempt: int, started: datetime, kind: str, *, status_code: int | None = None,
-            error: str | None = None, result: Any = None, retry_after_s: float | None = None) -> dict[str, Any]:
-    return {"attempt": attempt, "startedAt": started.isoformat(), "finishedAt": utcnow().isoformat(),
-            "outcome": kind, "statusCode": status_code, "error": error, "result": result,
-            "retryAfterS": retry_after_s}
+def outcome(
+    attempt: int,
+    started: datetime,
+    kind: str,
+    *,
+    status_code: int | None = None,
+    error: str | None = None,
+    result: Any = None,
+    retry_after_s: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "startedAt": started.isoformat(),
+        "finishedAt": utcnow().isoformat(),
+        "outcome": kind,
+        "statusCode": status_code,
+        "error": error,
+        "result": result,
+        "retryAfterS": retry_after_s,
+    }
 
 
 def validate_arguments(registry: ActionRegistry, request: ActionRequest) -> str | None:
@@ -65,18 +79,30 @@ def validate_arguments(registry: ActionRegistry, request: ActionRequest) -> str 
     return None
 
 
-async def dispatch_once(session: aiohttp.ClientSession, registry: ActionRegistry, request: ActionRequest,
-                        attempt: int, timeout_s: float) -> dict[str, Any]:
+async def dispatch_once(
+    session: aiohttp.ClientSession,
+    registry: ActionRegistry,
+    request: ActionRequest,
+    attempt: int,
+    timeout_s: float,
+) -> dict[str, Any]:
     started = utcnow()
     problem = validate_arguments(registry, request)
     if problem is not None:
         return outcome(attempt, started, "permanent_error", error=problem)
     spec = registry.get(request.name)
     url, body = spec.url_and_body(request.arguments)
-    attributes = {"action.name": request.name, "action.id": str(request.action_id), "action.attempt": attempt,
-                  "http.request.method": spec.method, "url.full": url}
+    attributes = {
+        "action.name": request.name,
+        "action.id": str(request.action_id),
+        "action.attempt": attempt,
+        "http.request.method": spec.method,
+        "url.full": url,
+    }
     # A client span in the trace the gateway started for this turn; the backend gets it as parent.
-    with consumer_span(f"dispatch {request.name}", request.trace_context, attributes, kind=SpanKind.CLIENT) as span:
+    with consumer_span(
+        f"dispatch {request.name}", request.trace_context, attributes, kind=SpanKind.CLIENT
+    ) as span:
         result = await _call(session, spec.method, url, body, request, attempt, started, timeout_s)
         span.set_attribute("action.outcome", result["outcome"])
         if result["statusCode"] is not None:
@@ -86,23 +112,40 @@ async def dispatch_once(session: aiohttp.ClientSession, registry: ActionRegistry
         return result
 
 
-async def _call(session: aiohttp.ClientSession, method: str, url: str, body: dict[str, Any] | None,
-                request: ActionRequest, attempt: int, started: datetime, timeout_s: float) -> dict[str, Any]:
-    headers = {IDEMPOTENCY_HEADER: request.idempotency_key, "X-Action-Id": str(request.action_id),
-               **inject_trace_context()}
+async def _call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    request: ActionRequest,
+    attempt: int,
+    started: datetime,
+    timeout_s: float,
+) -> dict[str, Any]:
+    headers = {
+        IDEMPOTENCY_HEADER: request.idempotency_key,
+        "X-Action-Id": str(request.action_id),
+        **inject_trace_context(),
+    }
     try:
-        async with session.request(method, url, json=body, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        async with session.request(
+            method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
             raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return outcome(attempt, started, "transient_error", error=f"no answer within {timeout_s:.1f}s")
     except aiohttp.ClientError as exc:
         return outcome(attempt, started, "transient_error", error=f"{type(exc).__name__}: {exc}")
     if len(raw) > MAX_RESPONSE_BYTES:
-        return outcome(attempt, started, "permanent_error", status_code=status,
-                       error=f"response larger than {MAX_RESPONSE_BYTES} bytes")
+        return outcome(
+            attempt,
+            started,
+            "permanent_error",
+            status_code=status,
+            error=f"response larger than {MAX_RESPONSE_BYTES} bytes",
+        )
     text = raw.decode("utf-8", errors="replace")
     try:
         payload: Any = json.loads(text) if text else None
@@ -113,5 +156,11 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, body: dic
     detail = payload.get("error") if isinstance(payload, dict) else text[:300]
     kind = "transient_error" if status in TRANSIENT_STATUSES else "permanent_error"
     log.info("action %s attempt %d: %s %d", request.action_id, attempt, kind, status)
-    return outcome(attempt, started, kind, status_code=status, error=f"HTTP {status}: {detail}",
-                   retry_after_s=retry_after if kind == "transient_error" else None)
+    return outcome(
+        attempt,
+        started,
+        kind,
+        status_code=status,
+        error=f"HTTP {status}: {detail}",
+        retry_after_s=retry_after if kind == "transient_error" else None,
+    )

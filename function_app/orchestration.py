@@ -18,7 +18,12 @@ from typing import Any
 from function_app.registry import RetryPolicy
 
 ORCHESTRATOR = "action_orchestrator"
-PLAN, DISPATCH, RECORD, DEAD_LETTER = "plan_action", "dispatch_action", "record_action_status", "dead_letter_action"
+PLAN, DISPATCH, RECORD, DEAD_LETTER = (
+    "plan_action",
+    "dispatch_action",
+    "record_action_status",
+    "dead_letter_action",
+)
 
 #: Bookkeeping activities (Cosmos write, dead-letter write) fail only when the store is down: retry
 #: them on a fixed durable-timer schedule before giving up on the orchestration.
@@ -65,21 +70,43 @@ def action_orchestrator(context: Any) -> Generator[Any, Any, dict[str, Any]]:
         result = yield context.call_activity(DISPATCH, {"request": request, "attempt": attempt})
         history = [*history, {k: v for k, v in result.items() if k != "result"}]
         if result["outcome"] == "succeeded":
-            yield from _record(context, request, "succeeded", attempts=attempt, history=history,
-                               result=result["result"], **common)
+            yield from _record(
+                context,
+                request,
+                "succeeded",
+                attempts=attempt,
+                history=history,
+                result=result["result"],
+                **common,
+            )
             return {"status": "succeeded", "attempts": attempt, "result": result["result"]}
         if result["outcome"] == "permanent_error":
-            yield from _record(context, request, "failed", attempts=attempt, history=history,
-                               error=result["error"], **common)
+            yield from _record(
+                context, request, "failed", attempts=attempt, history=history, error=result["error"], **common
+            )
             return {"status": "failed", "attempts": attempt, "error": result["error"]}
         if attempt < policy.max_attempts:
             delay = policy.delay_after(attempt, result.get("retryAfterS"))
-            yield from _record(context, request, "retrying", attempts=attempt, history=history,
-                               error=result["error"], **common)
+            yield from _record(
+                context,
+                request,
+                "retrying",
+                attempts=attempt,
+                history=history,
+                error=result["error"],
+                **common,
+            )
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
 
     reason = f"gave up after {policy.max_attempts} attempts; last error: {history[-1]['error']}"
     yield from _bookkeeping(context, DEAD_LETTER, {"request": request, "reason": reason, "history": history})
-    yield from _record(context, request, "dead_lettered", attempts=policy.max_attempts, history=history,
-                       error=reason, **common)
+    yield from _record(
+        context,
+        request,
+        "dead_lettered",
+        attempts=policy.max_attempts,
+        history=history,
+        error=reason,
+        **common,
+    )
     return {"status": "dead_lettered", "attempts": policy.max_attempts, "error": reason}

@@ -31,13 +31,21 @@ class RetryPolicy:
         return backoff
 
     def to_wire(self) -> dict[str, float]:
-        return {"firstIntervalS": self.first_interval_s, "maxAttempts": self.max_attempts,
-                "backoffCoefficient": self.backoff_coefficient, "maxIntervalS": self.max_interval_s}
+        return {
+            "firstIntervalS": self.first_interval_s,
+            "maxAttempts": self.max_attempts,
+            "backoffCoefficient": self.backoff_coefficient,
+            "maxIntervalS": self.max_interval_s,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RetryPolicy:
-        return cls(first_interval_s=float(data["firstIntervalS"]), max_attempts=int(data["maxAttempts"]),
-                   backoff_coefficient=float(data["backoffCoefficient"]), max_interval_s=float(data["maxIntervalS"]))
+        return cls(
+            first_interval_s=float(data["firstIntervalS"]),
+            max_attempts=int(data["maxAttempts"]),
+            backoff_coefficient=float(data["backoffCoefficient"]),
+            max_interval_s=float(data["maxIntervalS"]),
+        )
 
 
 class CreateTicketArgs(BaseModel):
@@ -72,8 +80,14 @@ class ActionSpec:
 
     def tool_definition(self) -> dict[str, Any]:
         """The OpenAI tool definition for this action (what the agent configuration offers the model)."""
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.arguments.model_json_schema()}}
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.arguments.model_json_schema(),
+            },
+        }
 
 
 class ActionRegistry:
@@ -96,17 +110,34 @@ class ActionRegistry:
 def default_registry(settings: Settings) -> ActionRegistry:
     base = RetryPolicy(max_interval_s=settings.retry_max_interval_s)
     specs = [
-        ActionSpec("create_ticket", "Open a support ticket for the user's problem.", "POST",
-                   settings.tickets_service_url, "/tickets", CreateTicketArgs, base),
-        ActionSpec("get_ticket", "Look up a support ticket by its id.", "GET",
-                   settings.tickets_service_url, "/tickets/{ticket_id}", GetTicketArgs,
-                   replace(base, max_attempts=3, first_interval_s=1.0)),
+        ActionSpec(
+            "create_ticket",
+            "Open a support ticket for the user's problem.",
+            "POST",
+            settings.tickets_service_url,
+            "/tickets",
+            CreateTicketArgs,
+            base,
+        ),
+        ActionSpec(
+            "get_ticket",
+            "Look up a support ticket by its id.",
+            "GET",
+            settings.tickets_service_url,
+            "/tickets/{ticket_id}",
+            GetTicketArgs,
+            replace(base, max_attempts=3, first_interval_s=1.0),
+        ),
     ]
     for i, spec in enumerate(specs):
         override = settings.action_retry_policies.get(spec.name)
         if override is not None:
-            specs[i] = replace(spec, retry=replace(spec.retry, first_interval_s=override.first_interval_s,
-                                                   max_attempts=override.max_attempts))
+            specs[i] = replace(
+                spec,
+                retry=replace(
+                    spec.retry, first_interval_s=override.first_interval_s, max_attempts=override.max_attempts
+                ),
+            )
     unknown = set(settings.action_retry_policies) - {spec.name for spec in specs}
     if unknown:
         from agent_contracts.settings import SettingsError

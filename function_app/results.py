@@ -40,7 +40,9 @@ def retry_after_s(exc: cosmos_errors.CosmosHttpResponseError) -> float:
         return 1.0
 
 
-async def honour_throttling(operation: Callable[[], Awaitable[T]], *, retries: int = MAX_THROTTLE_RETRIES) -> T:
+async def honour_throttling(
+    operation: Callable[[], Awaitable[T]], *, retries: int = MAX_THROTTLE_RETRIES
+) -> T:
     """Run a Cosmos call; on 429 wait the retry-after the server asked for, then try again."""
     waited = 0.0
     for attempt in range(retries + 1):
@@ -74,7 +76,9 @@ class CosmosResultStore:
 
     async def read(self, conversation_id: str, action_id: str) -> tuple[ActionResult, str] | None:
         try:
-            doc = await honour_throttling(lambda: self.container.read_item(action_id, partition_key=conversation_id))
+            doc = await honour_throttling(
+                lambda: self.container.read_item(action_id, partition_key=conversation_id)
+            )
         except cosmos_errors.CosmosResourceNotFoundError:
             return None
         except cosmos_errors.CosmosHttpResponseError as exc:
@@ -97,8 +101,11 @@ class CosmosResultStore:
 
     async def replace(self, result: ActionResult, etag: str) -> None:
         try:
-            await honour_throttling(lambda: self.container.replace_item(
-                result.id, document_for(result), etag=etag, match_condition=MatchConditions.IfNotModified))
+            await honour_throttling(
+                lambda: self.container.replace_item(
+                    result.id, document_for(result), etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            )
         except cosmos_errors.CosmosAccessConditionFailedError as exc:
             raise StaleWrite(f"{result.id} changed since read") from exc
         except cosmos_errors.CosmosHttpResponseError as exc:
@@ -125,12 +132,12 @@ class WriteOutcome:
 async def write_transition(store: ResultStore, new: ActionResult) -> WriteOutcome:
     """Apply one status transition idempotently; a repeated or older one leaves the document as is."""
     for _ in range(MAX_CONFLICT_RETRIES):
-        if new.status is ActionStatus.queued and new.replay_count == 0:
-            # A new action's first write: create, and only read when it already exists. (Real Cosmos
-            # answers 404 to a read of a missing item; the local server answers 500, so reading first
-            # would break locally for no gain.)
-            if await store.create(new):
-                return WriteOutcome(True, new)
+        # A new action's first write: create, and only read when it already exists. (Real Cosmos
+        # answers 404 to a read of a missing item; the local server answers 500, so reading first
+        # would break locally for no gain.)
+        first_write = new.status is ActionStatus.queued and new.replay_count == 0
+        if first_write and await store.create(new):
+            return WriteOutcome(True, new)
         current = await store.read(new.conversation_id, new.id)
         if current is None:
             if await store.create(new):
@@ -138,8 +145,14 @@ async def write_transition(store: ResultStore, new: ActionResult) -> WriteOutcom
             continue
         stored, etag = current
         if not may_replace(stored, new):
-            log.info("action %s: %s/%d after %s/%d is not forward; kept", new.id, new.status.value,
-                     new.attempts, stored.status.value, stored.attempts)
+            log.info(
+                "action %s: %s/%d after %s/%d is not forward; kept",
+                new.id,
+                new.status.value,
+                new.attempts,
+                stored.status.value,
+                stored.attempts,
+            )
             return WriteOutcome(False, stored)
         try:
             await store.replace(new, etag)

@@ -47,8 +47,9 @@ def cosmos_client(settings: Settings) -> CosmosClient:
         from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    return CosmosClient(settings.cosmos_endpoint, credential=credential,
-                        connection_verify=settings.cosmos_verify_tls)
+    return CosmosClient(
+        settings.cosmos_endpoint, credential=credential, connection_verify=settings.cosmos_verify_tls
+    )
 
 
 async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = None) -> Runtime:
@@ -56,9 +57,11 @@ async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = No
     if settings.cosmos_create_if_missing:
         database = await cosmos.create_database_if_not_exists(settings.cosmos_database)
         results = await database.create_container_if_not_exists(
-            settings.cosmos_container, partition_key=PartitionKey("/conversationId"))
+            settings.cosmos_container, partition_key=PartitionKey("/conversationId")
+        )
         dead = await database.create_container_if_not_exists(
-            settings.cosmos_deadletter_container, partition_key=PartitionKey("/partition"))
+            settings.cosmos_deadletter_container, partition_key=PartitionKey("/partition")
+        )
     else:
         database = cosmos.get_database_client(settings.cosmos_database)
         results = database.get_container_client(settings.cosmos_container)
@@ -72,8 +75,15 @@ async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = No
         closers.append(updates.close)
     if own_redis:
         closers.append(redis.aclose)
-    return Runtime(settings, default_registry(settings), CosmosResultStore(results), CosmosDeadLetterStore(dead),
-                   updates, http, tuple(closers))
+    return Runtime(
+        settings,
+        default_registry(settings),
+        CosmosResultStore(results),
+        CosmosDeadLetterStore(dead),
+        updates,
+        http,
+        tuple(closers),
+    )
 
 
 _current: Runtime | None = None

@@ -30,7 +30,9 @@ def parse_retry_policies(raw: str | None) -> dict[str, RetryOverride]:
             first, attempts = spec.split(":", 1)
             override = RetryOverride(float(first), int(attempts))
         except ValueError:
-            raise SettingsError("ACTION_RETRY_POLICIES", f"expected name=seconds:attempts, got {item.strip()!r}") from None
+            raise SettingsError(
+                "ACTION_RETRY_POLICIES", f"expected name=seconds:attempts, got {item.strip()!r}"
+            ) from None
         if override.first_interval_s <= 0 or not 1 <= override.max_attempts <= 50:
             raise SettingsError("ACTION_RETRY_POLICIES", f"{name.strip()}: seconds > 0 and 1..50 attempts")
         policies[name.strip()] = override
@@ -94,7 +96,9 @@ class Settings:
                 "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
                 "set either it or SERVICEBUS_CONNECTION_STRING, not both",
             )
-        if not settings.cosmos_verify_tls and not settings.cosmos_endpoint.startswith(("https://127.", "https://localhost")):
+        if not settings.cosmos_verify_tls and not settings.cosmos_endpoint.startswith(
+            ("https://127.", "https://localhost")
+        ):
             raise SettingsError("COSMOS_VERIFY_TLS", "may be false only for a loopback emulator endpoint")
         return settings
 

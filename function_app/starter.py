@@ -8,9 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal, Protocol
 
-from pydantic import ValidationError
-
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
 from agent_contracts import ActionRequest
 from function_app.deadletters_store import DeadLetter, DeadLetterStore
@@ -48,28 +47,46 @@ def parse_request(body: bytes | str) -> ActionRequest:
     return ActionRequest.model_validate_json(body)
 
 
-async def start_from_message(body: bytes | str, message_id: str, starter: OrchestrationStarter,
-                             dead_letters: DeadLetterStore) -> StartOutcome:
+async def start_from_message(
+    body: bytes | str, message_id: str, starter: OrchestrationStarter, dead_letters: DeadLetterStore
+) -> StartOutcome:
     """Raises OrchestrationStartFailed when the start itself failed: the message must not be completed."""
     try:
         request = parse_request(body)
     except ValidationError as exc:
         reason = f"not a valid ActionRequest: {exc.error_count()} errors: {exc.errors()[0]['msg']}"
         raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-        await dead_letters.put(DeadLetter(id=f"message-{message_id}", kind="invalid_message", reason=reason,
-                                          raw_body=raw[:MAX_RAW_BODY_KEPT]))
+        await dead_letters.put(
+            DeadLetter(
+                id=f"message-{message_id}",
+                kind="invalid_message",
+                reason=reason,
+                raw_body=raw[:MAX_RAW_BODY_KEPT],
+            )
+        )
         log.warning("message %s dead-lettered: %s", message_id, reason)
         return "dead_lettered"
     instance_id = instance_id_for(request.idempotency_key, request.replay_count)
     # The message continues the trace the gateway started for the user's turn.
-    with consumer_span(f"actions receive {request.name}", request.trace_context,
-                       {"agent.action_id": str(request.action_id), "messaging.message.id": message_id},
-                       kind=SpanKind.CONSUMER, tracer_name="function_app") as span, \
-            log_context(conversation_id=request.conversation_id, config_version=request.agent_config_version,
-                        action_id=str(request.action_id)):
+    with (
+        consumer_span(
+            f"actions receive {request.name}",
+            request.trace_context,
+            {"agent.action_id": str(request.action_id), "messaging.message.id": message_id},
+            kind=SpanKind.CONSUMER,
+            tracer_name="function_app",
+        ) as span,
+        log_context(
+            conversation_id=request.conversation_id,
+            config_version=request.agent_config_version,
+            action_id=str(request.action_id),
+        ),
+    ):
         try:
             if await starter.exists(instance_id):
-                log.info("action %s: orchestration %s exists; redelivery ignored", request.action_id, instance_id)
+                log.info(
+                    "action %s: orchestration %s exists; redelivery ignored", request.action_id, instance_id
+                )
                 span.set_attribute("agent.start_outcome", "duplicate")
                 return "duplicate"
             await starter.start(ORCHESTRATOR, instance_id, request.to_wire())

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 from local_stack import processes
@@ -23,7 +22,7 @@ log = logging.getLogger("local_stack")
 
 STATE_DIR = processes.ROOT / ".local"
 #: Local only: the gateway refuses to start without a secret, so the dev stack embeds one.
-DEV_JWT_SECRET = "local-dev-secret-change-me-0123456789abcdef"
+DEV_JWT_SECRET = "local-dev-secret-change-me-0123456789abcdef"  # noqa: S105 (local only, by design)
 UPSTREAM_PORT = 8090
 
 
@@ -52,10 +51,15 @@ def plan(env: dict[str, str]) -> list[processes.Service]:
     if not (env.get("OPENAI_API_KEY") or env.get("AZURE_OPENAI_ENDPOINT")):
         env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{UPSTREAM_PORT}/v1"
         env["OPENAI_API_KEY"] = "scripted-local"
-        log.info("no OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT: the model is the scripted upstream at %s",
-                 env["OPENAI_BASE_URL"])
-        services.append(processes.python_module("scripted-upstream", "scripted_upstream", UPSTREAM_PORT,
-                                                "--port", str(UPSTREAM_PORT)))
+        log.info(
+            "no OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT: the model is the scripted upstream at %s",
+            env["OPENAI_BASE_URL"],
+        )
+        services.append(
+            processes.python_module(
+                "scripted-upstream", "scripted_upstream", UPSTREAM_PORT, "--port", str(UPSTREAM_PORT)
+            )
+        )
 
     services.extend(action_pipeline(env))
 
@@ -76,8 +80,9 @@ class ProcessWithoutPort(processes.Service):
     def start(self, timeout: float = 30.0) -> processes.Service:
         if self.process is not None and self.process.poll() is None:
             return self
-        self.process = subprocess.Popen(self.argv, cwd=processes.ROOT, env={**os.environ, **self.env},
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, cwd=processes.ROOT, env={**os.environ, **self.env}, start_new_session=True
+        )
         try:
             code = self.process.wait(timeout=1.5)
         except subprocess.TimeoutExpired:
@@ -93,23 +98,52 @@ def action_pipeline(env: dict[str, str]) -> list[processes.Service]:
         location = STATE_DIR / "azurite"
         location.mkdir(parents=True, exist_ok=True)
         blob, queue, table = AZURITE_PORTS
-        argv = ["node", str(processes.NODE_MODULES / "azurite/dist/src/azurite.js"), "--silent", "--location",
-                str(location), "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-                "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1",
-                "--queuePort", str(queue), "--tableHost", "127.0.0.1", "--tablePort", str(table)]
+        argv = [
+            "node",
+            str(processes.NODE_MODULES / "azurite/dist/src/azurite.js"),
+            "--silent",
+            "--location",
+            str(location),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(blob),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(queue),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(table),
+        ]
         services.append(processes.Service("azurite", argv, blob, STATE_DIR / "azurite.log"))
     env.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
 
     if "COSMOS_ENDPOINT" not in env:
-        env.update({"COSMOS_ENDPOINT": f"https://127.0.0.1:{COSMOS_PORT}", "COSMOS_KEY": processes.COSMOS_EMULATOR_KEY,
-                    "COSMOS_VERIFY_TLS": "false", "COSMOS_CREATE_IF_MISSING": "true"})
+        env.update(
+            {
+                "COSMOS_ENDPOINT": f"https://127.0.0.1:{COSMOS_PORT}",
+                "COSMOS_KEY": processes.COSMOS_EMULATOR_KEY,
+                "COSMOS_VERIFY_TLS": "false",
+                "COSMOS_CREATE_IF_MISSING": "true",
+            }
+        )
         if not processes.port_answers(COSMOS_PORT):
-            services.append(processes.cosmos_server(port=COSMOS_PORT, log_path=STATE_DIR / "cosmosdb-server.log"))
+            services.append(
+                processes.cosmos_server(port=COSMOS_PORT, log_path=STATE_DIR / "cosmosdb-server.log")
+            )
 
     if "TICKETS_SERVICE_URL" not in env:
         env["TICKETS_SERVICE_URL"] = f"http://127.0.0.1:{TICKETS_PORT}"
-        services.append(processes.python_module("sample-backend", "sample_backend", TICKETS_PORT,
-                                                "--port", str(TICKETS_PORT)))
+        services.append(
+            processes.python_module(
+                "sample-backend", "sample_backend", TICKETS_PORT, "--port", str(TICKETS_PORT)
+            )
+        )
 
     if env.get("SERVICEBUS_CONNECTION_STRING") or env.get("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"):
         log.info("Service Bus configured: actions go to Azure; the local worker is not started")
@@ -133,7 +167,9 @@ def main() -> int:
             log.info("starting %s%s", service.name, f" on 127.0.0.1:{service.port}" if service.port else "")
             service.start()
             started.append(service)
-        log.info("ready: gateway on http://127.0.0.1:%s (GET /healthz); a token: make token", env["GATEWAY_PORT"])
+        log.info(
+            "ready: gateway on http://127.0.0.1:%s (GET /healthz); a token: make token", env["GATEWAY_PORT"]
+        )
         while all(service.running for service in started):
             time.sleep(0.5)
         dead = [s.name for s in started if not s.running]

@@ -55,7 +55,8 @@ class Service:
     def start(self, timeout: float = 30.0) -> Service:
         if self.process is not None and self.process.poll() is None:
             return self
-        log = open(self.log_path, "ab") if self.log_path else None  # None: share our terminal
+        # The child process owns the log file for its lifetime; None shares our terminal.
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.process = subprocess.Popen(
             self.argv,
             stdout=log,
@@ -67,7 +68,9 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServiceStartError(self.name, f"exited with {self.process.returncode}; see {self.log_path}")
+                raise ServiceStartError(
+                    self.name, f"exited with {self.process.returncode}; see {self.log_path}"
+                )
             if port_answers(self.port):
                 return self
             time.sleep(0.05)
@@ -95,25 +98,59 @@ class Service:
         return self.process is not None and self.process.poll() is None
 
 
-def redis_server(port: int | None = None, data_dir: Path | None = None, log_path: Path | None = None) -> Service:
+def redis_server(
+    port: int | None = None, data_dir: Path | None = None, log_path: Path | None = None
+) -> Service:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceStartError("redis-server", "not installed (make bootstrap installs it)")
     port = port or free_port()
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="redis-"))
-    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-            "--dir", str(data_dir), "--daemonize", "no", "--loglevel", "warning"]
+    argv = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
     return Service("redis-server", argv, port, log_path)
 
 
 def azurite(location: Path, log_path: Path | None = None, blob_port: int | None = None) -> Service:
     blob_port = blob_port or free_port()
     queue_port, table_port = free_port(), free_port()
-    argv = ["node", str(NODE_MODULES / "azurite/dist/src/azurite.js"), "--silent", "--location", str(location),
-            "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-            "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
-            "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
-            "--tableHost", "127.0.0.1", "--tablePort", str(table_port)]
+    argv = [
+        "node",
+        str(NODE_MODULES / "azurite/dist/src/azurite.js"),
+        "--silent",
+        "--location",
+        str(location),
+        "--skipApiVersionCheck",
+        "--disableTelemetry",
+        "--loose",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(blob_port),
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        str(queue_port),
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        str(table_port),
+    ]
     service = Service("azurite", argv, blob_port, log_path)
     service.env["AZURITE_QUEUE_PORT"], service.env["AZURITE_TABLE_PORT"] = str(queue_port), str(table_port)
     return service
@@ -131,15 +168,30 @@ def azurite_connection_string(service: Service) -> str:
 
 
 #: The Cosmos DB emulator's published well-known key; the local server accepts any base64 key.
-COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+COSMOS_EMULATOR_KEY = (
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+)
 
 
 def cosmos_server(port: int | None = None, log_path: Path | None = None) -> Service:
     port = port or free_port()
-    argv = ["node", str(NODE_MODULES / "@vercel/cosmosdb-server/lib/cli.js"), "-p", str(port), "--host", "127.0.0.1"]
+    argv = [
+        "node",
+        str(NODE_MODULES / "@vercel/cosmosdb-server/lib/cli.js"),
+        "-p",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     return Service("cosmosdb-server", argv, port, log_path)
 
 
-def python_module(name: str, module: str, port: int, *args: str, env: dict[str, str] | None = None,
-                  log_path: Path | None = None) -> Service:
+def python_module(
+    name: str,
+    module: str,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> Service:
     return Service(name, [sys.executable, "-m", module, *args], port, log_path, env=dict(env or {}))

@@ -1,8 +1,8 @@
 """Observability shared by both deployables: tracing, trace context on the bus, structured logs.
 
-    telemetry = setup_observability("streaming_gateway", settings)   # at process start
-    ...
-    telemetry.shutdown()                                              # at exit: flush spans
+telemetry = setup_observability("streaming_gateway", settings)   # at process start
+...
+telemetry.shutdown()                                              # at exit: flush spans
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from typing import Any, TextIO
 from observability.config import TelemetryConfig
 from observability.context import bind, log_context
 from observability.errors import ObservabilityError, TelemetryConfigError
-from observability.logs import ContextFilter, JsonFormatter, RedactionFilter, configure_logging, install_filters
+from observability.logs import (
+    ContextFilter,
+    JsonFormatter,
+    RedactionFilter,
+    configure_logging,
+    install_filters,
+)
 from observability.propagation import (
     consumer_span,
     extract_trace_context,
@@ -27,7 +33,9 @@ from observability.redaction import redact, redact_text
 from observability.tracing import Telemetry, setup_telemetry
 
 
-def setup_observability(service_name: str, settings: Any = None, *, stream: TextIO | None = None) -> Telemetry:
+def setup_observability(
+    service_name: str, settings: Any = None, *, stream: TextIO | None = None
+) -> Telemetry:
     """Tracing first (Azure Monitor adds its log handler), then logging over every handler."""
     telemetry = setup_telemetry(service_name, settings)
     configure_logging(telemetry.config, stream)

@@ -57,18 +57,26 @@ class TelemetryConfig:
         if otlp is not None:
             parsed = urlparse(otlp)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise TelemetryConfigError("OTEL_EXPORTER_OTLP_ENDPOINT", f"expected an http(s) URL, got {otlp!r}")
+                raise TelemetryConfigError(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT", f"expected an http(s) URL, got {otlp!r}"
+                )
         log_format = (read("log_format", "LOG_FORMAT", "auto") or "auto").lower()
         if log_format not in LOG_FORMATS:
-            raise TelemetryConfigError("LOG_FORMAT", f"expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+            raise TelemetryConfigError(
+                "LOG_FORMAT", f"expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
+            )
         log_level = (read("log_level", "LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in LOG_LEVELS:
-            raise TelemetryConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+            raise TelemetryConfigError(
+                "LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
+            )
         raw_ratio = read("otel_sample_ratio", "OTEL_TRACES_SAMPLER_ARG", "1.0") or "1.0"
         try:
             ratio = float(raw_ratio)
         except ValueError:
-            raise TelemetryConfigError("OTEL_TRACES_SAMPLER_ARG", f"expected a number, got {raw_ratio!r}") from None
+            raise TelemetryConfigError(
+                "OTEL_TRACES_SAMPLER_ARG", f"expected a number, got {raw_ratio!r}"
+            ) from None
         if not 0.0 <= ratio <= 1.0:
             raise TelemetryConfigError("OTEL_TRACES_SAMPLER_ARG", f"must be between 0 and 1, got {ratio}")
         return cls(

@@ -34,8 +34,12 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = _route(request)
     attributes = {"http.request.method": request.method, "http.route": route, "url.scheme": request.scheme}
     with tracer.start_as_current_span(
-        f"{request.method} {route}", context=extract_trace_context(request.headers), kind=SpanKind.SERVER,
-        attributes=attributes, record_exception=False, set_status_on_exception=False,
+        f"{request.method} {route}",
+        context=extract_trace_context(request.headers),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         try:
             response = await handler(request)

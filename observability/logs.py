@@ -10,23 +10,34 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from opentelemetry import trace
 
 from observability import context as log_ctx
 from observability.config import TelemetryConfig
-from observability.redaction import SECRET_KEY_RE, MASK, redact, redact_text
+from observability.redaction import MASK, SECRET_KEY_RE, redact, redact_text
 
 #: Loggers that log every HTTP request the exporters themselves make: at INFO they would be
 #: exported too, each export logging again, without end.
-QUIET_LOGGERS = ("azure", "azure.core.pipeline.policies.http_logging_policy", "azure.monitor.opentelemetry",
-                 "opentelemetry", "urllib3")
+QUIET_LOGGERS = (
+    "azure",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.monitor.opentelemetry",
+    "opentelemetry",
+    "urllib3",
+)
 
 #: Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
-    "message", "asctime", "trace_id", "span_id", "service", "taskName", *log_ctx.FIELDS,
+    "message",
+    "asctime",
+    "trace_id",
+    "span_id",
+    "service",
+    "taskName",
+    *log_ctx.FIELDS,
 }
 
 
@@ -81,7 +92,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -108,8 +119,11 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        tags = [f"{field}={value}" for field in ("conversation_id", "config_version", "trace_id")
-                if (value := getattr(record, field, None)) is not None]
+        tags = [
+            f"{field}={value}"
+            for field in ("conversation_id", "config_version", "trace_id")
+            if (value := getattr(record, field, None)) is not None
+        ]
         return f"{line} [{' '.join(tags)}]" if tags else line
 
 
@@ -136,7 +150,9 @@ def configure_logging(config: TelemetryConfig, stream: TextIO | None = None) -> 
     handler.set_name("observability")
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter(config.service_name))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "observability" or type(h) is logging.StreamHandler]:
+    for old in [
+        h for h in root.handlers if h.get_name() == "observability" or type(h) is logging.StreamHandler
+    ]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(config.log_level)

@@ -29,9 +29,20 @@ MAX_COMMENT_CHARS = 2000
 MIN_RATING, MAX_RATING = 1, 5
 #: Upper bounds (ms) of the time-to-first-token histogram buckets; the last bucket is +Inf.
 TTFT_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000)
-ERROR_KINDS = frozenset({"upstream_error", "upstream_timeout", "upstream_unavailable", "upstream_rejected",
-                         "client_disconnected", "cancelled", "limit_exceeded", "invalid_tool_call",
-                         "actions_unavailable", "internal_error"})
+ERROR_KINDS = frozenset(
+    {
+        "upstream_error",
+        "upstream_timeout",
+        "upstream_unavailable",
+        "upstream_rejected",
+        "client_disconnected",
+        "cancelled",
+        "limit_exceeded",
+        "invalid_tool_call",
+        "actions_unavailable",
+        "internal_error",
+    }
+)
 ACTION_OUTCOMES = frozenset({"succeeded", "failed", "dead_lettered"})
 
 
@@ -156,15 +167,26 @@ class VersionMetrics:
         return self._n("tokens") / self.streams if self.streams else None
 
     def errors_by_kind(self) -> dict[str, int]:
-        return {name.removeprefix("error_"): int(value) for name, value in self.counters.items()
-                if name.startswith("error_") and value}
+        return {
+            name.removeprefix("error_"): int(value)
+            for name, value in self.counters.items()
+            if name.startswith("error_") and value
+        }
 
     def summary(self) -> dict[str, Any]:
-        return {"version": self.version, "streams": self.streams, "error_rate": self.error_rate,
-                "errors_by_kind": self.errors_by_kind(), "ttft_mean_ms": self.ttft_mean_ms,
-                "ttft_p95_ms": self.ttft_quantile_ms(0.95), "tokens_per_stream": self.tokens_per_stream,
-                "actions": self.actions_total, "action_success_rate": self.action_success_rate,
-                "feedback_count": self.feedback_count, "feedback_mean": self.feedback_mean}
+        return {
+            "version": self.version,
+            "streams": self.streams,
+            "error_rate": self.error_rate,
+            "errors_by_kind": self.errors_by_kind(),
+            "ttft_mean_ms": self.ttft_mean_ms,
+            "ttft_p95_ms": self.ttft_quantile_ms(0.95),
+            "tokens_per_stream": self.tokens_per_stream,
+            "actions": self.actions_total,
+            "action_success_rate": self.action_success_rate,
+            "feedback_count": self.feedback_count,
+            "feedback_mean": self.feedback_mean,
+        }
 
 
 #: Metrics bisect can follow: name -> (how to read it, how many samples it rests on, higher is better).
@@ -191,10 +213,13 @@ class OnlineMetrics:
         args: list[Any] = [version, int(time.time()), RETENTION_S, self._max_versions]
         for name, amount in increments.items():
             args += [name, amount]
-        await self._record(keys=[version_key(version), versions_key(), f"{PREFIX}:v:", f"{PREFIX}:fb:"], args=args)
+        await self._record(
+            keys=[version_key(version), versions_key(), f"{PREFIX}:v:", f"{PREFIX}:fb:"], args=args
+        )
 
-    async def record_stream(self, version: str, *, ttft_s: float | None, tokens: int = 0,
-                            error_kind: str | None = None) -> None:
+    async def record_stream(
+        self, version: str, *, ttft_s: float | None, tokens: int = 0, error_kind: str | None = None
+    ) -> None:
         """One answered turn: its time to first token (None if none came), tokens, and error if any."""
         increments: dict[str, float] = {"streams": 1, "tokens": max(0, tokens)}
         if ttft_s is not None:
@@ -212,20 +237,42 @@ class OnlineMetrics:
         if outcome in ACTION_OUTCOMES:
             await self._incr(version, {f"action_{outcome}": 1})
 
-    async def record_feedback(self, version: str, *, conversation_id: str, message_id: str, rating: int,
-                              comment: str | None = None) -> bool:
+    async def record_feedback(
+        self, version: str, *, conversation_id: str, message_id: str, rating: int, comment: str | None = None
+    ) -> bool:
         """Count one rating (1-5); True when new, False when it replaced an earlier one for the message."""
         if isinstance(rating, bool) or not isinstance(rating, int) or not MIN_RATING <= rating <= MAX_RATING:
             raise InvalidFeedback("rating", f"must be an integer from {MIN_RATING} to {MAX_RATING}")
         if comment is not None and len(comment) > MAX_COMMENT_CHARS:
             raise InvalidFeedback("comment", f"at most {MAX_COMMENT_CHARS} characters")
         now = int(time.time())
-        entry = json.dumps({"at": now, "conversation_id": conversation_id, "message_id": message_id,
-                            "rating": rating, "comment": comment})
+        entry = json.dumps(
+            {
+                "at": now,
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+                "rating": rating,
+                "comment": comment,
+            }
+        )
         created = await self._feedback(
-            keys=[version_key(version), versions_key(), feedback_key(version),
-                  feedback_seen_key(conversation_id, message_id)],
-            args=[version, now, RETENTION_S, self._max_versions, rating, entry, FEEDBACK_SAMPLES, FEEDBACK_DEDUP_S])
+            keys=[
+                version_key(version),
+                versions_key(),
+                feedback_key(version),
+                feedback_seen_key(conversation_id, message_id),
+            ],
+            args=[
+                version,
+                now,
+                RETENTION_S,
+                self._max_versions,
+                rating,
+                entry,
+                FEEDBACK_SAMPLES,
+                FEEDBACK_DEDUP_S,
+            ],
+        )
         return bool(int(created))
 
     async def get(self, version: str) -> VersionMetrics:
@@ -242,14 +289,26 @@ class OnlineMetrics:
             for version in versions:
                 pipe.hgetall(version_key(version))
             raws = await pipe.execute()
-        return [VersionMetrics(version, {(k.decode() if isinstance(k, bytes) else k): float(v)
-                                         for k, v in raw.items()
-                                         if (k.decode() if isinstance(k, bytes) else k) not in ("first_seen", "last_seen")})
-                for version, raw in zip(versions, raws)]
+        return [
+            VersionMetrics(
+                version,
+                {
+                    (k.decode() if isinstance(k, bytes) else k): float(v)
+                    for k, v in raw.items()
+                    if (k.decode() if isinstance(k, bytes) else k) not in ("first_seen", "last_seen")
+                },
+            )
+            for version, raw in zip(versions, raws, strict=False)
+        ]
 
     async def versions(self) -> list[str]:
         """Versions with metrics, most recently written first."""
-        return [v.decode() if isinstance(v, bytes) else v for v in await self._redis.zrevrange(versions_key(), 0, -1)]
+        return [
+            v.decode() if isinstance(v, bytes) else v
+            for v in await self._redis.zrevrange(versions_key(), 0, -1)
+        ]
 
     async def recent_feedback(self, version: str, limit: int = 20) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in await self._redis.lrange(feedback_key(version), 0, max(0, limit - 1))]
+        return [
+            json.loads(raw) for raw in await self._redis.lrange(feedback_key(version), 0, max(0, limit - 1))
+        ]

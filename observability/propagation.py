@@ -62,10 +62,14 @@ def from_application_properties(properties: Mapping[Any, Any] | None) -> dict[st
 
 
 @contextmanager
-def producer_span(name: str, attributes: Mapping[str, Any] | None = None, tracer_name: str = "agent.bus") -> Iterator[tuple[Span, dict[str, str]]]:
+def producer_span(
+    name: str, attributes: Mapping[str, Any] | None = None, tracer_name: str = "agent.bus"
+) -> Iterator[tuple[Span, dict[str, str]]]:
     """A PRODUCER span for publishing a message, with the trace context to put in it."""
     tracer = trace.get_tracer(tracer_name)
-    with tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})) as span:
+    with tracer.start_as_current_span(
+        name, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})
+    ) as span:
         yield span, inject_trace_context()
 
 
@@ -80,7 +84,9 @@ def consumer_span(
     """A span continuing the trace named in `carrier` (a new trace when it names none)."""
     tracer = trace.get_tracer(tracer_name)
     parent = extract_trace_context(carrier)
-    with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=dict(attributes or {})) as span:
+    with tracer.start_as_current_span(
+        name, context=parent, kind=kind, attributes=dict(attributes or {})
+    ) as span:
         yield span
 
 

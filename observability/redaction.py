@@ -23,16 +23,26 @@ SECRET_KEY_RE = re.compile(
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization: Bearer x / Basic x, in headers or text.
-    (re.compile(r"(?i)\b(authorization\s*[:=]\s*[\"']?)(?:bearer|basic|sharedaccesssignature)?\s*[^\s\"',;}]+"), r"\1" + MASK),
+    (
+        re.compile(
+            r"(?i)\b(authorization\s*[:=]\s*[\"']?)(?:bearer|basic|sharedaccesssignature)?\s*[^\s\"',;}]+"
+        ),
+        r"\1" + MASK,
+    ),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1" + MASK),
     # JWTs anywhere (three base64url parts, header starting with {" -> eyJ).
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
     # OpenAI-style keys.
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
     # key=value secrets in connection strings, query strings and headers.
-    (re.compile(r"(?i)\b((?:account|shared[-_]?access)[-_]?key|sig|password|pwd|api[-_]?key|"
-                r"x-api-key|client[-_]?secret|secret|token|access[-_]?token|refresh[-_]?token)"
-                r"(\"?\s*[:=]\s*\"?)[^\s;&\"',}]+"), r"\1\2" + MASK),
+    (
+        re.compile(
+            r"(?i)\b((?:account|shared[-_]?access)[-_]?key|sig|password|pwd|api[-_]?key|"
+            r"x-api-key|client[-_]?secret|secret|token|access[-_]?token|refresh[-_]?token)"
+            r"(\"?\s*[:=]\s*\"?)[^\s;&\"',}]+"
+        ),
+        r"\1\2" + MASK,
+    ),
     # user:password@ in URLs (redis://:pw@host, amqps://user:pw@host).
     (re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE), r"\1" + MASK + "@"),
 ]

@@ -54,9 +54,13 @@ def otlp_span_processor(endpoint: str) -> SpanProcessor:
     return BatchSpanProcessor(OTLPSpanExporter(endpoint=url))
 
 
-def build_tracer_provider(config: TelemetryConfig, extra_processors: list[SpanProcessor] | None = None) -> TracerProvider:
+def build_tracer_provider(
+    config: TelemetryConfig, extra_processors: list[SpanProcessor] | None = None
+) -> TracerProvider:
     """A provider exporting to OTLP when configured (Azure Monitor is set up by its distro instead)."""
-    provider = TracerProvider(resource=build_resource(config), sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
+    provider = TracerProvider(
+        resource=build_resource(config), sampler=ParentBased(TraceIdRatioBased(config.sample_ratio))
+    )
     if config.otlp_endpoint:
         provider.add_span_processor(otlp_span_processor(config.otlp_endpoint))
     for processor in extra_processors or []:
@@ -64,7 +68,9 @@ def build_tracer_provider(config: TelemetryConfig, extra_processors: list[SpanPr
     return provider
 
 
-def _configure_azure_monitor(config: TelemetryConfig, extra_processors: list[SpanProcessor]) -> trace.TracerProvider:
+def _configure_azure_monitor(
+    config: TelemetryConfig, extra_processors: list[SpanProcessor]
+) -> trace.TracerProvider:
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     processors = list(extra_processors)
@@ -107,6 +113,9 @@ def setup_telemetry(
     if config.exporters:
         log.info("telemetry: %s exporting traces to %s", config.service_name, ", ".join(config.exporters))
     else:
-        log.info("telemetry: %s traces are not exported (set APPLICATIONINSIGHTS_CONNECTION_STRING "
-                 "or OTEL_EXPORTER_OTLP_ENDPOINT)", config.service_name)
+        log.info(
+            "telemetry: %s traces are not exported (set APPLICATIONINSIGHTS_CONNECTION_STRING "
+            "or OTEL_EXPORTER_OTLP_ENDPOINT)",
+            config.service_name,
+        )
     return _installed

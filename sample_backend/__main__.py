@@ -1,4 +1,7 @@
-"""`python -m sample_backend [--port N]`: the tickets service; SAMPLE_BACKEND_FAULTS holds fault rules (JSON)."""
+"""`python -m sample_backend [--port N]`: the tickets service.
+
+SAMPLE_BACKEND_FAULTS holds fault rules (JSON).
+"""
 
 from __future__ import annotations
 

@@ -48,8 +48,14 @@ async def faults_middleware(request: web.Request, handler: Any) -> web.StreamRes
     if request.path.startswith("/_control"):
         return await handler(request)
     state.requests += 1
-    state.recent = [*state.recent[-19:], {name: request.headers[name] for name in ("traceparent", IDEMPOTENCY_HEADER)
-                                          if name in request.headers}]
+    state.recent = [
+        *state.recent[-19:],
+        {
+            name: request.headers[name]
+            for name in ("traceparent", IDEMPOTENCY_HEADER)
+            if name in request.headers
+        },
+    ]
     rule = state.faults.take(request, "before")
     if rule is not None:
         response = await state.faults.apply(rule)
@@ -114,10 +120,16 @@ async def put_faults(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.json_response({"requests": state.requests, "tickets": len(state.tickets),
-                              "replayed": state.replayed, "faults_injected": state.faults.injected,
-                              "recent": state.recent,
-                              "faults_left": state.faults.snapshot()})
+    return web.json_response(
+        {
+            "requests": state.requests,
+            "tickets": len(state.tickets),
+            "replayed": state.replayed,
+            "faults_injected": state.faults.injected,
+            "recent": state.recent,
+            "faults_left": state.faults.snapshot(),
+        }
+    )
 
 
 async def reset(request: web.Request) -> web.Response:

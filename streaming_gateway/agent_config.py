@@ -40,8 +40,10 @@ class ToolSpec(BaseModel):
     action: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
 
     def openai_tool(self) -> dict[str, Any]:
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 class Limits(BaseModel):
@@ -123,4 +125,6 @@ class FileAgentConfigStore:
         try:
             return self._known[version]
         except KeyError:
-            raise UnknownAgentConfig(f"unknown agent config version {version!r}", field="agent_config_version") from None
+            raise UnknownAgentConfig(
+                f"unknown agent config version {version!r}", field="agent_config_version"
+            ) from None

@@ -5,7 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from observability.http_server import tracing_middleware
-from streaming_gateway import chat_completions, conversations, feedback, health, messages, openapi, web_routes, ws
+from streaming_gateway import (
+    chat_completions,
+    conversations,
+    feedback,
+    health,
+    messages,
+    openapi,
+    web_routes,
+    ws,
+)
 from streaming_gateway.contexts import auth_ctx, bus_ctx, config_ctx, core_ctx, llm_ctx, redis_ctx
 from streaming_gateway.keys import metrics_key, settings_key
 from streaming_gateway.metrics import GatewayMetrics

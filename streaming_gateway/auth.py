@@ -36,7 +36,9 @@ class JwksCache:
     """Keys from AUTH_JWKS_URL, cached; an unknown `kid` triggers a refresh (at most one per
     min_refresh_s, so a flood of forged kids cannot hammer the identity provider)."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession, *, ttl_s: float, min_refresh_s: float) -> None:
+    def __init__(
+        self, url: str, session: aiohttp.ClientSession, *, ttl_s: float, min_refresh_s: float
+    ) -> None:
         self._url = url
         self._session = session
         self._ttl_s = ttl_s
@@ -60,10 +62,12 @@ class JwksCache:
             async with self._session.get(self._url, timeout=aiohttp.ClientTimeout(total=5)) as response:
                 response.raise_for_status()
                 document = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.warning("JWKS fetch from %s failed: %s", self._url, exc)
             if not self._keys:
-                raise Unavailable("the identity provider's keys cannot be fetched", code="jwks_unavailable") from exc
+                raise Unavailable(
+                    "the identity provider's keys cannot be fetched", code="jwks_unavailable"
+                ) from exc
             return  # keep serving the keys we have
         keys: dict[str, tuple[str, jwt.PyJWK]] = {}
         for data in document.get("keys", []) if isinstance(document, dict) else []:
@@ -113,7 +117,12 @@ class Authenticator:
             raise Unauthorized(f"token algorithm {alg!r} is not allowed", reason="algorithm")
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], issuer=self._issuer, audience=self._audience, leeway=self._leeway,
+                token,
+                key,
+                algorithms=[alg],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
                 options={"require": ["exp"], "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:

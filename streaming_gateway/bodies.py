@@ -39,7 +39,9 @@ class ChatMessageIn(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(str(part.get("text", "")) for part in self.content if part.get("type", "text") == "text")
+            return "".join(
+                str(part.get("text", "")) for part in self.content if part.get("type", "text") == "text"
+            )
         return self.content or ""
 
 
@@ -64,8 +66,10 @@ class ChatCompletionIn(BaseModel):
 
 
 def validation_error(exc: ValidationError) -> InvalidInput:
-    problems = [{"field": ".".join(str(part) for part in error["loc"]) or "body", "message": error["msg"]}
-                for error in exc.errors(include_url=False)]
+    problems = [
+        {"field": ".".join(str(part) for part in error["loc"]) or "body", "message": error["msg"]}
+        for error in exc.errors(include_url=False)
+    ]
     first = problems[0]
     return InvalidInput(f"{first['field']}: {first['message']}", field=first["field"], details=problems)
 
@@ -97,5 +101,6 @@ def parse(model: type[T], data: Any) -> T:
 
 def check_length(text: str, limit: int, field: str) -> None:
     if len(text) > limit:
-        raise InvalidInput(f"{field} is {len(text)} characters; the limit is {limit}", field=field,
-                           code="message_too_long")
+        raise InvalidInput(
+            f"{field} is {len(text)} characters; the limit is {limit}", field=field, code="message_too_long"
+        )

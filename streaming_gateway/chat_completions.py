@@ -46,13 +46,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         conversation = await engine.store.owned(cid, user_id)
     else:
         conversation = await engine.store.create(user_id, (await request.app[configs_key].active()).version)
-    overrides = Overrides(system_prompt=system_prompt, client_tools=body.tools or [],
-                          temperature=body.temperature, max_tokens=body.max_completion_tokens or body.max_tokens,
-                          traceparent=request.headers.get("traceparent"))
+    overrides = Overrides(
+        system_prompt=system_prompt,
+        client_tools=body.tools or [],
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        traceparent=request.headers.get("traceparent"),
+    )
     streams = request.app[streams_key]
     async with streams.open("openai", user_id) as handle:
-        follower = Follower(engine.log, engine.producers, conversation.id, heartbeat_s=settings.heartbeat_s,
-                            stop=handle.stop, refresh=lambda: streams.refresh(handle))
+        follower = Follower(
+            engine.log,
+            engine.producers,
+            conversation.id,
+            heartbeat_s=settings.heartbeat_s,
+            stop=handle.stop,
+            refresh=lambda: streams.refresh(handle),
+        )
         async with follower:
             after = await engine.start_turn(conversation, new_messages, overrides)
             completion = _Completion(conversation, body.model)
@@ -62,8 +72,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             async for entry in follower.entries(after, until_end=False, until_step_end=True):
                 if entry is not None:
                     completion.add(entry)
-            return web.json_response(completion.as_json(), status=502 if completion.error else 200,
-                                     headers={"X-Conversation-Id": conversation.id})
+            return web.json_response(
+                completion.as_json(),
+                status=502 if completion.error else 200,
+                headers={"X-Conversation-Id": conversation.id},
+            )
 
 
 def _new_messages(body: ChatCompletionIn, max_chars: int) -> tuple[list[dict[str, Any]], str | None]:
@@ -77,13 +90,16 @@ def _new_messages(body: ChatCompletionIn, max_chars: int) -> tuple[list[dict[str
         check_length(message.text(), max_chars, f"messages.{index}.content")
         if message.role == "tool":
             if not message.tool_call_id:
-                raise InvalidInput("a tool message needs tool_call_id", field=f"messages.{index}.tool_call_id")
+                raise InvalidInput(
+                    "a tool message needs tool_call_id", field=f"messages.{index}.tool_call_id"
+                )
             fresh.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text()})
         else:
             fresh.append({"role": "user", "content": message.text()})
     if not fresh:
-        raise InvalidInput("the request has no new user or tool message after the last assistant message",
-                           field="messages")
+        raise InvalidInput(
+            "the request has no new user or tool message after the last assistant message", field="messages"
+        )
     return fresh, system
 
 
@@ -109,43 +125,79 @@ class _Completion:
         if entry.type == "tool_call":
             arguments = event["arguments"]
             raw = arguments["_raw"] if set(arguments) == {"_raw"} else json.dumps(arguments)
-            call = {"id": event["tool_call_id"], "type": "function",
-                    "function": {"name": event["name"], "arguments": raw}}
+            call = {
+                "id": event["tool_call_id"],
+                "type": "function",
+                "function": {"name": event["name"], "arguments": raw},
+            }
             self.tool_calls.append(call)
             return {"tool_calls": [{"index": len(self.tool_calls) - 1, **call}]}
         if entry.type == "error":
-            self.error = {"message": event["message"], "type": "server_error", "code": event["code"], "param": None}
+            self.error = {
+                "message": event["message"],
+                "type": "server_error",
+                "code": event["code"],
+                "param": None,
+            }
         elif entry.type == "message_end":
             self.finish_reason = event["finish_reason"]
             self.usage = event.get("usage")
         return None
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        payload = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        payload = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     def usage_chunk(self) -> bytes:
-        payload = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                   "choices": [], "usage": self.usage}
+        payload = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.usage,
+        }
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     def as_json(self) -> dict[str, Any]:
         if self.error is not None:
             return {"error": self.error}
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None, "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(self.text) or None,
+            "refusal": None,
+        }
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls
-        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
-                "usage": self.usage}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}
+            ],
+            "usage": self.usage,
+        }
 
 
-async def _stream(request: web.Request, follower: Follower, after: int, completion: _Completion,
-                  include_usage: bool) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no",
-                                           "X-Conversation-Id": follower.conversation_id})
+async def _stream(
+    request: web.Request, follower: Follower, after: int, completion: _Completion, include_usage: bool
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Conversation-Id": follower.conversation_id,
+        }
+    )
     await response.prepare(request)
     try:
         await response.write(comment_bytes("connected"))
@@ -169,8 +221,12 @@ async def _stream(request: web.Request, follower: Follower, after: int, completi
         log.info("OpenAI-API client left %s at event %d", follower.conversation_id, follower.last_id)
     except RedisError as exc:
         log.warning("OpenAI-API stream of %s failed: Redis: %s", follower.conversation_id, exc)
-        error = {"message": "conversation state became unavailable", "type": "server_error",
-                 "code": "state_unavailable", "param": None}
+        error = {
+            "message": "conversation state became unavailable",
+            "type": "server_error",
+            "code": "state_unavailable",
+            "param": None,
+        }
         with contextlib.suppress(ConnectionResetError):
             await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
             await response.write_eof()

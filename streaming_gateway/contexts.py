@@ -69,8 +69,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def config_ctx(app: web.Application) -> AsyncIterator[None]:
     # The versioned registry in Redis; AGENT_CONFIG_PATH seeds an agent with no active version.
-    app[configs_key] = RegistryAgentConfigs(AgentRegistry(app[redis_key]), app[settings_key].agent_config_path,
-                                            app[metrics_key])
+    app[configs_key] = RegistryAgentConfigs(
+        AgentRegistry(app[redis_key]), app[settings_key].agent_config_path, app[metrics_key]
+    )
     yield
 
 
@@ -80,8 +81,12 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     jwks = None
     if settings.auth_jwks_url:
         session = aiohttp.ClientSession()
-        jwks = JwksCache(settings.auth_jwks_url, session, ttl_s=settings.auth_jwks_cache_s,
-                         min_refresh_s=settings.auth_jwks_min_refresh_s)
+        jwks = JwksCache(
+            settings.auth_jwks_url,
+            session,
+            ttl_s=settings.auth_jwks_cache_s,
+            min_refresh_s=settings.auth_jwks_min_refresh_s,
+        )
     app[authenticator_key] = Authenticator(settings, jwks)
     yield
     if session is not None:
@@ -101,8 +106,9 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     store = ConversationStore(redis, ttl_s=settings.conversation_ttl_s)
     producers = Producers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
     steps = Steps(redis, ttl_s=max(settings.turn_timeout_s * 2, 3600))
-    app[engine_key] = ChatEngine(settings, store, stream_log, steps, app[llm_key], app[configs_key], None,
-                                 producers, metrics)
+    app[engine_key] = ChatEngine(
+        settings, store, stream_log, steps, app[llm_key], app[configs_key], None, producers, metrics
+    )
     app[rate_limiter_key] = RateLimiter(redis, settings.rate_limit_per_minute)
     app[streams_key] = StreamRegistry(StreamSlots(redis, settings.max_streams_per_user), metrics)
     yield
@@ -118,8 +124,10 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
     engine.outbox = outbox
     stop = asyncio.Event()
     app[bus_stop_key] = stop
-    tasks = [asyncio.create_task(outbox.run_relay(stop), name="outbox-relay"),
-             asyncio.create_task(consume_updates(source, engine, stop), name="action-updates")]
+    tasks = [
+        asyncio.create_task(outbox.run_relay(stop), name="outbox-relay"),
+        asyncio.create_task(consume_updates(source, engine, stop), name="action-updates"),
+    ]
     yield
     stop.set()
     _, pending = await asyncio.wait(tasks, timeout=10)

@@ -20,14 +20,19 @@ MAX_PAGE = 100
 
 @routes.post("/v1/conversations")
 async def create_conversation(request: web.Request) -> web.Response:
-    data = await read_body(request, ConversationIn, max_bytes=request.app[settings_key].max_body_bytes,
-                           required=False)
+    data = await read_body(
+        request, ConversationIn, max_bytes=request.app[settings_key].max_body_bytes, required=False
+    )
     configs = request.app[configs_key]
     config = await (configs.get(data.agent_config_version) if data.agent_config_version else configs.active())
-    conversation = await request.app[engine_key].store.create(principal(request).user_id, config.version, data.title)
-    return web.json_response(conversation.public(), status=201,
-                             headers={"Location": f"/v1/conversations/{conversation.id}",
-                                      "X-Conversation-Id": conversation.id})
+    conversation = await request.app[engine_key].store.create(
+        principal(request).user_id, config.version, data.title
+    )
+    return web.json_response(
+        conversation.public(),
+        status=201,
+        headers={"Location": f"/v1/conversations/{conversation.id}", "X-Conversation-Id": conversation.id},
+    )
 
 
 @routes.get("/v1/conversations")
@@ -36,8 +41,12 @@ async def list_conversations(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     before = _int_query(request, "cursor", 0, 0, 2**62) if cursor is not None else None
     page, next_cursor = await request.app[engine_key].store.list(principal(request).user_id, limit, before)
-    return web.json_response({"data": [c.public() for c in page],
-                              "next_cursor": str(next_cursor) if next_cursor is not None else None})
+    return web.json_response(
+        {
+            "data": [c.public() for c in page],
+            "next_cursor": str(next_cursor) if next_cursor is not None else None,
+        }
+    )
 
 
 @routes.get("/v1/conversations/{conversation_id}")

@@ -21,25 +21,34 @@ from agent_contracts.events import ErrorEvent, MessageEndEvent, TokenEvent, Tool
 from observability.online import OnlineMetrics
 from streaming_gateway import rkeys
 from streaming_gateway.agent_config import AgentConfig, AgentConfigStore
-from streaming_gateway.errors import GatewayError
 from streaming_gateway.engine_actions import ActionFlow, ActionOutbox, Overrides, arguments_or_raw
+from streaming_gateway.errors import GatewayError
 from streaming_gateway.history import to_model_messages
 from streaming_gateway.llm import ChatModel, ChatRequest, Finish, LLMError, TextDelta
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.producers import Producers, StepControl
 from streaming_gateway.settings import Settings
+from streaming_gateway.step_telemetry import StepTelemetry
 from streaming_gateway.steps import Steps
 from streaming_gateway.store import Conversation, ConversationStore, new_id, now_iso
 from streaming_gateway.stream_log import ConversationGone, StreamLog
-from streaming_gateway.step_telemetry import StepTelemetry
 
 log = logging.getLogger(__name__)
 
 
 class ChatEngine(ActionFlow):
-    def __init__(self, settings: Settings, store: ConversationStore, log_: StreamLog, steps: Steps,
-                 llm: ChatModel, configs: AgentConfigStore, outbox: ActionOutbox | None,
-                 producers: Producers, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ConversationStore,
+        log_: StreamLog,
+        steps: Steps,
+        llm: ChatModel,
+        configs: AgentConfigStore,
+        outbox: ActionOutbox | None,
+        producers: Producers,
+        metrics: GatewayMetrics,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.log = log_
@@ -52,18 +61,38 @@ class ChatEngine(ActionFlow):
         #: Per-version online aggregates in Redis (set by the app's online_ctx; None: not recorded).
         self.online: OnlineMetrics | None = None
 
-    async def start_turn(self, conversation: Conversation, new_messages: list[dict[str, Any]],
-                         overrides: Overrides | None = None) -> int:
+    async def start_turn(
+        self,
+        conversation: Conversation,
+        new_messages: list[dict[str, Any]],
+        overrides: Overrides | None = None,
+    ) -> int:
         """Store the caller's messages and start answering; returns the log id clients read after."""
         turn_id = new_id("turn")
-        stamped = [{"id": new_id("msg"), "created_at": now_iso(), "turn_id": turn_id,
-                    "agent_config_version": conversation.agent_config_version, **m} for m in new_messages]
-        after = await self.store.begin_turn(conversation.id, turn_id, stamped,
-                                            max_messages=self.settings.max_messages_per_conversation,
-                                            busy_ttl_s=self.settings.turn_timeout_s)
+        stamped = [
+            {
+                "id": new_id("msg"),
+                "created_at": now_iso(),
+                "turn_id": turn_id,
+                "agent_config_version": conversation.agent_config_version,
+                **m,
+            }
+            for m in new_messages
+        ]
+        after = await self.store.begin_turn(
+            conversation.id,
+            turn_id,
+            stamped,
+            max_messages=self.settings.max_messages_per_conversation,
+            busy_ttl_s=self.settings.turn_timeout_s,
+        )
         overrides = overrides or Overrides()
-        self.producers.start(conversation.id, turn_id,
-                             lambda control: self._step(conversation, control, 0, overrides), watched=True)
+        self.producers.start(
+            conversation.id,
+            turn_id,
+            lambda control: self._step(conversation, control, 0, overrides),
+            watched=True,
+        )
         return after
 
     async def cancel(self, conversation: Conversation) -> bool:
@@ -81,14 +110,20 @@ class ChatEngine(ActionFlow):
         # Waiting for actions: end the turn here; the continuation sees the lock gone and stays quiet.
         if await self.store.release_turn(cid, turn_id):
             config = await self._config(conversation)
-            await self.log.append(cid, MessageEndEvent(id=1, conversation_id=cid, finish_reason="cancelled",
-                                                       agent_config_version=config.version))
+            await self.log.append(
+                cid,
+                MessageEndEvent(
+                    id=1, conversation_id=cid, finish_reason="cancelled", agent_config_version=config.version
+                ),
+            )
         return True
 
     async def _config(self, conversation: Conversation) -> AgentConfig:
         return await self.configs.get(conversation.agent_config_version)
 
-    async def _step(self, conversation: Conversation, control: StepControl, round_: int, overrides: Overrides) -> None:
+    async def _step(
+        self, conversation: Conversation, control: StepControl, round_: int, overrides: Overrides
+    ) -> None:
         cid, turn_id = conversation.id, control.turn_id
         message_id = new_id("msg")
         text: list[str] = []
@@ -108,8 +143,12 @@ class ChatEngine(ActionFlow):
                 model=config.model,
                 messages=to_model_messages(overrides.system_prompt or config.system_prompt, history),
                 tools=tools,
-                temperature=overrides.temperature if overrides.temperature is not None else config.temperature,
-                max_tokens=min(overrides.max_tokens or config.limits.max_output_tokens, config.limits.max_output_tokens),
+                temperature=overrides.temperature
+                if overrides.temperature is not None
+                else config.temperature,
+                max_tokens=min(
+                    overrides.max_tokens or config.limits.max_output_tokens, config.limits.max_output_tokens
+                ),
             )
             finish: Finish | None = None
             telemetry.model_call(request)
@@ -121,8 +160,9 @@ class ChatEngine(ActionFlow):
                         if not text:
                             telemetry.first_token()
                         text.append(delta.text)
-                        await writer.write(TokenEvent(id=1, conversation_id=cid, message_id=message_id,
-                                                      text=delta.text))
+                        await writer.write(
+                            TokenEvent(id=1, conversation_id=cid, message_id=message_id, text=delta.text)
+                        )
                         telemetry.token()
                     else:
                         finish = delta
@@ -131,15 +171,28 @@ class ChatEngine(ActionFlow):
             telemetry.model_finished(finish)
             self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
             if finish.tool_calls and overrides.client_tools is not None:
-                await self._end_with_client_tools(conversation, control, message_id, "".join(text), finish, config)
+                await self._end_with_client_tools(
+                    conversation, control, message_id, "".join(text), finish, config
+                )
             elif finish.tool_calls:
-                await self._queue_actions(conversation, control, message_id, "".join(text), finish, config, round_,
-                                          overrides)
+                await self._queue_actions(
+                    conversation, control, message_id, "".join(text), finish, config, round_, overrides
+                )
             else:
-                await self._save(cid, message_id, "assistant", "".join(text), config, finish_reason=finish.reason)
-                await self.log.append(cid, MessageEndEvent(id=1, conversation_id=cid, message_id=message_id,
-                                                           finish_reason=finish.reason, usage=finish.usage,
-                                                           agent_config_version=config.version))
+                await self._save(
+                    cid, message_id, "assistant", "".join(text), config, finish_reason=finish.reason
+                )
+                await self.log.append(
+                    cid,
+                    MessageEndEvent(
+                        id=1,
+                        conversation_id=cid,
+                        message_id=message_id,
+                        finish_reason=finish.reason,
+                        usage=finish.usage,
+                        agent_config_version=config.version,
+                    ),
+                )
                 await self.store.release_turn(cid, turn_id)
             telemetry.ok()
         except (LLMError, GatewayError) as exc:
@@ -151,9 +204,21 @@ class ChatEngine(ActionFlow):
             if isinstance(await writer.settle(), (RedisError, OSError)):  # a token write failed as well
                 await self._end_when_redis_returns(cid, control, message_id)
             else:
-                await self._end(conversation, turn_id, message_id, text, "error",
-                                ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code=code,
-                                           message=str(exc), retryable=retryable))
+                await self._end(
+                    conversation,
+                    turn_id,
+                    message_id,
+                    text,
+                    "error",
+                    ErrorEvent(
+                        id=1,
+                        conversation_id=cid,
+                        message_id=message_id,
+                        code=code,
+                        message=str(exc),
+                        retryable=retryable,
+                    ),
+                )
         except ConversationGone:
             log.info("conversation %s was deleted mid-answer", cid)
         except (RedisError, OSError) as exc:
@@ -168,11 +233,23 @@ class ChatEngine(ActionFlow):
             telemetry.cancelled(reason)
             error = None
             if reason == "shutdown":
-                error = ErrorEvent(id=1, conversation_id=cid, message_id=message_id, code="interrupted",
-                                   message="the gateway restarted mid-answer; send the message again", retryable=True)
+                error = ErrorEvent(
+                    id=1,
+                    conversation_id=cid,
+                    message_id=message_id,
+                    code="interrupted",
+                    message="the gateway restarted mid-answer; send the message again",
+                    retryable=True,
+                )
             await writer.settle()  # the tokens given before the cancel land, then the end
-            await self._end(conversation, turn_id, message_id, text,
-                            "interrupted" if reason == "shutdown" else "cancelled", error)
+            await self._end(
+                conversation,
+                turn_id,
+                message_id,
+                text,
+                "interrupted" if reason == "shutdown" else "cancelled",
+                error,
+            )
             raise
         finally:
             await telemetry.close()
@@ -186,10 +263,18 @@ class ChatEngine(ActionFlow):
         deadline = time.monotonic() + self.settings.turn_timeout_s
         while time.monotonic() < deadline:
             try:
-                await self.log.append(cid, ErrorEvent(
-                    id=1, conversation_id=cid, message_id=message_id, code="state_unavailable", retryable=True,
-                    message="conversation state was unavailable mid-answer; send the message again"),
-                    MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="error"))
+                await self.log.append(
+                    cid,
+                    ErrorEvent(
+                        id=1,
+                        conversation_id=cid,
+                        message_id=message_id,
+                        code="state_unavailable",
+                        retryable=True,
+                        message="conversation state was unavailable mid-answer; send the message again",
+                    ),
+                    MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="error"),
+                )
                 await self.store.release_turn(cid, control.turn_id)
                 log.info("answer in %s ended after Redis came back", cid)
                 return
@@ -198,19 +283,42 @@ class ChatEngine(ActionFlow):
             except (RedisError, OSError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        log.error("Redis did not come back within the turn timeout: %s stays locked until its lock expires", cid)
+        log.error(
+            "Redis did not come back within the turn timeout: %s stays locked until its lock expires", cid
+        )
 
-    async def _end(self, conversation: Conversation, turn_id: str, message_id: str, text: list[str],
-                   finish_reason: str, error: ErrorEvent | None) -> None:
+    async def _end(
+        self,
+        conversation: Conversation,
+        turn_id: str,
+        message_id: str,
+        text: list[str],
+        finish_reason: str,
+        error: ErrorEvent | None,
+    ) -> None:
         """End a step early: keep what was said, tell the followers, free the conversation."""
         cid = conversation.id
         try:
             if text:
-                await self._save(cid, message_id, "assistant", "".join(text), None, finish_reason=finish_reason,
-                                 version=conversation.agent_config_version)
+                await self._save(
+                    cid,
+                    message_id,
+                    "assistant",
+                    "".join(text),
+                    None,
+                    finish_reason=finish_reason,
+                    version=conversation.agent_config_version,
+                )
             events: list[Any] = [error] if error is not None else []
-            events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason=finish_reason,
-                                          agent_config_version=conversation.agent_config_version))
+            events.append(
+                MessageEndEvent(
+                    id=1,
+                    conversation_id=cid,
+                    message_id=message_id,
+                    finish_reason=finish_reason,
+                    agent_config_version=conversation.agent_config_version,
+                )
+            )
             await self.log.append(cid, *events)
         except ConversationGone:
             pass
@@ -222,23 +330,67 @@ class ChatEngine(ActionFlow):
             except (RedisError, OSError) as exc:
                 log.error("could not release %s (its lock expires by itself): %s", cid, exc)
 
-    async def _save(self, cid: str, message_id: str, role: str, content: str, config: AgentConfig | None,
-                    version: str | None = None, **extra: Any) -> None:
-        message = {"id": message_id, "role": role, "content": content, "created_at": now_iso(),
-                   "agent_config_version": config.version if config else version, **extra}
+    async def _save(
+        self,
+        cid: str,
+        message_id: str,
+        role: str,
+        content: str,
+        config: AgentConfig | None,
+        version: str | None = None,
+        **extra: Any,
+    ) -> None:
+        message = {
+            "id": message_id,
+            "role": role,
+            "content": content,
+            "created_at": now_iso(),
+            "agent_config_version": config.version if config else version,
+            **extra,
+        }
         if not await self.store.append_messages(cid, message):
             raise ConversationGone(cid)
 
-    async def _end_with_client_tools(self, conversation: Conversation, control: StepControl, message_id: str,
-                                     text: str, finish: Finish, config: AgentConfig) -> None:
+    async def _end_with_client_tools(
+        self,
+        conversation: Conversation,
+        control: StepControl,
+        message_id: str,
+        text: str,
+        finish: Finish,
+        config: AgentConfig,
+    ) -> None:
         """OpenAI-compatible API with caller-defined tools: the caller runs them and sends the results."""
         cid = conversation.id
-        await self._save(cid, message_id, "assistant", text, config, finish_reason="tool_calls",
-                         tool_calls=[call.openai_shape() for call in finish.tool_calls])
-        events: list[Any] = [ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
-                                           name=call.name, arguments=arguments_or_raw(call))
-                             for call in finish.tool_calls]
-        events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="tool_calls",
-                                      usage=finish.usage, agent_config_version=config.version))
+        await self._save(
+            cid,
+            message_id,
+            "assistant",
+            text,
+            config,
+            finish_reason="tool_calls",
+            tool_calls=[call.openai_shape() for call in finish.tool_calls],
+        )
+        events: list[Any] = [
+            ToolCallEvent(
+                id=1,
+                conversation_id=cid,
+                message_id=message_id,
+                tool_call_id=call.id,
+                name=call.name,
+                arguments=arguments_or_raw(call),
+            )
+            for call in finish.tool_calls
+        ]
+        events.append(
+            MessageEndEvent(
+                id=1,
+                conversation_id=cid,
+                message_id=message_id,
+                finish_reason="tool_calls",
+                usage=finish.usage,
+                agent_config_version=config.version,
+            )
+        )
         await self.log.append(cid, *events)
         await self.store.release_turn(cid, control.turn_id)

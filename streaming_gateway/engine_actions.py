@@ -53,9 +53,17 @@ class Overrides:
 class ActionFlow:
     """Methods of ChatEngine about actions (see engine.py for the state they use)."""
 
-    async def _queue_actions(self: ChatEngine, conversation: Conversation, control: StepControl, message_id: str,
-                             text: str, finish: Finish, config: AgentConfig, round_: int,
-                             overrides: Overrides) -> None:
+    async def _queue_actions(
+        self: ChatEngine,
+        conversation: Conversation,
+        control: StepControl,
+        message_id: str,
+        text: str,
+        finish: Finish,
+        config: AgentConfig,
+        round_: int,
+        overrides: Overrides,
+    ) -> None:
         cid = conversation.id
         assert self.outbox is not None
         requests: list[ActionRequest] = []
@@ -69,40 +77,81 @@ class ActionFlow:
                     raise ToolArgumentsError(f"unknown tool {call.name!r}")
                 arguments = parse_arguments(call.arguments)
                 check_arguments(tool.parameters, arguments)
-                requests.append(ActionRequest(
-                    action_id=action_id, idempotency_key=f"{cid}:{call.id}", conversation_id=cid,
-                    user_id=conversation.user_id, name=tool.action, arguments=arguments,
-                    agent_config_version=config.version, tool_call_id=call.id,
-                    trace_context=child_trace_context(overrides.traceparent)))
+                requests.append(
+                    ActionRequest(
+                        action_id=action_id,
+                        idempotency_key=f"{cid}:{call.id}",
+                        conversation_id=cid,
+                        user_id=conversation.user_id,
+                        name=tool.action,
+                        arguments=arguments,
+                        agent_config_version=config.version,
+                        tool_call_id=call.id,
+                        trace_context=child_trace_context(overrides.traceparent),
+                    )
+                )
             except (ToolArgumentsError, ValidationError) as exc:
                 refused[call.id] = json.dumps({"status": "failed", "error": str(exc)})
             pending.append(PendingCall(call.id, call.name, str(action_id)))
         await self.steps.register(cid, message_id, control.turn_id, round_, pending, refused)
-        await self._save(cid, message_id, "assistant", text, config, finish_reason="tool_calls",
-                         tool_calls=[call.openai_shape() for call in finish.tool_calls])
+        await self._save(
+            cid,
+            message_id,
+            "assistant",
+            text,
+            config,
+            finish_reason="tool_calls",
+            tool_calls=[call.openai_shape() for call in finish.tool_calls],
+        )
         await self.store.extend_turn(cid, control.turn_id, self.settings.turn_timeout_s)
         for request in requests:
             # The queued event below is the client's; the pipeline's own queued update is then a repeat.
             await self.steps.first_sighting(str(request.action_id), f"{ActionStatus.queued.value}:0")
             # The request carries this span's W3C context: the function app continues the same trace.
-            with producer_span(f"action {request.name} queue", {"agent.action_id": str(request.action_id),
-                                                                  "agent.action": request.name}) as (_, carrier):
+            with producer_span(
+                f"action {request.name} queue",
+                {"agent.action_id": str(request.action_id), "agent.action": request.name},
+            ) as (_, carrier):
                 request = request.model_copy(update={"trace_context": carrier or request.trace_context})
                 if await self.outbox.accept(request):
                     self.metrics.actions_queued.labels(request.name).inc()
                 else:
                     log.info("action %s was already accepted", request.idempotency_key)
         events: list[Any] = []
-        for call, entry in zip(finish.tool_calls, pending):
-            events.append(ToolCallEvent(id=1, conversation_id=cid, message_id=message_id, tool_call_id=call.id,
-                                        name=call.name, arguments=arguments_or_raw(call), action_id=entry.action_id))
+        for call, entry in zip(finish.tool_calls, pending, strict=False):
+            events.append(
+                ToolCallEvent(
+                    id=1,
+                    conversation_id=cid,
+                    message_id=message_id,
+                    tool_call_id=call.id,
+                    name=call.name,
+                    arguments=arguments_or_raw(call),
+                    action_id=entry.action_id,
+                )
+            )
             failed = call.id in refused
-            events.append(ActionStatusEvent(id=1, conversation_id=cid, message_id=message_id,
-                                            action_id=entry.action_id, name=call.name,
-                                            status="failed" if failed else "queued",
-                                            error=json.loads(refused[call.id])["error"] if failed else None))
-        events.append(MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="tool_calls",
-                                      usage=finish.usage, agent_config_version=config.version))
+            events.append(
+                ActionStatusEvent(
+                    id=1,
+                    conversation_id=cid,
+                    message_id=message_id,
+                    action_id=entry.action_id,
+                    name=call.name,
+                    status="failed" if failed else "queued",
+                    error=json.loads(refused[call.id])["error"] if failed else None,
+                )
+            )
+        events.append(
+            MessageEndEvent(
+                id=1,
+                conversation_id=cid,
+                message_id=message_id,
+                finish_reason="tool_calls",
+                usage=finish.usage,
+                agent_config_version=config.version,
+            )
+        )
         await self.log.append(cid, *events)
         if len(refused) == len(pending):
             await self._continue(cid, message_id)
@@ -118,13 +167,26 @@ class ActionFlow:
         cid = info.conversation_id
         try:
             if await self.steps.first_sighting(update.id, f"{update.status.value}:{update.attempts}"):
-                await self.log.append(cid, ActionStatusEvent(
-                    id=1, conversation_id=cid, message_id=info.step_id, action_id=update.id, name=info.name,
-                    status=update.status.value, attempts=update.attempts, max_attempts=update.max_attempts,
-                    result=update.result, error=update.error))
+                await self.log.append(
+                    cid,
+                    ActionStatusEvent(
+                        id=1,
+                        conversation_id=cid,
+                        message_id=info.step_id,
+                        action_id=update.id,
+                        name=info.name,
+                        status=update.status.value,
+                        attempts=update.attempts,
+                        max_attempts=update.max_attempts,
+                        result=update.result,
+                        error=update.error,
+                    ),
+                )
             if update.status.is_final:
-                content = json.dumps({"status": update.status.value, "result": update.result, "error": update.error},
-                                     default=str)
+                content = json.dumps(
+                    {"status": update.status.value, "result": update.result, "error": update.error},
+                    default=str,
+                )
                 if await self.steps.record_result(cid, info.step_id, info.tool_call_id, content):
                     await self._continue(cid, info.step_id)
         except ConversationGone:
@@ -134,8 +196,9 @@ class ActionFlow:
         """Count a final outcome once per action, by the config version that asked for it."""
         if not update.status.is_final or not await self.steps.first_sighting(update.id, "outcome"):
             return
-        self.metrics.action_outcomes.labels(self.metrics.version(update.agent_config_version),
-                                            update.status.value).inc()
+        self.metrics.action_outcomes.labels(
+            self.metrics.version(update.agent_config_version), update.status.value
+        ).inc()
         if self.online is not None:
             try:
                 await self.online.record_action(update.agent_config_version, update.status.value)
@@ -152,17 +215,30 @@ class ActionFlow:
             return
         results = await self.steps.results(cid, step_id)
         stamp = now_iso()
-        await self.store.append_messages(cid, *(
-            {"id": new_id("msg"), "role": "tool", "tool_call_id": call_id, "content": results.get(call_id, ""),
-             "created_at": stamp, "agent_config_version": conversation.agent_config_version}
-            for call_id in step.tool_call_ids))
+        await self.store.append_messages(
+            cid,
+            *(
+                {
+                    "id": new_id("msg"),
+                    "role": "tool",
+                    "tool_call_id": call_id,
+                    "content": results.get(call_id, ""),
+                    "created_at": stamp,
+                    "agent_config_version": conversation.agent_config_version,
+                }
+                for call_id in step.tool_call_ids
+            ),
+        )
         if await self.store.turn_holder(cid) != step.turn_id:
             log.info("turn %s in %s was cancelled while its actions ran: not continuing", step.turn_id, cid)
             return
         await self.store.extend_turn(cid, step.turn_id, self.settings.turn_timeout_s)
-        self.producers.start(cid, step.turn_id,
-                             lambda control: self._step(conversation, control, step.round + 1, Overrides()),
-                             watched=False)
+        self.producers.start(
+            cid,
+            step.turn_id,
+            lambda control: self._step(conversation, control, step.round + 1, Overrides()),
+            watched=False,
+        )
 
 
 def arguments_or_raw(call: ToolCall) -> dict[str, Any]:

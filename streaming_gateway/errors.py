@@ -16,8 +16,15 @@ class GatewayError(Exception):
     code = "internal_error"
     kind = "server_error"
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None,
-                 headers: dict[str, str] | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: Any = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -27,7 +34,12 @@ class GatewayError(Exception):
         self.details = details
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"message": self.message, "type": self.kind, "code": self.code, "param": self.field}
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.kind,
+            "code": self.code,
+            "param": self.field,
+        }
         if self.details is not None:
             error["details"] = self.details
         return {"error": error}

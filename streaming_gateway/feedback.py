@@ -51,19 +51,39 @@ async def post_feedback(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     conversation = await engine.store.owned(request.match_info["conversation_id"], principal(request).user_id)
     body = await read_body(request, FeedbackIn, max_bytes=MAX_FEEDBACK_BODY_BYTES)
-    message = next((m for m in await engine.store.messages(conversation.id)
-                    if m.get("id") == body.message_id and m.get("role") == "assistant"), None)
+    message = next(
+        (
+            m
+            for m in await engine.store.messages(conversation.id)
+            if m.get("id") == body.message_id and m.get("role") == "assistant"
+        ),
+        None,
+    )
     if message is None:
-        raise NotFound(f"no assistant message {body.message_id!r} in this conversation", code="message_not_found",
-                       field="message_id")
+        raise NotFound(
+            f"no assistant message {body.message_id!r} in this conversation",
+            code="message_not_found",
+            field="message_id",
+        )
     version = message.get("agent_config_version") or conversation.agent_config_version
     created = await request.app[online_key].record_feedback(
-        version, conversation_id=conversation.id, message_id=body.message_id, rating=body.rating,
-        comment=body.comment)
+        version,
+        conversation_id=conversation.id,
+        message_id=body.message_id,
+        rating=body.rating,
+        comment=body.comment,
+    )
     metrics = request.app[metrics_key]
     if created:
         metrics.feedback.labels(metrics.version(version), str(body.rating)).inc()
     log.info("feedback %d on %s (%s)", body.rating, body.message_id, version)
-    return web.json_response({"conversation_id": conversation.id, "message_id": body.message_id,
-                              "rating": body.rating, "agent_config_version": version, "replaced": not created},
-                             status=201 if created else 200)
+    return web.json_response(
+        {
+            "conversation_id": conversation.id,
+            "message_id": body.message_id,
+            "rating": body.rating,
+            "agent_config_version": version,
+            "replaced": not created,
+        },
+        status=201 if created else 200,
+    )

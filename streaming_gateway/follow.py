@@ -28,9 +28,16 @@ WATCH_LEASE_S = 15.0
 
 
 class Follower:
-    def __init__(self, log_: StreamLog, producers: Producers, conversation_id: str, *,
-                 heartbeat_s: float, stop: asyncio.Event,
-                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        log_: StreamLog,
+        producers: Producers,
+        conversation_id: str,
+        *,
+        heartbeat_s: float,
+        stop: asyncio.Event,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._log = log_
         self._producers = producers
         self.conversation_id = conversation_id
@@ -49,8 +56,9 @@ class Follower:
             await self._log.unwatch(self.conversation_id, self._reader_id)
         self._producers.nudge(self.conversation_id)
 
-    async def entries(self, after: int, *, until_end: bool,
-                      until_step_end: bool = False) -> AsyncIterator[LogEntry | None]:
+    async def entries(
+        self, after: int, *, until_end: bool, until_step_end: bool = False
+    ) -> AsyncIterator[LogEntry | None]:
         """Log entries after `after`, in order; None when a keep-alive is due. Ends after the answer's
         end when until_end (after any message_end, a tool-call pause included, when until_step_end),
         or once caught up after `stop` is set."""
@@ -60,8 +68,9 @@ class Follower:
         first = True
         while True:
             stopping = self._stop.is_set()
-            entries = await self._log.read(self.conversation_id, self.last_id, count=BATCH,
-                                           block_ms=None if stopping else block_ms)
+            entries = await self._log.read(
+                self.conversation_id, self.last_id, count=BATCH, block_ms=None if stopping else block_ms
+            )
             if first and entries:
                 first = False
                 if self.last_id and entries[0].id > self.last_id + 1:
@@ -87,7 +96,11 @@ class Follower:
 
     def _gap(self, gap_id: int) -> LogEntry:
         """The events the client asked for were trimmed or expired: say so instead of skipping silently."""
-        event = ErrorEvent(id=gap_id, conversation_id=self.conversation_id, code="events_expired",
-                           message="some events after your last event id are no longer kept; reload the conversation",
-                           retryable=False)
+        event = ErrorEvent(
+            id=gap_id,
+            conversation_id=self.conversation_id,
+            code="events_expired",
+            message="some events after your last event id are no longer kept; reload the conversation",
+            retryable=False,
+        )
         return LogEntry(gap_id, "error", event.to_json())

@@ -28,12 +28,14 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[redis_key].ping(), timeout=2)
         checks["redis"] = "ok"
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         checks["redis"] = f"failing: {type(exc).__name__}"
     streams = request.app.get(streams_key)
     checks["accepting"] = "failing: shutting down" if streams is not None and streams.shutting_down else "ok"
     ready = all(value == "ok" for value in checks.values())
-    return web.json_response({"status": "ok" if ready else "failing", "checks": checks}, status=200 if ready else 503)
+    return web.json_response(
+        {"status": "ok" if ready else "failing", "checks": checks}, status=200 if ready else 503
+    )
 
 
 @routes.get("/metrics")

@@ -25,10 +25,18 @@ def to_model_messages(system_prompt: str, stored: list[dict[str, Any]]) -> list[
             call_ids = {call["id"] for call in message["tool_calls"]}
             answered = {result.get("tool_call_id") for result in results}
             if call_ids <= answered:
-                messages.append({"role": "assistant", "content": message.get("content") or None,
-                                 "tool_calls": message["tool_calls"]})
-                messages += [{"role": "tool", "tool_call_id": r["tool_call_id"], "content": r.get("content") or ""}
-                             for r in results if r.get("tool_call_id") in call_ids]
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": message.get("content") or None,
+                        "tool_calls": message["tool_calls"],
+                    }
+                )
+                messages += [
+                    {"role": "tool", "tool_call_id": r["tool_call_id"], "content": r.get("content") or ""}
+                    for r in results
+                    if r.get("tool_call_id") in call_ids
+                ]
             elif message.get("content"):
                 messages.append({"role": "assistant", "content": message["content"]})
             index = following

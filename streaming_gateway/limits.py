@@ -42,8 +42,11 @@ class RateLimiter:
             count, _ = await pipe.execute()
         if count > self._per_minute:
             retry_after = int((window + 1) * 60 - now) + 1
-            raise RateLimited(f"more than {self._per_minute} requests in a minute; retry in {retry_after} s",
-                              retry_after_s=retry_after, limit="requests_per_minute")
+            raise RateLimited(
+                f"more than {self._per_minute} requests in a minute; retry in {retry_after} s",
+                retry_after_s=retry_after,
+                limit="requests_per_minute",
+            )
 
 
 class StreamSlots:
@@ -54,14 +57,20 @@ class StreamSlots:
 
     async def acquire(self, user_id: str, stream_id: str) -> None:
         now = time.time()
-        taken = await self._acquire(keys=[rkeys.user_streams(user_id)],
-                                    args=[now, self._per_user, stream_id, now + STREAM_LEASE_S])
+        taken = await self._acquire(
+            keys=[rkeys.user_streams(user_id)], args=[now, self._per_user, stream_id, now + STREAM_LEASE_S]
+        )
         if not taken:
-            raise RateLimited(f"at most {self._per_user} concurrent streams per user; close one first",
-                              retry_after_s=5, limit="concurrent_streams")
+            raise RateLimited(
+                f"at most {self._per_user} concurrent streams per user; close one first",
+                retry_after_s=5,
+                limit="concurrent_streams",
+            )
 
     async def refresh(self, user_id: str, stream_id: str) -> None:
-        await self._redis.zadd(rkeys.user_streams(user_id), {stream_id: time.time() + STREAM_LEASE_S}, xx=True)
+        await self._redis.zadd(
+            rkeys.user_streams(user_id), {stream_id: time.time() + STREAM_LEASE_S}, xx=True
+        )
 
     async def release(self, user_id: str, stream_id: str) -> None:
         await self._redis.zrem(rkeys.user_streams(user_id), stream_id)

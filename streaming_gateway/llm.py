@@ -63,7 +63,11 @@ class ToolCall:
     arguments: str  # raw JSON text, as the model wrote it
 
     def openai_shape(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class ToolCallAssembler:
 
     def calls(self) -> list[ToolCall]:
         return [
-            ToolCall(id=part["id"] or f"call_{index}", name=part["name"], arguments="".join(part["arguments"]))
+            ToolCall(
+                id=part["id"] or f"call_{index}", name=part["name"], arguments="".join(part["arguments"])
+            )
             for index, part in sorted(self._parts.items())
         ]

@@ -37,8 +37,12 @@ class OpenAIChatModel:
         self._credential = credential
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        kwargs: dict[str, Any] = {"model": request.model, "messages": request.messages, "stream": True,
-                                  "stream_options": {"include_usage": True}}
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if request.tools:
             kwargs["tools"] = request.tools
         if request.temperature is not None:
@@ -55,17 +59,23 @@ class OpenAIChatModel:
         try:
             async for chunk in stream:
                 if chunk.usage is not None:
-                    usage = {"prompt_tokens": chunk.usage.prompt_tokens,
-                             "completion_tokens": chunk.usage.completion_tokens,
-                             "total_tokens": chunk.usage.total_tokens}
+                    usage = {
+                        "prompt_tokens": chunk.usage.prompt_tokens,
+                        "completion_tokens": chunk.usage.completion_tokens,
+                        "total_tokens": chunk.usage.total_tokens,
+                    }
                 for choice in chunk.choices:
                     delta = choice.delta
                     if delta is not None and delta.content:
                         yield TextDelta(delta.content)
                     for call in (delta.tool_calls or []) if delta is not None else []:
                         function = call.function
-                        assembler.add(call.index, call.id, function.name if function else None,
-                                      function.arguments if function else None)
+                        assembler.add(
+                            call.index,
+                            call.id,
+                            function.name if function else None,
+                            function.arguments if function else None,
+                        )
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         except openai.APIError as exc:
@@ -90,7 +100,9 @@ def _translate(exc: openai.APIError) -> LLMError:
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailable(f"could not reach the model: {exc}")
     if isinstance(exc, openai.APIStatusError):
-        return LLMRejected(f"the model answered {exc.status_code}: {exc.message}", status_code=exc.status_code)
+        return LLMRejected(
+            f"the model answered {exc.status_code}: {exc.message}", status_code=exc.status_code
+        )
     return LLMUnavailable(f"the model's stream failed: {exc}")
 
 
@@ -107,9 +119,14 @@ def create_chat_model(settings: Settings) -> OpenAIChatModel:
 
             credential = DefaultAzureCredential()
             auth = {"azure_ad_token_provider": get_bearer_token_provider(credential, AZURE_SCOPE)}
-        client = openai.AsyncAzureOpenAI(azure_endpoint=settings.azure_openai_endpoint or "",
-                                         api_version=settings.openai_api_version, **auth, **common)
+        client = openai.AsyncAzureOpenAI(
+            azure_endpoint=settings.azure_openai_endpoint or "",
+            api_version=settings.openai_api_version,
+            **auth,
+            **common,
+        )
         return OpenAIChatModel(client, credential)
-    client = openai.AsyncOpenAI(api_key=settings.openai_api_key or SCRIPTED_API_KEY,
-                                base_url=settings.openai_base_url, **common)
+    client = openai.AsyncOpenAI(
+        api_key=settings.openai_api_key or SCRIPTED_API_KEY, base_url=settings.openai_base_url, **common
+    )
     return OpenAIChatModel(client)

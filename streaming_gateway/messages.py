@@ -45,13 +45,25 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     sse = wants_sse(request)
     streams = request.app[streams_key]
     async with streams.open("sse" if sse else "json", user_id) as handle:
-        follower = Follower(engine.log, engine.producers, conversation.id, heartbeat_s=settings.heartbeat_s,
-                            stop=handle.stop, refresh=lambda: streams.refresh(handle))
+        follower = Follower(
+            engine.log,
+            engine.producers,
+            conversation.id,
+            heartbeat_s=settings.heartbeat_s,
+            stop=handle.stop,
+            refresh=lambda: streams.refresh(handle),
+        )
         async with follower:
             after = await engine.start_turn(conversation, [message])
             if sse:
-                return await _stream(request, follower, handle, after, until_end=True,
-                                     headers={"X-Conversation-Id": conversation.id})
+                return await _stream(
+                    request,
+                    follower,
+                    handle,
+                    after,
+                    until_end=True,
+                    headers={"X-Conversation-Id": conversation.id},
+                )
             return await _collect(follower, conversation.id, after)
 
 
@@ -63,14 +75,28 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     after = _after(request, conversation.last_event_id)
     until = request.query.get("until")
     if until not in (None, "end"):
-        raise InvalidInput("until must be 'end' (stop after the answer in progress ends) or absent", field="until")
+        raise InvalidInput(
+            "until must be 'end' (stop after the answer in progress ends) or absent", field="until"
+        )
     streams = request.app[streams_key]
     async with streams.open("sse", user_id) as handle:
-        follower = Follower(engine.log, engine.producers, conversation.id, heartbeat_s=settings.heartbeat_s,
-                            stop=handle.stop, refresh=lambda: streams.refresh(handle))
+        follower = Follower(
+            engine.log,
+            engine.producers,
+            conversation.id,
+            heartbeat_s=settings.heartbeat_s,
+            stop=handle.stop,
+            refresh=lambda: streams.refresh(handle),
+        )
         async with follower:
-            return await _stream(request, follower, handle, after, until_end=until == "end",
-                                 headers={"X-Conversation-Id": conversation.id})
+            return await _stream(
+                request,
+                follower,
+                handle,
+                after,
+                until_end=until == "end",
+                headers={"X-Conversation-Id": conversation.id},
+            )
 
 
 def _after(request: web.Request, last_event_id: int) -> int:
@@ -82,13 +108,21 @@ def _after(request: web.Request, last_event_id: int) -> int:
     except ValueError:
         raise InvalidInput(f"{field} must be an event id (an integer)", field=field) from None
     if not 0 <= after <= last_event_id:
-        raise InvalidInput(f"{field} {after} is not an event id of this conversation (last is {last_event_id})",
-                           field=field)
+        raise InvalidInput(
+            f"{field} {after} is not an event id of this conversation (last is {last_event_id})", field=field
+        )
     return after
 
 
-async def _stream(request: web.Request, follower: Follower, handle: StreamHandle, after: int, *,
-                  until_end: bool, headers: dict[str, str]) -> web.StreamResponse:
+async def _stream(
+    request: web.Request,
+    follower: Follower,
+    handle: StreamHandle,
+    after: int,
+    *,
+    until_end: bool,
+    headers: dict[str, str],
+) -> web.StreamResponse:
     response = sse_response(headers)
     await response.prepare(request)
     try:
@@ -107,11 +141,16 @@ async def _stream(request: web.Request, follower: Follower, handle: StreamHandle
         log.info("client left %s at event %d", follower.conversation_id, follower.last_id)
     except RedisError as exc:
         # The log is unreachable: end resumably; the client comes back with its Last-Event-ID.
-        log.warning("stream of %s ended at event %d: Redis failed: %s", follower.conversation_id,
-                    follower.last_id, exc)
+        log.warning(
+            "stream of %s ended at event %d: Redis failed: %s",
+            follower.conversation_id,
+            follower.last_id,
+            exc,
+        )
         with contextlib.suppress(ConnectionResetError):
-            await response.write(comment_bytes(f"state store unavailable; resume with Last-Event-ID: "
-                                               f"{follower.last_id}"))
+            await response.write(
+                comment_bytes(f"state store unavailable; resume with Last-Event-ID: {follower.last_id}")
+            )
             await response.write_eof()
     return response
 

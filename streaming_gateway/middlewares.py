@@ -37,15 +37,22 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if isinstance(exc, ConnectionResetError):
             raise  # the client went away: nothing to answer
         log.warning("%s %s: state store unavailable: %s", request.method, request.path, exc)
-        return error_response(Unavailable("conversation state is unavailable; retry shortly",
-                                          code="state_unavailable"))
+        return error_response(
+            Unavailable("conversation state is unavailable; retry shortly", code="state_unavailable")
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         code = "payload_too_large" if exc.status == 413 else exc.reason.lower().replace(" ", "_")
-        body = {"error": {"message": exc.reason if exc.status != 413 else exc.text or exc.reason,
-                          "type": kind, "code": code, "param": None}}
+        body = {
+            "error": {
+                "message": exc.reason if exc.status != 413 else exc.text or exc.reason,
+                "type": kind,
+                "code": code,
+                "param": None,
+            }
+        }
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return web.json_response(body, status=exc.status, headers=headers)
 

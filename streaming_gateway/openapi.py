@@ -21,17 +21,24 @@ routes = web.RouteTableDef()
 REF = "#/components/schemas/{model}"
 
 
-def _schema(components: dict[str, Any], name: str, source: type[BaseModel] | TypeAdapter[Any]) -> dict[str, str]:
-    schema = (source.json_schema(ref_template=REF) if isinstance(source, TypeAdapter)
-              else source.model_json_schema(ref_template=REF))
+def _schema(
+    components: dict[str, Any], name: str, source: type[BaseModel] | TypeAdapter[Any]
+) -> dict[str, str]:
+    schema = (
+        source.json_schema(ref_template=REF)
+        if isinstance(source, TypeAdapter)
+        else source.model_json_schema(ref_template=REF)
+    )
     components.update(schema.pop("$defs", {}))
     components[name] = schema
     return {"$ref": REF.format(model=name)}
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+    }
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -41,15 +48,36 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def build_spec() -> dict[str, Any]:
     components: dict[str, Any] = {
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["message", "type", "code"],
-            "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"},
-                           "param": {"type": ["string", "null"]}, "details": {}}}}},
-        "Conversation": {"type": "object", "required": ["id", "agent_config_version", "created_at", "updated_at"],
-                         "properties": {"id": {"type": "string"}, "agent_config_version": {"type": "string"},
-                                        "title": {"type": "string"}, "created_at": {"type": "string"},
-                                        "updated_at": {"type": "string"}, "message_count": {"type": "integer"},
-                                        "last_event_id": {"type": "integer"}}},
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "code"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "code": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "details": {},
+                    },
+                }
+            },
+        },
+        "Conversation": {
+            "type": "object",
+            "required": ["id", "agent_config_version", "created_at", "updated_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "agent_config_version": {"type": "string"},
+                "title": {"type": "string"},
+                "created_at": {"type": "string"},
+                "updated_at": {"type": "string"},
+                "message_count": {"type": "integer"},
+                "last_event_id": {"type": "integer"},
+            },
+        },
     }
     message_in = _schema(components, "MessageIn", MessageIn)
     conversation_in = _schema(components, "ConversationIn", ConversationIn)
@@ -57,96 +85,227 @@ def build_spec() -> dict[str, Any]:
     feedback_in = _schema(components, "FeedbackIn", FeedbackIn)
     event = _schema(components, "StreamEvent", TypeAdapter(StreamEvent))
     conversation = {"$ref": REF.format(model="Conversation")}
-    cid = {"name": "conversation_id", "in": "path", "required": True,
-           "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
-    common = {"401": _error("Missing or invalid bearer token"),
-              "429": _error("Rate limit or concurrent-stream limit; see Retry-After"),
-              "503": _error("Conversation state unavailable or shutting down")}
+    cid = {
+        "name": "conversation_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+    common = {
+        "401": _error("Missing or invalid bearer token"),
+        "429": _error("Rate limit or concurrent-stream limit; see Retry-After"),
+        "503": _error("Conversation state unavailable or shutting down"),
+    }
     owned = {**common, "404": _error("No such conversation for this user")}
-    sse = {"text/event-stream": {"schema": {"type": "string",
-                                            "description": "SSE: id = event id, event = type, data = StreamEvent"}}}
+    sse = {
+        "text/event-stream": {
+            "schema": {
+                "type": "string",
+                "description": "SSE: id = event id, event = type, data = StreamEvent",
+            }
+        }
+    }
     paths: dict[str, Any] = {
         "/v1/conversations": {
-            "post": {"operationId": "createConversation", "summary": "Start a conversation",
-                     "requestBody": {"required": False, "content": {"application/json": {"schema": conversation_in}}},
-                     "responses": {"201": _json(conversation, "Created"), **common,
-                                   "413": _error("Body too large"), "422": _error("Invalid field")}},
-            "get": {"operationId": "listConversations", "summary": "The caller's conversations, newest first",
-                    "parameters": [
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
-                    "responses": {"200": _json({"type": "object", "properties": {
-                        "data": {"type": "array", "items": conversation},
-                        "next_cursor": {"type": ["string", "null"]}}}), **common, "422": _error("Invalid query")}},
+            "post": {
+                "operationId": "createConversation",
+                "summary": "Start a conversation",
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": conversation_in}},
+                },
+                "responses": {
+                    "201": _json(conversation, "Created"),
+                    **common,
+                    "413": _error("Body too large"),
+                    "422": _error("Invalid field"),
+                },
+            },
+            "get": {
+                "operationId": "listConversations",
+                "summary": "The caller's conversations, newest first",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "data": {"type": "array", "items": conversation},
+                                "next_cursor": {"type": ["string", "null"]},
+                            },
+                        }
+                    ),
+                    **common,
+                    "422": _error("Invalid query"),
+                },
+            },
         },
         "/v1/conversations/{conversation_id}": {
             "parameters": [cid],
-            "get": {"operationId": "getConversation", "summary": "A conversation with its messages",
-                    "responses": {"200": _json({"allOf": [conversation, {"type": "object", "properties": {
-                        "messages": {"type": "array", "items": {"type": "object"}}}}]}), **owned}},
-            "delete": {"operationId": "deleteConversation", "summary": "Delete a conversation",
-                       "responses": {"204": {"description": "Deleted"}, **owned}},
+            "get": {
+                "operationId": "getConversation",
+                "summary": "A conversation with its messages",
+                "responses": {
+                    "200": _json(
+                        {
+                            "allOf": [
+                                conversation,
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "messages": {"type": "array", "items": {"type": "object"}}
+                                    },
+                                },
+                            ]
+                        }
+                    ),
+                    **owned,
+                },
+            },
+            "delete": {
+                "operationId": "deleteConversation",
+                "summary": "Delete a conversation",
+                "responses": {"204": {"description": "Deleted"}, **owned},
+            },
         },
         "/v1/conversations/{conversation_id}/cancel": {
             "parameters": [cid],
-            "post": {"operationId": "cancelAnswer", "summary": "Stop the answer in progress",
-                     "responses": {"200": _json({"type": "object"}, "Nothing was running"),
-                                   "202": _json({"type": "object"}, "Cancelled"), **owned}},
+            "post": {
+                "operationId": "cancelAnswer",
+                "summary": "Stop the answer in progress",
+                "responses": {
+                    "200": _json({"type": "object"}, "Nothing was running"),
+                    "202": _json({"type": "object"}, "Cancelled"),
+                    **owned,
+                },
+            },
         },
         "/v1/conversations/{conversation_id}/feedback": {
             "parameters": [cid],
-            "post": {"operationId": "sendFeedback", "summary": "Rate an answer (1-5), counted for its config version",
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": feedback_in}}},
-                     "responses": {"201": _json({"type": "object"}, "Recorded"),
-                                   "200": _json({"type": "object"}, "Replaced the earlier rating of this message"),
-                                   "422": _error("Invalid rating, comment or message id"), **owned}},
+            "post": {
+                "operationId": "sendFeedback",
+                "summary": "Rate an answer (1-5), counted for its config version",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": feedback_in}}},
+                "responses": {
+                    "201": _json({"type": "object"}, "Recorded"),
+                    "200": _json({"type": "object"}, "Replaced the earlier rating of this message"),
+                    "422": _error("Invalid rating, comment or message id"),
+                    **owned,
+                },
+            },
         },
         "/v1/conversations/{conversation_id}/messages": {
             "parameters": [cid],
-            "post": {"operationId": "sendMessage",
-                     "summary": "Send a message; with Accept: text/event-stream the answer streams as SSE",
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": message_in}}},
-                     "responses": {"200": {"description": "The answer (SSE stream, or JSON when not streaming)",
-                                           "content": {**sse, "application/json": {"schema": {"type": "object"}}}},
-                                   **owned, "409": _error("Busy answering, or the conversation is full"),
-                                   "413": _error("Body too large"), "422": _error("Invalid field")}},
+            "post": {
+                "operationId": "sendMessage",
+                "summary": "Send a message; with Accept: text/event-stream the answer streams as SSE",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": message_in}}},
+                "responses": {
+                    "200": {
+                        "description": "The answer (SSE stream, or JSON when not streaming)",
+                        "content": {**sse, "application/json": {"schema": {"type": "object"}}},
+                    },
+                    **owned,
+                    "409": _error("Busy answering, or the conversation is full"),
+                    "413": _error("Body too large"),
+                    "422": _error("Invalid field"),
+                },
+            },
         },
         "/v1/conversations/{conversation_id}/events": {
             "parameters": [cid],
-            "get": {"operationId": "followEvents", "summary": "Replay events after Last-Event-ID / after, then follow",
-                    "parameters": [
-                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
-                        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "until", "in": "query", "schema": {"type": "string", "enum": ["end"]}}],
-                    "responses": {"200": {"description": "SSE stream of StreamEvent", "content": sse}, **owned,
-                                  "422": _error("Unknown event id")}},
+            "get": {
+                "operationId": "followEvents",
+                "summary": "Replay events after Last-Event-ID / after, then follow",
+                "parameters": [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    },
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "until", "in": "query", "schema": {"type": "string", "enum": ["end"]}},
+                ],
+                "responses": {
+                    "200": {"description": "SSE stream of StreamEvent", "content": sse},
+                    **owned,
+                    "422": _error("Unknown event id"),
+                },
+            },
         },
         "/v1/chat/completions": {
-            "post": {"operationId": "createChatCompletion", "summary": "OpenAI-compatible chat completions",
-                     "parameters": [{"name": "X-Conversation-Id", "in": "header", "schema": {"type": "string"}}],
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": chat_in}}},
-                     "responses": {"200": {"description": "chat.completion, or chat.completion.chunk SSE when stream",
-                                           "content": {**sse, "application/json": {"schema": {"type": "object"}}}},
-                                   **owned, "409": _error("Busy answering"), "413": _error("Body too large"),
-                                   "422": _error("Invalid field"), "502": _error("The model failed")}},
+            "post": {
+                "operationId": "createChatCompletion",
+                "summary": "OpenAI-compatible chat completions",
+                "parameters": [{"name": "X-Conversation-Id", "in": "header", "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": chat_in}}},
+                "responses": {
+                    "200": {
+                        "description": "chat.completion, or chat.completion.chunk SSE when stream",
+                        "content": {**sse, "application/json": {"schema": {"type": "object"}}},
+                    },
+                    **owned,
+                    "409": _error("Busy answering"),
+                    "413": _error("Body too large"),
+                    "422": _error("Invalid field"),
+                    "502": _error("The model failed"),
+                },
+            },
         },
-        "/v1/ws": {"get": {"operationId": "websocket", "summary": "WebSocket (JSON frames of StreamEvent)",
-                           "parameters": [{"name": "access_token", "in": "query", "schema": {"type": "string"}}],
-                           "responses": {"101": {"description": "Switching protocols"}, **common}}},
-        "/healthz": {"get": {"operationId": "healthz", "security": [], "responses": {"200": _json({"type": "object"})}}},
-        "/readyz": {"get": {"operationId": "readyz", "security": [], "responses": {
-            "200": _json({"type": "object"}), "503": _json({"type": "object"}, "Not ready")}}},
-        "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {
-            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/v1/ws": {
+            "get": {
+                "operationId": "websocket",
+                "summary": "WebSocket (JSON frames of StreamEvent)",
+                "parameters": [{"name": "access_token", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"101": {"description": "Switching protocols"}, **common},
+            }
+        },
+        "/healthz": {
+            "get": {"operationId": "healthz", "security": [], "responses": {"200": _json({"type": "object"})}}
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "security": [],
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    "503": _json({"type": "object"}, "Not ready"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Streaming gateway", "version": "1.0.0",
-                 "description": "Authenticated chat over SSE, WebSocket and an OpenAI-compatible API. "
-                                f"Stream events: {event['$ref']}."},
+        "info": {
+            "title": "Streaming gateway",
+            "version": "1.0.0",
+            "description": "Authenticated chat over SSE, WebSocket and an OpenAI-compatible API. "
+            f"Stream events: {event['$ref']}.",
+        },
         "paths": paths,
-        "components": {"schemas": components,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
         "security": [{"bearer": []}],
     }
 

@@ -63,6 +63,7 @@ class Producers:
         def forget(done: asyncio.Task[None]) -> None:
             if self._running.get(conversation_id, (None,))[0] is done:
                 del self._running[conversation_id]
+
         task.add_done_callback(forget)
 
     def running(self, conversation_id: str) -> bool:

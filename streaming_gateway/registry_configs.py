@@ -30,8 +30,13 @@ class RegistryAgentConfigs:
     def __init__(self, registry: AgentRegistry, seed_path: str, metrics: GatewayMetrics) -> None:
         # Read (and validated) now: a broken seed file stops the start, naming the file.
         agent = read_document(seed_path).get("agent", "default")
-        self._store = RegistryConfigStore(registry, agent, poll_interval_s=POLL_INTERVAL_S, seed_path=seed_path,
-                                          on_change=lambda config: metrics.set_active_version(config.version))
+        self._store = RegistryConfigStore(
+            registry,
+            agent,
+            poll_interval_s=POLL_INTERVAL_S,
+            seed_path=seed_path,
+            on_change=lambda config: metrics.set_active_version(config.version),
+        )
         self.agent = agent
 
     async def active(self) -> AgentConfig:
@@ -44,5 +49,6 @@ class RegistryAgentConfigs:
         try:
             return await self._store.get(version)
         except UnknownVersion:
-            raise UnknownAgentConfig(f"unknown agent config version {version!r}",
-                                     field="agent_config_version") from None
+            raise UnknownAgentConfig(
+                f"unknown agent config version {version!r}", field="agent_config_version"
+            ) from None

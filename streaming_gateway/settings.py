@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from agent_contracts.settings import Env, SettingsError
@@ -108,7 +107,8 @@ class Settings:
             servicebus_connection_string=env.str("SERVICEBUS_CONNECTION_STRING"),
             servicebus_fully_qualified_namespace=env.str("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"),
             servicebus_actions_queue=env.str("SERVICEBUS_ACTIONS_QUEUE", "actions"),
-            servicebus_updates_queue=env.str("SERVICEBUS_UPDATES_QUEUE", "action-updates") or "action-updates",
+            servicebus_updates_queue=env.str("SERVICEBUS_UPDATES_QUEUE", "action-updates")
+            or "action-updates",
             applicationinsights_connection_string=env.str("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             auth_leeway_s=env.float("AUTH_LEEWAY_SECONDS", 30.0, minimum=0.0),
             auth_jwks_cache_s=env.float("AUTH_JWKS_CACHE_SECONDS", 3600.0, minimum=0.0),
@@ -146,9 +146,13 @@ class Settings:
             # Without a key, Azure OpenAI is reached with Entra ID (managed identity).
             pass
         if self.dev_token_endpoint and not self.auth_jwt_secret:
-            raise SettingsError("GATEWAY_DEV_TOKEN_ENDPOINT", "needs AUTH_JWT_SECRET (it signs local HS256 tokens)")
+            raise SettingsError(
+                "GATEWAY_DEV_TOKEN_ENDPOINT", "needs AUTH_JWT_SECRET (it signs local HS256 tokens)"
+            )
         if bool(self.web_entra_client_id) != bool(self.web_entra_authority):
-            raise SettingsError("WEB_ENTRA_CLIENT_ID", "set it together with WEB_ENTRA_AUTHORITY (or neither)")
+            raise SettingsError(
+                "WEB_ENTRA_CLIENT_ID", "set it together with WEB_ENTRA_AUTHORITY (or neither)"
+            )
         if self.servicebus_connection_string and self.servicebus_fully_qualified_namespace:
             raise SettingsError(
                 "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",

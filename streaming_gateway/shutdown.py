@@ -25,8 +25,12 @@ async def on_shutdown(app: web.Application) -> None:
     streams = app[streams_key]
     streams.shutting_down = True
     grace = app[settings_key].shutdown_grace_s
-    log.info("shutdown: %d answers running, %d streams open; grace %.1f s",
-             len(app[engine_key].producers), len(streams), grace)
+    log.info(
+        "shutdown: %d answers running, %d streams open; grace %.1f s",
+        len(app[engine_key].producers),
+        len(streams),
+        grace,
+    )
     if bus_stop_key in app:
         app[bus_stop_key].set()  # no new continuations on a pod going away; another pod takes the updates
     await app[engine_key].producers.drain(grace)

@@ -11,12 +11,15 @@ RETRY_MS = 1000
 
 
 def sse_response(headers: dict[str, str] | None = None) -> web.StreamResponse:
-    return web.StreamResponse(status=200, headers={
-        "Content-Type": "text/event-stream",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # proxies that buffer (nginx) pass events through at once
-        **(headers or {}),
-    })
+    return web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies that buffer (nginx) pass events through at once
+            **(headers or {}),
+        },
+    )
 
 
 def event_bytes(entry: LogEntry) -> bytes:

@@ -29,8 +29,14 @@ _tracer = trace.get_tracer("streaming_gateway.engine")
 
 
 class StepTelemetry:
-    def __init__(self, metrics: GatewayMetrics, online: OnlineMetrics | None, conversation_id: str,
-                 message_id: str, round_: int) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        online: OnlineMetrics | None,
+        conversation_id: str,
+        message_id: str,
+        round_: int,
+    ) -> None:
         self._metrics = metrics
         self._online = online
         self._started = time.monotonic()
@@ -43,8 +49,15 @@ class StepTelemetry:
         self._llm_span: trace.Span | None = None
         # The step runs in its own task: its span is current for all of the step (publish spans,
         # logs), and the log context is bound for the rest of the task.
-        self._span = _tracer.start_span("agent step", kind=SpanKind.INTERNAL, attributes={
-            "agent.conversation_id": conversation_id, "agent.message_id": message_id, "agent.round": round_})
+        self._span = _tracer.start_span(
+            "agent step",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "agent.conversation_id": conversation_id,
+                "agent.message_id": message_id,
+                "agent.round": round_,
+            },
+        )
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         bind(conversation_id=conversation_id, message_id=message_id)
 
@@ -54,11 +67,19 @@ class StepTelemetry:
         bind(config_version=version)
 
     def model_call(self, request: ChatRequest) -> None:
-        self._llm_span = _tracer.start_span(f"chat {request.model}", kind=SpanKind.CLIENT, attributes={
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": request.model,
-            "gen_ai.request.max_tokens": request.max_tokens or 0,
-            "gen_ai.request.temperature": request.temperature if request.temperature is not None else -1.0,
-            "agent.tools": len(request.tools or [])})
+        self._llm_span = _tracer.start_span(
+            f"chat {request.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": request.model,
+                "gen_ai.request.max_tokens": request.max_tokens or 0,
+                "gen_ai.request.temperature": request.temperature
+                if request.temperature is not None
+                else -1.0,
+                "agent.tools": len(request.tools or []),
+            },
+        )
 
     def first_token(self) -> None:
         self._ttft_s = time.monotonic() - self._started
@@ -73,8 +94,10 @@ class StepTelemetry:
     def model_finished(self, finish: Finish) -> None:
         if self._llm_span is not None:
             self._llm_span.set_attribute("gen_ai.response.finish_reasons", [finish.reason])
-            for key, name in (("prompt_tokens", "gen_ai.usage.input_tokens"),
-                              ("completion_tokens", "gen_ai.usage.output_tokens")):
+            for key, name in (
+                ("prompt_tokens", "gen_ai.usage.input_tokens"),
+                ("completion_tokens", "gen_ai.usage.output_tokens"),
+            ):
                 if finish.usage and key in finish.usage:
                     self._llm_span.set_attribute(name, finish.usage[key])
             self._llm_span.end()
@@ -108,7 +131,8 @@ class StepTelemetry:
         if self._error_kind == "state_unavailable":
             return  # Redis just failed: writing there would only hold the step up for its timeouts
         try:
-            await self._online.record_stream(self._version, ttft_s=self._ttft_s, tokens=self._tokens,
-                                             error_kind=self._error_kind)
+            await self._online.record_stream(
+                self._version, ttft_s=self._ttft_s, tokens=self._tokens, error_kind=self._error_kind
+            )
         except (RedisError, OSError) as exc:
             log.warning("online metrics for %s not recorded: %s", self._version, exc)

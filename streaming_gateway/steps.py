@@ -55,21 +55,42 @@ class Steps:
         self._ttl_s = ttl_s
         self._record = redis.register_script(_RECORD)
 
-    async def register(self, cid: str, step_id: str, turn_id: str, round_: int, calls: list[PendingCall],
-                       local_results: dict[str, str]) -> None:
+    async def register(
+        self,
+        cid: str,
+        step_id: str,
+        turn_id: str,
+        round_: int,
+        calls: list[PendingCall],
+        local_results: dict[str, str],
+    ) -> None:
         """Record the step before any action is queued, so the fastest update finds it."""
         step_key, results_key = rkeys.step(cid, step_id), rkeys.step_results(cid, step_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(step_key, mapping={"turn_id": turn_id, "round": round_, "expected": len(calls),
-                                         "calls": json.dumps([call.tool_call_id for call in calls])})
+            pipe.hset(
+                step_key,
+                mapping={
+                    "turn_id": turn_id,
+                    "round": round_,
+                    "expected": len(calls),
+                    "calls": json.dumps([call.tool_call_id for call in calls]),
+                },
+            )
             pipe.expire(step_key, self._ttl_s)
             for call in calls:
                 if call.tool_call_id in local_results:
                     pipe.hset(results_key, call.tool_call_id, local_results[call.tool_call_id])
                     continue
                 key = rkeys.action(call.action_id)
-                pipe.hset(key, mapping={"conversation_id": cid, "step_id": step_id,
-                                        "tool_call_id": call.tool_call_id, "name": call.name})
+                pipe.hset(
+                    key,
+                    mapping={
+                        "conversation_id": cid,
+                        "step_id": step_id,
+                        "tool_call_id": call.tool_call_id,
+                        "name": call.name,
+                    },
+                )
                 pipe.expire(key, self._ttl_s)
             pipe.expire(results_key, self._ttl_s)
             await pipe.execute()
@@ -78,7 +99,9 @@ class Steps:
         fields = await self._redis.hgetall(rkeys.action(action_id))
         if not fields:
             return None
-        return ActionInfo(fields["conversation_id"], fields["step_id"], fields["tool_call_id"], fields["name"])
+        return ActionInfo(
+            fields["conversation_id"], fields["step_id"], fields["tool_call_id"], fields["name"]
+        )
 
     async def first_sighting(self, action_id: str, marker: str) -> bool:
         """True the first time this (status, attempt) of the action is seen: duplicates are dropped."""
@@ -91,8 +114,9 @@ class Steps:
 
     async def record_result(self, cid: str, step_id: str, tool_call_id: str, content: str) -> bool:
         """Store a final result; True when the step now has all of them."""
-        done = await self._record(keys=[rkeys.step(cid, step_id), rkeys.step_results(cid, step_id)],
-                                  args=[tool_call_id, content])
+        done = await self._record(
+            keys=[rkeys.step(cid, step_id), rkeys.step_results(cid, step_id)], args=[tool_call_id, content]
+        )
         return int(done) == 1
 
     async def claim_continuation(self, cid: str, step_id: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -56,7 +56,7 @@ return redis.call('DEL', KEYS[1])
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_id(prefix: str) -> str:
@@ -89,8 +89,14 @@ class ConversationStore:
     async def create(self, user_id: str, agent_config_version: str, title: str | None = None) -> Conversation:
         cid = new_id("conv")
         stamp = now_iso()
-        fields = {"id": cid, "user_id": user_id, "agent_config_version": agent_config_version,
-                  "created_at": stamp, "updated_at": stamp, "seq": 0}
+        fields = {
+            "id": cid,
+            "user_id": user_id,
+            "agent_config_version": agent_config_version,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "seq": 0,
+        }
         if title:
             fields["title"] = title
         index = rkeys.user_conversations(user_id)
@@ -100,8 +106,14 @@ class ConversationStore:
             pipe.zadd(index, {cid: int(time.time() * 1_000_000)})
             pipe.expire(index, self._ttl_s)
             await pipe.execute()
-        return Conversation(id=cid, user_id=user_id, agent_config_version=agent_config_version, title=title,
-                            created_at=stamp, updated_at=stamp)
+        return Conversation(
+            id=cid,
+            user_id=user_id,
+            agent_config_version=agent_config_version,
+            title=title,
+            created_at=stamp,
+            updated_at=stamp,
+        )
 
     async def get(self, cid: str) -> Conversation | None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -110,10 +122,16 @@ class ConversationStore:
             fields, count = await pipe.execute()
         if not fields:
             return None
-        return Conversation(id=fields["id"], user_id=fields["user_id"],
-                            agent_config_version=fields["agent_config_version"], title=fields.get("title"),
-                            created_at=fields["created_at"], updated_at=fields["updated_at"],
-                            message_count=int(count), last_event_id=int(fields.get("seq", 0)))
+        return Conversation(
+            id=fields["id"],
+            user_id=fields["user_id"],
+            agent_config_version=fields["agent_config_version"],
+            title=fields.get("title"),
+            created_at=fields["created_at"],
+            updated_at=fields["updated_at"],
+            message_count=int(count),
+            last_event_id=int(fields.get("seq", 0)),
+        )
 
     async def owned(self, cid: str, user_id: str) -> Conversation:
         """The conversation if it exists and belongs to user_id; 404 otherwise (never reveals others')."""
@@ -122,15 +140,18 @@ class ConversationStore:
             raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
         return conversation
 
-    async def list(self, user_id: str, limit: int, before: int | None = None) -> tuple[list[Conversation], int | None]:
+    async def list(
+        self, user_id: str, limit: int, before: int | None = None
+    ) -> tuple[list[Conversation], int | None]:
         """The user's conversations, newest first; returns the page and the cursor of the next one."""
         index = rkeys.user_conversations(user_id)
         upper = f"({before}" if before is not None else "+inf"
         found: list[Conversation] = []
         cursor = before
         while len(found) < limit:
-            rows = await self._redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit - len(found),
-                                                      withscores=True)
+            rows = await self._redis.zrevrangebyscore(
+                index, upper, "-inf", start=0, num=limit - len(found), withscores=True
+            )
             if not rows:
                 return found, None
             for cid, score in rows:
@@ -147,26 +168,46 @@ class ConversationStore:
     async def delete(self, conversation: Conversation) -> None:
         cid = conversation.id
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(rkeys.conversation(cid), rkeys.messages(cid), rkeys.event_log(cid),
-                        rkeys.watchers(cid), rkeys.busy(cid), rkeys.cancel(cid))
+            pipe.delete(
+                rkeys.conversation(cid),
+                rkeys.messages(cid),
+                rkeys.event_log(cid),
+                rkeys.watchers(cid),
+                rkeys.busy(cid),
+                rkeys.cancel(cid),
+            )
             pipe.zrem(rkeys.user_conversations(conversation.user_id), cid)
             await pipe.execute()
 
-    async def begin_turn(self, cid: str, turn_id: str, messages: list[dict[str, Any]], *,
-                         max_messages: int, busy_ttl_s: int) -> int:
+    async def begin_turn(
+        self, cid: str, turn_id: str, messages: list[dict[str, Any]], *, max_messages: int, busy_ttl_s: int
+    ) -> int:
         """Take the conversation's answer lock and append the new messages; returns the log id before
         the answer (clients read after it). Raises Conflict when busy or full, NotFound when gone."""
-        args = [turn_id, busy_ttl_s * 1000, max_messages, self._ttl_s, now_iso(), *(json.dumps(m) for m in messages)]
-        answer = await self._begin(keys=[rkeys.conversation(cid), rkeys.messages(cid), rkeys.busy(cid)], args=args)
+        args = [
+            turn_id,
+            busy_ttl_s * 1000,
+            max_messages,
+            self._ttl_s,
+            now_iso(),
+            *(json.dumps(m) for m in messages),
+        ]
+        answer = await self._begin(
+            keys=[rkeys.conversation(cid), rkeys.messages(cid), rkeys.busy(cid)], args=args
+        )
         code = int(answer[0])
         if code == -1:
             raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
         if code == -2:
-            raise Conflict("the assistant is still answering in this conversation; wait for it or cancel it",
-                           code="conversation_busy")
+            raise Conflict(
+                "the assistant is still answering in this conversation; wait for it or cancel it",
+                code="conversation_busy",
+            )
         if code == -3:
-            raise Conflict(f"the conversation has reached its limit of {max_messages} messages; start a new one",
-                           code="conversation_full")
+            raise Conflict(
+                f"the conversation has reached its limit of {max_messages} messages; start a new one",
+                code="conversation_full",
+            )
         return code
 
     async def append_messages(self, cid: str, *messages: dict[str, Any]) -> bool:

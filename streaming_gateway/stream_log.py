@@ -79,8 +79,11 @@ class StreamLog:
         for event in events:
             finish = event.finish_reason if isinstance(event, MessageEndEvent) else ""
             args += [event.type, _payload(event), finish]
-        last = int(await self._append(keys=[rkeys.conversation(conversation_id), rkeys.event_log(conversation_id)],
-                                      args=args))
+        last = int(
+            await self._append(
+                keys=[rkeys.conversation(conversation_id), rkeys.event_log(conversation_id)], args=args
+            )
+        )
         if last == 0:
             raise ConversationGone(conversation_id)
         return last
@@ -92,16 +95,26 @@ class StreamLog:
     async def last_id(self, conversation_id: str) -> int:
         return int(await self._redis.hget(rkeys.conversation(conversation_id), "seq") or 0)
 
-    async def read(self, conversation_id: str, after: int, *, count: int = 100, block_ms: int | None = None) -> list[LogEntry]:
+    async def read(
+        self, conversation_id: str, after: int, *, count: int = 100, block_ms: int | None = None
+    ) -> list[LogEntry]:
         """Entries with id > after, oldest first; waits up to block_ms for the first when given."""
-        answer = await self._redis.xread({rkeys.event_log(conversation_id): f"0-{after}"}, count=count, block=block_ms)
+        answer = await self._redis.xread(
+            {rkeys.event_log(conversation_id): f"0-{after}"}, count=count, block=block_ms
+        )
         entries: list[LogEntry] = []
         for _key, items in answer or []:
             for entry_id, fields in items:
                 n = int(entry_id.split("-", 1)[1])
                 payload = fields["e"]
-                entries.append(LogEntry(n, fields["t"], f'{{"id":{n},{payload[1:]}' if payload != "{}" else f'{{"id":{n}}}',
-                                        fields.get("f", "")))
+                entries.append(
+                    LogEntry(
+                        n,
+                        fields["t"],
+                        f'{{"id":{n},{payload[1:]}' if payload != "{}" else f'{{"id":{n}}}',
+                        fields.get("f", ""),
+                    )
+                )
         return entries
 
     # Watchers: who follows this conversation's log right now (any pod). Producers stop an answer

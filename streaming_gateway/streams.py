@@ -43,7 +43,9 @@ class StreamRegistry:
     @contextlib.asynccontextmanager
     async def open(self, transport: str, user_id: str) -> AsyncIterator[StreamHandle]:
         if self.shutting_down:
-            raise Unavailable("the gateway is shutting down; reconnect", code="shutting_down", retry_after_s=1)
+            raise Unavailable(
+                "the gateway is shutting down; reconnect", code="shutting_down", retry_after_s=1
+            )
         handle = StreamHandle(transport, user_id, new_id("stream"))
         try:
             await self._slots.acquire(user_id, handle.stream_id)

@@ -15,7 +15,9 @@ import jwt
 from agent_contracts.settings import Env
 
 
-def make_token(secret: str, user: str, ttl_s: int, issuer: str | None = None, audience: str | None = None) -> str:
+def make_token(
+    secret: str, user: str, ttl_s: int, issuer: str | None = None, audience: str | None = None
+) -> str:
     now = int(time.time())
     claims: dict[str, object] = {"sub": user, "iat": now, "nbf": now, "exp": now + ttl_s}
     if issuer:
@@ -26,9 +28,13 @@ def make_token(secret: str, user: str, ttl_s: int, issuer: str | None = None, au
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streaming_gateway.token", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m streaming_gateway.token", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--user", required=True, help="the user id (the token's sub claim)")
-    parser.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
+    parser.add_argument(
+        "--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)"
+    )
     args = parser.parse_args(argv)
     if args.ttl <= 0:
         parser.error("--ttl must be positive")
@@ -40,10 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from local_stack.dev import DEV_JWT_SECRET
         except ImportError:
-            print("streaming_gateway.token: setting AUTH_JWT_SECRET: is required and not set", file=sys.stderr)
+            print(
+                "streaming_gateway.token: setting AUTH_JWT_SECRET: is required and not set", file=sys.stderr
+            )
             return 2
-        print("streaming_gateway.token: AUTH_JWT_SECRET not set; using the local dev stack's secret",
-              file=sys.stderr)
+        print(
+            "streaming_gateway.token: AUTH_JWT_SECRET not set; using the local dev stack's secret",
+            file=sys.stderr,
+        )
         secret = DEV_JWT_SECRET
     print(make_token(secret, args.user, args.ttl, env.str("AUTH_ISSUER"), env.str("AUTH_AUDIENCE")))
     return 0

@@ -40,8 +40,12 @@ def client_config(settings: Settings) -> dict[str, object]:
     entra = None
     if settings.web_entra_client_id and settings.web_entra_authority:
         scopes = (settings.web_entra_scopes or "").split()
-        entra = {"client_id": settings.web_entra_client_id, "authority": settings.web_entra_authority,
-                 "scopes": scopes, "msal_script": "/web/vendor/msal-browser.min.js"}
+        entra = {
+            "client_id": settings.web_entra_client_id,
+            "authority": settings.web_entra_authority,
+            "scopes": scopes,
+            "msal_script": "/web/vendor/msal-browser.min.js",
+        }
     return {"dev_token": settings.dev_token_endpoint, "entra": entra}
 
 
@@ -54,22 +58,34 @@ def content_security_policy(settings: Settings) -> str:
         origin = f"{parsed.scheme}://{parsed.netloc}"
         connect.append(origin)
         frame = [origin]  # MSAL's silent token renewal uses a hidden iframe on the authority
-    return "; ".join([
-        "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
-        f"connect-src {' '.join(connect)}", f"frame-src {' '.join(frame)}", "object-src 'none'",
-        "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            f"connect-src {' '.join(connect)}",
+            f"frame-src {' '.join(frame)}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 @routes.get("/")
 async def index(request: web.Request) -> web.FileResponse:
     settings = request.app[settings_key]
-    return web.FileResponse(WEB_DIR / "index.html", headers={
-        "Content-Security-Policy": content_security_policy(settings),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-cache",
-    })
+    return web.FileResponse(
+        WEB_DIR / "index.html",
+        headers={
+            "Content-Security-Policy": content_security_policy(settings),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        },
+    )
 
 
 @routes.get("/client-config.json")
@@ -84,11 +100,14 @@ async def dev_token(request: web.Request) -> web.Response:
     if not settings.dev_token_endpoint or not settings.auth_jwt_secret:
         raise web.HTTPNotFound()
     body = await read_body(request, DevTokenIn, max_bytes=MAX_DEV_TOKEN_BODY_BYTES, required=False)
-    token = make_token(settings.auth_jwt_secret, body.user, DEV_TOKEN_TTL_S, settings.auth_issuer,
-                       settings.auth_audience)
+    token = make_token(
+        settings.auth_jwt_secret, body.user, DEV_TOKEN_TTL_S, settings.auth_issuer, settings.auth_audience
+    )
     log.info("dev token issued for %s", body.user)
-    return web.json_response({"token": token, "user": body.user, "expires_in": DEV_TOKEN_TTL_S},
-                             headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {"token": token, "user": body.user, "expires_in": DEV_TOKEN_TTL_S},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 routes.static("/web", WEB_DIR, append_version=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -24,7 +24,14 @@ from streaming_gateway.bodies import check_length, validation_error
 from streaming_gateway.engine import ChatEngine
 from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, Unavailable
 from streaming_gateway.follow import Follower
-from streaming_gateway.keys import configs_key, engine_key, metrics_key, rate_limiter_key, settings_key, streams_key
+from streaming_gateway.keys import (
+    configs_key,
+    engine_key,
+    metrics_key,
+    rate_limiter_key,
+    settings_key,
+    streams_key,
+)
 from streaming_gateway.middlewares import principal
 from streaming_gateway.streams import StreamHandle
 
@@ -59,7 +66,7 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[Union[SendFrame, CancelFrame, ResumeFrame, PingFrame], Field(discriminator="type")]
+ClientFrame = Annotated[SendFrame | CancelFrame | ResumeFrame | PingFrame, Field(discriminator="type")]
 _frames: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 
@@ -88,12 +95,19 @@ class WsSession:
             if cid is None:
                 raise InvalidInput("no conversation to cancel", field="conversation_id")
             conversation = await self.engine.store.owned(cid, self.user_id)
-            await self.ws.send_json({"type": "cancelled", "conversation_id": cid,
-                                     "cancelled": await self.engine.cancel(conversation)})
+            await self.ws.send_json(
+                {
+                    "type": "cancelled",
+                    "conversation_id": cid,
+                    "cancelled": await self.engine.cancel(conversation),
+                }
+            )
         else:
             conversation = await self.engine.store.owned(frame.conversation_id, self.user_id)
             if frame.after > conversation.last_event_id:
-                raise InvalidInput(f"after {frame.after} is not an event id of this conversation", field="after")
+                raise InvalidInput(
+                    f"after {frame.after} is not an event id of this conversation", field="after"
+                )
             follower = await self._follow_new(conversation.id)
             await self.ws.send_json({"type": "ack", "conversation_id": conversation.id, "after": frame.after})
             self._start_following(follower, frame.after)
@@ -127,9 +141,14 @@ class WsSession:
         await self._stop_following()
         self.conversation_id = cid
         streams = self.request.app[streams_key]
-        follower = Follower(self.engine.log, self.engine.producers, cid,
-                            heartbeat_s=self.request.app[settings_key].heartbeat_s, stop=self.handle.stop,
-                            refresh=lambda: streams.refresh(self.handle))
+        follower = Follower(
+            self.engine.log,
+            self.engine.producers,
+            cid,
+            heartbeat_s=self.request.app[settings_key].heartbeat_s,
+            stop=self.handle.stop,
+            refresh=lambda: streams.refresh(self.handle),
+        )
         await follower.__aenter__()
         self._follower = follower
         return follower
@@ -146,8 +165,9 @@ class WsSession:
             pass
         except RedisError as exc:
             log.warning("websocket follow of %s failed: Redis: %s", follower.conversation_id, exc)
-            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
-                                message=f"resume after {follower.last_id}".encode())
+            await self.ws.close(
+                code=WSCloseCode.TRY_AGAIN_LATER, message=f"resume after {follower.last_id}".encode()
+            )
 
     async def _stop_following(self) -> None:
         task, follower = self._following, self._follower
@@ -189,8 +209,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                         await ws.send_json(_rejected(exc))
                     except RedisError as exc:
                         log.warning("websocket frame failed: state store unavailable: %s", exc)
-                        await ws.send_json(_rejected(Unavailable("conversation state is unavailable; retry shortly",
-                                                                 code="state_unavailable")))
+                        await ws.send_json(
+                            _rejected(
+                                Unavailable(
+                                    "conversation state is unavailable; retry shortly",
+                                    code="state_unavailable",
+                                )
+                            )
+                        )
                 elif msg.type == WSMsgType.BINARY:
                     await ws.send_json(_rejected(InvalidInput("frames are JSON text", code="invalid_frame")))
         except ConnectionResetError:

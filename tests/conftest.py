@@ -28,7 +28,9 @@ def output_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_service(output_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Service]:
-    service = processes.redis_server(data_dir=tmp_path_factory.mktemp("redis"), log_path=output_dir / "redis.log")
+    service = processes.redis_server(
+        data_dir=tmp_path_factory.mktemp("redis"), log_path=output_dir / "redis.log"
+    )
     service.start()
     yield service
     service.stop()

@@ -1,10 +1,12 @@
 """Regenerate the CRD schemas kept here, from the models generated off the upstream CRDs.
 
 The SecretProviderClass schema is not generated: it is written by hand from the Secrets Store
-CSI driver's v1 CRD (a small one), in the same shape. The tests never run this: they read the JSON files beside it. To refresh them after moving the
-Istio, KEDA or Prometheus Operator version, in a throwaway virtualenv:
+CSI driver's v1 CRD (a small one), in the same shape. The tests never run this: they read the
+JSON files beside it. To refresh them after moving the Istio, KEDA or Prometheus Operator
+version, in a throwaway virtualenv:
 
-    pip install cloudcoil==0.6.0 cloudcoil-models-istio==1.24.2.1 \
+    pip install cloudcoil==0.6.0 \
+        cloudcoil-models-istio==1.24.2.1 \
         cloudcoil-models-keda==2.16.1.0 cloudcoil-models-prometheus-operator==0.80.1.0
     python aks/schemas/generate.py
 
@@ -25,18 +27,36 @@ HERE = Path(__file__).resolve().parent
 KINDS = [
     ("cloudcoil.models.istio.networking.v1", "Gateway", "gateway_networking.istio.io_v1.json"),
     ("cloudcoil.models.istio.networking.v1", "VirtualService", "virtualservice_networking.istio.io_v1.json"),
-    ("cloudcoil.models.istio.networking.v1", "DestinationRule", "destinationrule_networking.istio.io_v1.json"),
-    ("cloudcoil.models.istio.security.v1", "PeerAuthentication", "peerauthentication_security.istio.io_v1.json"),
-    ("cloudcoil.models.istio.security.v1", "AuthorizationPolicy", "authorizationpolicy_security.istio.io_v1.json"),
+    (
+        "cloudcoil.models.istio.networking.v1",
+        "DestinationRule",
+        "destinationrule_networking.istio.io_v1.json",
+    ),
+    (
+        "cloudcoil.models.istio.security.v1",
+        "PeerAuthentication",
+        "peerauthentication_security.istio.io_v1.json",
+    ),
+    (
+        "cloudcoil.models.istio.security.v1",
+        "AuthorizationPolicy",
+        "authorizationpolicy_security.istio.io_v1.json",
+    ),
     ("cloudcoil.models.keda.v1alpha1", "ScaledObject", "scaledobject_keda.sh_v1alpha1.json"),
-    ("cloudcoil.models.keda.v1alpha1", "TriggerAuthentication", "triggerauthentication_keda.sh_v1alpha1.json"),
+    (
+        "cloudcoil.models.keda.v1alpha1",
+        "TriggerAuthentication",
+        "triggerauthentication_keda.sh_v1alpha1.json",
+    ),
     ("cloudcoil.models.prometheus_operator.v1", "PodMonitor", "podmonitor_monitoring.coreos.com_v1.json"),
     # Azure Monitor managed Prometheus serves the same PodMonitor under its own API group.
     ("cloudcoil.models.prometheus_operator.v1", "PodMonitor", "podmonitor_azmonitoring.coreos.com_v1.json"),
 ]
 
 #: API groups that reuse another group's schema unchanged.
-GROUP_ALIASES = {"podmonitor_azmonitoring.coreos.com_v1.json": ("monitoring.coreos.com/", "azmonitoring.coreos.com/")}
+GROUP_ALIASES = {
+    "podmonitor_azmonitoring.coreos.com_v1.json": ("monitoring.coreos.com/", "azmonitoring.coreos.com/")
+}
 
 #: Keys that only document; dropping them keeps the files small and the diffs readable.
 NOISE = {"title", "description", "default"}

@@ -19,10 +19,12 @@ bp = df.Blueprint()
 
 
 @bp.function_name("accept_action")
-@bp.service_bus_queue_trigger(arg_name="msg", queue_name="%SERVICEBUS_ACTIONS_QUEUE%",
-                              connection="ServiceBusConnection")
+@bp.service_bus_queue_trigger(
+    arg_name="msg", queue_name="%SERVICEBUS_ACTIONS_QUEUE%", connection="ServiceBusConnection"
+)
 @bp.durable_client_input(client_name="client")
 async def accept_action(msg: func.ServiceBusMessage, client: df.DurableOrchestrationClient) -> None:
     runtime = await current_runtime()
-    await start_from_message(msg.get_body(), msg.message_id or "unknown", DurableClientStarter(client),
-                             runtime.dead_letters)
+    await start_from_message(
+        msg.get_body(), msg.message_id or "unknown", DurableClientStarter(client), runtime.dead_letters
+    )

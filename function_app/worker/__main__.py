@@ -29,8 +29,12 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     worker = Worker(redis, runtime)
-    log.info("worker %s: consuming %s from %s", worker.queue.consumer, settings.servicebus_actions_queue,
-             settings.redis_url)
+    log.info(
+        "worker %s: consuming %s from %s",
+        worker.queue.consumer,
+        settings.servicebus_actions_queue,
+        settings.redis_url,
+    )
     try:
         await worker.run(stop)
     finally:

@@ -17,7 +17,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from function_app.worker import history as h
@@ -30,7 +30,7 @@ BROKEN_RETRY_S = 30.0
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def registered_functions(app: Any) -> tuple[dict[str, Callable[[str], str]], dict[str, Callable[..., Any]]]:
@@ -58,13 +58,23 @@ class RedisStarter:
     async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None:
         input_json = json.dumps(input_)
         at = now()
-        await self.store.create(instance_id, orchestrator, input_json,
-                                [h.orchestrator_started(at), h.execution_started(at, orchestrator, input_json)])
+        await self.store.create(
+            instance_id,
+            orchestrator,
+            input_json,
+            [h.orchestrator_started(at), h.execution_started(at, orchestrator, input_json)],
+        )
 
 
 class Engine:
-    def __init__(self, store: InstanceStore, orchestrators: dict[str, Callable[[str], str]],
-                 activities: dict[str, Callable[..., Any]], *, lease_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        store: InstanceStore,
+        orchestrators: dict[str, Callable[[str], str]],
+        activities: dict[str, Callable[..., Any]],
+        *,
+        lease_ms: int = 30_000,
+    ) -> None:
         self.store = store
         self.orchestrators = orchestrators
         self.activities = activities
@@ -73,8 +83,11 @@ class Engine:
 
     async def run_due(self, limit: int = 20) -> int:
         """Advance, concurrently, the instances due now that no other worker holds; how many ran."""
-        leased = [iid for iid in await self.store.due(now().timestamp(), limit)
-                  if await self.store.acquire(iid, self.token, self.lease_ms)]
+        leased = [
+            iid
+            for iid in await self.store.due(now().timestamp(), limit)
+            if await self.store.acquire(iid, self.token, self.lease_ms)
+        ]
         await asyncio.gather(*(self._run_leased(iid) for iid in leased))
         return len(leased)
 
@@ -108,12 +121,22 @@ class Engine:
             turn = h.replay(self.orchestrators[instance.name], iid, events, instance.input_json)
             if turn.error is not None:
                 log.error("instance %s failed: %s", iid, turn.error)
-                await self.store.append(iid, self.token, [h.orchestrator_completed(now())], final_status="Failed",
-                                        output=json.dumps({"error": turn.error}))
+                await self.store.append(
+                    iid,
+                    self.token,
+                    [h.orchestrator_completed(now())],
+                    final_status="Failed",
+                    output=json.dumps({"error": turn.error}),
+                )
                 return
             if turn.done:
-                await self.store.append(iid, self.token, [h.orchestrator_completed(now())], final_status="Completed",
-                                        output=json.dumps(turn.output))
+                await self.store.append(
+                    iid,
+                    self.token,
+                    [h.orchestrator_completed(now())],
+                    final_status="Completed",
+                    output=json.dumps(turn.output),
+                )
                 log.info("instance %s completed: %s", iid, turn.output)
                 return
             scheduled = self._schedule_new(turn.actions, events)
@@ -140,12 +163,20 @@ class Engine:
                 raise ValueError(f"action type {action['actionType']} is not supported by the local worker")
         return [*new, h.orchestrator_completed(at)] if new else []
 
-    async def _complete_one(self, iid: str, events: list[dict[str, Any]], actions: list[dict[str, Any]]) -> float | None:
+    async def _complete_one(
+        self, iid: str, events: list[dict[str, Any]], actions: list[dict[str, Any]]
+    ) -> float | None:
         """Complete the oldest open task; the fire time when it is a timer not yet due."""
-        done = {e.get("TaskScheduledId", e.get("TimerId")) for e in events
-                if e["EventType"] in (h.TASK_COMPLETED, h.TASK_FAILED, h.TIMER_FIRED)}
-        open_tasks = [e for e in events if e["EventType"] in (h.TASK_SCHEDULED, h.TIMER_CREATED)
-                      and e["EventId"] not in done]
+        done = {
+            e.get("TaskScheduledId", e.get("TimerId"))
+            for e in events
+            if e["EventType"] in (h.TASK_COMPLETED, h.TASK_FAILED, h.TIMER_FIRED)
+        }
+        open_tasks = [
+            e
+            for e in events
+            if e["EventType"] in (h.TASK_SCHEDULED, h.TIMER_CREATED) and e["EventId"] not in done
+        ]
         if not open_tasks:
             raise RuntimeError(f"instance {iid}: not done and nothing scheduled")
         task = open_tasks[0]

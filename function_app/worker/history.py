@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 EXECUTION_STARTED, TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 0, 4, 5, 6
@@ -15,12 +15,12 @@ OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def event(event_type: int, at: datetime, event_id: int = -1, **fields: Any) -> dict[str, Any]:
@@ -66,9 +66,16 @@ def with_played_flags(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def context_json(instance_id: str, history: list[dict[str, Any]], input_json: str | None) -> str:
-    return json.dumps({"history": with_played_flags(history), "instanceId": instance_id,
-                       "isReplaying": len(history) > 2, "parentInstanceId": None, "input": input_json,
-                       "upperSchemaVersion": 0})
+    return json.dumps(
+        {
+            "history": with_played_flags(history),
+            "instanceId": instance_id,
+            "isReplaying": len(history) > 2,
+            "parentInstanceId": None,
+            "input": input_json,
+            "upperSchemaVersion": 0,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,9 @@ class Turn:
     error: str | None = None
 
 
-def replay(handle: Callable[[str], str], instance_id: str, history: list[dict[str, Any]],
-           input_json: str | None) -> Turn:
+def replay(
+    handle: Callable[[str], str], instance_id: str, history: list[dict[str, Any]], input_json: str | None
+) -> Turn:
     """Run the orchestrator over the history; a failed orchestration comes back as Turn.error."""
     try:
         state = json.loads(handle(context_json(instance_id, history, input_json)))

@@ -85,9 +85,18 @@ class InstanceStore:
 
     async def create(self, iid: str, name: str, input_json: str, first_events: list[dict[str, Any]]) -> bool:
         """Record a new instance with its first events and make it due now; False if it exists."""
-        created = await self.redis.eval(_CREATE, 4, self._meta(iid), self._history(iid), self.due_key, iid,
-                                        name, input_json, f"{time.time():.3f}",
-                                        *[json.dumps(e) for e in first_events])
+        created = await self.redis.eval(
+            _CREATE,
+            4,
+            self._meta(iid),
+            self._history(iid),
+            self.due_key,
+            iid,
+            name,
+            input_json,
+            f"{time.time():.3f}",
+            *[json.dumps(e) for e in first_events],
+        )
         return bool(created)
 
     async def exists(self, iid: str) -> bool:
@@ -100,17 +109,39 @@ class InstanceStore:
         history = [json.loads(text(e)) for e in await self.redis.lrange(self._history(iid), 0, -1)]
         return Instance(iid, meta["name"], meta["input"], meta["status"], history, meta.get("output"))
 
-    async def append(self, iid: str, token: str, events: list[dict[str, Any]], *, due_at: float | None = None,
-                     final_status: str | None = None, output: str = "") -> None:
+    async def append(
+        self,
+        iid: str,
+        token: str,
+        events: list[dict[str, Any]],
+        *,
+        due_at: float | None = None,
+        final_status: str | None = None,
+        output: str = "",
+    ) -> None:
         """Append events (and reschedule, or finish the instance) if we still hold its lease."""
         due = "" if final_status else f"{due_at if due_at is not None else 0:.3f}"
-        ok = await self.redis.eval(_APPEND, 4, self._lease(iid), self._history(iid), self.due_key, self._meta(iid),
-                                   token, iid, due, final_status or "", output, *[json.dumps(e) for e in events])
+        ok = await self.redis.eval(
+            _APPEND,
+            4,
+            self._lease(iid),
+            self._history(iid),
+            self.due_key,
+            self._meta(iid),
+            token,
+            iid,
+            due,
+            final_status or "",
+            output,
+            *[json.dumps(e) for e in events],
+        )
         if not ok:
             raise LeaseLost(iid)
 
     async def due(self, now: float, limit: int = 20) -> list[str]:
-        return [text(i) for i in await self.redis.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)]
+        return [
+            text(i) for i in await self.redis.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)
+        ]
 
     async def next_due_at(self) -> float | None:
         first = await self.redis.zrange(self.due_key, 0, 0, withscores=True)

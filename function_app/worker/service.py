@@ -5,6 +5,7 @@ execution (advance due orchestrations). Run by `python -m function_app.worker`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import redis.asyncio as aioredis
@@ -28,9 +29,14 @@ class Worker:
     def __init__(self, redis: aioredis.Redis, runtime: Runtime, *, consumer: str | None = None) -> None:
         settings = runtime.settings
         self.runtime = runtime
-        self.queue = StreamQueue(redis, settings.servicebus_actions_queue, ACTIONS_GROUP, consumer,
-                                 max_deliveries=settings.worker_max_deliveries,
-                                 claim_idle_ms=settings.worker_claim_idle_ms)
+        self.queue = StreamQueue(
+            redis,
+            settings.servicebus_actions_queue,
+            ACTIONS_GROUP,
+            consumer,
+            max_deliveries=settings.worker_max_deliveries,
+            claim_idle_ms=settings.worker_claim_idle_ms,
+        )
         self.store = InstanceStore(redis)
         orchestrators, activities = registered_functions(build_app())
         self.engine = Engine(self.store, orchestrators, activities, lease_ms=settings.worker_lease_ms)
@@ -41,11 +47,16 @@ class Worker:
         handled = 0
         for delivery in await self.queue.receive(10, wait_s):
             try:
-                outcome = await start_from_message(delivery.body, delivery.message_id, self.starter,
-                                                   self.runtime.dead_letters)
+                outcome = await start_from_message(
+                    delivery.body, delivery.message_id, self.starter, self.runtime.dead_letters
+                )
             except (OrchestrationStartFailed, StoreError) as exc:
-                log.warning("message %s not started (delivery %d), left for redelivery: %s",
-                            delivery.message_id, delivery.delivery_count, exc)
+                log.warning(
+                    "message %s not started (delivery %d), left for redelivery: %s",
+                    delivery.message_id,
+                    delivery.delivery_count,
+                    exc,
+                )
                 continue
             await self.queue.ack(delivery.delivery_id)
             handled += 1
@@ -75,7 +86,5 @@ class Worker:
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

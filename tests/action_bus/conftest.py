@@ -22,7 +22,11 @@ def bus_redis_service(output_dir: Path, tmp_path: Path) -> Iterator[processes.Se
 
 @pytest.fixture
 async def bus_redis(bus_redis_service: processes.Service) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{bus_redis_service.port}/0", decode_responses=True,
-                                     socket_connect_timeout=1, socket_timeout=2)
+    client = aioredis.Redis.from_url(
+        f"redis://127.0.0.1:{bus_redis_service.port}/0",
+        decode_responses=True,
+        socket_connect_timeout=1,
+        socket_timeout=2,
+    )
     yield client
     await client.aclose()

@@ -28,7 +28,9 @@ async def bus_depth(bus_redis: aioredis.Redis) -> int:
     return await StreamQueue(bus_redis, "actions", "function-app").depth()
 
 
-async def test_accept_is_false_for_a_key_already_accepted(aredis: aioredis.Redis, bus_redis: aioredis.Redis) -> None:
+async def test_accept_is_false_for_a_key_already_accepted(
+    aredis: aioredis.Redis, bus_redis: aioredis.Redis
+) -> None:
     """The same idempotency key accepted twice (a retried client request) is one outbox entry."""
     outbox = Outbox(aredis, RedisStreamsActionBus(bus_redis))
     assert await outbox.accept(make_request()) is True
@@ -36,7 +38,9 @@ async def test_accept_is_false_for_a_key_already_accepted(aredis: aioredis.Redis
     assert await outbox.pending() == 1
 
 
-async def test_relay_publishes_and_empties_the_outbox(aredis: aioredis.Redis, bus_redis: aioredis.Redis) -> None:
+async def test_relay_publishes_and_empties_the_outbox(
+    aredis: aioredis.Redis, bus_redis: aioredis.Redis
+) -> None:
     """Accepted requests reach the bus and leave the outbox."""
     outbox = Outbox(aredis, RedisStreamsActionBus(bus_redis))
     for n in range(3):
@@ -57,8 +61,9 @@ async def _equal(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
 
 
-async def test_bus_outage_loses_nothing(aredis: aioredis.Redis, bus_redis: aioredis.Redis,
-                                        bus_redis_service: processes.Service) -> None:
+async def test_bus_outage_loses_nothing(
+    aredis: aioredis.Redis, bus_redis: aioredis.Redis, bus_redis_service: processes.Service
+) -> None:
     """With the bus's Redis stopped, accepted requests wait in the outbox; after restart all are published."""
     outbox = Outbox(aredis, RedisStreamsActionBus(bus_redis), backoff_s=(0.05, 0.2))
     bus_redis_service.stop()
@@ -75,7 +80,9 @@ async def test_bus_outage_loses_nothing(aredis: aioredis.Redis, bus_redis: aiore
     await relay
 
 
-async def test_several_relays_publish_each_key_once(aredis: aioredis.Redis, bus_redis: aioredis.Redis) -> None:
+async def test_several_relays_publish_each_key_once(
+    aredis: aioredis.Redis, bus_redis: aioredis.Redis
+) -> None:
     """Three relays (three gateway pods) on one outbox publish 30 requests exactly once each."""
     outboxes = [Outbox(aredis, RedisStreamsActionBus(bus_redis), batch=4) for _ in range(3)]
     for n in range(30):
@@ -90,7 +97,9 @@ async def test_several_relays_publish_each_key_once(aredis: aioredis.Redis, bus_
     assert sorted(keys) == sorted(f"conv-1:call_{n}" for n in range(30))
 
 
-async def test_relay_crash_before_ack_does_not_duplicate(aredis: aioredis.Redis, bus_redis: aioredis.Redis) -> None:
+async def test_relay_crash_before_ack_does_not_duplicate(
+    aredis: aioredis.Redis, bus_redis: aioredis.Redis
+) -> None:
     """A relay that published but died before removing the entry: the entry is reclaimed and re-published,
     and the bus's duplicate detection keeps one message."""
     bus = RedisStreamsActionBus(bus_redis)

@@ -86,7 +86,9 @@ async def test_updates_are_shared_between_gateway_pods(aredis: aioredis.Redis) -
     sink = RedisUpdateSink(aredis)
     base = ActionResult.queued_for(make_request())
     for attempts in range(1, 5):
-        await sink.publish_update(base.model_copy(update={"status": ActionStatus.running, "attempts": attempts}))
+        await sink.publish_update(
+            base.model_copy(update={"status": ActionStatus.running, "attempts": attempts})
+        )
     pod_a, pod_b = RedisUpdateSource(aredis, consumer="a"), RedisUpdateSource(aredis, consumer="b")
     got_a = await pod_a.next_updates(2, wait_s=0.1)
     got_b = await pod_b.next_updates(10, wait_s=0.1)
@@ -121,8 +123,9 @@ asyncio.run(main())
 """
 
 
-async def test_message_held_by_a_killed_consumer_process_is_redelivered(aredis: aioredis.Redis,
-                                                                       redis_url: str) -> None:
+async def test_message_held_by_a_killed_consumer_process_is_redelivered(
+    aredis: aioredis.Redis, redis_url: str
+) -> None:
     """A consumer process SIGKILLed after receiving (before acking): the entry goes to the next consumer."""
     import asyncio
     import subprocess
@@ -132,8 +135,9 @@ async def test_message_held_by_a_killed_consumer_process_is_redelivered(aredis: 
     queue = StreamQueue(aredis, "actions", "workers", "survivor", claim_idle_ms=100)
     await queue.send("m-killed", "payload")
     root = Path(__file__).resolve().parents[2]
-    doomed = subprocess.Popen([sys.executable, "-c", CONSUME_AND_HANG, redis_url], cwd=root,
-                              stdout=subprocess.PIPE, text=True)
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", CONSUME_AND_HANG, redis_url], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     try:
         line = await asyncio.get_running_loop().run_in_executor(None, doomed.stdout.readline)
         assert line.strip() == "received m-killed"

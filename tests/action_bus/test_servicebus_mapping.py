@@ -58,7 +58,10 @@ def test_request_maps_to_message_with_dedup_id_and_trace() -> None:
 def test_replay_gets_a_new_message_id() -> None:
     """A replayed request is not swallowed by duplicate detection: its message id differs."""
     request = make_request()
-    assert to_servicebus_message(request.model_copy(update={"replay_count": 2})).message_id != request.idempotency_key
+    assert (
+        to_servicebus_message(request.model_copy(update={"replay_count": 2})).message_id
+        != request.idempotency_key
+    )
 
 
 def test_update_maps_to_message_per_status_change() -> None:
@@ -78,12 +81,15 @@ async def test_send_records_message() -> None:
     assert [m.message_id for m in sender.sent] == ["conv-1:call_1"]
 
 
-@pytest.mark.parametrize("error", [
-    ServiceBusConnectionError(message="no route"),
-    OperationTimeoutError(message="timed out"),
-    ServiceBusServerBusyError(message="busy"),
-    ServiceBusAuthorizationError(message="unauthorized"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServiceBusConnectionError(message="no route"),
+        OperationTimeoutError(message="timed out"),
+        ServiceBusServerBusyError(message="busy"),
+        ServiceBusAuthorizationError(message="unauthorized"),
+    ],
+)
 async def test_transport_errors_become_bus_unavailable(error: Exception) -> None:
     """Connection, timeout, busy and auth errors map to BusUnavailable: the outbox keeps the request and retries."""
     with pytest.raises(BusUnavailable):
@@ -93,8 +99,10 @@ async def test_transport_errors_become_bus_unavailable(error: Exception) -> None
 async def test_too_large_message_is_rejected_for_good() -> None:
     """MessageSizeExceeded is not retryable: MessageRejected, which is not a BusUnavailable."""
     with pytest.raises(MessageRejected) as info:
-        await send_one(ServiceBusSenderTestDouble(MessageSizeExceededError(message="too big")),  # type: ignore[arg-type]
-                       to_servicebus_message(make_request()))
+        await send_one(
+            ServiceBusSenderTestDouble(MessageSizeExceededError(message="too big")),  # type: ignore[arg-type]
+            to_servicebus_message(make_request()),
+        )
     assert not isinstance(info.value, BusUnavailable)
 
 
@@ -115,8 +123,11 @@ async def test_factory_picks_redis_without_servicebus(aredis: Any) -> None:
 
 async def test_factory_picks_servicebus_with_connection_string(aredis: Any) -> None:
     """A connection string selects the Service Bus adapter (no connection is opened until a send)."""
-    settings = BusSettings(servicebus_connection_string=(
-        "Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0"))
+    settings = BusSettings(
+        servicebus_connection_string=(
+            "Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0"
+        )
+    )
     bus = create_action_bus(aredis, settings)
     assert isinstance(bus, ServiceBusActionBus)
     await bus.close()

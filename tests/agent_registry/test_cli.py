@@ -12,11 +12,18 @@ from tests.agent_registry.conftest import DEFAULT_CONFIG, ROOT
 
 
 def _cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_registry", "--redis-url", redis_url, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_registry", "--redis-url", redis_url, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-def test_publish_activate_list_rollback_show(redis_url: str, tmp_path: Path, document: dict[str, Any]) -> None:
+def test_publish_activate_list_rollback_show(
+    redis_url: str, tmp_path: Path, document: dict[str, Any]
+) -> None:
     """The whole operator flow works from the command line, with readable output."""
     first = _cli(redis_url, "publish", str(DEFAULT_CONFIG), "--activate")
     assert first.returncode == 0, first.stderr
@@ -43,9 +50,11 @@ def test_refusals_exit_1_with_a_message(redis_url: str, tmp_path: Path) -> None:
     """Unknown versions, empty rollback and invalid files exit 1 and say why on stderr."""
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"label": "x", "model": "m", "temperature": 9}))
-    for args, message in [(("show", "nope@000000000000"), "no published agent config version"),
-                          (("rollback", "default"), "no previously active version"),
-                          (("publish", str(bad)), "temperature")]:
+    for args, message in [
+        (("show", "nope@000000000000"), "no published agent config version"),
+        (("rollback", "default"), "no previously active version"),
+        (("publish", str(bad)), "temperature"),
+    ]:
         result = _cli(redis_url, *args)
         assert result.returncode == 1
         assert message in result.stderr

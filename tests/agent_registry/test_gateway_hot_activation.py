@@ -18,7 +18,6 @@ from agent_registry import AgentRegistry, read_document, version_of
 from streaming_gateway.app import create_app
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
-
 from tests.agent_registry.conftest import DEFAULT_CONFIG
 
 SECRET = "registry-tests-secret-0123456789abcdef-xyz"
@@ -26,17 +25,26 @@ SECRET = "registry-tests-secret-0123456789abcdef-xyz"
 
 def _headers() -> dict[str, str]:
     now = int(time.time())
-    return {"Authorization": "Bearer " + jwt.encode({"sub": "alice", "iat": now, "exp": now + 600}, SECRET,
-                                                    algorithm="HS256")}
+    return {
+        "Authorization": "Bearer "
+        + jwt.encode({"sub": "alice", "iat": now, "exp": now + 600}, SECRET, algorithm="HS256")
+    }
 
 
 @pytest.fixture
-async def gateway(redis_url: str, upstream_base_url: str) -> AsyncIterator[tuple[str, aiohttp.ClientSession,
-                                                                                  GatewayMetrics]]:
+async def gateway(
+    redis_url: str, upstream_base_url: str
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession, GatewayMetrics]]:
     metrics = GatewayMetrics()
-    settings = Settings.from_env({"AUTH_JWT_SECRET": SECRET, "REDIS_URL": redis_url,
-                                  "OPENAI_BASE_URL": upstream_base_url, "OPENAI_API_KEY": "scripted",
-                                  "GATEWAY_SHUTDOWN_GRACE_SECONDS": "1"})
+    settings = Settings.from_env(
+        {
+            "AUTH_JWT_SECRET": SECRET,
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": upstream_base_url,
+            "OPENAI_API_KEY": "scripted",
+            "GATEWAY_SHUTDOWN_GRACE_SECONDS": "1",
+        }
+    )
     server = TestServer(create_app(settings, metrics), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession(headers=_headers()) as session:
@@ -65,7 +73,9 @@ async def test_activation_switches_new_conversations_without_restart(gateway, ar
     base, session, _ = gateway
     _, old = await _create(session, base)
     registry = AgentRegistry(aredis)
-    warmer, _ = await registry.publish({**read_document(DEFAULT_CONFIG), "label": "warmer", "temperature": 0.9})
+    warmer, _ = await registry.publish(
+        {**read_document(DEFAULT_CONFIG), "label": "warmer", "temperature": 0.9}
+    )
     await registry.activate("default", warmer.version)
 
     deadline = time.monotonic() + 20  # the gateway polls the registry's epoch about once a second
@@ -76,7 +86,9 @@ async def test_activation_switches_new_conversations_without_restart(gateway, ar
         assert time.monotonic() < deadline, "activation not picked up"
         await asyncio.sleep(0.1)
 
-    async with session.post(f"{base}/v1/conversations/{old['id']}/messages", json={"content": "hello"}) as response:
+    async with session.post(
+        f"{base}/v1/conversations/{old['id']}/messages", json={"content": "hello"}
+    ) as response:
         answer = await response.json()
     assert answer["agent_config_version"] == old["agent_config_version"] != warmer.version
 
@@ -101,7 +113,9 @@ async def test_two_gateways_seeding_at_once_agree(redis_url: str, aredis: aiored
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**read_document(DEFAULT_CONFIG), "label": "other"}))
     registry = AgentRegistry(aredis)
-    stores = [RegistryConfigStore(registry, "default", seed_path=path, poll_interval_s=0)
-              for path in (DEFAULT_CONFIG, other)]
+    stores = [
+        RegistryConfigStore(registry, "default", seed_path=path, poll_interval_s=0)
+        for path in (DEFAULT_CONFIG, other)
+    ]
     first, second = await asyncio.gather(*(store.active() for store in stores))
     assert first.version == second.version == await registry.active_version("default")

@@ -16,10 +16,9 @@ from agent_registry import (
     RegistryUnavailable,
     UnknownVersion,
     WrongAgent,
+    keys,
 )
-from agent_registry import keys
 from agent_registry.registry import MAX_PREVIOUS
-
 from tests.agent_registry.conftest import DEFAULT_CONFIG
 
 
@@ -38,7 +37,9 @@ async def test_publish_is_immutable_and_idempotent(registry: AgentRegistry, docu
     assert (await registry.config(first.version)).version == first.version
 
 
-async def test_versions_are_listed_in_publish_order(registry: AgentRegistry, document: dict[str, Any]) -> None:
+async def test_versions_are_listed_in_publish_order(
+    registry: AgentRegistry, document: dict[str, Any]
+) -> None:
     """list gives the agent's versions oldest first; other agents' versions are not mixed in."""
     published = [(await registry.publish(_variant(document, n)))[0].version for n in range(3)]
     await registry.publish({**document, "agent": "sales"})
@@ -46,7 +47,9 @@ async def test_versions_are_listed_in_publish_order(registry: AgentRegistry, doc
     assert await registry.agents() == ["default", "sales"]
 
 
-async def test_activate_and_roll_back_walk_the_previous_versions(registry: AgentRegistry, document: dict[str, Any]) -> None:
+async def test_activate_and_roll_back_walk_the_previous_versions(
+    registry: AgentRegistry, document: dict[str, Any]
+) -> None:
     """Each rollback returns to the version active before; with none left it is refused."""
     v1, v2, v3 = [(await registry.publish(_variant(document, n)))[0].version for n in range(1, 4)]
     with pytest.raises(NoActiveVersion):
@@ -65,7 +68,9 @@ async def test_activate_and_roll_back_walk_the_previous_versions(registry: Agent
     assert log[0] == {**log[0], "version": v1, "previous": v2}
 
 
-async def test_activation_refuses_unknown_and_foreign_versions(registry: AgentRegistry, document: dict[str, Any]) -> None:
+async def test_activation_refuses_unknown_and_foreign_versions(
+    registry: AgentRegistry, document: dict[str, Any]
+) -> None:
     """An unpublished version, or another agent's, cannot be activated."""
     sales, _ = await registry.publish({**document, "agent": "sales"})
     with pytest.raises(UnknownVersion):
@@ -89,7 +94,9 @@ async def test_concurrent_activations_lose_no_step(registry: AgentRegistry, docu
     assert sorted(seen) == sorted(versions)
 
 
-async def test_previous_stack_is_bounded(registry: AgentRegistry, aredis: aioredis.Redis, document: dict[str, Any]) -> None:
+async def test_previous_stack_is_bounded(
+    registry: AgentRegistry, aredis: aioredis.Redis, document: dict[str, Any]
+) -> None:
     """Rollback history keeps at most MAX_PREVIOUS entries."""
     for n in range(MAX_PREVIOUS + 5):
         record, _ = await registry.publish(_variant(document, n))
@@ -101,12 +108,16 @@ async def test_history_between_for_bisect(registry: AgentRegistry, document: dic
     """history_between gives the versions between two versions in order, either direction."""
     versions = [(await registry.publish(_variant(document, n)))[0].version for n in range(5)]
     assert await registry.history_between("default", versions[1], versions[3]) == versions[1:4]
-    assert await registry.history_between("default", versions[3], versions[1]) == list(reversed(versions[1:4]))
+    assert await registry.history_between("default", versions[3], versions[1]) == list(
+        reversed(versions[1:4])
+    )
     with pytest.raises(UnknownVersion):
         await registry.history_between("default", versions[0], "x@000000000000")
 
 
-async def test_store_picks_up_activation_without_restart(registry: AgentRegistry, document: dict[str, Any]) -> None:
+async def test_store_picks_up_activation_without_restart(
+    registry: AgentRegistry, document: dict[str, Any]
+) -> None:
     """The gateway's store serves the new active config after an activation, and pinned ones by version."""
     store = RegistryConfigStore(registry, "default", poll_interval_s=0)
     seeded = await store.seed(DEFAULT_CONFIG)
@@ -120,7 +131,9 @@ async def test_store_picks_up_activation_without_restart(registry: AgentRegistry
     assert (await store.active()).version == seeded.version
 
 
-async def test_store_polls_at_most_once_per_interval(registry: AgentRegistry, document: dict[str, Any]) -> None:
+async def test_store_polls_at_most_once_per_interval(
+    registry: AgentRegistry, document: dict[str, Any]
+) -> None:
     """Within the poll interval the cached config is served without asking Redis."""
     store = RegistryConfigStore(registry, "default", poll_interval_s=3600)
     first = await store.seed(DEFAULT_CONFIG)

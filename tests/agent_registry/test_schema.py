@@ -11,7 +11,6 @@ import yaml
 
 from agent_registry import InvalidConfig, read_document, validate_document, version_of
 from streaming_gateway.agent_config import FileAgentConfigStore
-
 from tests.agent_registry.conftest import DEFAULT_CONFIG
 
 
@@ -63,7 +62,9 @@ def test_label_option_replaces_the_files_label(tmp_path: Path, document: dict[st
         ({"tools": [{"name": "bad name", "action": "a"}]}, "name"),
     ],
 )
-def test_invalid_configs_are_refused_with_the_field(document: dict[str, Any], change: dict, problem: str) -> None:
+def test_invalid_configs_are_refused_with_the_field(
+    document: dict[str, Any], change: dict, problem: str
+) -> None:
     """Each schema violation raises InvalidConfig naming what is wrong."""
     with pytest.raises(InvalidConfig, match=problem):
         validate_document({**document, **change}, "test")
@@ -74,8 +75,12 @@ def test_unreadable_and_unparseable_files_are_clear_errors(tmp_path: Path) -> No
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     (tmp_path / "date.yaml").write_text("label: x\nmodel: m\nsystem_prompt: hi\nextra_date: 2024-01-01\n")
-    for name, problem in [("missing.json", "cannot read"), ("bad.json", "cannot parse"),
-                          ("list.yaml", "mapping"), ("date.yaml", "JSON cannot represent")]:
+    for name, problem in [
+        ("missing.json", "cannot read"),
+        ("bad.json", "cannot parse"),
+        ("list.yaml", "mapping"),
+        ("date.yaml", "JSON cannot represent"),
+    ]:
         with pytest.raises(InvalidConfig, match=problem):
             read_document(tmp_path / name)
 

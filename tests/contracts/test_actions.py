@@ -36,7 +36,14 @@ def test_request_round_trips_through_json() -> None:
 def test_request_wire_names_are_camel_case() -> None:
     """The wire uses camelCase, the names both deployables and Cosmos DB share."""
     wire = json.loads(make_request().to_json())
-    assert {"actionId", "idempotencyKey", "conversationId", "userId", "agentConfigVersion", "createdAt"} <= wire.keys()
+    assert {
+        "actionId",
+        "idempotencyKey",
+        "conversationId",
+        "userId",
+        "agentConfigVersion",
+        "createdAt",
+    } <= wire.keys()
     assert uuid.UUID(wire["actionId"])
 
 

@@ -28,8 +28,14 @@ def test_gateway_defaults() -> None:
         ({"AUTH_JWT_SECRET": SECRET, "OPENAI_BASE_URL": "not a url"}, "OPENAI_BASE_URL"),
         ({}, "AUTH_JWT_SECRET"),
         ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET"),
-        ({"AUTH_JWT_SECRET": SECRET, "SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x/",
-          "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "x.servicebus.windows.net"}, "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"),
+        (
+            {
+                "AUTH_JWT_SECRET": SECRET,
+                "SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x/",
+                "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "x.servicebus.windows.net",
+            },
+            "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
+        ),
     ],
 )
 def test_gateway_bad_setting_names_the_variable(environ: dict[str, str], variable: str) -> None:
@@ -48,6 +54,8 @@ def test_function_app_requires_cosmos_endpoint() -> None:
 
 def test_function_app_reads_cosmos_settings() -> None:
     """Cosmos database and container names come from the environment, with defaults."""
-    settings = FunctionSettings.from_env({"COSMOS_ENDPOINT": "https://127.0.0.1:8081", "COSMOS_DATABASE": "db1"})
+    settings = FunctionSettings.from_env(
+        {"COSMOS_ENDPOINT": "https://127.0.0.1:8081", "COSMOS_DATABASE": "db1"}
+    )
     assert (settings.cosmos_database, settings.cosmos_container) == ("db1", "action_results")
     assert settings.cosmos_verify_tls

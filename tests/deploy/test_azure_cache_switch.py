@@ -16,7 +16,8 @@ def switched(tmp_path: Path) -> list[Manifest]:
     relative = os.path.relpath(AKS, tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{relative}/overlays/prod]\ncomponents: [{relative}/components/azure-cache-redis]\n")
+        f"resources: [{relative}/overlays/prod]\ncomponents: [{relative}/components/azure-cache-redis]\n"
+    )
     return render(tmp_path)
 
 
@@ -34,7 +35,9 @@ def test_switch_output_validates_strictly(switched: list[Manifest]) -> None:
 
 def test_switch_reads_the_whole_url_from_key_vault(switched: list[Manifest]) -> None:
     """REDIS_URL comes from the synced Key Vault secret `redis-url`; no password variable remains."""
-    container = find(switched, "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"]["containers"][0]
+    container = find(switched, "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "gateway-secrets", "key": "redis-url"}
     assert "REDIS_PASSWORD" not in env

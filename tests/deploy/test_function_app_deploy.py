@@ -12,7 +12,9 @@ from tests.deploy.manifests import INFRA_SCRIPT, ROOT
 def app_settings() -> dict[str, str]:
     """KEY=VALUE pairs of the script's first `appsettings set`, with each $(...) lookup replaced by a sample."""
     text = INFRA_SCRIPT.read_text()
-    command = re.search(r"az functionapp config appsettings set [^\n]*--settings \\\n((?:.*\\\n)*.*\n)", text).group(1)
+    command = re.search(
+        r"az functionapp config appsettings set [^\n]*--settings \\\n((?:.*\\\n)*.*\n)", text
+    ).group(1)
     samples = {"COSMOS_ENDPOINT": "https://cosmos-agents-dev-abc123.documents.azure.com:443/"}
     settings = {}
     for item in shlex.split(command.replace("\\\n", " ")):
@@ -44,10 +46,15 @@ def test_identity_connections_match_the_bindings() -> None:
 def test_every_cosmos_container_is_created_with_its_partition_key() -> None:
     """The containers the app's settings name exist, with the partition keys the app creates them with."""
     runtime = (ROOT / "function_app" / "runtime.py").read_text()
-    keys = re.findall(r'settings\.(cosmos_[a-z_]*container), partition_key=PartitionKey\("([^"]+)"\)', runtime)
+    keys = re.findall(
+        r'settings\.(cosmos_[a-z_]*container), partition_key=PartitionKey\("([^"]+)"\)', runtime
+    )
     settings = app_settings()
     script = INFRA_SCRIPT.read_text()
     assert keys
     for field, partition_key in keys:
         name = settings[field.upper()]
-        assert re.search(rf"-n {name} \\\n\s+--partition-key-path {partition_key} ", script), (name, partition_key)
+        assert re.search(rf"-n {name} \\\n\s+--partition-key-path {partition_key} ", script), (
+            name,
+            partition_key,
+        )

@@ -31,7 +31,9 @@ def guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     while node in parents:
         node = parents[node]
         if isinstance(node, ast.Try) and any(
-                isinstance(h.type, ast.Name) and h.type.id in {"ImportError", "ModuleNotFoundError"} for h in node.handlers):
+            isinstance(h.type, ast.Name) and h.type.id in {"ImportError", "ModuleNotFoundError"}
+            for h in node.handlers
+        ):
             return True
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             return True
@@ -66,8 +68,12 @@ def third_party_imports() -> dict[str, str]:
                 where = str(path.relative_to(ROOT))
                 for name in names:
                     top = name.split(".")[0]
-                    if top in sys.stdlib_module_names or top in local or guarded(node, parents) \
-                            or (where, top) in DEV_ONLY:
+                    if (
+                        top in sys.stdlib_module_names
+                        or top in local
+                        or guarded(node, parents)
+                        or (where, top) in DEV_ONLY
+                    ):
                         continue
                     found.setdefault(import_key(name), where)
     return found
@@ -75,11 +81,15 @@ def third_party_imports() -> dict[str, str]:
 
 def requirement_closure() -> set[str]:
     """Distributions pip installs from the image's requirements file (with extras), by normalized name."""
+
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    pending = [Requirement(line) for line in REQUIREMENTS.read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    pending = [
+        Requirement(line)
+        for line in REQUIREMENTS.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     seen: set[str] = set()
     while pending:
         requirement = pending.pop()
@@ -89,9 +99,9 @@ def requirement_closure() -> set[str]:
         seen.add(name)
         for raw in metadata.requires(requirement.name) or []:
             dependency = Requirement(raw)
-            environment = {"extra": extra for extra in requirement.extras} or {"extra": ""}
-            if dependency.marker is None or any(dependency.marker.evaluate({"extra": e}) for e in
-                                                (requirement.extras or {""})) and dependency.marker.evaluate(environment):
+            if dependency.marker is None or any(
+                dependency.marker.evaluate({"extra": e}) for e in (requirement.extras or {""})
+            ):
                 pending.append(dependency)
     return seen
 

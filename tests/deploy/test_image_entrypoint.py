@@ -36,7 +36,9 @@ def image_tree(target: Path) -> Path:
     app = target / workdir.lstrip("/")
     for source, destination in copy_sources(build):
         if not destination.startswith("/"):
-            shutil.copytree(ROOT / source, app / destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                ROOT / source, app / destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
     return app
 
 
@@ -79,8 +81,13 @@ def container_env(redis_url: str, upstream_base_url: str) -> dict[str, str]:
     pod = find(rendered("dev"), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"]
     settings_name = pod["containers"][0]["envFrom"][0]["configMapRef"]["name"]
     settings = dict(find(rendered("dev"), "ConfigMap", settings_name)[0]["data"])
-    for azure_only in ("AZURE_OPENAI_ENDPOINT", "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", "AUTH_JWKS_URL",
-                       "AUTH_ISSUER", "AUTH_AUDIENCE"):
+    for azure_only in (
+        "AZURE_OPENAI_ENDPOINT",
+        "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
+        "AUTH_JWKS_URL",
+        "AUTH_ISSUER",
+        "AUTH_AUDIENCE",
+    ):
         settings.pop(azure_only)
     env |= settings
     env |= {
@@ -96,13 +103,21 @@ def container_env(redis_url: str, upstream_base_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def entrypoint(tmp_path: Path, container_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+def entrypoint(
+    tmp_path: Path, container_env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     app = image_tree(tmp_path / "image")
     argv = stages()[-1].exec_form("ENTRYPOINT")
     assert argv[0] == "python"
     log = open(tmp_path / "gateway.log", "wb")
-    process = subprocess.Popen([sys.executable, *argv[1:]], cwd=app, env=container_env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, *argv[1:]],
+        cwd=app,
+        env=container_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{container_env['GATEWAY_PORT']}"
     try:
         yield process, base, app
@@ -114,14 +129,17 @@ def entrypoint(tmp_path: Path, container_env: dict[str, str]) -> Iterator[tuple[
 
 
 def test_entrypoint_serves_health_and_readiness_from_the_image_tree(
-        entrypoint: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    entrypoint: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
     """`python -m streaming_gateway` in the image layout answers /healthz, then /readyz once Redis answers."""
     process, base, _ = entrypoint
     assert json.loads(wait_for_status(process, f"{base}/healthz", 200))["status"] == "ok"
     assert json.loads(wait_for_status(process, f"{base}/readyz", 200))["status"] == "ok"
 
 
-def test_entrypoint_writes_nothing_into_the_image(entrypoint: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+def test_entrypoint_writes_nothing_into_the_image(
+    entrypoint: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
     """The app tree is unchanged after serving (fit for readOnlyRootFilesystem: no byte code, no files)."""
     process, base, app = entrypoint
     before = snapshot(app)
@@ -137,7 +155,8 @@ def test_sigterm_stops_the_entrypoint_cleanly(entrypoint: tuple[subprocess.Popen
     wait_for_status(process, f"{base}/healthz", 200)
     process.send_signal(signal.SIGTERM)
     grace = find(rendered("prod"), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"][
-        "terminationGracePeriodSeconds"]
+        "terminationGracePeriodSeconds"
+    ]
     assert process.wait(timeout=grace) == 0
 
 

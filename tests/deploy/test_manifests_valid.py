@@ -7,13 +7,35 @@ import copy
 import jsonschema
 import pytest
 
-from tests.deploy.manifests import AKS, OVERLAYS, SchemaMissing, find, kubernetes_version, render, rendered, validate
+from tests.deploy.manifests import (
+    AKS,
+    OVERLAYS,
+    SchemaMissing,
+    find,
+    kubernetes_version,
+    render,
+    rendered,
+    validate,
+)
 
 EXPECTED_KINDS = {
-    "Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment", "StatefulSet",
-    "PodDisruptionBudget", "NetworkPolicy", "SecretProviderClass", "ScaledObject",
-    "TriggerAuthentication", "PodMonitor", "Gateway", "VirtualService", "DestinationRule",
-    "PeerAuthentication", "AuthorizationPolicy",
+    "Namespace",
+    "ServiceAccount",
+    "ConfigMap",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "SecretProviderClass",
+    "ScaledObject",
+    "TriggerAuthentication",
+    "PodMonitor",
+    "Gateway",
+    "VirtualService",
+    "DestinationRule",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
 }
 
 
@@ -45,8 +67,16 @@ def test_base_renders_on_its_own() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_placeholder_survives_rendering(overlay: str) -> None:
     """Every upper-case Azure placeholder of the base is replaced from the overlay's azure.env."""
-    placeholders = {"AZURE_TENANT_ID", "AZURE_WORKLOAD_CLIENT_ID", "KEDA_CLIENT_ID", "KEYVAULT_NAME",
-                    "PROMETHEUS_QUERY_ENDPOINT", "GATEWAY_IMAGE", "REDIS_IMAGE", "PUBLIC_HOST"}
+    placeholders = {
+        "AZURE_TENANT_ID",
+        "AZURE_WORKLOAD_CLIENT_ID",
+        "KEDA_CLIENT_ID",
+        "KEYVAULT_NAME",
+        "PROMETHEUS_QUERY_ENDPOINT",
+        "GATEWAY_IMAGE",
+        "REDIS_IMAGE",
+        "PUBLIC_HOST",
+    }
     text = repr(rendered(overlay))
     assert [p for p in placeholders if f"'{p}'" in text] == []
     assert find(rendered(overlay), "ConfigMap", "azure") == []  # local to kustomize, never applied

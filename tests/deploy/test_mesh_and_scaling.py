@@ -14,8 +14,11 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def pod_labels(manifests: tuple[Manifest, ...]) -> list[tuple[str, dict[str, str]]]:
-    return [(m["metadata"]["name"], m["spec"]["template"]["metadata"]["labels"]) for m in manifests
-            if m["kind"] in {"Deployment", "StatefulSet"}]
+    return [
+        (m["metadata"]["name"], m["spec"]["template"]["metadata"]["labels"])
+        for m in manifests
+        if m["kind"] in {"Deployment", "StatefulSet"}
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -50,7 +53,9 @@ def test_scaled_deployments_leave_replicas_to_the_autoscaler(overlay: str) -> No
     """A Deployment a ScaledObject scales sets no replicas, so `kubectl apply` never resets a scaled-out count."""
     manifests = rendered(overlay)
     for scaled in find(manifests, "ScaledObject"):
-        target = find(manifests, scaled["spec"]["scaleTargetRef"]["kind"], scaled["spec"]["scaleTargetRef"]["name"])[0]
+        target = find(
+            manifests, scaled["spec"]["scaleTargetRef"]["kind"], scaled["spec"]["scaleTargetRef"]["name"]
+        )[0]
         assert "replicas" not in target["spec"]
 
 
@@ -78,10 +83,16 @@ def test_services_select_pods_on_declared_ports(overlay: str) -> None:
     """Every Service selects a workload and targets a port that workload's container declares."""
     manifests = rendered(overlay)
     for service in find(manifests, "Service"):
-        workloads = [m for m in manifests if m["kind"] in {"Deployment", "StatefulSet"}
-                     and selects(service["spec"]["selector"], m["spec"]["template"]["metadata"]["labels"])]
+        workloads = [
+            m
+            for m in manifests
+            if m["kind"] in {"Deployment", "StatefulSet"}
+            and selects(service["spec"]["selector"], m["spec"]["template"]["metadata"]["labels"])
+        ]
         assert len(workloads) == 1
-        declared = {p["name"] for c in workloads[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        declared = {
+            p["name"] for c in workloads[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+        }
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= declared
 
 
@@ -92,7 +103,9 @@ def test_mesh_mtls_is_strict_and_gateway_admits_only_the_ingress(overlay: str) -
     namespace = find(manifests, "Namespace", "agents")[0]
     assert namespace["metadata"]["labels"]["istio.io/rev"].startswith("asm-")
     peer = find(manifests, "PeerAuthentication")
-    assert len(peer) == 1 and "selector" not in peer[0]["spec"] and peer[0]["spec"]["mtls"]["mode"] == "STRICT"
+    assert (
+        len(peer) == 1 and "selector" not in peer[0]["spec"] and peer[0]["spec"]["mtls"]["mode"] == "STRICT"
+    )
     policy = find(manifests, "AuthorizationPolicy", "streaming-gateway")[0]["spec"]
     assert policy["action"] == "ALLOW"
     sources = [s["source"] for rule in policy["rules"] for s in rule["from"]]
@@ -114,14 +127,21 @@ def route_for(overlay: str, method: str, path: str) -> dict[str, Any]:
             if "method" in match and match["method"]["exact"] != method:
                 continue
             uri = match.get("uri", {})
-            if ("exact" in uri and uri["exact"] == path) or ("prefix" in uri and path.startswith(uri["prefix"])) \
-                    or ("regex" in uri and re.fullmatch(uri["regex"], path)):
+            if (
+                ("exact" in uri and uri["exact"] == path)
+                or ("prefix" in uri and path.startswith(uri["prefix"]))
+                or ("regex" in uri and re.fullmatch(uri["regex"], path))
+            ):
                 return route
     raise AssertionError(f"no route for {method} {path}")
 
 
-STREAMING = [("GET", "/v1/ws"), ("POST", "/v1/conversations/c1/messages"),
-             ("GET", "/v1/conversations/c1/events"), ("POST", "/v1/chat/completions")]
+STREAMING = [
+    ("GET", "/v1/ws"),
+    ("POST", "/v1/conversations/c1/messages"),
+    ("GET", "/v1/conversations/c1/events"),
+    ("POST", "/v1/chat/completions"),
+]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -154,8 +174,11 @@ def test_routes_point_at_rendered_services_and_gateway(overlay: str) -> None:
     """Every route destination is a rendered Service port; the bound Istio Gateway exists and requires client certs."""
     manifests = rendered(overlay)
     service = find(manifests, "VirtualService", "streaming-gateway")[0]
-    ports = {(f"{s['metadata']['name']}.{s['metadata']['namespace']}.svc.cluster.local", p["port"])
-             for s in find(manifests, "Service") for p in s["spec"]["ports"]}
+    ports = {
+        (f"{s['metadata']['name']}.{s['metadata']['namespace']}.svc.cluster.local", p["port"])
+        for s in find(manifests, "Service")
+        for p in s["spec"]["ports"]
+    }
     for route in service["spec"]["http"]:
         for destination in route["route"]:
             assert (destination["destination"]["host"], destination["destination"]["port"]["number"]) in ports
@@ -176,8 +199,13 @@ def test_network_policies_deny_by_default_and_admit_the_design_paths(overlay: st
     assert "ingress" not in deny and "egress" not in deny
     gateway = find(manifests, "NetworkPolicy", "streaming-gateway")[0]["spec"]
     app_port = [rule for rule in gateway["ingress"] if {"port": 8080, "protocol": "TCP"} in rule["ports"]]
-    assert [peer["namespaceSelector"]["matchLabels"] for peer in app_port[0]["from"]] == \
-        [{"kubernetes.io/metadata.name": "aks-istio-ingress"}]
+    assert [peer["namespaceSelector"]["matchLabels"] for peer in app_port[0]["from"]] == [
+        {"kubernetes.io/metadata.name": "aks-istio-ingress"}
+    ]
     redis = find(manifests, "NetworkPolicy", "redis")[0]["spec"]
-    assert redis["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "streaming-gateway"}}}],
-                                 "ports": [{"port": 6379, "protocol": "TCP"}]}]
+    assert redis["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "streaming-gateway"}}}],
+            "ports": [{"port": 6379, "protocol": "TCP"}],
+        }
+    ]

@@ -15,8 +15,9 @@ SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|ACCOUNT_KEY|CONNECTION
 
 def containers(pod: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
     """(name, container, is_init) for every container of a pod spec."""
-    return [(c["name"], c, True) for c in pod.get("initContainers", [])] + \
-           [(c["name"], c, False) for c in pod["containers"]]
+    return [(c["name"], c, True) for c in pod.get("initContainers", [])] + [
+        (c["name"], c, False) for c in pod["containers"]
+    ]
 
 
 def effective(pod: dict[str, Any], container: dict[str, Any], field: str) -> Any:
@@ -40,7 +41,9 @@ def test_every_container_is_hardened(overlay: str) -> None:
                 problems.append(f"{where}: readOnlyRootFilesystem")
             if context.get("allowPrivilegeEscalation") is not False:
                 problems.append(f"{where}: allowPrivilegeEscalation")
-            if context.get("capabilities", {}).get("drop") != ["ALL"] or context.get("capabilities", {}).get("add"):
+            if context.get("capabilities", {}).get("drop") != ["ALL"] or context.get("capabilities", {}).get(
+                "add"
+            ):
                 problems.append(f"{where}: capabilities")
             if (effective(pod, container, "seccompProfile") or {}).get("type") != "RuntimeDefault":
                 problems.append(f"{where}: seccomp")
@@ -71,7 +74,7 @@ def test_images_are_pinned_and_never_latest(overlay: str) -> None:
     for _, pod in pod_specs(rendered(overlay)):
         for name, container, _ in containers(pod):
             image = container["image"]
-            repository, _, tag = image.rpartition(":") if "@" not in image else (image, "", "digest")
+            _repository, _, tag = image.rpartition(":") if "@" not in image else (image, "", "digest")
             assert "." in image.split("/")[0], f"{name}: {image} has no registry host"
             assert tag and tag != "latest" and "/" not in tag, f"{name}: {image} is not pinned"
 
@@ -85,14 +88,18 @@ def test_no_secret_literal_is_rendered(overlay: str) -> None:
         assert [k for k in config_map.get("data", {}) if SECRET_NAME.search(k)] == []
         for key, value in config_map.get("data", {}).items():
             assert not re.search(r"^\s*(requirepass|masterauth)\s", value, re.M), f"{key} holds a password"
-            assert "://" not in value or "@" not in value.split("://", 1)[1].split("/")[0], f"{key}: credentials in URL"
+            assert "://" not in value or "@" not in value.split("://", 1)[1].split("/")[0], (
+                f"{key}: credentials in URL"
+            )
     for workload, pod in pod_specs(manifests):
         for name, container, _ in containers(pod):
             for env in container.get("env", []):
                 if SECRET_NAME.search(env["name"]):
                     assert "valueFrom" in env, f"{workload}/{name}: {env['name']} is a literal"
                 if "value" in env and "@" in env["value"]:
-                    assert re.search(r"://:\$\([A-Z_]+\)@", env["value"]), f"{env['name']} embeds a credential"
+                    assert re.search(r"://:\$\([A-Z_]+\)@", env["value"]), (
+                        f"{env['name']} embeds a credential"
+                    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -175,7 +182,9 @@ def test_workload_identity_is_wired(overlay: str) -> None:
         template = find(manifests, kind, name)[0]["spec"]["template"]
         assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
         account = find(manifests, "ServiceAccount", template["spec"]["serviceAccountName"])[0]
-        assert re.fullmatch(r"[0-9a-f-]{36}", account["metadata"]["annotations"]["azure.workload.identity/client-id"])
+        assert re.fullmatch(
+            r"[0-9a-f-]{36}", account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -185,11 +194,17 @@ def test_redis_persists_on_azure_disk_with_aof(overlay: str) -> None:
     redis = find(manifests, "StatefulSet", "redis")[0]
     claim = redis["spec"]["volumeClaimTemplates"][0]
     assert claim["spec"]["storageClassName"] == "managed-csi-premium"
-    mounts = {m["name"]: m["mountPath"] for m in redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    mounts = {
+        m["name"]: m["mountPath"] for m in redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
     assert mounts[claim["metadata"]["name"]] == "/data"
-    confs = [m["data"]["redis.conf"] for m in find(manifests, "ConfigMap") if "redis.conf" in m.get("data", {})]
+    confs = [
+        m["data"]["redis.conf"] for m in find(manifests, "ConfigMap") if "redis.conf" in m.get("data", {})
+    ]
     assert len(confs) == 1
-    directives = dict(line.split(None, 1) for line in confs[0].splitlines() if line and not line.startswith("#"))
+    directives = dict(
+        line.split(None, 1) for line in confs[0].splitlines() if line and not line.startswith("#")
+    )
     assert directives["appendonly"] == "yes" and directives["dir"] == "/data"
     assert directives["include"] == "/run/redis/auth.conf"
     assert "requirepass" not in directives

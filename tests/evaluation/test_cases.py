@@ -22,10 +22,16 @@ def test_shipped_default_cases_load() -> None:
 def test_jsonl_with_plain_string_turns(tmp_path: Path) -> None:
     """JSONL gives one case per line; plain strings are turns; case expect lands on the last turn."""
     path = tmp_path / "cases.jsonl"
-    path.write_text("\n".join(json.dumps(c) for c in [
-        {"id": "a", "turns": ["hi", "again"], "expect": {"contains": ["again"]}},
-        {"id": "b", "turns": [{"user": "x", "expect": {"regex": ["x"]}}]},
-    ]) + "\n\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(c)
+            for c in [
+                {"id": "a", "turns": ["hi", "again"], "expect": {"contains": ["again"]}},
+                {"id": "b", "turns": [{"user": "x", "expect": {"regex": ["x"]}}]},
+            ]
+        )
+        + "\n\n"
+    )
     a, b = load_cases(path)
     assert a.turns[0].expect.is_empty() and a.turns[1].expect.contains == ["again"]
     assert b.turns[0].expect.regex == ["x"]
@@ -40,7 +46,10 @@ def test_jsonl_with_plain_string_turns(tmp_path: Path) -> None:
         ("- {id: a, turns: [hi], expect: {regex: ['(']}}", "does not compile"),
         ("- {id: a, turns: [hi], expect: {json_schema: {type: 12}}}", "valid JSON schema"),
         ("- {id: a, turns: [hi], expect: {no_tool_calls: true, tool_calls: [{name: t}]}}", "contradict"),
-        ("- {id: a, turns: [hi], expect: {contains: [x]}}\n- {id: a, turns: [hi], expect: {contains: [x]}}", "unique"),
+        (
+            "- {id: a, turns: [hi], expect: {contains: [x]}}\n- {id: a, turns: [hi], expect: {contains: [x]}}",
+            "unique",
+        ),
         ("- {id: a, turns: [], expect: {contains: [x]}}", "turns"),
         ("- {id: a, turns: [hi], expect: {contain: [x]}}", "contain"),
         ("- {id: 'a b', turns: [hi], expect: {contains: [x]}}", "id"),

@@ -11,13 +11,18 @@ from evaluation.cases import load_cases
 from evaluation.harness import in_process_gateway
 from evaluation.report import compare_table
 from evaluation.runner import run_cases
-
 from tests.evaluation.test_run import DEFAULT_CASES, default_document  # noqa: F401 (fixture)
 
 
-async def test_compare_shows_a_regression(redis_url: str, default_document: dict[str, Any], tmp_path: Path) -> None:
+async def test_compare_shows_a_regression(
+    redis_url: str, default_document: dict[str, Any], tmp_path: Path
+) -> None:
     """A config whose output limit truncates answers regresses the greeting case in the comparison."""
-    short = {**default_document, "label": "short", "limits": {**default_document["limits"], "max_output_tokens": 3}}
+    short = {
+        **default_document,
+        "label": "short",
+        "limits": {**default_document["limits"], "max_output_tokens": 3},
+    }
     cases = load_cases(DEFAULT_CASES)
     async with in_process_gateway([default_document, short], redis_url=redis_url) as target:
         run_a = await run_cases(target, cases, version_of(default_document))

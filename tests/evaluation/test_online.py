@@ -12,11 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from agent_registry import AgentRegistry, read_document
-from observability.errors import InvalidFeedback
-from observability.online import OnlineMetrics
 from evaluation.bisect import bisect_versions, render
 from evaluation.errors import UnknownMetric
-from observability.online import TTFT_BUCKETS_MS, feedback_key, version_key
+from observability.errors import InvalidFeedback
+from observability.online import OnlineMetrics, feedback_key, version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +52,9 @@ async def test_action_outcomes(metrics: OnlineMetrics) -> None:
 
 async def test_feedback_counts_once_per_message(metrics: OnlineMetrics) -> None:
     """Rating a message again replaces the earlier rating instead of counting twice."""
-    assert await metrics.record_feedback("v@1", conversation_id="c1", message_id="m1", rating=2, comment="meh")
+    assert await metrics.record_feedback(
+        "v@1", conversation_id="c1", message_id="m1", rating=2, comment="meh"
+    )
     assert await metrics.record_feedback("v@1", conversation_id="c1", message_id="m2", rating=5)
     assert not await metrics.record_feedback("v@1", conversation_id="c1", message_id="m1", rating=4)
     m = await metrics.get("v@1")
@@ -75,7 +76,9 @@ async def test_invalid_ratings_are_refused(metrics: OnlineMetrics, rating: Any) 
 async def test_long_comment_is_refused(metrics: OnlineMetrics) -> None:
     """A comment over the limit is refused, not truncated silently."""
     with pytest.raises(InvalidFeedback, match="comment"):
-        await metrics.record_feedback("v@1", conversation_id="c", message_id="m", rating=3, comment="x" * 2001)
+        await metrics.record_feedback(
+            "v@1", conversation_id="c", message_id="m", rating=3, comment="x" * 2001
+        )
 
 
 async def test_version_count_is_bounded(aredis: aioredis.Redis) -> None:
@@ -95,7 +98,9 @@ async def _history(registry: AgentRegistry, n: int) -> list[str]:
     return [(await registry.publish({**base, "label": f"v{i}"}))[0].version for i in range(n)]
 
 
-async def test_bisect_finds_where_time_to_first_token_moved(aredis: aioredis.Redis, metrics: OnlineMetrics) -> None:
+async def test_bisect_finds_where_time_to_first_token_moved(
+    aredis: aioredis.Redis, metrics: OnlineMetrics
+) -> None:
     """TTFT steady for three versions, then doubled: bisect names the fourth version."""
     registry = AgentRegistry(aredis)
     versions = await _history(registry, 6)
@@ -103,9 +108,12 @@ async def test_bisect_finds_where_time_to_first_token_moved(aredis: aioredis.Red
         ttft = 0.3 if index < 3 else 0.6
         for _ in range(25):
             await metrics.record_stream(version, ttft_s=ttft)
-    await metrics.record_stream(versions[1], ttft_s=1.0)  # one slow answer: the mean moves 9%, within tolerance
-    result = await bisect_versions(registry, metrics, "default", versions[0], versions[5], "ttft_mean_ms",
-                                   tolerance=0.5, min_samples=20)
+    await metrics.record_stream(
+        versions[1], ttft_s=1.0
+    )  # one slow answer: the mean moves 9%, within tolerance
+    result = await bisect_versions(
+        registry, metrics, "default", versions[0], versions[5], "ttft_mean_ms", tolerance=0.5, min_samples=20
+    )
     assert result.baseline == versions[0]
     assert result.first_moved == versions[3]
     assert result.largest_step[:2] == (versions[2], versions[3])
@@ -113,16 +121,21 @@ async def test_bisect_finds_where_time_to_first_token_moved(aredis: aioredis.Red
     assert f"ttft_mean_ms moved at {versions[3]}" in text and "worse" in text
 
 
-async def test_bisect_skips_versions_with_too_few_samples(aredis: aioredis.Redis, metrics: OnlineMetrics) -> None:
+async def test_bisect_skips_versions_with_too_few_samples(
+    aredis: aioredis.Redis, metrics: OnlineMetrics
+) -> None:
     """A version with little feedback is shown but neither baseline nor blamed."""
     registry = AgentRegistry(aredis)
     versions = await _history(registry, 3)
     plan = {versions[0]: [1] * 3, versions[1]: [5] * 10, versions[2]: [2] * 10}
     for version, ratings in plan.items():
         for i, rating in enumerate(ratings):
-            await metrics.record_feedback(version, conversation_id="c", message_id=f"{version}-{i}", rating=rating)
-    result = await bisect_versions(registry, metrics, "default", versions[0], versions[2], "feedback_mean",
-                                   min_samples=5)
+            await metrics.record_feedback(
+                version, conversation_id="c", message_id=f"{version}-{i}", rating=rating
+            )
+    result = await bisect_versions(
+        registry, metrics, "default", versions[0], versions[2], "feedback_mean", min_samples=5
+    )
     assert [step.enough for step in result.steps] == [False, True, True]
     assert result.baseline == versions[1] and result.first_moved == versions[2]
     assert "worse" in render(result)
@@ -141,20 +154,45 @@ def test_bisect_command(redis_url: str) -> None:
             metrics = OnlineMetrics(client)
             for index, version in enumerate(versions):
                 for _ in range(20):
-                    await metrics.record_stream(version, ttft_s=0.2, error_kind="upstream_error" if index == 2 else None)
+                    await metrics.record_stream(
+                        version, ttft_s=0.2, error_kind="upstream_error" if index == 2 else None
+                    )
             return versions
         finally:
             await client.aclose()
 
     versions = asyncio.run(prepare())
     env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "evaluation", "bisect", "--from", versions[0], "--to", versions[2],
-                             "--metric", "error_rate", "--json"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "bisect",
+            "--from",
+            versions[0],
+            "--to",
+            versions[2],
+            "--metric",
+            "error_rate",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["first_moved"] == versions[2]
-    online = subprocess.run([sys.executable, "-m", "evaluation", "online"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, env=env)
+    online = subprocess.run(
+        [sys.executable, "-m", "evaluation", "online"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert online.returncode == 0, online.stderr
     assert all(version in online.stdout for version in versions)

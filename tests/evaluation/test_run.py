@@ -13,7 +13,7 @@ import pytest
 from agent_registry import read_document, version_of
 from evaluation.cases import load_cases
 from evaluation.harness import in_process_gateway
-from evaluation.report import compare_table, run_table
+from evaluation.report import run_table
 from evaluation.runner import run_cases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,9 @@ def default_document() -> dict[str, Any]:
     return read_document(DEFAULT_CONFIG)
 
 
-async def test_default_cases_pass_on_the_default_config(redis_url: str, default_document: dict[str, Any]) -> None:
+async def test_default_cases_pass_on_the_default_config(
+    redis_url: str, default_document: dict[str, Any]
+) -> None:
     """Every shipped case passes for the shipped config, answered by the gateway pipeline itself."""
     version = version_of(default_document)
     async with in_process_gateway([default_document], redis_url=redis_url) as target:
@@ -43,14 +45,19 @@ async def test_default_cases_pass_on_the_default_config(redis_url: str, default_
     assert "4/4 cases passed" in run_table(run)
 
 
-async def test_gateway_errors_are_scored_not_crashed(redis_url: str, default_document: dict[str, Any],
-                                                     tmp_path: Path) -> None:
+async def test_gateway_errors_are_scored_not_crashed(
+    redis_url: str, default_document: dict[str, Any], tmp_path: Path
+) -> None:
     """An upstream failure becomes a failed check with the error code; an expected error passes."""
     script = tmp_path / "script.json"
-    script.write_text(json.dumps({"rules": [{"match": "", "error": {"status": 400, "message": "bad request"}}]}))
+    script.write_text(
+        json.dumps({"rules": [{"match": "", "error": {"status": 400, "message": "bad request"}}]})
+    )
     cases = tmp_path / "cases.yaml"
-    cases.write_text("- {id: fails, turns: [hi], expect: {contains: [hello]}}\n"
-                     "- {id: expects-error, turns: [hi], expect: {error: upstream_rejected}}\n")
+    cases.write_text(
+        "- {id: fails, turns: [hi], expect: {contains: [hello]}}\n"
+        "- {id: expects-error, turns: [hi], expect: {error: upstream_rejected}}\n"
+    )
     async with in_process_gateway([default_document], redis_url=redis_url, script=str(script)) as target:
         run = await run_cases(target, load_cases(cases), version_of(default_document))
     fails, expected = run.results
@@ -59,7 +66,9 @@ async def test_gateway_errors_are_scored_not_crashed(redis_url: str, default_doc
     assert expected.passed
 
 
-async def test_unknown_version_fails_the_case_cleanly(redis_url: str, default_document: dict[str, Any]) -> None:
+async def test_unknown_version_fails_the_case_cleanly(
+    redis_url: str, default_document: dict[str, Any]
+) -> None:
     """A version the gateway does not know fails each case with the gateway's reason."""
     async with in_process_gateway([default_document], redis_url=redis_url) as target:
         run = await run_cases(target, load_cases(DEFAULT_CASES)[:1], "nope@000000000000")
@@ -68,17 +77,34 @@ async def test_unknown_version_fails_the_case_cleanly(redis_url: str, default_do
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluation", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
 
 
 def test_cli_gates_on_the_threshold(tmp_path: Path) -> None:
     """run exits 0 at or above the threshold, 1 below it, and writes the JSON report either way."""
     cases = tmp_path / "cases.yaml"
-    cases.write_text(DEFAULT_CASES.read_text() + "\n  - {id: impossible, turns: [hi], expect: {contains: [zebra]}}\n")
+    cases.write_text(
+        DEFAULT_CASES.read_text() + "\n  - {id: impossible, turns: [hi], expect: {contains: [zebra]}}\n"
+    )
     report = tmp_path / "out" / "report.json"
-    passing = _cli("run", "--config", str(DEFAULT_CONFIG), "--cases", str(cases), "--threshold", "0.8",
-                   "--report", str(report))
+    passing = _cli(
+        "run",
+        "--config",
+        str(DEFAULT_CONFIG),
+        "--cases",
+        str(cases),
+        "--threshold",
+        "0.8",
+        "--report",
+        str(report),
+    )
     assert passing.returncode == 0, passing.stderr
     assert "4/5 cases passed (80%)" in passing.stdout
     data = json.loads(report.read_text())
@@ -103,7 +129,9 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "temperature" in result.stderr
 
 
-async def test_turn_can_wait_for_its_actions(redis_url: str, default_document: dict[str, Any], tmp_path: Path) -> None:
+async def test_turn_can_wait_for_its_actions(
+    redis_url: str, default_document: dict[str, Any], tmp_path: Path
+) -> None:
     """wait_for_actions reads on past the tool calls to the model's answer after the action result.
 
     The action pipeline here is a stand-in (named so): it takes the request off the real Redis
@@ -125,8 +153,13 @@ async def test_turn_can_wait_for_its_actions(redis_url: str, default_document: d
                     if str(request.action_id) in done:
                         continue
                     done.add(str(request.action_id))
-                    result = ActionResult.queued_for(request).model_copy(update={
-                        "status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-42"}})
+                    result = ActionResult.queued_for(request).model_copy(
+                        update={
+                            "status": ActionStatus.succeeded,
+                            "attempts": 1,
+                            "result": {"ticket_id": "T-42"},
+                        }
+                    )
                     await RedisUpdateSink(client).publish_update(result)
                 await asyncio.sleep(0.05)
         finally:
@@ -141,7 +174,8 @@ async def test_turn_can_wait_for_its_actions(redis_url: str, default_document: d
         "      expect:\n"
         "        tool_calls: [{name: create_ticket}]\n"
         "        contains: ['Done. The ticket service answered', 'T-42']\n"
-        "        finish_reason: stop\n")
+        "        finish_reason: stop\n"
+    )
     stop = asyncio.Event()
     worker = asyncio.create_task(stand_in_worker(stop))
     try:
@@ -169,20 +203,42 @@ async def test_cli_against_a_running_gateway(redis_url: str, upstream_base_url: 
     from streaming_gateway.token import make_token
 
     secret = secrets.token_urlsafe(40)
-    settings = Settings.from_env({"AUTH_JWT_SECRET": secret, "REDIS_URL": redis_url,
-                                  "OPENAI_BASE_URL": upstream_base_url, "OPENAI_API_KEY": "scripted"})
+    settings = Settings.from_env(
+        {
+            "AUTH_JWT_SECRET": secret,
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": upstream_base_url,
+            "OPENAI_API_KEY": "scripted",
+        }
+    )
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     try:
         variant = tmp_path / "variant.json"
-        variant.write_text(json.dumps({**read_document(DEFAULT_CONFIG), "label": "variant", "temperature": 0.5}))
+        variant.write_text(
+            json.dumps({**read_document(DEFAULT_CONFIG), "label": "variant", "temperature": 0.5})
+        )
         report = tmp_path / "report.json"
         env = {**os.environ, "REDIS_URL": redis_url, "EVAL_TOKEN": make_token(secret, "ci", 600)}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "evaluation", "run", "--config", str(variant), "--cases", str(DEFAULT_CASES),
-            "--gateway-url", str(server.make_url("")), "--report", str(report), cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)  # a hang guard
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--config",
+            str(variant),
+            "--cases",
+            str(DEFAULT_CASES),
+            "--gateway-url",
+            str(server.make_url("")),
+            "--report",
+            str(report),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)  # a hang guard
     finally:
         await server.close()
     assert process.returncode == 0, stderr.decode()

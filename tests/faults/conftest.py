@@ -35,17 +35,25 @@ class Scenario:
 #: Scenarios of issue 8 that other suites already test; their outcome in this session is reported.
 COVERED_ELSEWHERE = {
     "tests/function_app/test_pipeline_e2e.py::test_killed_worker_action_completes_exactly_once": Scenario(
-        "worker SIGKILL mid-action", "SIGKILL of `python -m function_app.worker` while the backend call is in flight",
-        "a restarted worker completes it: one ticket, one succeeded document"),
+        "worker SIGKILL mid-action",
+        "SIGKILL of `python -m function_app.worker` while the backend call is in flight",
+        "a restarted worker completes it: one ticket, one succeeded document",
+    ),
     "tests/function_app/test_pipeline_e2e.py::test_exhausted_action_is_dead_lettered_and_replayed": Scenario(
-        "backend stays down, then replay", "three HTTP 500s (every attempt)",
-        "dead-lettered with attempt history; replay after recovery succeeds once"),
+        "backend stays down, then replay",
+        "three HTTP 500s (every attempt)",
+        "dead-lettered with attempt history; replay after recovery succeeds once",
+    ),
     "tests/gateway/test_cancel.py::test_upstream_drop_mid_answer_ends_with_error": Scenario(
-        "upstream drops mid-answer (single stream)", "scripted upstream closes the connection after 5 chunks",
-        "error event then message_end, the stream closes"),
+        "upstream drops mid-answer (single stream)",
+        "scripted upstream closes the connection after 5 chunks",
+        "error event then message_end, the stream closes",
+    ),
     "tests/action_bus/test_outbox.py": Scenario(
-        "bus outage behind the outbox", "action bus unavailable while actions are accepted",
-        "accepted actions wait in the outbox and are published once the bus is back"),
+        "bus outage behind the outbox",
+        "action bus unavailable while actions are accepted",
+        "accepted actions wait in the outbox and are published once the bus is back",
+    ),
 }
 
 for _prefix, _line in COVERED_ELSEWHERE.items():
@@ -59,7 +67,9 @@ def scenario(request: pytest.FixtureRequest) -> Scenario:
     """The summary line of this test; the test fills `observed` as it checks things."""
     marker = request.node.get_closest_marker("scenario")
     if marker is None:
-        raise pytest.UsageError(f"{request.node.nodeid} needs @pytest.mark.scenario(name, injected, expected)")
+        raise pytest.UsageError(
+            f"{request.node.nodeid} needs @pytest.mark.scenario(name, injected, expected)"
+        )
     line = Scenario(*marker.args)
     line.outcome = "running"
     _recorded.append(line)
@@ -102,7 +112,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 def _outcome(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
-        return "xfailed: known bug, see the test's reason" if report.skipped else "XPASS: the bug is fixed; drop xfail"
+        return (
+            "xfailed: known bug, see the test's reason"
+            if report.skipped
+            else "XPASS: the bug is fixed; drop xfail"
+        )
     return "passed" if report.passed else ("skipped" if report.skipped else "FAILED")
 
 

@@ -26,31 +26,56 @@ ATTEMPTS = 4
 @pytest.fixture
 def settings(app_env: dict[str, str]) -> Settings:
     """Four attempts, short backoff, and a dispatch timeout short enough to trip on purpose."""
-    return Settings.from_env({**app_env, "ACTION_RETRY_POLICIES": f"create_ticket=0.1:{ATTEMPTS}",
-                              "DISPATCH_TIMEOUT_SECONDS": "0.5"})
+    return Settings.from_env(
+        {
+            **app_env,
+            "ACTION_RETRY_POLICIES": f"create_ticket=0.1:{ATTEMPTS}",
+            "DISPATCH_TIMEOUT_SECONDS": "0.5",
+        }
+    )
 
 
-@pytest.mark.scenario("backend 500, 503, timeout, then recovers",
-                      "HTTP 500, HTTP 503, a 1 s stall (dispatch timeout 0.5 s), then healthy",
-                      f"retried per policy ({ATTEMPTS} attempts): 3 transient errors then succeeded, one ticket")
-async def test_mixed_transient_failures_are_retried_per_policy(runtime: Runtime, aredis: aioredis.Redis,
-                                                               backend: TestServer, scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "backend 500, 503, timeout, then recovers",
+    "HTTP 500, HTTP 503, a 1 s stall (dispatch timeout 0.5 s), then healthy",
+    f"retried per policy ({ATTEMPTS} attempts): 3 transient errors then succeeded, one ticket",
+)
+async def test_mixed_transient_failures_are_retried_per_policy(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer, scenario: Scenario
+) -> None:
     """500, 503 and a timed-out call are each retried with backoff; the fourth attempt succeeds and one ticket exists."""
-    await control(backend, "PUT", "/_control/faults", {"rules": [
-        {"path": "/tickets", "status": 500, "times": 1},
-        {"path": "/tickets", "status": 503, "times": 1},
-        {"path": "/tickets", "delay_s": 1.0, "times": 1},  # acts late: the retry must not make a second ticket
-    ]})
+    await control(
+        backend,
+        "PUT",
+        "/_control/faults",
+        {
+            "rules": [
+                {"path": "/tickets", "status": 500, "times": 1},
+                {"path": "/tickets", "status": 503, "times": 1},
+                {
+                    "path": "/tickets",
+                    "delay_s": 1.0,
+                    "times": 1,
+                },  # acts late: the retry must not make a second ticket
+            ]
+        },
+    )
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     result = await eventually(final_result(runtime, request), tick=worker_tick(Worker(aredis, runtime)))
     await eventually(lambda: _settled(backend))
     history = [(a.outcome, a.status_code) for a in result.attempt_history]
     stats = await control(backend, "GET", "/_control/stats")
-    scenario.observed = f"{result.status.value} after {result.attempts} attempts {history}; tickets {stats['tickets']}"
+    scenario.observed = (
+        f"{result.status.value} after {result.attempts} attempts {history}; tickets {stats['tickets']}"
+    )
     assert result.status is ActionStatus.succeeded and result.attempts == ATTEMPTS
-    assert history == [("transient_error", 500), ("transient_error", 503), ("transient_error", None),
-                       ("succeeded", 201)]
+    assert history == [
+        ("transient_error", 500),
+        ("transient_error", 503),
+        ("transient_error", None),
+        ("succeeded", 201),
+    ]
     assert "no answer within 0.5s" in (result.attempt_history[2].error or "")
     assert stats["tickets"] == 1
 
@@ -61,15 +86,21 @@ async def _settled(backend: TestServer) -> bool:
     return stats["tickets"] == 1 and stats["requests"] >= ATTEMPTS and not stats["faults_left"]
 
 
-@pytest.mark.scenario("backend stays down, recovers, replay",
-                      f"HTTP 503 on every attempt ({ATTEMPTS}), then the backend is fixed",
-                      "dead-lettered with the attempt history; one replay succeeds once; a second replay is refused")
-async def test_down_backend_dead_letters_then_replays_once(runtime: Runtime, aredis: aioredis.Redis,
-                                                           backend: TestServer, settings: Settings,
-                                                           scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "backend stays down, recovers, replay",
+    f"HTTP 503 on every attempt ({ATTEMPTS}), then the backend is fixed",
+    "dead-lettered with the attempt history; one replay succeeds once; a second replay is refused",
+)
+async def test_down_backend_dead_letters_then_replays_once(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer, settings: Settings, scenario: Scenario
+) -> None:
     """Every attempt fails: dead-lettered with its history; after recovery one replay makes one ticket."""
-    await control(backend, "PUT", "/_control/faults",
-                  {"rules": [{"path": "/tickets", "status": 503, "times": ATTEMPTS, "retry_after": 0}]})
+    await control(
+        backend,
+        "PUT",
+        "/_control/faults",
+        {"rules": [{"path": "/tickets", "status": 503, "times": ATTEMPTS, "retry_after": 0}]},
+    )
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     tick = worker_tick(Worker(aredis, runtime))
@@ -86,9 +117,11 @@ async def test_down_backend_dead_letters_then_replays_once(runtime: Runtime, are
     for _ in range(3):
         await tick()
     stats = await control(backend, "GET", "/_control/stats")
-    scenario.observed = (f"dead_lettered after {dead.attempts} attempts (history {[a.status_code for a in dead.attempt_history]}); "
-                         f"replay -> {replayed.status.value} in {replayed.attempts} attempt; second replay exit {second}; "
-                         f"tickets {stats['tickets']}")
+    scenario.observed = (
+        f"dead_lettered after {dead.attempts} attempts (history {[a.status_code for a in dead.attempt_history]}); "
+        f"replay -> {replayed.status.value} in {replayed.attempts} attempt; second replay exit {second}; "
+        f"tickets {stats['tickets']}"
+    )
     assert replayed.status is ActionStatus.succeeded and replayed.attempts == 1
     assert second == 1 and "no dead letter" in again.getvalue()
     assert stats["tickets"] == 1

@@ -24,29 +24,60 @@ from tests.gateway.conftest import make_token
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=16)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=16,
+)
 raw_bodies = json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=300)
 header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "bogus", ""])
-chat_messages = st.lists(st.fixed_dictionaries(
-    {"role": roles}, optional={"content": st.text(max_size=60) | st.none() | st.lists(st.dictionaries(
-        st.sampled_from(["type", "text", "image_url"]), scalars, max_size=3), max_size=3),
-        "tool_call_id": st.text(max_size=20), "tool_calls": json_values}), max_size=4)
-chat_bodies = st.fixed_dictionaries({"model": st.text(max_size=20), "messages": chat_messages}, optional={
-    "stream": st.booleans() | scalars, "temperature": scalars, "max_tokens": scalars, "n": scalars,
-    "tools": st.lists(json_values, max_size=2), "stream_options": json_values})
-message_bodies = st.fixed_dictionaries({"content": st.text(max_size=80) | scalars},
-                                       optional={"metadata": json_values, "extra": json_values})
-ws_frames = json_values.map(json.dumps) | st.text(max_size=120) | st.fixed_dictionaries(
-    {"type": st.sampled_from(["message", "cancel", "resume", "ping", "nope"])},
-    optional={"content": scalars, "conversation_id": scalars, "after": scalars}).map(json.dumps)
+chat_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": roles},
+        optional={
+            "content": st.text(max_size=60)
+            | st.none()
+            | st.lists(
+                st.dictionaries(st.sampled_from(["type", "text", "image_url"]), scalars, max_size=3),
+                max_size=3,
+            ),
+            "tool_call_id": st.text(max_size=20),
+            "tool_calls": json_values,
+        },
+    ),
+    max_size=4,
+)
+chat_bodies = st.fixed_dictionaries(
+    {"model": st.text(max_size=20), "messages": chat_messages},
+    optional={
+        "stream": st.booleans() | scalars,
+        "temperature": scalars,
+        "max_tokens": scalars,
+        "n": scalars,
+        "tools": st.lists(json_values, max_size=2),
+        "stream_options": json_values,
+    },
+)
+message_bodies = st.fixed_dictionaries(
+    {"content": st.text(max_size=80) | scalars}, optional={"metadata": json_values, "extra": json_values}
+)
+ws_frames = (
+    json_values.map(json.dumps)
+    | st.text(max_size=120)
+    | st.fixed_dictionaries(
+        {"type": st.sampled_from(["message", "cancel", "resume", "ping", "nope"])},
+        optional={"content": scalars, "conversation_id": scalars, "after": scalars},
+    ).map(json.dumps)
+)
 
 
 async def _call(method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=30), **kwargs) as response:
-            return response.status, await response.read()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, timeout=aiohttp.ClientTimeout(total=30), **kwargs) as response,
+    ):
+        return response.status, await response.read()
 
 
 def call(method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
@@ -67,12 +98,15 @@ def still_serving(gateway: GatewayProcess) -> bool:
     return gateway.service.running and call("GET", f"{gateway.base}/healthz")[0] == 200
 
 
-@pytest.mark.scenario("malformed HTTP input (hypothesis)",
-                      "generated bodies (JSON of any shape, raw bytes), chat requests, Last-Event-ID / after / "
-                      "limit / cursor values, against messages, chat completions, conversations and events",
-                      "4xx or 2xx for each, never 5xx; the gateway process keeps serving")
-def test_generated_http_input_never_makes_a_server_error(standalone_gateway: GatewayProcess,
-                                                         scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "malformed HTTP input (hypothesis)",
+    "generated bodies (JSON of any shape, raw bytes), chat requests, Last-Event-ID / after / "
+    "limit / cursor values, against messages, chat completions, conversations and events",
+    "4xx or 2xx for each, never 5xx; the gateway process keeps serving",
+)
+def test_generated_http_input_never_makes_a_server_error(
+    standalone_gateway: GatewayProcess, scenario: Scenario
+) -> None:
     """Generated bodies, headers and queries get client errors or answers, never a 5xx."""
     gateway, statuses = standalone_gateway, set()
 
@@ -80,16 +114,24 @@ def test_generated_http_input_never_makes_a_server_error(standalone_gateway: Gat
     @given(body=raw_bodies, content_type=st.sampled_from(["application/json", "text/plain", ""]))
     def messages(body: bytes, content_type: str) -> None:
         headers = {**bearer(), **({"Content-Type": content_type} if content_type else {})}
-        status, text = call("POST", f"{gateway.base}/v1/conversations/{conversation(gateway)}/messages",
-                            data=body, headers=headers)
+        status, text = call(
+            "POST",
+            f"{gateway.base}/v1/conversations/{conversation(gateway)}/messages",
+            data=body,
+            headers=headers,
+        )
         statuses.add(status)
         assert status < 500, text[:300]
 
     @FAST
     @given(body=message_bodies)
     def structured_messages(body: dict[str, Any]) -> None:
-        status, text = call("POST", f"{gateway.base}/v1/conversations/{conversation(gateway)}/messages",
-                            json=body, headers=bearer())
+        status, text = call(
+            "POST",
+            f"{gateway.base}/v1/conversations/{conversation(gateway)}/messages",
+            json=body,
+            headers=bearer(),
+        )
         statuses.add(status)
         assert status < 500, text[:300]
 
@@ -104,13 +146,20 @@ def test_generated_http_input_never_makes_a_server_error(standalone_gateway: Gat
     @given(last_event_id=header_text, after=header_text, limit=header_text, cursor=header_text)
     def queries(last_event_id: str, after: str, limit: str, cursor: str) -> None:
         cid = conversation(gateway)
-        status, text = call("GET", f"{gateway.base}/v1/conversations/{cid}/events",
-                            params={"after": after, "until": "end"},
-                            headers={**bearer(), "Last-Event-ID": last_event_id})
+        status, text = call(
+            "GET",
+            f"{gateway.base}/v1/conversations/{cid}/events",
+            params={"after": after, "until": "end"},
+            headers={**bearer(), "Last-Event-ID": last_event_id},
+        )
         statuses.add(status)
         assert status < 500, text[:300]
-        status, text = call("GET", f"{gateway.base}/v1/conversations", params={"limit": limit, "cursor": cursor},
-                            headers=bearer())
+        status, text = call(
+            "GET",
+            f"{gateway.base}/v1/conversations",
+            params={"limit": limit, "cursor": cursor},
+            headers=bearer(),
+        )
         statuses.add(status)
         assert status < 500, text[:300]
 
@@ -121,11 +170,14 @@ def test_generated_http_input_never_makes_a_server_error(standalone_gateway: Gat
     assert serving
 
 
-@pytest.mark.scenario("malformed WebSocket frames (hypothesis)",
-                      "generated text frames (any JSON, plain text, near-valid frames), then a ping",
-                      "each bad frame answered with a `rejected` frame, the connection stays open (pong)")
-def test_generated_websocket_frames_are_rejected_not_fatal(standalone_gateway: GatewayProcess,
-                                                           scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "malformed WebSocket frames (hypothesis)",
+    "generated text frames (any JSON, plain text, near-valid frames), then a ping",
+    "each bad frame answered with a `rejected` frame, the connection stays open (pong)",
+)
+def test_generated_websocket_frames_are_rejected_not_fatal(
+    standalone_gateway: GatewayProcess, scenario: Scenario
+) -> None:
     """Generated frames never close the socket with an error: the next ping still gets its pong."""
     gateway, kinds = standalone_gateway, set()
 
@@ -155,41 +207,76 @@ def test_generated_websocket_frames_are_rejected_not_fatal(standalone_gateway: G
     assert serving
 
 
-def run_schemathesis(gateway: GatewayProcess, output_dir: Path, scenario: Scenario, *, examples: int,
-                     max_time_s: int) -> None:
+def run_schemathesis(
+    gateway: GatewayProcess, output_dir: Path, scenario: Scenario, *, examples: int, max_time_s: int
+) -> None:
     report = output_dir / "schemathesis.ndjson"
-    argv = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{gateway.base}/openapi.json",
-            "--checks", "not_a_server_error", "--max-examples", str(examples), "--seed", "8",
-            "--phases", "examples,coverage,fuzzing", "--request-timeout", "20", "--max-time", str(max_time_s),
-            "--exclude-operation-id", "followEvents", "--exclude-operation-id", "websocket",
-            "--header", f"Authorization: Bearer {make_token('schemathesis')}",
-            "--report", "ndjson", "--report-ndjson-path", str(report), "--no-color"]
+    argv = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        f"{gateway.base}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        "8",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--request-timeout",
+        "20",
+        "--max-time",
+        str(max_time_s),
+        "--exclude-operation-id",
+        "followEvents",
+        "--exclude-operation-id",
+        "websocket",
+        "--header",
+        f"Authorization: Bearer {make_token('schemathesis')}",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
+        "--no-color",
+    ]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=max_time_s + 120)
     (output_dir / "schemathesis.txt").write_text(run.stdout + run.stderr)
     cases = [line.strip() for line in run.stdout.splitlines() if "generated" in line and "passed" in line]
     serving = still_serving(gateway)
-    scenario.observed = (f"schemathesis exit {run.returncode}; {cases[-1] if cases else 'no case count'}; "
-                         f"still serving: {serving}")
+    scenario.observed = (
+        f"schemathesis exit {run.returncode}; {cases[-1] if cases else 'no case count'}; "
+        f"still serving: {serving}"
+    )
     assert run.returncode == 0, run.stdout[-3000:]
     assert serving
 
 
-SCHEMATHESIS = ("schemathesis 4 against /openapi.json (examples, coverage, fuzzing), every operation but the "
-                "endless event follow and the WebSocket upgrade")
+SCHEMATHESIS = (
+    "schemathesis 4 against /openapi.json (examples, coverage, fuzzing), every operation but the "
+    "endless event follow and the WebSocket upgrade"
+)
 
 
-@pytest.mark.scenario("OpenAPI-driven fuzzing (schemathesis, fast)", SCHEMATHESIS + "; 5 examples per operation",
-                      "not_a_server_error passes for every operation; the gateway keeps serving")
-def test_schemathesis_finds_no_server_error(standalone_gateway: GatewayProcess, output_dir: Path,
-                                            scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "OpenAPI-driven fuzzing (schemathesis, fast)",
+    SCHEMATHESIS + "; 5 examples per operation",
+    "not_a_server_error passes for every operation; the gateway keeps serving",
+)
+def test_schemathesis_finds_no_server_error(
+    standalone_gateway: GatewayProcess, output_dir: Path, scenario: Scenario
+) -> None:
     """schemathesis, driven by the gateway's own OpenAPI description, provokes no 5xx."""
     run_schemathesis(standalone_gateway, output_dir, scenario, examples=5, max_time_s=20)
 
 
 @pytest.mark.slow
-@pytest.mark.scenario("OpenAPI-driven fuzzing (schemathesis, long)", SCHEMATHESIS + "; 200 examples per operation",
-                      "not_a_server_error passes for every operation; the gateway keeps serving")
-def test_schemathesis_long_run_finds_no_server_error(standalone_gateway: GatewayProcess, output_dir: Path,
-                                                     scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "OpenAPI-driven fuzzing (schemathesis, long)",
+    SCHEMATHESIS + "; 200 examples per operation",
+    "not_a_server_error passes for every operation; the gateway keeps serving",
+)
+def test_schemathesis_long_run_finds_no_server_error(
+    standalone_gateway: GatewayProcess, output_dir: Path, scenario: Scenario
+) -> None:
     """A long schemathesis run (up to 10 minutes) provokes no 5xx either."""
     run_schemathesis(standalone_gateway, output_dir, scenario, examples=200, max_time_s=600)

@@ -21,8 +21,11 @@ from tests.gateway.helpers import eventually
 from tests.gateway.sse_client import SseEvent, SseParser
 
 SLOW_ANSWER = {"match": "story", "tokens": 400, "token_delay_ms": 15}
-TICKET = {"match": "ticket", "reply": "Opening it.",
-          "tool_calls": [{"name": "create_ticket", "arguments": {"title": "survives restarts"}}]}
+TICKET = {
+    "match": "ticket",
+    "reply": "Opening it.",
+    "tool_calls": [{"name": "create_ticket", "arguments": {"title": "survives restarts"}}],
+}
 
 
 @pytest.fixture
@@ -36,8 +39,12 @@ def durable_redis(tmp_path: Path, output_dir: Path) -> Iterator[processes.Servic
     service.stop()
 
 
-async def read_until(response: aiohttp.ClientResponse, parser: SseParser, stop: Callable[[SseEvent], bool],
-                     events: list[SseEvent]) -> None:
+async def read_until(
+    response: aiohttp.ClientResponse,
+    parser: SseParser,
+    stop: Callable[[SseEvent], bool],
+    events: list[SseEvent],
+) -> None:
     async for chunk in response.content.iter_any():
         for event in parser.feed(chunk):
             events.append(event)
@@ -45,12 +52,15 @@ async def read_until(response: aiohttp.ClientResponse, parser: SseParser, stop: 
                 return
 
 
-async def stream_outcome(response: aiohttp.ClientResponse, parser: SseParser, events: list[SseEvent],
-                         patience_s: float = 20) -> str:
+async def stream_outcome(
+    response: aiohttp.ClientResponse, parser: SseParser, events: list[SseEvent], patience_s: float = 20
+) -> str:
     """How the interrupted stream ended, as the client sees it (a bound on waiting, not a timing check)."""
     try:
-        await asyncio.wait_for(read_until(response, parser, lambda e: e.type == "message_end", events), patience_s)
-    except asyncio.TimeoutError:
+        await asyncio.wait_for(
+            read_until(response, parser, lambda e: e.type == "message_end", events), patience_s
+        )
+    except TimeoutError:
         return f"hung (no end within {patience_s:.0f} s; heartbeats only)"
     except aiohttp.ClientPayloadError as exc:
         return f"connection broken mid-body ({type(exc).__name__})"
@@ -61,33 +71,47 @@ async def stream_outcome(response: aiohttp.ClientResponse, parser: SseParser, ev
     return f"closed resumably ({said[-1]!r})" if said else "closed without error or message_end"
 
 
-async def open_gateway(start_gateway: StartGateway, script: Callable[..., Any], redis: processes.Service) -> Gateway:
+async def open_gateway(
+    start_gateway: StartGateway, script: Callable[..., Any], redis: processes.Service
+) -> Gateway:
     await script([SLOW_ANSWER, TICKET])
-    return await start_gateway(REDIS_URL=f"redis://127.0.0.1:{redis.port}/0", GATEWAY_TURN_TIMEOUT_SECONDS="60")
+    return await start_gateway(
+        REDIS_URL=f"redis://127.0.0.1:{redis.port}/0", GATEWAY_TURN_TIMEOUT_SECONDS="60"
+    )
 
 
-@pytest.mark.scenario("Redis restarted mid-stream",
-                      "redis-server SIGKILLed while an answer streams, started again 0.5 s later (AOF)",
-                      "the stream ends (error event or closed), requests get 503 while it is down, "
-                      "the action accepted before the crash is still queued after it")
+@pytest.mark.scenario(
+    "Redis restarted mid-stream",
+    "redis-server SIGKILLed while an answer streams, started again 0.5 s later (AOF)",
+    "the stream ends (error event or closed), requests get 503 while it is down, "
+    "the action accepted before the crash is still queued after it",
+)
 async def test_redis_restart_mid_stream_fails_cleanly_and_keeps_actions(
-        start_gateway: StartGateway, script: Callable[..., Any], durable_redis: processes.Service,
-        scenario: Scenario) -> None:
+    start_gateway: StartGateway,
+    script: Callable[..., Any],
+    durable_redis: processes.Service,
+    scenario: Scenario,
+) -> None:
     """The live stream ends instead of hanging, the gateway answers 503 meanwhile, the accepted action survives."""
     gateway = await open_gateway(start_gateway, script, durable_redis)
     check = aioredis.Redis.from_url(f"redis://127.0.0.1:{durable_redis.port}/0", decode_responses=True)
     try:
         ticket_cid = await gateway.create_conversation()
-        async with gateway.request("POST", f"/v1/conversations/{ticket_cid}/messages",
-                                   json={"content": "open a ticket"}) as response:
+        async with gateway.request(
+            "POST", f"/v1/conversations/{ticket_cid}/messages", json={"content": "open a ticket"}
+        ) as response:
             accepted = await response.json()
         [action] = accepted["actions"]
         assert action["status"] == "queued"
 
         cid = await gateway.create_conversation()
         parser, events = SseParser(), []
-        async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "tell a story"},
-                                   headers={"Accept": "text/event-stream"}) as response:
+        async with gateway.request(
+            "POST",
+            f"/v1/conversations/{cid}/messages",
+            json={"content": "tell a story"},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
             await read_until(response, parser, lambda e: sum(x.type == "token" for x in events) >= 10, events)
             durable_redis.kill()
             outcome = await stream_outcome(response, parser, events)
@@ -96,10 +120,12 @@ async def test_redis_restart_mid_stream_fails_cleanly_and_keeps_actions(
         durable_redis.start()
         await eventually(lambda: _answers(check), "redis back")
         queued = await _queued_action_ids(check)
-        scenario.observed = (f"stream: {outcome} after {sum(e.type == 'token' for e in events)} tokens; "
-                             f"GET while down: {while_down}; accepted action queued after restart: "
-                             f"{action['action_id'] in queued}")
-        assert outcome.startswith("closed resumably") or outcome.startswith("ended with")
+        scenario.observed = (
+            f"stream: {outcome} after {sum(e.type == 'token' for e in events)} tokens; "
+            f"GET while down: {while_down}; accepted action queued after restart: "
+            f"{action['action_id'] in queued}"
+        )
+        assert outcome.startswith(("closed resumably", "ended with"))
         assert while_down == 503
         assert action["action_id"] in queued
     finally:
@@ -122,20 +148,30 @@ async def _queued_action_ids(client: aioredis.Redis) -> set[str]:
     return ids
 
 
-@pytest.mark.scenario("resume after Redis is back",
-                      "redis-server SIGKILLed mid-answer, restarted; the client resumes with Last-Event-ID",
-                      "the resumed stream reaches an end (error + message_end) and the conversation takes new "
-                      "messages, without waiting for the turn lock to expire")
-async def test_client_resumes_after_redis_restart(start_gateway: StartGateway, script: Callable[..., Any],
-                                                  durable_redis: processes.Service, scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "resume after Redis is back",
+    "redis-server SIGKILLed mid-answer, restarted; the client resumes with Last-Event-ID",
+    "the resumed stream reaches an end (error + message_end) and the conversation takes new "
+    "messages, without waiting for the turn lock to expire",
+)
+async def test_client_resumes_after_redis_restart(
+    start_gateway: StartGateway,
+    script: Callable[..., Any],
+    durable_redis: processes.Service,
+    scenario: Scenario,
+) -> None:
     """After Redis returns, resuming the interrupted answer ends it, and the next message is accepted."""
     gateway = await open_gateway(start_gateway, script, durable_redis)
     check = aioredis.Redis.from_url(f"redis://127.0.0.1:{durable_redis.port}/0", decode_responses=True)
     try:
         cid = await gateway.create_conversation()
         parser, events = SseParser(), []
-        async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "tell a story"},
-                                   headers={"Accept": "text/event-stream"}) as response:
+        async with gateway.request(
+            "POST",
+            f"/v1/conversations/{cid}/messages",
+            json={"content": "tell a story"},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
             await read_until(response, parser, lambda e: sum(x.type == "token" for x in events) >= 10, events)
             durable_redis.kill()
             await stream_outcome(response, parser, events)
@@ -144,16 +180,20 @@ async def test_client_resumes_after_redis_restart(start_gateway: StartGateway, s
         await eventually(lambda: _answers(check), "redis back")
         last = max(int(e.id) for e in events if e.id)
         resumed: list[SseEvent] = []
-        async with gateway.request("GET", f"/v1/conversations/{cid}/events?until=end",
-                                   headers={"Accept": "text/event-stream", "Last-Event-ID": str(last)}) as response:
+        async with gateway.request(
+            "GET",
+            f"/v1/conversations/{cid}/events?until=end",
+            headers={"Accept": "text/event-stream", "Last-Event-ID": str(last)},
+        ) as response:
             resumed_status = response.status
             outcome = await stream_outcome(response, SseParser(), resumed, patience_s=5)
         statuses: list[int] = []
 
         async def next_message_answered() -> bool:
             # A pooled connection from before the restart fails once (503): the client retries, as told.
-            async with gateway.request("POST", f"/v1/conversations/{cid}/messages",
-                                       json={"content": "hello again"}) as r:
+            async with gateway.request(
+                "POST", f"/v1/conversations/{cid}/messages", json={"content": "hello again"}
+            ) as r:
                 statuses.append(r.status)
             return r.status != 503 or len(statuses) >= 5
 

@@ -34,8 +34,14 @@ KINDS = ("follow", "answer", "half")
 
 @pytest.fixture
 async def server(gateway_env: dict[str, str]) -> AsyncIterator[TestServer]:
-    settings = Settings.from_env({**gateway_env, "GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000",
-                                  "GATEWAY_MAX_STREAMS_PER_USER": "10000", "GATEWAY_ORPHAN_GRACE_SECONDS": "0"})
+    settings = Settings.from_env(
+        {
+            **gateway_env,
+            "GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000",
+            "GATEWAY_MAX_STREAMS_PER_USER": "10000",
+            "GATEWAY_ORPHAN_GRACE_SECONDS": "0",
+        }
+    )
     server = TestServer(create_app(settings), host="127.0.0.1", handler_cancellation=True)
     await server.start_server()
     yield server
@@ -58,10 +64,16 @@ def tcp(local_port: int | None = None, remote_port: int | None = None) -> int:
         with open(table) as rows:
             for row in list(rows)[1:]:
                 fields = row.split()
-                local, remote, state = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3]
+                local, remote, state = (
+                    int(fields[1].rsplit(":", 1)[1], 16),
+                    int(fields[2].rsplit(":", 1)[1], 16),
+                    fields[3],
+                )
                 if state in ("06", "0A"):
                     continue
-                if (local_port is None or local == local_port) and (remote_port is None or remote == remote_port):
+                if (local_port is None or local == local_port) and (
+                    remote_port is None or remote == remote_port
+                ):
                     count += 1
     return count
 
@@ -86,8 +98,11 @@ async def vanish(server: TestServer, kind: str, cid: str, token: str) -> None:
         await reader.readuntil(b"\r\n\r\n")  # the stream is open on the server
     else:
         body = b'{"content": "tell me a long story"}'
-        writer.write(f"POST /v1/conversations/{cid}/messages HTTP/1.1\r\n{headers}Content-Type: application/json\r\n"
-                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        writer.write(
+            f"POST /v1/conversations/{cid}/messages HTTP/1.1\r\n{headers}Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         await writer.drain()
         await reader.readuntil(b"event: token")  # the model is answering
     writer.transport.abort()
@@ -96,10 +111,15 @@ async def vanish(server: TestServer, kind: str, cid: str, token: str) -> None:
 async def crowd(server: TestServer, count: int, parallel: int = 100) -> dict[str, int]:
     token = make_token("vanisher")
     async with aiohttp.ClientSession() as session:
+
         async def conversation() -> str:
-            async with session.post(str(server.make_url("/v1/conversations")), json={},
-                                    headers={"Authorization": f"Bearer {token}"}) as response:
+            async with session.post(
+                str(server.make_url("/v1/conversations")),
+                json={},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
                 return (await response.json())["id"]
+
         cids = [await conversation() for _ in range(count)]
     done: dict[str, int] = dict.fromkeys(KINDS, 0)
     semaphore = asyncio.Semaphore(parallel)
@@ -116,20 +136,37 @@ async def crowd(server: TestServer, count: int, parallel: int = 100) -> dict[str
 
 async def idle(server: TestServer, upstream: TestServer) -> bool:
     app = server.app
-    return (len(app[streams_key]) == 0 and len(app[engine_key].producers) == 0
-            and (await upstream_stats(upstream))["active_streams"] == 0)
+    return (
+        len(app[streams_key]) == 0
+        and len(app[engine_key].producers) == 0
+        and (await upstream_stats(upstream))["active_streams"] == 0
+    )
 
 
 async def leftovers_in_redis(redis: aioredis.Redis) -> dict[str, int]:
     watchers = sum([await redis.zcard(key) async for key in redis.scan_iter("*watchers*")])
-    slots = sum([await redis.zcard(key) async for key in redis.scan_iter("*streams*") if await redis.type(key) == "zset"])
+    slots = sum(
+        [
+            await redis.zcard(key)
+            async for key in redis.scan_iter("*streams*")
+            if await redis.type(key) == "zset"
+        ]
+    )
     return {"watcher_leases": watchers, "stream_slots": slots}
 
 
-async def check(server: TestServer, upstream: TestServer, aredis: aioredis.Redis, script: Callable[..., Any],
-                count: int, scenario: Scenario) -> None:
+async def check(
+    server: TestServer,
+    upstream: TestServer,
+    aredis: aioredis.Redis,
+    script: Callable[..., Any],
+    count: int,
+    scenario: Scenario,
+) -> None:
     await script([{"match": "story", "tokens": 200, "token_delay_ms": 20}])
-    await crowd(server, count)  # warm-up of the same size: pools, caches, lazy imports reach their working size
+    await crowd(
+        server, count
+    )  # warm-up of the same size: pools, caches, lazy imports reach their working size
     await eventually(lambda: idle(server, upstream), "warm-up clients released")
     gc.collect()
     ports = (int(aredis.connection_pool.connection_kwargs["port"]), upstream.port)
@@ -146,10 +183,12 @@ async def check(server: TestServer, upstream: TestServer, aredis: aioredis.Redis
     tasks, open_fds, rss, pooled = len(asyncio.all_tasks()), fds(), rss_kb(), outbound(*ports)
     client_sockets = tcp(local_port=server.port)
     redis_left = await leftovers_in_redis(aredis)
-    scenario.observed = (f"{sum(done.values())} vanished {done}; open streams 0, answers 0, upstream 0; tasks "
-                         f"{base_tasks} -> {tasks}; client sockets left {client_sockets}; fds {base_fds} -> {open_fds} "
-                         f"(pooled Redis/model connections {base_pooled} -> {pooled}); RSS {base_rss} -> {rss} KB; "
-                         f"redis {redis_left}")
+    scenario.observed = (
+        f"{sum(done.values())} vanished {done}; open streams 0, answers 0, upstream 0; tasks "
+        f"{base_tasks} -> {tasks}; client sockets left {client_sockets}; fds {base_fds} -> {open_fds} "
+        f"(pooled Redis/model connections {base_pooled} -> {pooled}); RSS {base_rss} -> {rss} KB; "
+        f"redis {redis_left}"
+    )
     assert sum(done.values()) == count
     assert tasks <= base_tasks
     assert client_sockets == 0
@@ -158,21 +197,34 @@ async def check(server: TestServer, upstream: TestServer, aredis: aioredis.Redis
     assert redis_left == {"watcher_leases": 0, "stream_slots": 0}
 
 
-@pytest.mark.scenario("clients vanish without closing (fast)",
-                      "150 connections reset mid-follow / mid-answer / mid-headers",
-                      "no leaked tasks, sockets, stream slots, watcher leases or model requests")
-async def test_vanished_clients_leave_nothing_behind(server: TestServer, upstream: TestServer, aredis: aioredis.Redis,
-                                                     script: Callable[..., Any], scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "clients vanish without closing (fast)",
+    "150 connections reset mid-follow / mid-answer / mid-headers",
+    "no leaked tasks, sockets, stream slots, watcher leases or model requests",
+)
+async def test_vanished_clients_leave_nothing_behind(
+    server: TestServer,
+    upstream: TestServer,
+    aredis: aioredis.Redis,
+    script: Callable[..., Any],
+    scenario: Scenario,
+) -> None:
     """150 reset connections: tasks, descriptors, Redis leases and upstream requests all return to baseline."""
     await check(server, upstream, aredis, script, 150, scenario)
 
 
 @pytest.mark.slow
-@pytest.mark.scenario("1,000 clients vanish without closing",
-                      "1,000 connections reset mid-follow / mid-answer / mid-headers, 100 at a time",
-                      "no leaked tasks, sockets, stream slots, watcher leases, model requests; RSS within 16 MB")
-async def test_thousand_vanished_clients_leave_nothing_behind(server: TestServer, upstream: TestServer,
-                                                              aredis: aioredis.Redis, script: Callable[..., Any],
-                                                              scenario: Scenario) -> None:
+@pytest.mark.scenario(
+    "1,000 clients vanish without closing",
+    "1,000 connections reset mid-follow / mid-answer / mid-headers, 100 at a time",
+    "no leaked tasks, sockets, stream slots, watcher leases, model requests; RSS within 16 MB",
+)
+async def test_thousand_vanished_clients_leave_nothing_behind(
+    server: TestServer,
+    upstream: TestServer,
+    aredis: aioredis.Redis,
+    script: Callable[..., Any],
+    scenario: Scenario,
+) -> None:
     """1,000 reset connections: everything the gateway held for them is released."""
     await check(server, upstream, aredis, script, 1000, scenario)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from function_app.app import build_app
 
-START = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def ts(moment: datetime) -> str:
@@ -37,17 +37,33 @@ class ScriptedHost:
     timers: list[datetime] = field(default_factory=list)
 
     def _event(self, event_type: int, event_id: int = -1, **fields: Any) -> dict[str, Any]:
-        return {"EventType": event_type, "EventId": event_id, "IsPlayed": False, "Timestamp": ts(self.clock), **fields}
+        return {
+            "EventType": event_type,
+            "EventId": event_id,
+            "IsPlayed": False,
+            "Timestamp": ts(self.clock),
+            **fields,
+        }
 
     def context(self) -> str:
         last = max(i for i, e in enumerate(self.history) if e["EventType"] == 12)
         played = [{**e, "IsPlayed": i < last} for i, e in enumerate(self.history)]
-        return json.dumps({"history": played, "instanceId": "action-test", "isReplaying": False,
-                           "parentInstanceId": None, "input": json.dumps(self.input_), "upperSchemaVersion": 0})
+        return json.dumps(
+            {
+                "history": played,
+                "instanceId": "action-test",
+                "isReplaying": False,
+                "parentInstanceId": None,
+                "input": json.dumps(self.input_),
+                "upperSchemaVersion": 0,
+            }
+        )
 
     def run(self, max_turns: int = 200) -> dict[str, Any]:
-        self.history = [self._event(12), self._event(0, Name="action_orchestrator",
-                                                     Input=json.dumps(self.input_), Version="")]
+        self.history = [
+            self._event(12),
+            self._event(0, Name="action_orchestrator", Input=json.dumps(self.input_), Version=""),
+        ]
         for _ in range(max_turns):
             state = json.loads(self.handle(self.context()))
             if state.get("isDone"):
@@ -67,7 +83,9 @@ class ScriptedHost:
                 self.calls.append((action["functionName"], payload))
                 result = self.answer(action["functionName"], payload)
                 if isinstance(result, Exception):
-                    self.history.append(self._event(6, TaskScheduledId=task_id, Reason=str(result), Details=""))
+                    self.history.append(
+                        self._event(6, TaskScheduledId=task_id, Reason=str(result), Details="")
+                    )
                 else:
                     self.history.append(self._event(5, TaskScheduledId=task_id, Result=json.dumps(result)))
             else:
@@ -78,7 +96,9 @@ class ScriptedHost:
         raise AssertionError("orchestration did not finish")
 
     def statuses(self) -> list[tuple[str, int]]:
-        return [(p["status"], p.get("attempts", 0)) for name, p in self.calls if name == "record_action_status"]
+        return [
+            (p["status"], p.get("attempts", 0)) for name, p in self.calls if name == "record_action_status"
+        ]
 
     def dispatches(self) -> int:
         return sum(1 for name, _ in self.calls if name == "dispatch_action")

@@ -26,7 +26,9 @@ def make_request(**overrides: Any) -> ActionRequest:
 def worker_tick(*workers: Any) -> Callable[[], Awaitable[None]]:
     """One step of each local worker, for `eventually(..., tick=...)`: take new messages, then run
     what is due. The real worker runs these as two loops; tests step them by hand."""
+
     async def tick() -> None:
         await asyncio.gather(*(worker.intake_once(0.05) for worker in workers))
         await asyncio.gather(*(worker.engine.run_due() for worker in workers))
+
     return tick

@@ -26,9 +26,8 @@ async def set_faults(backend: TestServer, *rules: dict[str, Any]) -> None:
 
 
 async def backend_stats(backend: TestServer) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(backend.make_url("/_control/stats")) as response:
-            return await response.json()
+    async with aiohttp.ClientSession() as http, http.get(backend.make_url("/_control/stats")) as response:
+        return await response.json()
 
 
 def payload(attempt: int = 1, **overrides: Any) -> dict[str, Any]:
@@ -42,7 +41,9 @@ async def test_dispatch_success_returns_the_backend_result(runtime: Runtime, bac
     assert outcome["result"]["ticketId"].startswith("T-")
 
 
-async def test_dispatch_sends_idempotency_key_and_trace_context(runtime: Runtime, backend: TestServer) -> None:
+async def test_dispatch_sends_idempotency_key_and_trace_context(
+    runtime: Runtime, backend: TestServer
+) -> None:
     """The backend receives the Idempotency-Key and a traceparent in the trace the gateway started."""
     request = make_request()
     await activities.dispatch_action({"request": request.to_wire(), "attempt": 1}, runtime)
@@ -84,7 +85,9 @@ async def test_dispatch_4xx_is_permanent(runtime: Runtime, backend: TestServer) 
 
 async def test_dispatch_missing_ticket_is_permanent(runtime: Runtime, backend: TestServer) -> None:
     """get_ticket for an unknown id: the backend's 404 is a permanent error."""
-    outcome = await activities.dispatch_action(payload(name="get_ticket", arguments={"ticket_id": "T-NOPE"}), runtime)
+    outcome = await activities.dispatch_action(
+        payload(name="get_ticket", arguments={"ticket_id": "T-NOPE"}), runtime
+    )
     assert (outcome["outcome"], outcome["statusCode"]) == ("permanent_error", 404)
 
 
@@ -103,7 +106,9 @@ async def test_dispatch_connection_refused_is_transient(runtime: Runtime) -> Non
     assert outcome["outcome"] == "transient_error"
 
 
-async def test_dispatch_invalid_arguments_never_reach_the_backend(runtime: Runtime, backend: TestServer) -> None:
+async def test_dispatch_invalid_arguments_never_reach_the_backend(
+    runtime: Runtime, backend: TestServer
+) -> None:
     """Arguments that break the action's schema are a permanent error decided before any HTTP call."""
     outcome = await activities.dispatch_action(payload(arguments={"title": ""}), runtime)
     assert outcome["outcome"] == "permanent_error" and "invalid arguments" in outcome["error"]
@@ -122,8 +127,9 @@ async def test_record_writes_cosmos_and_publishes_update(runtime: Runtime, aredi
     """record_action_status stores the document and publishes the same status on the update stream."""
     request = make_request()
     await activities.record_action_status({"request": request.to_wire(), "status": "queued"}, runtime)
-    await activities.record_action_status({"request": request.to_wire(), "status": "running", "attempts": 1,
-                                           "maxAttempts": 3}, runtime)
+    await activities.record_action_status(
+        {"request": request.to_wire(), "status": "running", "attempts": 1, "maxAttempts": 3}, runtime
+    )
     stored, _ = await runtime.results.read(request.conversation_id, str(request.action_id))
     assert stored.status is ActionStatus.running and stored.max_attempts == 3
     source = RedisUpdateSource(aredis, runtime.settings.servicebus_updates_queue)
@@ -137,22 +143,37 @@ async def test_record_rerun_publishes_again_but_stale_does_not(runtime: Runtime,
     wire = request.to_wire()
     for status in ("queued", "succeeded", "succeeded"):
         await activities.record_action_status({"request": wire, "status": status, "attempts": 1}, runtime)
-    stale = await activities.record_action_status({"request": wire, "status": "running", "attempts": 1}, runtime)
+    stale = await activities.record_action_status(
+        {"request": wire, "status": "running", "attempts": 1}, runtime
+    )
     source = RedisUpdateSource(aredis, runtime.settings.servicebus_updates_queue)
     statuses = [u.status.value for _, u in await source.next_updates(10, wait_s=1)]
-    assert statuses == ["queued", "succeeded"]  # the re-sent succeeded has the same message id: dropped by the bus
+    assert statuses == [
+        "queued",
+        "succeeded",
+    ]  # the re-sent succeeded has the same message id: dropped by the bus
     assert stale == {"applied": False, "status": "succeeded", "attempts": 1}
 
 
 async def test_dead_letter_activity_stores_reason_and_history(runtime: Runtime) -> None:
     """dead_letter_action writes the request, the reason and every attempt to the dead-letter container."""
     request = make_request()
-    history = [{"attempt": n, "startedAt": "2026-01-01T00:00:00+00:00", "outcome": "transient_error",
-                "statusCode": 503, "error": "HTTP 503"} for n in (1, 2)]
-    await activities.dead_letter_action({"request": request.to_wire(), "reason": "gave up", "history": history},
-                                        runtime)
-    await activities.dead_letter_action({"request": request.to_wire(), "reason": "gave up", "history": history},
-                                        runtime)
+    history = [
+        {
+            "attempt": n,
+            "startedAt": "2026-01-01T00:00:00+00:00",
+            "outcome": "transient_error",
+            "statusCode": 503,
+            "error": "HTTP 503",
+        }
+        for n in (1, 2)
+    ]
+    await activities.dead_letter_action(
+        {"request": request.to_wire(), "reason": "gave up", "history": history}, runtime
+    )
+    await activities.dead_letter_action(
+        {"request": request.to_wire(), "reason": "gave up", "history": history}, runtime
+    )
     letters = await runtime.dead_letters.list()
     assert len(letters) == 1
     assert letters[0].reason == "gave up" and [a.attempt for a in letters[0].attempt_history] == [1, 2]

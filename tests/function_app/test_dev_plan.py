@@ -18,8 +18,11 @@ def test_worker_runs_last_with_local_bus_and_env_points_at_local_services() -> N
 
 def test_configured_services_are_used_not_started() -> None:
     """A given COSMOS_ENDPOINT, TICKETS_SERVICE_URL and Service Bus mean no Cosmos server, backend or worker."""
-    env = {"COSMOS_ENDPOINT": "https://cosmos.example.com/", "TICKETS_SERVICE_URL": "http://tickets.internal",
-           "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "ns.servicebus.windows.net"}
+    env = {
+        "COSMOS_ENDPOINT": "https://cosmos.example.com/",
+        "TICKETS_SERVICE_URL": "http://tickets.internal",
+        "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "ns.servicebus.windows.net",
+    }
     names = [service.name for service in action_pipeline(env)]
     assert not {"cosmosdb-server", "sample-backend", "worker"} & set(names)
     assert env["COSMOS_ENDPOINT"] == "https://cosmos.example.com/"

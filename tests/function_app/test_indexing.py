@@ -36,8 +36,13 @@ print(json.dumps(out))
 
 
 def index_app() -> list[dict]:
-    completed = subprocess.run([sys.executable, "-c", INDEX_LIKE_THE_WORKER, str(ROOT)], cwd="/",
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", INDEX_LIKE_THE_WORKER, str(ROOT)],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -45,8 +50,14 @@ def index_app() -> list[dict]:
 def test_worker_indexing_finds_every_function() -> None:
     """The trigger, the orchestrator and the four activities are indexed, each once."""
     functions = {f["name"]: f for f in index_app()}
-    assert set(functions) == {"accept_action", "action_orchestrator", "plan_action", "dispatch_action",
-                              "record_action_status", "dead_letter_action"}
+    assert set(functions) == {
+        "accept_action",
+        "action_orchestrator",
+        "plan_action",
+        "dispatch_action",
+        "record_action_status",
+        "dead_letter_action",
+    }
     assert functions["action_orchestrator"]["trigger"] == "orchestrationTrigger"
     for name in ("plan_action", "dispatch_action", "record_action_status", "dead_letter_action"):
         assert functions[name]["trigger"] == "activityTrigger"

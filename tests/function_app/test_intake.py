@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import azure.functions as func
-from azure.functions.meta import Datum
-from azure.functions.servicebus import ServiceBusMessageInConverter
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from azure.durable_functions.models.utils.http_utils import _close_session
+from azure.functions.meta import Datum
+from azure.functions.servicebus import ServiceBusMessageInConverter
 
 from function_app.app import build_app
 from function_app.errors import OrchestrationStartFailed
@@ -45,8 +45,12 @@ class DurableExtensionApiTestDouble:
         iid = request.match_info["iid"]
         self.starts.append(iid)
         body = await request.json()  # the SDK sends the input JSON-encoded once more, as a string
-        self.instances[iid] = {"name": request.match_info["name"], "instanceId": iid, "runtimeStatus": "Pending",
-                               "input": json.loads(body) if isinstance(body, str) else body}
+        self.instances[iid] = {
+            "name": request.match_info["name"],
+            "instanceId": iid,
+            "runtimeStatus": "Pending",
+            "input": json.loads(body) if isinstance(body, str) else body,
+        }
         return web.json_response({"id": iid}, status=202)
 
     async def status(self, request: web.Request) -> web.Response:
@@ -62,9 +66,16 @@ async def extension() -> AsyncIterator[tuple[DurableExtensionApiTestDouble, str]
     server = TestServer(double.app(), host="127.0.0.1")
     await server.start_server()
     base = str(server.make_url("/")).rstrip("/")
-    binding = json.dumps({"taskHubName": "actions", "creationUrls": {}, "managementUrls": {},
-                          "rpcBaseUrl": f"{base}/durabletask/", "baseUrl": f"{base}/runtime/webhooks/durabletask",
-                          "requiredQueryStringParameters": ""})
+    binding = json.dumps(
+        {
+            "taskHubName": "actions",
+            "creationUrls": {},
+            "managementUrls": {},
+            "rpcBaseUrl": f"{base}/durabletask/",
+            "baseUrl": f"{base}/runtime/webhooks/durabletask",
+            "requiredQueryStringParameters": "",
+        }
+    )
     yield double, binding
     await _close_session()  # the SDK keeps one module-level HTTP session; each test has its own loop
     await server.close()
@@ -72,21 +83,28 @@ async def extension() -> AsyncIterator[tuple[DurableExtensionApiTestDouble, str]
 
 def servicebus_message(body: bytes, message_id: str, delivery_count: int = 1) -> func.ServiceBusMessage:
     """Decoded by the library's own converter from the trigger data and metadata the host sends."""
-    metadata = {"MessageId": Datum(json.dumps(message_id), "json"), "DeliveryCount": Datum(str(delivery_count), "json"),
-                "ContentType": Datum(json.dumps("application/json"), "json"),
-                "UserProperties": Datum(json.dumps({"action_name": "create_ticket"}), "json")}
+    metadata = {
+        "MessageId": Datum(json.dumps(message_id), "json"),
+        "DeliveryCount": Datum(str(delivery_count), "json"),
+        "ContentType": Datum(json.dumps("application/json"), "json"),
+        "UserProperties": Datum(json.dumps({"action_name": "create_ticket"}), "json"),
+    }
     return ServiceBusMessageInConverter.decode(Datum(body, "bytes"), trigger_metadata=metadata)
 
 
 def accept_action() -> Any:
-    return {f.get_function_name(): f for f in build_app().get_functions()}["accept_action"].get_user_function()
+    return {f.get_function_name(): f for f in build_app().get_functions()}[
+        "accept_action"
+    ].get_user_function()
 
 
 async def test_valid_message_starts_one_orchestration(runtime: Runtime, extension: Any) -> None:
     """A valid request starts the action orchestrator under the id derived from its idempotency key."""
     double, binding = extension
     request = make_request()
-    await accept_action()(msg=servicebus_message(request.to_json().encode(), request.message_id), client=binding)
+    await accept_action()(
+        msg=servicebus_message(request.to_json().encode(), request.message_id), client=binding
+    )
     iid = instance_id_for(request.idempotency_key)
     assert double.starts == [iid]
     assert double.instances[iid]["name"] == ORCHESTRATOR
@@ -112,7 +130,10 @@ async def test_invalid_message_is_dead_lettered_with_reason(runtime: Runtime, ex
     letters = await runtime.dead_letters.list()
     assert double.starts == []
     assert [(letter.id, letter.kind) for letter in letters] == [("message-m-1", "invalid_message")]
-    assert "not a valid ActionRequest" in letters[0].reason and letters[0].raw_body == '{"name": "create_ticket"}'
+    assert (
+        "not a valid ActionRequest" in letters[0].reason
+        and letters[0].raw_body == '{"name": "create_ticket"}'
+    )
 
 
 async def test_non_json_message_is_dead_lettered(runtime: Runtime, extension: Any) -> None:
@@ -128,7 +149,9 @@ async def test_start_failure_raises_so_the_host_retries(runtime: Runtime, extens
     double.fail_starts = True
     request = make_request()
     with pytest.raises(OrchestrationStartFailed) as info:
-        await accept_action()(msg=servicebus_message(request.to_json().encode(), request.message_id), client=binding)
+        await accept_action()(
+            msg=servicebus_message(request.to_json().encode(), request.message_id), client=binding
+        )
     assert info.value.instance_id == instance_id_for(request.idempotency_key)
     assert await runtime.dead_letters.list() == []
 

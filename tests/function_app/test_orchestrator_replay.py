@@ -16,11 +16,19 @@ from tests.function_app.helpers import make_request
 POLICY = RetryPolicy(first_interval_s=2.0, max_attempts=3, backoff_coefficient=2.0, max_interval_s=60.0)
 
 
-def attempt(n: int, outcome: str, status: int | None = None, retry_after: float | None = None,
-            result: Any = None) -> dict[str, Any]:
-    return {"attempt": n, "startedAt": "2026-01-01T12:00:00+00:00", "finishedAt": "2026-01-01T12:00:01+00:00",
-            "outcome": outcome, "statusCode": status, "error": None if outcome == "succeeded" else f"HTTP {status}",
-            "result": result, "retryAfterS": retry_after}
+def attempt(
+    n: int, outcome: str, status: int | None = None, retry_after: float | None = None, result: Any = None
+) -> dict[str, Any]:
+    return {
+        "attempt": n,
+        "startedAt": "2026-01-01T12:00:00+00:00",
+        "finishedAt": "2026-01-01T12:00:01+00:00",
+        "outcome": outcome,
+        "statusCode": status,
+        "error": None if outcome == "succeeded" else f"HTTP {status}",
+        "result": result,
+        "retryAfterS": retry_after,
+    }
 
 
 def scripted(outcomes: list[dict[str, Any]], plan: dict[str, Any] | None = None):
@@ -58,7 +66,13 @@ def test_transient_failure_then_success_waits_backoff() -> None:
     host = host_for([attempt(1, "transient_error", 503), attempt(2, "succeeded", 201, result={"ok": 1})])
     state = host.run()
     assert state["output"]["status"] == "succeeded"
-    assert host.statuses() == [("queued", 0), ("running", 1), ("retrying", 1), ("running", 2), ("succeeded", 2)]
+    assert host.statuses() == [
+        ("queued", 0),
+        ("running", 1),
+        ("retrying", 1),
+        ("running", 2),
+        ("succeeded", 2),
+    ]
     assert host.dispatches() == 2
     assert len(host.timers) == 1 and host.timers[0] - START >= timedelta(seconds=2)
     assert host.timers[0] - START < timedelta(seconds=3)
@@ -121,11 +135,14 @@ def test_failed_status_write_is_retried_on_a_timer() -> None:
     assert host.statuses().count(("running", 1)) == 2
 
 
-@pytest.mark.parametrize("outcomes", [
-    [attempt(1, "succeeded", 201)],
-    [attempt(1, "transient_error", 503), attempt(2, "succeeded", 201)],
-    [attempt(i, "transient_error", 500) for i in (1, 2, 3)],
-])
+@pytest.mark.parametrize(
+    "outcomes",
+    [
+        [attempt(1, "succeeded", 201)],
+        [attempt(1, "transient_error", 503), attempt(2, "succeeded", 201)],
+        [attempt(i, "transient_error", 500) for i in (1, 2, 3)],
+    ],
+)
 def test_replaying_the_same_history_twice_is_deterministic(outcomes: list[dict[str, Any]]) -> None:
     """The finished history replayed twice more yields byte-identical state (actions and output)."""
     host = host_for(outcomes)

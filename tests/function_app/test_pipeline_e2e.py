@@ -33,7 +33,11 @@ from tests.function_app.helpers import make_request, worker_tick
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, tick: Callable[[], Awaitable[Any]] | None = None) -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]],
+    timeout: float = 30.0,
+    tick: Callable[[], Awaitable[Any]] | None = None,
+) -> Any:
     """Poll `check` (optionally advancing the worker first) until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -53,23 +57,35 @@ async def control(backend: TestServer, method: str, path: str, body: Any = None)
             return await response.json()
 
 
-async def read_if_present_emulator_has_no_404(runtime: Runtime, request: ActionRequest) -> ActionResult | None:
+async def read_if_present_emulator_has_no_404(
+    runtime: Runtime, request: ActionRequest
+) -> ActionResult | None:
     """A query, not a point read: the local Cosmos server answers a read of a missing item with 500 (real
     Cosmos DB: 404), and these tests look before the document exists."""
     container = runtime.results.container  # type: ignore[attr-defined]
-    items = [item async for item in container.query_items(
-        "SELECT * FROM c WHERE c.conversationId = @cid AND c.id = @id",
-        parameters=[{"name": "@cid", "value": request.conversation_id}, {"name": "@id", "value": str(request.action_id)}],
-        partition_key=request.conversation_id)]
+    items = [
+        item
+        async for item in container.query_items(
+            "SELECT * FROM c WHERE c.conversationId = @cid AND c.id = @id",
+            parameters=[
+                {"name": "@cid", "value": request.conversation_id},
+                {"name": "@id", "value": str(request.action_id)},
+            ],
+            partition_key=request.conversation_id,
+        )
+    ]
     return ActionResult.model_validate(items[0]) if items else None
 
 
-def final_result(runtime: Runtime, request: ActionRequest, replay_count: int = 0) -> Callable[[], Awaitable[Any]]:
+def final_result(
+    runtime: Runtime, request: ActionRequest, replay_count: int = 0
+) -> Callable[[], Awaitable[Any]]:
     async def check() -> ActionResult | None:
         found = await read_if_present_emulator_has_no_404(runtime, request)
         if found and found.status.is_final and found.replay_count == replay_count:
             return found
         return None
+
     return check
 
 
@@ -83,7 +99,9 @@ async def drain_updates(aredis: aioredis.Redis, queue: str) -> list[ActionResult
     return updates
 
 
-async def test_action_runs_end_to_end_once(runtime: Runtime, aredis: aioredis.Redis, backend: TestServer) -> None:
+async def test_action_runs_end_to_end_once(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """Outbox -> bus -> worker -> one ticket -> Cosmos succeeded -> queued/running/succeeded updates."""
     outbox = Outbox(aredis, RedisStreamsActionBus(aredis, runtime.settings.servicebus_actions_queue))
     request = make_request()
@@ -103,10 +121,13 @@ async def test_action_runs_end_to_end_once(runtime: Runtime, aredis: aioredis.Re
     assert [u.status.value for u in updates] == ["queued", "running", "succeeded"]
 
 
-async def test_transient_failures_are_retried_to_success(runtime: Runtime, aredis: aioredis.Redis,
-                                                         backend: TestServer) -> None:
+async def test_transient_failures_are_retried_to_success(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """Two 503s then success: three attempts, retrying recorded between them, one ticket."""
-    await control(backend, "PUT", "/_control/faults", {"rules": [{"path": "/tickets", "status": 503, "times": 2}]})
+    await control(
+        backend, "PUT", "/_control/faults", {"rules": [{"path": "/tickets", "status": 503, "times": 2}]}
+    )
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     worker = Worker(aredis, runtime)
@@ -115,34 +136,43 @@ async def test_transient_failures_are_retried_to_success(runtime: Runtime, aredi
     result = await eventually(final_result(runtime, request), tick=tick)
     assert result.status is ActionStatus.succeeded and result.attempts == 3
     assert [a.outcome for a in result.attempt_history] == ["transient_error", "transient_error", "succeeded"]
-    statuses = [u.status.value for u in await drain_updates(aredis, runtime.settings.servicebus_updates_queue)]
+    statuses = [
+        u.status.value for u in await drain_updates(aredis, runtime.settings.servicebus_updates_queue)
+    ]
     assert statuses.count("retrying") == 2 and statuses[-1] == "succeeded"
     assert (await control(backend, "GET", "/_control/stats"))["tickets"] == 1
 
 
-async def test_redelivered_message_has_no_second_effect(runtime: Runtime, aredis: aioredis.Redis,
-                                                        backend: TestServer) -> None:
+async def test_redelivered_message_has_no_second_effect(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """A worker that started the orchestration but died before acking: the message is redelivered to another
     worker, which finds the instance and starts nothing; the backend sees one ticket."""
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     crashed = StreamQueue(aredis, "actions", "function-app", "crashed", claim_idle_ms=50)
     [delivery] = await crashed.receive(1, wait_s=0.5)
-    outcome = await start_from_message(delivery.body, delivery.message_id, RedisStarter(InstanceStore(aredis)),
-                                       runtime.dead_letters)
+    outcome = await start_from_message(
+        delivery.body, delivery.message_id, RedisStarter(InstanceStore(aredis)), runtime.dead_letters
+    )
     assert outcome == "started"  # ...and then the process died: no ack
     worker = Worker(aredis, runtime)
-    assert await eventually(lambda: worker.intake_once(0.05)) == 1  # reclaimed, recognised as a duplicate, acked
+    assert (
+        await eventually(lambda: worker.intake_once(0.05)) == 1
+    )  # reclaimed, recognised as a duplicate, acked
     await eventually(final_result(runtime, request), tick=worker.engine.run_due)
     assert (await control(backend, "GET", "/_control/stats"))["tickets"] == 1
     assert await StreamQueue(aredis, "actions", "function-app").depth() == 0
 
 
-async def test_exhausted_action_is_dead_lettered_and_replayed(runtime: Runtime, aredis: aioredis.Redis,
-                                                              backend: TestServer) -> None:
+async def test_exhausted_action_is_dead_lettered_and_replayed(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """Three 500s dead-letter the action with its history; after the backend is fixed, the dead-letter command
     replays it and it succeeds as run 1."""
-    await control(backend, "PUT", "/_control/faults", {"rules": [{"path": "/tickets", "status": 500, "times": 3}]})
+    await control(
+        backend, "PUT", "/_control/faults", {"rules": [{"path": "/tickets", "status": 500, "times": 3}]}
+    )
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     worker = Worker(aredis, runtime)
@@ -166,8 +196,9 @@ async def test_exhausted_action_is_dead_lettered_and_replayed(runtime: Runtime, 
     assert "no dead letter" in out.getvalue()
 
 
-async def test_poison_message_lands_in_broker_dead_letters_and_replays(runtime: Runtime, aredis: aioredis.Redis,
-                                                                       backend: TestServer) -> None:
+async def test_poison_message_lands_in_broker_dead_letters_and_replays(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """An invalid message is dead-lettered with its reason at once; the command lists it as not replayable."""
     await StreamQueue(aredis, "actions", "function-app").send("m-bad", '{"name": "create_ticket"}')
     worker = Worker(aredis, runtime)
@@ -180,26 +211,37 @@ async def test_poison_message_lands_in_broker_dead_letters_and_replays(runtime: 
     assert "fix its producer" in out.getvalue()
 
 
-async def test_killed_worker_action_completes_exactly_once(runtime: Runtime, aredis: aioredis.Redis,
-                                                           backend: TestServer, app_env: dict[str, str],
-                                                           output_dir: Path) -> None:
+async def test_killed_worker_action_completes_exactly_once(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer, app_env: dict[str, str], output_dir: Path
+) -> None:
     """SIGKILL the worker process while its dispatch is in flight (the backend already acted); a restarted
     worker finishes the action: one ticket, one succeeded document."""
-    await control(backend, "PUT", "/_control/faults",
-                  {"rules": [{"path": "/tickets", "phase": "after", "delay_s": 1.5, "times": 1}]})
+    await control(
+        backend,
+        "PUT",
+        "/_control/faults",
+        {"rules": [{"path": "/tickets", "phase": "after", "delay_s": 1.5, "times": 1}]},
+    )
     request = make_request()
     await RedisStreamsActionBus(aredis).publish(request)
     env = {**os.environ, **app_env}
     log = open(output_dir / "worker-e2e.log", "ab")
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "function_app.worker"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "function_app.worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     first = start()
     try:
+
         async def in_flight() -> bool:
             return (await control(backend, "GET", "/_control/stats"))["tickets"] == 1
+
         await eventually(in_flight)
         first.send_signal(signal.SIGKILL)
         first.wait(10)

@@ -16,7 +16,10 @@ def test_host_json_uses_bundle_v4_and_settles_by_return() -> None:
     """Extension bundle [4.*, 5.0.0); Service Bus completes on return (abandons on raise); a fixed hub name."""
     host = json.loads((ROOT / "host.json").read_text())
     assert host["version"] == "2.0"
-    assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
+    assert host["extensionBundle"] == {
+        "id": "Microsoft.Azure.Functions.ExtensionBundle",
+        "version": "[4.*, 5.0.0)",
+    }
     servicebus = host["extensions"]["serviceBus"]
     assert servicebus["autoCompleteMessages"] is True and servicebus["maxConcurrentCalls"] >= 1
     assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,49}", host["extensions"]["durableTask"]["hubName"])
@@ -28,7 +31,9 @@ def test_local_settings_sample_lists_every_setting_the_app_reads() -> None:
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     read = set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', (ROOT / "function_app/settings.py").read_text()))
     referenced = set(re.findall(r"%([A-Za-z0-9_]+)%", (ROOT / "host.json").read_text()))
-    referenced |= set(re.findall(r"%([A-Za-z0-9_]+)%", (ROOT / "function_app/blueprints/intake.py").read_text()))
+    referenced |= set(
+        re.findall(r"%([A-Za-z0-9_]+)%", (ROOT / "function_app/blueprints/intake.py").read_text())
+    )
     assert read and read <= values.keys(), read - values.keys()
     assert referenced <= values.keys()
     assert {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "ServiceBusConnection"} <= values.keys()

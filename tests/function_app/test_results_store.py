@@ -116,6 +116,7 @@ async def test_throttling_waits_for_retry_after_then_succeeds() -> None:
 
 async def test_throttling_gives_up_with_throttled_error() -> None:
     """Still throttled after the retries: Throttled carries the last retry-after (the activity then fails and is retried)."""
+
     async def operation() -> None:
         raise throttled("7")
 

@@ -14,19 +14,31 @@ BASE = {"COSMOS_ENDPOINT": "https://cosmos.example.com:443/"}
 def test_defaults_from_minimal_environment() -> None:
     """Only COSMOS_ENDPOINT is required; queues and containers have their documented defaults."""
     settings = Settings.from_env(BASE)
-    assert (settings.servicebus_actions_queue, settings.servicebus_updates_queue) == ("actions", "action-updates")
+    assert (settings.servicebus_actions_queue, settings.servicebus_updates_queue) == (
+        "actions",
+        "action-updates",
+    )
     assert settings.cosmos_deadletter_container == "dead_letters" and settings.cosmos_verify_tls
 
 
-@pytest.mark.parametrize(("env", "variable"), [
-    ({}, "COSMOS_ENDPOINT"),
-    ({**BASE, "ACTION_RETRY_POLICIES": "create_ticket=fast"}, "ACTION_RETRY_POLICIES"),
-    ({**BASE, "ACTION_RETRY_POLICIES": "create_ticket=0:3"}, "ACTION_RETRY_POLICIES"),
-    ({**BASE, "DISPATCH_TIMEOUT_SECONDS": "0"}, "DISPATCH_TIMEOUT_SECONDS"),
-    ({**BASE, "COSMOS_VERIFY_TLS": "false"}, "COSMOS_VERIFY_TLS"),
-    ({**BASE, "SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x/", "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "x"},
-     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"),
-])
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "COSMOS_ENDPOINT"),
+        ({**BASE, "ACTION_RETRY_POLICIES": "create_ticket=fast"}, "ACTION_RETRY_POLICIES"),
+        ({**BASE, "ACTION_RETRY_POLICIES": "create_ticket=0:3"}, "ACTION_RETRY_POLICIES"),
+        ({**BASE, "DISPATCH_TIMEOUT_SECONDS": "0"}, "DISPATCH_TIMEOUT_SECONDS"),
+        ({**BASE, "COSMOS_VERIFY_TLS": "false"}, "COSMOS_VERIFY_TLS"),
+        (
+            {
+                **BASE,
+                "SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x/",
+                "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "x",
+            },
+            "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
+        ),
+    ],
+)
 def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     """Each malformed or conflicting value raises SettingsError naming its variable."""
     with pytest.raises(SettingsError) as info:
@@ -37,7 +49,10 @@ def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> N
 def test_retry_override_applies_per_action() -> None:
     """ACTION_RETRY_POLICIES overrides first interval and attempts of the named action only."""
     registry = default_registry(Settings.from_env({**BASE, "ACTION_RETRY_POLICIES": "create_ticket=0.5:7"}))
-    assert (registry.get("create_ticket").retry.first_interval_s, registry.get("create_ticket").retry.max_attempts) == (0.5, 7)
+    assert (
+        registry.get("create_ticket").retry.first_interval_s,
+        registry.get("create_ticket").retry.max_attempts,
+    ) == (0.5, 7)
     assert registry.get("get_ticket").retry.max_attempts == 3
 
 

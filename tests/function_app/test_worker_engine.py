@@ -31,7 +31,9 @@ async def run_until_done(engine: Engine, iid: str) -> None:
     raise AssertionError("instance did not finish")
 
 
-async def test_history_is_shaped_like_the_hosts(runtime: Runtime, aredis: aioredis.Redis, backend: TestServer) -> None:
+async def test_history_is_shaped_like_the_hosts(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """Episodes start with OrchestratorStarted and end with OrchestratorCompleted; task ids run 0..n-1."""
     engine = engine_for(aredis)
     request = make_request()
@@ -40,18 +42,30 @@ async def test_history_is_shaped_like_the_hosts(runtime: Runtime, aredis: aiored
     await run_until_done(engine, iid)
     instance = await engine.store.load(iid)
     types = [e["EventType"] for e in instance.history]
-    assert types[:4] == [h.ORCHESTRATOR_STARTED, h.EXECUTION_STARTED, h.TASK_SCHEDULED, h.ORCHESTRATOR_COMPLETED]
+    assert types[:4] == [
+        h.ORCHESTRATOR_STARTED,
+        h.EXECUTION_STARTED,
+        h.TASK_SCHEDULED,
+        h.ORCHESTRATOR_COMPLETED,
+    ]
     assert types[-1] == h.ORCHESTRATOR_COMPLETED and instance.status == "Completed"
     scheduled = [e for e in instance.history if e["EventType"] == h.TASK_SCHEDULED]
     assert [e["EventId"] for e in scheduled] == list(range(len(scheduled)))
-    assert [e["Name"] for e in scheduled] == ["record_action_status", "plan_action", "record_action_status",
-                                              "dispatch_action", "record_action_status"]
+    assert [e["Name"] for e in scheduled] == [
+        "record_action_status",
+        "plan_action",
+        "record_action_status",
+        "dispatch_action",
+        "record_action_status",
+    ]
     completed = [e for e in instance.history if e["EventType"] == h.TASK_COMPLETED]
     assert [e["TaskScheduledId"] for e in completed] == list(range(len(scheduled)))
     assert json.loads(instance.output)["status"] == "succeeded"
 
 
-async def test_instance_leased_by_another_worker_is_left_alone(runtime: Runtime, aredis: aioredis.Redis) -> None:
+async def test_instance_leased_by_another_worker_is_left_alone(
+    runtime: Runtime, aredis: aioredis.Redis
+) -> None:
     """While another worker holds the lease, this engine does not touch the instance."""
     engine = engine_for(aredis)
     request = make_request()
@@ -62,14 +76,19 @@ async def test_instance_leased_by_another_worker_is_left_alone(runtime: Runtime,
     assert len((await engine.store.load(iid)).history) == 2
 
 
-async def test_broken_instance_is_retried_later_and_others_proceed(runtime: Runtime, aredis: aioredis.Redis,
-                                                                  backend: TestServer) -> None:
+async def test_broken_instance_is_retried_later_and_others_proceed(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
+) -> None:
     """An instance that cannot be advanced is pushed back; a healthy instance beside it completes."""
     engine = engine_for(aredis)
     broken = "action-broken"
     at = now()
-    await engine.store.create(broken, "no_such_orchestrator", "{}", [h.orchestrator_started(at),
-                              h.execution_started(at, "no_such_orchestrator", "{}")])
+    await engine.store.create(
+        broken,
+        "no_such_orchestrator",
+        "{}",
+        [h.orchestrator_started(at), h.execution_started(at, "no_such_orchestrator", "{}")],
+    )
     request = make_request()
     healthy = instance_id_for(request.idempotency_key)
     await RedisStarter(engine.store).start(ORCHESTRATOR, healthy, request.to_wire())

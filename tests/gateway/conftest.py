@@ -98,10 +98,14 @@ def script(upstream: TestServer) -> Callable[..., Awaitable[None]]:
     """Replace the scripted upstream's rules (over its real HTTP control endpoint)."""
 
     async def put(rules: list[dict[str, Any]], default_token_delay_ms: float = 0) -> None:
-        async with aiohttp.ClientSession() as session:
-            async with session.put(str(upstream.make_url("/_control/script")),
-                                   json={"rules": rules, "default_token_delay_ms": default_token_delay_ms}) as response:
-                assert response.status == 200, await response.text()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(
+                str(upstream.make_url("/_control/script")),
+                json={"rules": rules, "default_token_delay_ms": default_token_delay_ms},
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
 
     return put
 

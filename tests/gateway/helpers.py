@@ -15,7 +15,9 @@ from tests.gateway.sse_client import SseEvent, SseParser
 DEADLINE_S = 15.0
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE_S) -> None:
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE_S
+) -> None:
     """Poll until condition() is true; fail naming `what` at the deadline (not a timing assertion)."""
     deadline = time.monotonic() + timeout
     while not await condition():
@@ -24,8 +26,13 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeou
         await asyncio.sleep(0.02)
 
 
-async def read_events(response: aiohttp.ClientResponse, *, stop_after: int | None = None,
-                      until_end: bool = True, parser: SseParser | None = None) -> list[SseEvent]:
+async def read_events(
+    response: aiohttp.ClientResponse,
+    *,
+    stop_after: int | None = None,
+    until_end: bool = True,
+    parser: SseParser | None = None,
+) -> list[SseEvent]:
     """Events from an SSE response until the answer ends (or stop_after events, or the stream ends)."""
     parser = parser or SseParser()
     events: list[SseEvent] = []
@@ -34,7 +41,11 @@ async def read_events(response: aiohttp.ClientResponse, *, stop_after: int | Non
             events.append(event)
             if stop_after is not None and len(events) >= stop_after:
                 return events
-            if until_end and event.type == "message_end" and json.loads(event.data)["finish_reason"] != "tool_calls":
+            if (
+                until_end
+                and event.type == "message_end"
+                and json.loads(event.data)["finish_reason"] != "tool_calls"
+            ):
                 return events
     return events
 

@@ -25,7 +25,9 @@ class SseParser:
     last_event_id: str = ""
     retry_ms: int | None = None
     comments: list[str] = field(default_factory=list)
-    _decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")())
+    _decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")()
+    )
     _buffer: str = ""
     _started: bool = False
     _pending_cr: bool = False
@@ -81,7 +83,9 @@ class SseParser:
         return SseEvent(event_type, "\n".join(data), self.last_event_id or None)
 
 
-async def iter_events(response: aiohttp.ClientResponse, parser: SseParser | None = None) -> AsyncIterator[SseEvent]:
+async def iter_events(
+    response: aiohttp.ClientResponse, parser: SseParser | None = None
+) -> AsyncIterator[SseEvent]:
     parser = parser or SseParser()
     async for chunk in response.content.iter_any():
         for event in parser.feed(chunk):

@@ -25,8 +25,13 @@ from tests.gateway.sse_client import SseEvent, SseParser
 
 SSE = {"Accept": "text/event-stream"}
 TICKET_SCRIPT = [
-    {"match": "ticket", "reply": "Opening it.",
-     "tool_calls": [{"name": "create_ticket", "arguments": {"title": "Printer on fire", "priority": "high"}}]},
+    {
+        "match": "ticket",
+        "reply": "Opening it.",
+        "tool_calls": [
+            {"name": "create_ticket", "arguments": {"title": "Printer on fire", "priority": "high"}}
+        ],
+    },
     {"match": "", "on_tool_result": True, "reply": "Done: {input}"},
 ]
 
@@ -41,13 +46,17 @@ async def take_requests(aredis: aioredis.Redis, count: int) -> list[ActionReques
             taken.append(ActionRequest.model_validate_json(delivery.body))
             await queue.ack(delivery.delivery_id)
         return len(taken) >= count
+
     await eventually(more, f"{count} action requests on the bus")
     return taken
 
 
-async def report(aredis: aioredis.Redis, gateway: Gateway, request: ActionRequest, status: ActionStatus,
-                 **fields: Any) -> None:
-    update = ActionResult.queued_for(request).model_copy(update={"status": status, "updated_at": utcnow(), **fields})
+async def report(
+    aredis: aioredis.Redis, gateway: Gateway, request: ActionRequest, status: ActionStatus, **fields: Any
+) -> None:
+    update = ActionResult.queued_for(request).model_copy(
+        update={"status": status, "updated_at": utcnow(), **fields}
+    )
     await create_update_sink(aredis, gateway.app[settings_key]).publish_update(update)
 
 
@@ -61,26 +70,36 @@ async def read_until(response: aiohttp.ClientResponse, parser: SseParser, predic
     return events
 
 
-async def test_tool_call_queues_action_and_result_continues_the_model(gateway: Gateway, script, aredis,
-                                                                      upstream) -> None:
+async def test_tool_call_queues_action_and_result_continues_the_model(
+    gateway: Gateway, script, aredis, upstream
+) -> None:
     """The whole loop on one SSE stream: tool_call and queued status, the action request on the bus,
     running/succeeded statuses from the pipeline, then the model's continuation with the result."""
     await script(TICKET_SCRIPT)
     cid = await gateway.create_conversation()
     parser = SseParser()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages",
-                               json={"content": "please open a ticket"}, headers=SSE,
-                               timeout=aiohttp.ClientTimeout(total=30)) as response:
+    async with gateway.request(
+        "POST",
+        f"/v1/conversations/{cid}/messages",
+        json={"content": "please open a ticket"},
+        headers=SSE,
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as response:
         first = await read_until(response, parser, lambda e: e.type == "message_end")
         assert [e.type for e in first][-3:] == ["tool_call", "action_status", "message_end"]
         call, queued, pause = (data(e) for e in first[-3:])
-        assert call["name"] == "create_ticket" and call["arguments"] == {"title": "Printer on fire", "priority": "high"}
+        assert call["name"] == "create_ticket" and call["arguments"] == {
+            "title": "Printer on fire",
+            "priority": "high",
+        }
         assert queued["status"] == "queued" and queued["action_id"] == call["action_id"]
         assert pause["finish_reason"] == "tool_calls"
 
         [request] = await take_requests(aredis, 1)
         assert str(request.action_id) == call["action_id"]
-        assert request.name == "create_ticket" and request.user_id == "alice" and request.conversation_id == cid
+        assert (
+            request.name == "create_ticket" and request.user_id == "alice" and request.conversation_id == cid
+        )
         assert request.idempotency_key == f"{cid}:{call['tool_call_id']}"
         assert request.agent_config_version == pause["agent_config_version"]
         assert request.trace_context["traceparent"].startswith("00-")
@@ -88,7 +107,9 @@ async def test_tool_call_queues_action_and_result_continues_the_model(gateway: G
         # The pipeline reports queued too (as the function app does): the client already saw it once.
         await report(aredis, gateway, request, ActionStatus.queued)
         await report(aredis, gateway, request, ActionStatus.running, attempts=1)
-        await report(aredis, gateway, request, ActionStatus.succeeded, attempts=1, result={"ticket_id": "T-42"})
+        await report(
+            aredis, gateway, request, ActionStatus.succeeded, attempts=1, result={"ticket_id": "T-42"}
+        )
         rest = await read_events(response, parser=parser)
 
     statuses = [data(e)["status"] for e in rest if e.type == "action_status"]
@@ -113,17 +134,26 @@ async def test_duplicate_final_update_continues_once(gateway: Gateway, script, a
     """A final update delivered twice (a replayed message) shows once and continues the model once."""
     await script(TICKET_SCRIPT)
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"},
-                               headers=SSE) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"}, headers=SSE
+    ) as response:
         await read_events(response, until_end=False, stop_after=5)  # through the tool-call pause
     [request] = await take_requests(aredis, 1)
     await report(aredis, gateway, request, ActionStatus.succeeded, attempts=1, result={"ticket_id": "T-1"})
-    await report(aredis, gateway, request, ActionStatus.succeeded, attempts=1, result={"ticket_id": "T-1"},
-                 replay_count=1)  # a different bus message id: the bus delivers it again
+    await report(
+        aredis,
+        gateway,
+        request,
+        ActionStatus.succeeded,
+        attempts=1,
+        result={"ticket_id": "T-1"},
+        replay_count=1,
+    )  # a different bus message id: the bus delivers it again
 
     async def answered() -> bool:
         stored = await (await gateway.request("GET", f"/v1/conversations/{cid}")).json()
         return stored["messages"][-1]["role"] == "assistant" and stored["message_count"] == 4
+
     await eventually(answered, "the continuation")
     await eventually(lambda: _consumed(gateway), "both updates to be consumed")
     async with gateway.request("GET", f"/v1/conversations/{cid}/events?after=0&until=end", headers=SSE) as r:
@@ -131,7 +161,9 @@ async def test_duplicate_final_update_continues_once(gateway: Gateway, script, a
     assert [data(e)["status"] for e in events if e.type == "action_status"] == ["queued", "succeeded"]
     stored = await (await gateway.request("GET", f"/v1/conversations/{cid}")).json()
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "tool", "assistant"]
-    tool_requests = [r for r in (await upstream_stats(upstream))["requests"] if r["messages"][-1]["role"] == "tool"]
+    tool_requests = [
+        r for r in (await upstream_stats(upstream))["requests"] if r["messages"][-1]["role"] == "tool"
+    ]
     assert len(tool_requests) == 1
 
 
@@ -142,13 +174,19 @@ async def _consumed(gateway: Gateway) -> bool:
 async def test_invalid_tool_arguments_fail_locally_and_continue(gateway: Gateway, script, aredis) -> None:
     """A call that does not fit its tool's schema is never queued: it fails at once with the reason,
     and the model continues with that failure."""
-    await script([
-        {"match": "ticket", "tool_calls": [{"name": "create_ticket", "arguments": {"priority": "someday"}}]},
-        {"match": "", "on_tool_result": True, "reply": "Could not: {input}"},
-    ])
+    await script(
+        [
+            {
+                "match": "ticket",
+                "tool_calls": [{"name": "create_ticket", "arguments": {"priority": "someday"}}],
+            },
+            {"match": "", "on_tool_result": True, "reply": "Could not: {input}"},
+        ]
+    )
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"},
-                               headers=SSE) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"}, headers=SSE
+    ) as response:
         events = await read_events(response)
     failed = [data(e) for e in events if e.type == "action_status"]
     assert len(failed) == 1 and failed[0]["status"] == "failed"
@@ -162,8 +200,9 @@ async def test_cancel_while_waiting_for_actions(gateway: Gateway, script, aredis
     """Cancelling while an action runs ends the turn; the late result is recorded but not continued."""
     await script(TICKET_SCRIPT)
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"},
-                               headers=SSE) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"}, headers=SSE
+    ) as response:
         await read_events(response, until_end=False, stop_after=5)
     [request] = await take_requests(aredis, 1)
     async with gateway.request("POST", f"/v1/conversations/{cid}/cancel") as response:
@@ -173,6 +212,7 @@ async def test_cancel_while_waiting_for_actions(gateway: Gateway, script, aredis
     async def tool_result_stored() -> bool:
         stored = await (await gateway.request("GET", f"/v1/conversations/{cid}")).json()
         return stored["messages"][-1]["role"] == "tool"
+
     await eventually(tool_result_stored, "the tool result to be stored")
     requests_seen = len((await upstream_stats(upstream))["requests"])
     assert requests_seen == 1  # no continuation

@@ -70,9 +70,13 @@ async def idp() -> AsyncIterator[tuple[IdentityProvider, str]]:
 
 
 @pytest.fixture
-async def jwks_gateway(start_gateway: StartGateway, idp: tuple[IdentityProvider, str], gateway_env) -> Gateway:
+async def jwks_gateway(
+    start_gateway: StartGateway, idp: tuple[IdentityProvider, str], gateway_env
+) -> Gateway:
     gateway_env.pop("AUTH_JWT_SECRET")
-    return await start_gateway(AUTH_JWKS_URL=idp[1], AUTH_ISSUER=ISSUER, AUTH_AUDIENCE=AUDIENCE, AUTH_JWKS_MIN_REFRESH_SECONDS="0")
+    return await start_gateway(
+        AUTH_JWKS_URL=idp[1], AUTH_ISSUER=ISSUER, AUTH_AUDIENCE=AUDIENCE, AUTH_JWKS_MIN_REFRESH_SECONDS="0"
+    )
 
 
 async def status_with(gateway: Gateway, token: str | None) -> int:
@@ -122,7 +126,9 @@ async def test_rs256_and_es256_from_jwks(jwks_gateway: Gateway, idp) -> None:
     provider.add_ec("ec-1")
     assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256")) == 200
     assert await status_with(jwks_gateway, provider.token("ec-1", "ES256")) == 200
-    assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256", exp=int(time.time()) - 300)) == 401
+    assert (
+        await status_with(jwks_gateway, provider.token("rsa-1", "RS256", exp=int(time.time()) - 300)) == 401
+    )
     assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256", aud="api://other")) == 401
 
 
@@ -151,17 +157,23 @@ async def test_algorithm_confusion_is_refused(jwks_gateway: Gateway, idp) -> Non
     provider, _ = idp
     rsa_key = provider.add_rsa("rsa-1")
     provider.add_ec("ec-1")
-    public_pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     now = int(time.time())
     claims = {"sub": "alice", "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE}
     hs_with_public = _hmac_token(claims, public_pem, "rsa-1")
     assert await status_with(jwks_gateway, hs_with_public) == 401
     ec_signed_as_rsa_kid = provider.token("ec-1", "ES256").split(".")
     header = {"alg": "ES256", "kid": "rsa-1", "typ": "JWT"}
-    mixed = ".".join([jwt.utils.base64url_encode(json.dumps(header).encode()).decode(), *ec_signed_as_rsa_kid[1:]])
+    mixed = ".".join(
+        [jwt.utils.base64url_encode(json.dumps(header).encode()).decode(), *ec_signed_as_rsa_kid[1:]]
+    )
     assert await status_with(jwks_gateway, mixed) == 401
-    assert await status_with(jwks_gateway, jwt.encode(claims, None, algorithm="none", headers={"kid": "rsa-1"})) == 401
+    assert (
+        await status_with(jwks_gateway, jwt.encode(claims, None, algorithm="none", headers={"kid": "rsa-1"}))
+        == 401
+    )
 
 
 def _hmac_token(claims: dict[str, Any], key: bytes, kid: str) -> str:
@@ -171,8 +183,11 @@ def _hmac_token(claims: dict[str, Any], key: bytes, kid: str) -> str:
 
     def b64(data: bytes) -> str:
         return jwt.utils.base64url_encode(data).decode()
-    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'kid': kid, 'typ': 'JWT'}).encode())}." \
-                    f"{b64(json.dumps(claims).encode())}"
+
+    signing_input = (
+        f"{b64(json.dumps({'alg': 'HS256', 'kid': kid, 'typ': 'JWT'}).encode())}."
+        f"{b64(json.dumps(claims).encode())}"
+    )
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
 

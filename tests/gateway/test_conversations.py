@@ -17,7 +17,9 @@ async def test_create_read_delete(gateway: Gateway, script) -> None:
         assert response.headers["Location"] == f"/v1/conversations/{created['id']}"
     assert created["agent_config_version"].startswith("default@") and created["title"] == "Printer trouble"
     cid = created["id"]
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}
+    ) as response:
         assert response.status == 200
     async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
         body = await response.json()
@@ -55,8 +57,14 @@ async def test_other_users_conversation_is_not_found(gateway: Gateway) -> None:
         ("POST", f"/v1/conversations/{cid}/messages", {"json": {"content": "hi"}}),
         ("GET", f"/v1/conversations/{cid}/events", {"headers": SSE}),
         ("POST", f"/v1/conversations/{cid}/cancel", {}),
-        ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
-                                          "headers": {"X-Conversation-Id": cid}}),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {
+                "json": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                "headers": {"X-Conversation-Id": cid},
+            },
+        ),
     ]:
         async with gateway.request(method, path, user="mallory", **kwargs) as response:
             assert response.status == 404, (method, path)
@@ -71,10 +79,11 @@ async def test_deleting_mid_answer_stops_it(gateway: Gateway, script) -> None:
     """Deleting a conversation while it is being answered stops the answer and leaves nothing behind."""
     await script([{"match": "", "tokens": 2000, "token_delay_ms": 10}])
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"},
-                               headers=SSE) as stream:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+    ) as stream:
         await stream.content.readuntil(b"event: token")
         async with gateway.request("DELETE", f"/v1/conversations/{cid}") as response:
             assert response.status == 204
     keys = [key async for key in gateway.app[redis_key].scan_iter(f"gw:conv:{{{cid}}}*")]
-    assert keys == [] or all(k.endswith(":watchers") or k.endswith(":producing") for k in keys)
+    assert keys == [] or all(k.endswith((":watchers", ":producing")) for k in keys)

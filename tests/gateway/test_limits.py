@@ -28,8 +28,9 @@ async def test_body_too_large_is_413(start_gateway: StartGateway) -> None:
     async def body():
         yield chunked  # no Content-Length: the limit applies while reading
 
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", data=body(),
-                               headers={"Content-Type": "application/json"}) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", data=body(), headers={"Content-Type": "application/json"}
+    ) as response:
         assert response.status == 413
 
 
@@ -48,10 +49,16 @@ async def test_invalid_bodies_are_422_naming_the_field(start_gateway: StartGatew
         async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json=body) as response:
             assert response.status == 422, body
             assert (await error_of(response))["param"] == field, body
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", data=b"{nope",
-                               headers={"Content-Type": "application/json"}) as response:
+    async with gateway.request(
+        "POST",
+        f"/v1/conversations/{cid}/messages",
+        data=b"{nope",
+        headers={"Content-Type": "application/json"},
+    ) as response:
         assert response.status == 422 and (await error_of(response))["param"] == "body"
-    async with gateway.request("POST", "/v1/conversations", json={"agent_config_version": "nope@123"}) as response:
+    async with gateway.request(
+        "POST", "/v1/conversations", json={"agent_config_version": "nope@123"}
+    ) as response:
         assert response.status == 422 and (await error_of(response))["param"] == "agent_config_version"
     async with gateway.request("GET", "/v1/conversations?limit=0") as response:
         assert response.status == 422 and (await error_of(response))["param"] == "limit"
@@ -96,8 +103,11 @@ async def test_concurrent_streams_per_user_is_429(start_gateway: StartGateway) -
     first.close()
 
     async def slot_free() -> bool:
-        async with gateway.request("GET", f"/v1/conversations/{cid}/events?until=end", headers=SSE) as response:
+        async with gateway.request(
+            "GET", f"/v1/conversations/{cid}/events?until=end", headers=SSE
+        ) as response:
             return response.status == 200
+
     await eventually(slot_free, "the stream slot to be released")
     assert gateway.metric("gateway_rate_limit_rejections_total", {"limit": "concurrent_streams"}) >= 1
 
@@ -107,9 +117,13 @@ async def test_messages_per_conversation_limit_is_409(start_gateway: StartGatewa
     gateway = await start_gateway(GATEWAY_MAX_MESSAGES_PER_CONVERSATION="3")
     await script([{"match": "", "reply": "ok"}])
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "one"}) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "one"}
+    ) as response:
         assert response.status == 200
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "two"}) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "two"}
+    ) as response:
         assert response.status == 409
         assert (await error_of(response))["code"] == "conversation_full"
 
@@ -118,10 +132,13 @@ async def test_second_message_while_answering_is_409(gateway: Gateway, script) -
     """Only one answer at a time per conversation: a message during an answer is 409 busy."""
     await script([{"match": "", "tokens": 2000, "token_delay_ms": 10}])
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"},
-                               headers=SSE) as stream:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+    ) as stream:
         await read_events(stream, stop_after=1)
-        async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "x"}) as response:
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "x"}
+        ) as response:
             assert response.status == 409
             assert (await error_of(response))["code"] == "conversation_busy"
 

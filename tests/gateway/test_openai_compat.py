@@ -19,7 +19,8 @@ async def test_sdk_completion_without_streaming(gateway: Gateway, script) -> Non
     await script([{"match": "", "reply": "Plain answer here"}])
     async with sdk(gateway) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="any", messages=[{"role": "user", "content": "hello"}])
+            model="any", messages=[{"role": "user", "content": "hello"}]
+        )
         completion = raw.parse()
     assert completion.choices[0].message.content == "Plain answer here"
     assert completion.choices[0].finish_reason == "stop"
@@ -34,12 +35,17 @@ async def test_sdk_streaming_with_usage(gateway: Gateway, script) -> None:
     await script([{"match": "", "reply": "Streamed answer comes in pieces"}])
     async with sdk(gateway) as client:
         stream = await client.chat.completions.create(
-            model="any", messages=[{"role": "user", "content": "hello"}], stream=True,
-            stream_options={"include_usage": True})
+            model="any",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Streamed answer comes in pieces"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
 
@@ -48,48 +54,80 @@ async def test_conversation_header_gives_server_side_history(gateway: Gateway, s
     await script([{"match": "", "reply": "noted"}])
     async with sdk(gateway) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="any", messages=[{"role": "system", "content": "Be terse."},
-                                   {"role": "user", "content": "my name is Ada"}])
+            model="any",
+            messages=[
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "my name is Ada"},
+            ],
+        )
         cid = raw.headers["X-Conversation-Id"]
         await client.chat.completions.create(
-            model="any", messages=[{"role": "user", "content": "what is my name?"}],
-            extra_headers={"X-Conversation-Id": cid})
+            model="any",
+            messages=[{"role": "user", "content": "what is my name?"}],
+            extra_headers={"X-Conversation-Id": cid},
+        )
         # A client that does keep history sends it all: nothing is stored twice.
         await client.chat.completions.create(
-            model="any", extra_headers={"X-Conversation-Id": cid},
-            messages=[{"role": "user", "content": "my name is Ada"}, {"role": "assistant", "content": "noted"},
-                      {"role": "user", "content": "what is my name?"}, {"role": "assistant", "content": "noted"},
-                      {"role": "user", "content": "thanks"}])
+            model="any",
+            extra_headers={"X-Conversation-Id": cid},
+            messages=[
+                {"role": "user", "content": "my name is Ada"},
+                {"role": "assistant", "content": "noted"},
+                {"role": "user", "content": "what is my name?"},
+                {"role": "assistant", "content": "noted"},
+                {"role": "user", "content": "thanks"},
+            ],
+        )
     requests = (await upstream_stats(upstream))["requests"]
     assert requests[1]["messages"][0]["role"] == "system"
     assert [(m["role"], m["content"]) for m in requests[2]["messages"][1:]] == [
-        ("user", "my name is Ada"), ("assistant", "noted"), ("user", "what is my name?"), ("assistant", "noted"),
-        ("user", "thanks")]
+        ("user", "my name is Ada"),
+        ("assistant", "noted"),
+        ("user", "what is my name?"),
+        ("assistant", "noted"),
+        ("user", "thanks"),
+    ]
     assert requests[0]["messages"][0] == {"role": "system", "content": "Be terse."}
 
 
 async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) -> None:
     """Tools the caller defines are offered to the model and its calls returned as OpenAI tool_calls,
     streamed (fragments assembled by the SDK's own accumulator) and not."""
-    await script([{"match": "weather", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]},
-                  {"match": "", "on_tool_result": True, "reply": "It is sunny"}])
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    await script(
+        [
+            {"match": "weather", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]},
+            {"match": "", "on_tool_result": True, "reply": "It is sunny"},
+        ]
+    )
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     async with sdk(gateway) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="any", tools=tools, messages=[{"role": "user", "content": "weather?"}])
+            model="any", tools=tools, messages=[{"role": "user", "content": "weather?"}]
+        )
         completion = raw.parse()
         call = completion.choices[0].message.tool_calls[0]
         assert completion.choices[0].finish_reason == "tool_calls"
         assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
         cid = raw.headers["X-Conversation-Id"]
         answer = await client.chat.completions.create(
-            model="any", tools=tools, extra_headers={"X-Conversation-Id": cid},
-            messages=[{"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}])
+            model="any",
+            tools=tools,
+            extra_headers={"X-Conversation-Id": cid},
+            messages=[{"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}],
+        )
         assert answer.choices[0].message.content == "It is sunny"
 
         async with client.chat.completions.stream(
-                model="any", tools=tools, messages=[{"role": "user", "content": "weather again?"}]) as stream:
+            model="any", tools=tools, messages=[{"role": "user", "content": "weather again?"}]
+        ) as stream:
             final = await stream.get_final_completion()
     streamed_call = final.choices[0].message.tool_calls[0]
     assert streamed_call.function.name == "get_weather"
@@ -103,8 +141,9 @@ async def test_sdk_sees_upstream_errors(gateway: Gateway, script) -> None:
         with pytest.raises(openai.APIStatusError) as raised:
             await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}])
         assert raised.value.status_code == 502 and "model exploded" in raised.value.message
-        stream = await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}],
-                                                      stream=True)
+        stream = await client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "x"}], stream=True
+        )
         with pytest.raises(openai.APIError, match="model exploded"):
             async for _ in stream:
                 pass
@@ -120,5 +159,7 @@ async def test_sdk_bad_token_and_bad_request(gateway: Gateway) -> None:
             await client.chat.completions.create(model="any", messages=[{"role": "wizard", "content": "x"}])
         assert raised.value.body["param"] == "messages.0.role"
         with pytest.raises(openai.UnprocessableEntityError) as raised:
-            await client.chat.completions.create(model="any", messages=[{"role": "assistant", "content": "x"}])
+            await client.chat.completions.create(
+                model="any", messages=[{"role": "assistant", "content": "x"}]
+            )
         assert raised.value.body["param"] == "messages"

@@ -26,8 +26,9 @@ async def test_metrics_exposes_stream_counters(gateway: Gateway, script) -> None
     """/metrics is Prometheus text with the stream, latency, token, error, auth and limit series."""
     await script([{"match": "", "reply": "one two"}])
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "x"},
-                               headers=SSE) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "x"}, headers=SSE
+    ) as response:
         await read_events(response)
     async with gateway.request("GET", "/v1/conversations", user=None) as response:
         assert response.status == 401
@@ -35,9 +36,15 @@ async def test_metrics_exposes_stream_counters(gateway: Gateway, script) -> None
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
         text = await response.text()
-    for name in ("gateway_active_streams", "gateway_time_to_first_token_seconds_bucket",
-                 "gateway_stream_duration_seconds_bucket", "gateway_tokens_streamed_total",
-                 "gateway_stream_errors_total", "gateway_auth_failures_total", "gateway_rate_limit_rejections_total"):
+    for name in (
+        "gateway_active_streams",
+        "gateway_time_to_first_token_seconds_bucket",
+        "gateway_stream_duration_seconds_bucket",
+        "gateway_tokens_streamed_total",
+        "gateway_stream_errors_total",
+        "gateway_auth_failures_total",
+        "gateway_rate_limit_rejections_total",
+    ):
         assert name in text, name
     assert 'gateway_auth_failures_total{reason="missing"} 1.0' in text
     assert 'gateway_stream_duration_seconds_count{transport="sse"} 1.0' in text
@@ -48,9 +55,18 @@ async def test_openapi_describes_the_api(gateway: Gateway) -> None:
     async with gateway.session.get(gateway.url("/openapi.json")) as response:
         spec = await response.json()
     assert spec["openapi"].startswith("3.1")
-    for path in ("/v1/chat/completions", "/v1/conversations", "/v1/conversations/{conversation_id}",
-                 "/v1/conversations/{conversation_id}/messages", "/v1/conversations/{conversation_id}/events",
-                 "/v1/conversations/{conversation_id}/cancel", "/v1/ws", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/v1/chat/completions",
+        "/v1/conversations",
+        "/v1/conversations/{conversation_id}",
+        "/v1/conversations/{conversation_id}/messages",
+        "/v1/conversations/{conversation_id}/events",
+        "/v1/conversations/{conversation_id}/cancel",
+        "/v1/ws",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     refs = {part.split("/")[-1] for part in _refs(spec)}
     assert refs <= set(spec["components"]["schemas"])
@@ -70,12 +86,25 @@ def _refs(node: object) -> list[str]:
 def test_token_command_prints_a_token_the_gateway_accepts() -> None:
     """python -m streaming_gateway.token signs HS256 with AUTH_JWT_SECRET, issuer, audience and ttl."""
     env = {**os.environ, "AUTH_JWT_SECRET": SECRET, "AUTH_ISSUER": "local", "AUTH_AUDIENCE": "gateway"}
-    result = subprocess.run([sys.executable, "-m", "streaming_gateway.token", "--user", "alice", "--ttl", "120"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"], audience="gateway", issuer="local")
+    result = subprocess.run(
+        [sys.executable, "-m", "streaming_gateway.token", "--user", "alice", "--ttl", "120"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    claims = jwt.decode(
+        result.stdout.strip(), SECRET, algorithms=["HS256"], audience="gateway", issuer="local"
+    )
     assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 120
-    bad = subprocess.run([sys.executable, "-m", "streaming_gateway.token", "--user", "alice", "--ttl", "0"],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "streaming_gateway.token", "--user", "alice", "--ttl", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--ttl" in bad.stderr
     assert jwt.decode(cli_make_token(SECRET, "bob", 60), SECRET, algorithms=["HS256"])["sub"] == "bob"
 
@@ -99,7 +128,7 @@ async def test_agent_config_version_follows_content(tmp_path: Path) -> None:
         await store.get("default@000000000000")
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**document, "temperature": "hot"}))
-    with pytest.raises(AgentConfigError, match="broken.json"):
+    with pytest.raises(AgentConfigError, match=r"broken\.json"):
         FileAgentConfigStore.load(broken)
 
 
@@ -108,8 +137,14 @@ def test_gateway_refuses_to_start_with_a_bad_agent_config(tmp_path: Path) -> Non
     broken = tmp_path / "agent.json"
     broken.write_text("{")
     env = {**os.environ, "AUTH_JWT_SECRET": SECRET, "AGENT_CONFIG_PATH": str(broken)}
-    result = subprocess.run([sys.executable, "-m", "streaming_gateway"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "streaming_gateway"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "agent.json" in result.stderr
 
 
@@ -118,13 +153,16 @@ async def test_slow_reader_does_not_hold_up_the_answer(gateway: Gateway, script)
     and the slow client later reads all of it, in order."""
     await script([{"match": "", "tokens": 800}])
     cid = await gateway.create_conversation()
-    slow = await gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE)
+    slow = await gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+    )
     assert slow.status == 200  # and now it reads nothing for a while
 
     async def answer_done() -> bool:
         async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
             body = await response.json()
         return body["message_count"] == 2
+
     await eventually(answer_done, "the answer to complete while the client is not reading")
     events = await read_events(slow)
     slow.close()

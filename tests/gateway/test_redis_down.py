@@ -21,8 +21,9 @@ def own_redis(tmp_path: Path) -> Iterator[processes.Service]:
     service.stop()
 
 
-async def test_redis_down_gives_503_and_recovers(start_gateway: StartGateway, own_redis: processes.Service,
-                                                 script) -> None:
+async def test_redis_down_gives_503_and_recovers(
+    start_gateway: StartGateway, own_redis: processes.Service, script
+) -> None:
     """Every Redis-backed call answers 503 state_unavailable while Redis is down; health stays up."""
     await script([{"match": "", "reply": "ok"}])
     gateway = await start_gateway(REDIS_URL=f"redis://127.0.0.1:{own_redis.port}/0")
@@ -40,7 +41,11 @@ async def test_redis_down_gives_503_and_recovers(start_gateway: StartGateway, ow
         ("GET", f"/v1/conversations/{cid}", {}),
         ("POST", f"/v1/conversations/{cid}/messages", {"json": {"content": "hi"}}),
         ("GET", f"/v1/conversations/{cid}/events", {"headers": {"Accept": "text/event-stream"}}),
-        ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "user", "content": "x"}]}}),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"json": {"model": "m", "messages": [{"role": "user", "content": "x"}]}},
+        ),
     ]:
         async with gateway.request(method, path, **kwargs) as response:
             assert response.status == 503, (method, path)
@@ -52,6 +57,8 @@ async def test_redis_down_gives_503_and_recovers(start_gateway: StartGateway, ow
     async with gateway.request("GET", "/readyz", user=None) as response:
         assert response.status == 200
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}
+    ) as response:
         assert response.status == 200
         assert (await response.json())["content"] == "ok"

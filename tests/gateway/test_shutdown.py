@@ -22,8 +22,14 @@ SSE = {"Accept": "text/event-stream"}
 @pytest.fixture
 def upstream_process(output_dir: Path) -> Iterator[processes.Service]:
     port = processes.free_port()
-    service = processes.python_module("scripted-upstream", "scripted_upstream", port, "--port", str(port),
-                                      log_path=output_dir / "shutdown-upstream.log")
+    service = processes.python_module(
+        "scripted-upstream",
+        "scripted_upstream",
+        port,
+        "--port",
+        str(port),
+        log_path=output_dir / "shutdown-upstream.log",
+    )
     service.start()
     yield service
     service.stop()
@@ -35,11 +41,18 @@ def gateway_process(redis_url: str, upstream_process: processes.Service, output_
 
     def start(grace_s: float) -> processes.Service:
         port = processes.free_port()
-        env = {"AUTH_JWT_SECRET": SECRET, "REDIS_URL": redis_url, "GATEWAY_PORT": str(port),
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_process.port}/v1", "OPENAI_API_KEY": "scripted",
-               "GATEWAY_SHUTDOWN_GRACE_SECONDS": str(grace_s), "GATEWAY_HEARTBEAT_SECONDS": "30"}
-        service = processes.python_module("gateway", "streaming_gateway", port, env=env,
-                                          log_path=output_dir / "shutdown-gateway.log")
+        env = {
+            "AUTH_JWT_SECRET": SECRET,
+            "REDIS_URL": redis_url,
+            "GATEWAY_PORT": str(port),
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_process.port}/v1",
+            "OPENAI_API_KEY": "scripted",
+            "GATEWAY_SHUTDOWN_GRACE_SECONDS": str(grace_s),
+            "GATEWAY_HEARTBEAT_SECONDS": "30",
+        }
+        service = processes.python_module(
+            "gateway", "streaming_gateway", port, env=env, log_path=output_dir / "shutdown-gateway.log"
+        )
         started.append(service.start())
         return service
 
@@ -55,7 +68,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def put_script(session: aiohttp.ClientSession, upstream: processes.Service, rules: list[dict]) -> None:
-    async with session.put(f"http://127.0.0.1:{upstream.port}/_control/script", json={"rules": rules}) as response:
+    async with session.put(
+        f"http://127.0.0.1:{upstream.port}/_control/script", json={"rules": rules}
+    ) as response:
         assert response.status == 200
 
 
@@ -75,8 +90,9 @@ async def test_sigterm_lets_running_answer_finish(gateway_process, upstream_proc
     base = f"http://127.0.0.1:{gateway.port}"
     await put_script(session, upstream_process, [{"match": "", "tokens": 40, "token_delay_ms": 20}])
     cid = await new_conversation(session, base)
-    async with session.post(f"{base}/v1/conversations/{cid}/messages", json={"content": "go"},
-                            headers={**auth(), **SSE}) as response:
+    async with session.post(
+        f"{base}/v1/conversations/{cid}/messages", json={"content": "go"}, headers={**auth(), **SSE}
+    ) as response:
         parser = SseParser()
         first = await read_events(response, stop_after=2, parser=parser)
         gateway.process.send_signal(signal.SIGTERM)
@@ -97,9 +113,12 @@ async def test_sigterm_past_grace_ends_resumably(gateway_process, upstream_proce
     await put_script(session, upstream_process, [{"match": "", "tokens": 3000, "token_delay_ms": 10}])
     cid = await new_conversation(session, base)
     ws = await session.ws_connect(f"{base}/v1/ws", headers=auth(), autoclose=False, autoping=False)
-    async with session.post(f"{base}/v1/conversations/{cid}/messages", json={"content": "go"},
-                            headers={**auth(), **SSE}) as answer, \
-            session.get(f"{base}/v1/conversations/{cid}/events", headers={**auth(), **SSE}) as follower:
+    async with (
+        session.post(
+            f"{base}/v1/conversations/{cid}/messages", json={"content": "go"}, headers={**auth(), **SSE}
+        ) as answer,
+        session.get(f"{base}/v1/conversations/{cid}/events", headers={**auth(), **SSE}) as follower,
+    ):
         answer_parser, follower_parser = SseParser(), SseParser()
         await read_events(answer, stop_after=2, parser=answer_parser)
         gateway.process.send_signal(signal.SIGTERM)
@@ -123,10 +142,12 @@ async def test_sigterm_past_grace_ends_resumably(gateway_process, upstream_proce
 
     other_pod = gateway_process(grace_s=1)
     other = f"http://127.0.0.1:{other_pod.port}"
-    async with session.get(f"{other}/v1/conversations/{cid}/events?after={resume_at.group(1)}",
-                           headers={**auth(), **SSE}) as response:
+    async with session.get(
+        f"{other}/v1/conversations/{cid}/events?after={resume_at.group(1)}", headers={**auth(), **SSE}
+    ) as response:
         assert response.status == 200
     await put_script(session, upstream_process, [{"match": "", "reply": "back again"}])
-    async with session.post(f"{other}/v1/conversations/{cid}/messages", json={"content": "again"},
-                            headers=auth()) as response:
+    async with session.post(
+        f"{other}/v1/conversations/{cid}/messages", json={"content": "again"}, headers=auth()
+    ) as response:
         assert (await response.json())["content"] == "back again"

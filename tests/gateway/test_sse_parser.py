@@ -6,7 +6,7 @@ from tests.gateway.sse_client import SseParser
 
 STREAM = (
     "\ufeffretry: 1000\n: connected\n\n"
-    "id: 1\nevent: token\ndata: {\"text\": \"h\u00e9llo\"}\n\n"
+    'id: 1\nevent: token\ndata: {"text": "h\u00e9llo"}\n\n'
     "id: 2\r\nevent: token\r\ndata: line one\r\ndata: line two\r\n\r\n"
     ": keep-alive\r\r"
     "id: 3\revent: message_end\rdata:{}\r\r"
@@ -18,7 +18,7 @@ def parse_in_chunks(size: int) -> tuple[SseParser, list[tuple[str, str, str | No
     parser = SseParser()
     events = []
     for start in range(0, len(STREAM), size):
-        events += [(e.type, e.data, e.id) for e in parser.feed(STREAM[start:start + size])]
+        events += [(e.type, e.data, e.id) for e in parser.feed(STREAM[start : start + size])]
     return parser, events
 
 

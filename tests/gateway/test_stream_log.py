@@ -16,11 +16,15 @@ async def test_concurrent_appends_get_consecutive_ids(aredis: aioredis.Redis, re
     """300 appends racing from 3 clients (as from 3 pods) get ids 1..300, and the log is in id order."""
     store = ConversationStore(aredis, ttl_s=600)
     conversation = await store.create("alice", "default@000000000000")
-    clients = [aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=200) for _ in range(3)]
+    clients = [
+        aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=200) for _ in range(3)
+    ]
     writers = [StreamLog(client, maxlen=10_000, ttl_s=600) for client in clients]
 
     async def write(log: StreamLog, index: int) -> int:
-        return await log.append(conversation.id, TokenEvent(id=1, conversation_id=conversation.id, text=f"t{index}"))
+        return await log.append(
+            conversation.id, TokenEvent(id=1, conversation_id=conversation.id, text=f"t{index}")
+        )
 
     ids = await asyncio.gather(*(write(writers[i % 3], i) for i in range(300)))
     for client in clients:
@@ -36,12 +40,14 @@ async def test_batch_append_is_atomic_and_ordered(aredis: aioredis.Redis) -> Non
     store = ConversationStore(aredis, ttl_s=600)
     conversation = await store.create("alice", "default@000000000000")
     log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
-    last = await log.append(conversation.id, *(TokenEvent(id=1, conversation_id=conversation.id, text=str(i))
-                                               for i in range(5)))
+    last = await log.append(
+        conversation.id, *(TokenEvent(id=1, conversation_id=conversation.id, text=str(i)) for i in range(5))
+    )
     assert last == 5
     assert [e.data for e in await log.read(conversation.id, 3)] == [
         f'{{"id":4,"conversation_id":"{conversation.id}","type":"token","text":"3"}}',
-        f'{{"id":5,"conversation_id":"{conversation.id}","type":"token","text":"4"}}']
+        f'{{"id":5,"conversation_id":"{conversation.id}","type":"token","text":"4"}}',
+    ]
 
 
 async def test_log_is_trimmed_and_expires(aredis: aioredis.Redis) -> None:
@@ -50,8 +56,10 @@ async def test_log_is_trimmed_and_expires(aredis: aioredis.Redis) -> None:
     conversation = await store.create("alice", "default@000000000000")
     log = StreamLog(aredis, maxlen=100, ttl_s=321)
     for _ in range(10):
-        await log.append(conversation.id, *(TokenEvent(id=1, conversation_id=conversation.id, text="x")
-                                            for _ in range(100)))
+        await log.append(
+            conversation.id,
+            *(TokenEvent(id=1, conversation_id=conversation.id, text="x") for _ in range(100)),
+        )
     key = f"gw:conv:{{{conversation.id}}}:log"
     assert await aredis.xlen(key) < 300  # approximate trimming (~) keeps it near maxlen
     assert 0 < await aredis.ttl(key) <= 321
@@ -65,5 +73,6 @@ async def test_append_to_deleted_conversation_fails(aredis: aioredis.Redis) -> N
     await store.delete(conversation)
     with pytest.raises(ConversationGone):
         await StreamLog(aredis, maxlen=100, ttl_s=60).append(
-            conversation.id, TokenEvent(id=1, conversation_id=conversation.id, text="x"))
+            conversation.id, TokenEvent(id=1, conversation_id=conversation.id, text="x")
+        )
     assert not await aredis.exists(f"gw:conv:{{{conversation.id}}}:log")

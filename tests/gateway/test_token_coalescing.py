@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent_contracts.events import MessageEndEvent, TokenEvent
-from streaming_gateway.store import ConversationStore
 from streaming_gateway.keys import engine_key, redis_key
+from streaming_gateway.store import ConversationStore
 from streaming_gateway.stream_log import ConversationGone, LogWriter, StreamLog
-from tests.gateway.conftest import Gateway, StartGateway
+from tests.gateway.conftest import Gateway
 from tests.gateway.helpers import data, eventually, read_events, text_of
 
 SSE = {"Accept": "text/event-stream"}
@@ -57,8 +57,9 @@ async def new_conversation(aredis: aioredis.Redis) -> str:
 async def logged(aredis: aioredis.Redis, cid: str) -> list[tuple[int, str, dict[str, Any]]]:
     """The raw log in Redis: (id, type, payload) per entry, in stream order."""
     entries = await aredis.xrange(f"gw:conv:{{{cid}}}:log")
-    return [(int(entry_id.split("-")[1]), fields["t"], json.loads(fields["e"]))
-            for entry_id, fields in entries]
+    return [
+        (int(entry_id.split("-")[1]), fields["t"], json.loads(fields["e"])) for entry_id, fields in entries
+    ]
 
 
 async def test_tokens_arriving_during_an_append_share_the_next_one(aredis: aioredis.Redis) -> None:
@@ -183,7 +184,11 @@ async def test_a_cancelled_write_still_lands_before_the_end(aredis: aioredis.Red
     await log.append(cid, MessageEndEvent(id=1, conversation_id=cid, finish_reason="cancelled"))
     entries = await logged(aredis, cid)
     assert [(entry_id, kind) for entry_id, kind, _ in entries] == [
-        (1, "token"), (2, "token"), (3, "token"), (4, "message_end")]
+        (1, "token"),
+        (2, "token"),
+        (3, "token"),
+        (4, "message_end"),
+    ]
 
 
 async def _evalsha_calls(aredis: aioredis.Redis) -> int:
@@ -192,14 +197,16 @@ async def _evalsha_calls(aredis: aioredis.Redis) -> int:
 
 
 async def test_fast_answer_through_the_gateway_takes_fewer_appends_than_tokens(
-        gateway: Gateway, script, aredis: aioredis.Redis) -> None:
+    gateway: Gateway, script, aredis: aioredis.Redis
+) -> None:
     """400 tokens sent at once by the model: every token reaches the client once, in order, with
     consecutive ids, and the gateway ran far fewer scripts than there were tokens."""
     await script([{"match": "", "tokens": 400}])
     cid = await gateway.create_conversation()
     before = await _evalsha_calls(aredis)
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"},
-                               headers=SSE) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+    ) as response:
         events = await read_events(response)
     after = await _evalsha_calls(aredis)
     tokens = [e for e in events if e.type == "token"]
@@ -211,8 +218,9 @@ async def test_fast_answer_through_the_gateway_takes_fewer_appends_than_tokens(
     assert after - before < len(tokens) // 2, (after - before, len(tokens))
 
 
-async def test_cancel_with_tokens_buffered_lands_them_before_the_end(gateway: Gateway, script,
-                                                                     aredis: aioredis.Redis) -> None:
+async def test_cancel_with_tokens_buffered_lands_them_before_the_end(
+    gateway: Gateway, script, aredis: aioredis.Redis
+) -> None:
     """Cancelled while one append is held and 16 tokens wait behind it: all 17 land, then message_end,
     and the saved answer is exactly the logged text."""
     engine = gateway.app[engine_key]
@@ -221,12 +229,14 @@ async def test_cancel_with_tokens_buffered_lands_them_before_the_end(gateway: Ga
     gated.gate.clear()
     await script([{"match": "", "tokens": 20_000}])
     cid = await gateway.create_conversation()
-    async with gateway.request("POST", f"/v1/conversations/{cid}/messages", json={"content": "go"},
-                               headers=SSE) as response:
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+    ) as response:
         await gated.holding.wait()
 
         async def buffer_full() -> bool:
             return gated.writers[-1].buffered == engine.settings.token_batch_max
+
         await eventually(buffer_full, "the producer to fill its buffer behind the held append")
         async with gateway.request("POST", f"/v1/conversations/{cid}/cancel") as cancel:
             assert cancel.status == 202
@@ -236,7 +246,9 @@ async def test_cancel_with_tokens_buffered_lands_them_before_the_end(gateway: Ga
     entries = await logged(aredis, cid)
     expected = [f"word{i}" for i in range(engine.settings.token_batch_max + 1)]
     assert [(kind, payload.get("text")) for _, kind, payload in entries] == [
-        *(("token", (" " if i else "") + word) for i, word in enumerate(expected)), ("message_end", None)]
+        *(("token", (" " if i else "") + word) for i, word in enumerate(expected)),
+        ("message_end", None),
+    ]
     assert [entry_id for entry_id, _, _ in entries] == list(range(1, len(entries) + 1))
     async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
         stored = (await response.json())["messages"][-1]

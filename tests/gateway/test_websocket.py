@@ -13,14 +13,20 @@ from tests.gateway.conftest import Gateway, make_token, upstream_stats
 from tests.gateway.helpers import eventually
 
 
-async def connect(gateway: Gateway, user: str = "alice", *, query: bool = False) -> aiohttp.ClientWebSocketResponse:
+async def connect(
+    gateway: Gateway, user: str = "alice", *, query: bool = False
+) -> aiohttp.ClientWebSocketResponse:
     token = make_token(user)
     if query:
         return await gateway.session.ws_connect(gateway.url(f"/v1/ws?access_token={token}"))
-    return await gateway.session.ws_connect(gateway.url("/v1/ws"), headers={"Authorization": f"Bearer {token}"})
+    return await gateway.session.ws_connect(
+        gateway.url("/v1/ws"), headers={"Authorization": f"Bearer {token}"}
+    )
 
 
-async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, *, limit: int | None = None) -> list[dict[str, Any]]:
+async def frames_until_end(
+    ws: aiohttp.ClientWebSocketResponse, *, limit: int | None = None
+) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     while True:
         frame = await ws.receive_json(timeout=15)
@@ -110,7 +116,11 @@ async def test_cancel_frame_and_disconnect_stop_the_model(gateway: Gateway, scri
         await frames_until_end(ws, limit=3)
         await ws.send_json({"type": "cancel"})
         frames = await frames_until_end(ws)
-    assert {"type": "cancelled", "conversation_id": frames[-1]["conversation_id"], "cancelled": True} in frames
+    assert {
+        "type": "cancelled",
+        "conversation_id": frames[-1]["conversation_id"],
+        "cancelled": True,
+    } in frames
     assert frames[-1]["finish_reason"] == "cancelled"
 
     async with await connect(gateway) as ws:
@@ -120,6 +130,7 @@ async def test_cancel_frame_and_disconnect_stop_the_model(gateway: Gateway, scri
     async def both_cancelled() -> bool:
         stats = await upstream_stats(upstream)
         return stats["streams_cancelled"] == 2 and stats["active_streams"] == 0
+
     await eventually(both_cancelled, "both upstream streams to be cancelled")
 
 
@@ -129,7 +140,9 @@ async def test_message_to_busy_conversation_is_rejected(gateway: Gateway, script
     async with await connect(gateway) as ws:
         await ws.send_json({"type": "message", "content": "go"})
         frames = await frames_until_end(ws, limit=2)
-        await ws.send_json({"type": "message", "content": "again", "conversation_id": frames[0]["conversation_id"]})
+        await ws.send_json(
+            {"type": "message", "content": "again", "conversation_id": frames[0]["conversation_id"]}
+        )
         while True:
             frame = json.loads((await ws.receive(timeout=15)).data)
             if frame["type"] == "rejected":

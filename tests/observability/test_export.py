@@ -48,12 +48,21 @@ async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
 
 
 async def _run_probe(extra_env: dict[str, str]) -> tuple[dict, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))
+    }
     env.update({"APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "LOG_FORMAT": "json", **extra_env})
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.observability.telemetry_probe", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tests.observability.telemetry_probe",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     # A guard against a hung child, not a measurement.
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, stderr.decode()
@@ -89,15 +98,25 @@ async def test_otlp_exporter_sends_the_span_to_the_collector(recorder) -> None:
 async def test_azure_monitor_gets_spans_and_redacted_logs(recorder) -> None:
     """APPLICATIONINSIGHTS_CONNECTION_STRING sends the span and the (redacted) log to ingestion."""
     rec, base = recorder
-    connection = (f"InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint={base}/;"
-                  f"LiveEndpoint={base}/")
+    connection = (
+        f"InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint={base}/;"
+        f"LiveEndpoint={base}/"
+    )
     result, _ = await _run_probe({"APPLICATIONINSIGHTS_CONNECTION_STRING": connection})
     assert result["exporters"] == ["azure_monitor"]
-    envelopes = [envelope for path, body in rec.requests if path.endswith("/v2.1/track")
-                 for envelope in json.loads(body)]
+    envelopes = [
+        envelope
+        for path, body in rec.requests
+        if path.endswith("/v2.1/track")
+        for envelope in json.loads(body)
+    ]
     dependencies = [e for e in envelopes if e["data"]["baseType"] == "RemoteDependencyData"]
-    assert any(e["data"]["baseData"]["name"] == "probe-span" and e["tags"]["ai.operation.id"] == result["trace_id"]
-               and e["tags"]["ai.cloud.role"] == "probe-service" for e in dependencies)
+    assert any(
+        e["data"]["baseData"]["name"] == "probe-span"
+        and e["tags"]["ai.operation.id"] == result["trace_id"]
+        and e["tags"]["ai.cloud.role"] == "probe-service"
+        for e in dependencies
+    )
     messages = [e["data"]["baseData"] for e in envelopes if e["data"]["baseType"] == "MessageData"]
     probe = next(m for m in messages if m["message"].startswith("probe log"))
     assert probe["message"] == "probe log with Authorization: [REDACTED] and AccountKey=[REDACTED]"

@@ -30,8 +30,10 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 def _auth(user: str = "alice") -> dict[str, str]:
     now = int(time.time())
-    return {"Authorization": "Bearer " + jwt.encode({"sub": user, "iat": now, "exp": now + 600}, SECRET,
-                                                    algorithm="HS256")}
+    return {
+        "Authorization": "Bearer "
+        + jwt.encode({"sub": user, "iat": now, "exp": now + 600}, SECRET, algorithm="HS256")
+    }
 
 
 class Client:
@@ -49,8 +51,9 @@ class Client:
 
     async def answer(self, cid: str, content: str, **headers: str) -> dict[str, Any]:
         """Send a message and wait for the step's JSON answer."""
-        async with self.request("POST", f"/v1/conversations/{cid}/messages", json={"content": content},
-                                headers=headers) as response:
+        async with self.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": content}, headers=headers
+        ) as response:
             assert response.status == 200, await response.text()
             return await response.json()
 
@@ -61,9 +64,16 @@ class Client:
 @pytest.fixture
 async def client(redis_url: str, upstream_base_url: str) -> AsyncIterator[Client]:
     metrics = GatewayMetrics()
-    settings = Settings.from_env({"AUTH_JWT_SECRET": SECRET, "REDIS_URL": redis_url,
-                                  "OPENAI_BASE_URL": upstream_base_url, "OPENAI_API_KEY": "scripted",
-                                  "GATEWAY_ORPHAN_GRACE_SECONDS": "0", "GATEWAY_SHUTDOWN_GRACE_SECONDS": "1"})
+    settings = Settings.from_env(
+        {
+            "AUTH_JWT_SECRET": SECRET,
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": upstream_base_url,
+            "OPENAI_API_KEY": "scripted",
+            "GATEWAY_ORPHAN_GRACE_SECONDS": "0",
+            "GATEWAY_SHUTDOWN_GRACE_SECONDS": "1",
+        }
+    )
     server = TestServer(create_app(settings, metrics), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
@@ -82,14 +92,16 @@ async def _eventually(check, timeout: float = 20.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-async def test_turn_is_one_trace_down_to_the_queued_action(client: Client, spans: InMemorySpanExporter,
-                                                           aredis: aioredis.Redis) -> None:
+async def test_turn_is_one_trace_down_to_the_queued_action(
+    client: Client, spans: InMemorySpanExporter, aredis: aioredis.Redis
+) -> None:
     """Client traceparent -> HTTP span -> step -> model call and action queue; the ActionRequest on
     the bus names the queue span, so the function app continues the same trace."""
     cid = await client.conversation()
     spans.clear()
-    answer = await client.answer(cid, "please open a ticket for my laptop",
-                                 traceparent=f"00-{TRACE_ID}-00f067aa0ba902b7-01")
+    answer = await client.answer(
+        cid, "please open a ticket for my laptop", traceparent=f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+    )
     assert answer["finish_reason"] == "tool_calls"
     action_id = answer["tool_calls"][0]["action_id"]
 
@@ -142,8 +154,9 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
         return None
 
     queued = await _eventually(request)
-    done = ActionResult.queued_for(queued).model_copy(update={"status": ActionStatus.succeeded, "attempts": 1,
-                                                               "result": {"ticket_id": "T-9"}})
+    done = ActionResult.queued_for(queued).model_copy(
+        update={"status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-9"}}
+    )
     sink = RedisUpdateSink(aredis)
     await sink.publish_update(done)
     await sink.publish_update(done)
@@ -154,7 +167,10 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
 
     await _eventually(counted)
     assert (await online.get(version)).action_success_rate == 1.0
-    assert client.metric("gateway_action_outcomes_total", {"config_version": version, "outcome": "succeeded"}) == 1
+    assert (
+        client.metric("gateway_action_outcomes_total", {"config_version": version, "outcome": "succeeded"})
+        == 1
+    )
 
 
 async def test_feedback_is_recorded_for_the_answers_version(client: Client, aredis: aioredis.Redis) -> None:
@@ -165,12 +181,18 @@ async def test_feedback_is_recorded_for_the_answers_version(client: Client, ared
     async with client.request("POST", f"/v1/conversations/{cid}/feedback", json=body) as response:
         assert response.status == 201
         assert (await response.json())["agent_config_version"] == answer["agent_config_version"]
-    async with client.request("POST", f"/v1/conversations/{cid}/feedback", json={**body, "rating": 2}) as response:
+    async with client.request(
+        "POST", f"/v1/conversations/{cid}/feedback", json={**body, "rating": 2}
+    ) as response:
         assert response.status == 200 and (await response.json())["replaced"] is True
     online = await OnlineMetrics(aredis).get(answer["agent_config_version"])
     assert online.feedback_count == 1 and online.feedback_mean == 2
-    assert client.metric("gateway_feedback_total",
-                         {"config_version": answer["agent_config_version"], "rating": "4"}) == 1
+    assert (
+        client.metric(
+            "gateway_feedback_total", {"config_version": answer["agent_config_version"], "rating": "4"}
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -201,7 +223,9 @@ async def test_feedback_on_someone_elses_conversation_or_user_message(client: Cl
         messages = (await response.json())["messages"]
     user_message = next(m["id"] for m in messages if m["role"] == "user")
     path = f"/v1/conversations/{cid}/feedback"
-    async with client.request("POST", path, user="mallory", json={"message_id": user_message, "rating": 1}) as r:
+    async with client.request(
+        "POST", path, user="mallory", json={"message_id": user_message, "rating": 1}
+    ) as r:
         assert r.status == 404
     async with client.request("POST", path, json={"message_id": user_message, "rating": 1}) as r:
         assert r.status == 404 and (await r.json())["error"]["code"] == "message_not_found"

@@ -16,9 +16,17 @@ from observability import TelemetryConfig, TelemetryConfigError, configure_loggi
 from observability.logs import ContextFilter, JsonFormatter, RedactionFilter, TextFormatter
 from observability.redaction import redact, redact_text
 
-JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTc2NDAwMDAwMH0."
-       "c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU")
-SECRETS = [JWT, "sk-proj-abcdefghijklmnop1234", "Zm9vYmFyYmF6MTIzNDU2Nzg5MA==", "hunter2-redis-pw", "s3cr3t-value"]
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTc2NDAwMDAwMH0."
+    "c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
+)
+SECRETS = [
+    JWT,
+    "sk-proj-abcdefghijklmnop1234",
+    "Zm9vYmFyYmF6MTIzNDU2Nzg5MA==",
+    "hunter2-redis-pw",
+    "s3cr3t-value",
+]
 
 
 @pytest.fixture
@@ -41,7 +49,9 @@ def _lines(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_json_line_carries_trace_conversation_and_version(spans: InMemorySpanExporter, logger_and_stream) -> None:
+def test_json_line_carries_trace_conversation_and_version(
+    spans: InMemorySpanExporter, logger_and_stream
+) -> None:
     """Inside a span and a bound context, each line names the trace, span, conversation and version."""
     logger, stream = logger_and_stream
     with trace.get_tracer("test").start_as_current_span("turn") as span:
@@ -89,10 +99,18 @@ def test_secrets_in_messages_extras_and_exceptions_are_masked(logger_and_stream)
     logger, stream = logger_and_stream
     logger.info("calling upstream with Authorization: Bearer %s", JWT)
     logger.info("openai key %s", "sk-proj-abcdefghijklmnop1234")
-    logger.info("cosmos", extra={"conn": "AccountEndpoint=https://x/;AccountKey=Zm9vYmFyYmF6MTIzNDU2Nzg5MA==;"})
+    logger.info(
+        "cosmos", extra={"conn": "AccountEndpoint=https://x/;AccountKey=Zm9vYmFyYmF6MTIzNDU2Nzg5MA==;"}
+    )
     logger.info("redis at %s", "rediss://default:hunter2-redis-pw@cache.redis.azure.net:6380/0")
-    logger.info("request", extra={"headers": {"Authorization": "Basic s3cr3t-value", "Accept": "text/event-stream"},
-                                  "api_key": "s3cr3t-value", "max_tokens": 256})
+    logger.info(
+        "request",
+        extra={
+            "headers": {"Authorization": "Basic s3cr3t-value", "Accept": "text/event-stream"},
+            "api_key": "s3cr3t-value",
+            "max_tokens": 256,
+        },
+    )
     try:
         raise RuntimeError(f"upstream refused token={JWT}")
     except RuntimeError:
@@ -122,7 +140,9 @@ def test_redact_keeps_ordinary_text() -> None:
     text = "conversation c-1 used default@0123456789ab; 12 tokens; ticket T-1 opened"
     assert redact_text(text) == text
     assert redact({"usage": {"completion_tokens": 3}, "password": "x"}) == {
-        "usage": {"completion_tokens": 3}, "password": "[REDACTED]"}
+        "usage": {"completion_tokens": 3},
+        "password": "[REDACTED]",
+    }
 
 
 def test_configure_logging_filters_every_root_handler() -> None:
@@ -153,8 +173,12 @@ def test_text_format_is_readable() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "LOUD"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
-     ("OTEL_TRACES_SAMPLER_ARG", "2")],
+    [
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "LOUD"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+    ],
 )
 def test_bad_telemetry_settings_name_the_variable(variable: str, value: str) -> None:
     """A malformed telemetry variable fails with a message naming it."""
@@ -168,8 +192,14 @@ def test_settings_object_wins_over_environment() -> None:
     class Settings:
         applicationinsights_connection_string = "InstrumentationKey=x"
 
-    config = TelemetryConfig.from_settings("svc", Settings(), {"APPLICATIONINSIGHTS_CONNECTION_STRING": "other",
-                                                                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    config = TelemetryConfig.from_settings(
+        "svc",
+        Settings(),
+        {
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "other",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        },
+    )
     assert config.applicationinsights_connection_string == "InstrumentationKey=x"
     assert config.exporters == ("azure_monitor", "otlp")
     assert TelemetryConfig.from_settings("svc", None, {}).exporters == ()

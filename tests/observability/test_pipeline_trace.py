@@ -29,8 +29,9 @@ from tests.function_app.helpers import make_request, worker_tick
 from tests.function_app.test_pipeline_e2e import eventually, final_result
 
 
-async def test_action_trace_continues_from_gateway_to_cosmos(runtime: Runtime, aredis: aioredis.Redis,
-                                                             backend: TestServer, spans: InMemorySpanExporter) -> None:
+async def test_action_trace_continues_from_gateway_to_cosmos(
+    runtime: Runtime, aredis: aioredis.Redis, backend: TestServer, spans: InMemorySpanExporter
+) -> None:
     """Receive, dispatch and every Cosmos write share the queue span's trace; receive is its child."""
     with producer_span("action create_ticket queue") as (queue_span, carrier):
         request = make_request(trace_context=carrier)

@@ -21,9 +21,15 @@ from observability import (
 
 
 def _request(trace_context: dict[str, str]) -> ActionRequest:
-    return ActionRequest(idempotency_key="k-1", conversation_id="c-1", user_id="u-1", name="create_ticket",
-                         arguments={"title": "t"}, agent_config_version="default@0123456789ab",
-                         trace_context=trace_context)
+    return ActionRequest(
+        idempotency_key="k-1",
+        conversation_id="c-1",
+        user_id="u-1",
+        name="create_ticket",
+        arguments={"title": "t"},
+        agent_config_version="default@0123456789ab",
+        trace_context=trace_context,
+    )
 
 
 def test_inject_outside_any_span_gives_nothing(spans: InMemorySpanExporter) -> None:
@@ -44,7 +50,9 @@ def test_producer_span_injects_its_own_context(spans: InMemorySpanExporter) -> N
     assert finished.kind is SpanKind.PRODUCER
 
 
-async def test_one_trace_spans_gateway_bus_and_worker(spans: InMemorySpanExporter, aredis: aioredis.Redis) -> None:
+async def test_one_trace_spans_gateway_bus_and_worker(
+    spans: InMemorySpanExporter, aredis: aioredis.Redis
+) -> None:
     """Turn -> publish -> a real Redis stream -> orchestration -> activity -> Cosmos write share one trace."""
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("POST /v1/conversations/{id}/messages", kind=SpanKind.SERVER):
@@ -61,14 +69,22 @@ async def test_one_trace_spans_gateway_bus_and_worker(spans: InMemorySpanExporte
             pass
 
     finished = {span.name: span for span in spans.get_finished_spans()}
-    assert set(finished) == {"POST /v1/conversations/{id}/messages", "actions publish", "orchestration start",
-                             "activity dispatch", "cosmos upsert action_results"}
+    assert set(finished) == {
+        "POST /v1/conversations/{id}/messages",
+        "actions publish",
+        "orchestration start",
+        "activity dispatch",
+        "cosmos upsert action_results",
+    }
     assert len({span.context.trace_id for span in finished.values()}) == 1
     publish = finished["actions publish"]
     assert publish.parent.span_id == finished["POST /v1/conversations/{id}/messages"].context.span_id
     assert finished["orchestration start"].parent.span_id == publish.context.span_id
     assert finished["orchestration start"].kind is SpanKind.CONSUMER
-    assert finished["cosmos upsert action_results"].parent.span_id == finished["activity dispatch"].context.span_id
+    assert (
+        finished["cosmos upsert action_results"].parent.span_id
+        == finished["activity dispatch"].context.span_id
+    )
 
 
 def test_garbage_trace_context_starts_a_new_trace(spans: InMemorySpanExporter) -> None:
@@ -95,7 +111,10 @@ def test_application_properties_round_trip_as_service_bus_delivers_them(spans: I
     properties = to_application_properties({**carrier, "tracestate": "vendor=1"})
     assert properties["Diagnostic-Id"] == carrier["traceparent"]
     as_received = {key.encode(): value.encode() for key, value in properties.items()}
-    assert from_application_properties(as_received) == {"traceparent": carrier["traceparent"], "tracestate": "vendor=1"}
+    assert from_application_properties(as_received) == {
+        "traceparent": carrier["traceparent"],
+        "tracestate": "vendor=1",
+    }
 
 
 def test_diagnostic_id_alone_is_enough(spans: InMemorySpanExporter) -> None:
@@ -103,7 +122,8 @@ def test_diagnostic_id_alone_is_enough(spans: InMemorySpanExporter) -> None:
     with producer_span("publish") as (_, carrier):
         pass
     assert from_application_properties({b"Diagnostic-Id": carrier["traceparent"].encode()}) == {
-        "traceparent": carrier["traceparent"]}
+        "traceparent": carrier["traceparent"]
+    }
 
 
 def test_trace_context_survives_the_wire_format(spans: InMemorySpanExporter) -> None:

@@ -42,7 +42,9 @@ async def test_invalid_ticket_is_422(client: TestClient) -> None:
 async def test_idempotency_key_repeat_returns_first_ticket(client: TestClient) -> None:
     """The same Idempotency-Key twice (also concurrently) gives one ticket and the same answer."""
     headers = {"Idempotency-Key": "conv-1:call_9"}
-    answers = await asyncio.gather(*(client.post("/tickets", json={"title": "t"}, headers=headers) for _ in range(5)))
+    answers = await asyncio.gather(
+        *(client.post("/tickets", json={"title": "t"}, headers=headers) for _ in range(5))
+    )
     bodies = [await a.json() for a in answers]
     assert len({b["ticketId"] for b in bodies}) == 1
     assert sum(1 for a in answers if a.headers.get("Idempotent-Replayed") == "true") == 4
@@ -51,7 +53,9 @@ async def test_idempotency_key_repeat_returns_first_ticket(client: TestClient) -
 
 async def test_failed_answer_is_not_remembered_for_the_key(client: TestClient) -> None:
     """A 503 injected before the effect is not cached: the retry with the same key creates the ticket."""
-    await client.put("/_control/faults", json={"rules": [{"path": "/tickets", "status": 503, "retry_after": 2}]})
+    await client.put(
+        "/_control/faults", json={"rules": [{"path": "/tickets", "status": 503, "retry_after": 2}]}
+    )
     headers = {"Idempotency-Key": "k-1"}
     first = await client.post("/tickets", json={"title": "t"}, headers=headers)
     assert first.status == 503 and first.headers["Retry-After"] == "2"
@@ -61,7 +65,9 @@ async def test_failed_answer_is_not_remembered_for_the_key(client: TestClient) -
 
 async def test_fault_after_effect_keeps_the_effect(client: TestClient) -> None:
     """A 500 injected after the effect: the ticket exists, and the retry with the key gets it back."""
-    await client.put("/_control/faults", json={"rules": [{"path": "/tickets", "status": 500, "phase": "after"}]})
+    await client.put(
+        "/_control/faults", json={"rules": [{"path": "/tickets", "status": 500, "phase": "after"}]}
+    )
     headers = {"Idempotency-Key": "k-2"}
     assert (await client.post("/tickets", json={"title": "t"}, headers=headers)).status == 500
     retry = await client.post("/tickets", json={"title": "t"}, headers=headers)

@@ -24,7 +24,9 @@ async def test_streams_text_with_usage(upstream_base_url: str) -> None:
     """A streamed answer arrives as chunks ending in finish_reason stop and a usage chunk."""
     client = client_for(upstream_base_url)
     stream = await client.chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "hi there"}], stream=True,
+        model="scripted",
+        messages=[{"role": "user", "content": "hi there"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     text, finish, usage = "", None, None
@@ -42,9 +44,13 @@ async def test_streams_text_with_usage(upstream_base_url: str) -> None:
 async def test_tool_call_fragments_assemble(upstream: TestServer, upstream_base_url: str) -> None:
     """A scripted tool call streams as fragments that join into the scripted JSON arguments."""
     arguments = {"title": "a fairly long ticket title to force fragments", "priority": "high"}
-    await set_script(upstream, {"rules": [{"match": "ticket", "tool_calls": [{"name": "create_ticket", "arguments": arguments}]}]})
+    await set_script(
+        upstream,
+        {"rules": [{"match": "ticket", "tool_calls": [{"name": "create_ticket", "arguments": arguments}]}]},
+    )
     stream = await client_for(upstream_base_url).chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "open a ticket"}], stream=True)
+        model="scripted", messages=[{"role": "user", "content": "open a ticket"}], stream=True
+    )
     name, parts, finish = None, [], None
     async for chunk in stream:
         delta = chunk.choices[0].delta
@@ -60,7 +66,8 @@ async def test_tool_call_fragments_assemble(upstream: TestServer, upstream_base_
 async def test_non_streaming_answer(upstream_base_url: str) -> None:
     """stream=false returns one chat.completion object with usage."""
     completion = await client_for(upstream_base_url).chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "ping"}])
+        model="scripted", messages=[{"role": "user", "content": "ping"}]
+    )
     assert completion.choices[0].message.content.endswith("ping")
     assert completion.usage is not None and completion.usage.total_tokens > 0
 
@@ -70,7 +77,8 @@ async def test_scripted_error_reaches_sdk(upstream: TestServer, upstream_base_ur
     await set_script(upstream, {"rules": [{"match": "", "error": {"status": 429, "retry_after": 2}}]})
     with pytest.raises(APIStatusError) as info:
         await client_for(upstream_base_url).chat.completions.create(
-            model="scripted", messages=[{"role": "user", "content": "x"}])
+            model="scripted", messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.status_code == 429
     assert info.value.response.headers["retry-after"] == "2.0"
 
@@ -79,16 +87,23 @@ async def test_max_tokens_cuts_with_length(upstream: TestServer, upstream_base_u
     """max_tokens shorter than the answer ends it early with finish_reason length."""
     await set_script(upstream, {"rules": [{"match": "", "tokens": 50}]})
     completion = await client_for(upstream_base_url).chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "x"}], max_tokens=5)
+        model="scripted", messages=[{"role": "user", "content": "x"}], max_tokens=5
+    )
     assert completion.choices[0].finish_reason == "length"
     assert len(completion.choices[0].message.content.split()) == 5
 
 
 async def test_azure_path_works_with_azure_client(upstream: TestServer) -> None:
     """The Azure OpenAI deployment path serves AsyncAzureOpenAI unchanged."""
-    client = AsyncAzureOpenAI(azure_endpoint=str(upstream.make_url("/")).rstrip("/"), api_key="k",
-                              api_version="2024-10-21", max_retries=0)
-    completion = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "yo"}])
+    client = AsyncAzureOpenAI(
+        azure_endpoint=str(upstream.make_url("/")).rstrip("/"),
+        api_key="k",
+        api_version="2024-10-21",
+        max_retries=0,
+    )
+    completion = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "yo"}]
+    )
     assert completion.model == "gpt-4o"
     assert completion.choices[0].message.content.endswith("yo")
 

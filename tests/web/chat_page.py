@@ -51,4 +51,7 @@ async def wait_mid_answer(page: Page, present: str, absent: str) -> None:
           const answers = document.querySelectorAll('article.message.assistant .body');
           const text = answers.length ? answers[answers.length - 1].textContent : '';
           return text.includes(present) && !text.includes(absent);
-        }""", arg=[present, absent], polling="raf")
+        }""",
+        arg=[present, absent],
+        polling="raf",
+    )

@@ -22,8 +22,16 @@ from tests.function_app.conftest import app_env, backend, cosmos_endpoint, cosmo
 from tests.gateway.conftest import Gateway, StartGateway, gateway, gateway_env, script, start_gateway  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 #: Playwright waits at most this long for any one expectation (a deadline, not a timing assertion).
 EXPECT_TIMEOUT_MS = 15_000
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
@@ -41,25 +49,29 @@ _FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-async def web_gateway(start_gateway: StartGateway) -> Gateway:  # noqa: F811
+async def web_gateway(start_gateway: StartGateway) -> Gateway:
     """The gateway with the local dev token endpoint enabled, as `make dev` runs it; an answer whose
     client dropped keeps going for 10 s (room to reconnect), as in production."""
     # Heartbeat 5 s (the gateway tests use 0.3 s): a pong late by more than half the heartbeat
     # closes the WebSocket, which a loaded CI machine's browser can be.
-    return await start_gateway(GATEWAY_DEV_TOKEN_ENDPOINT="true", GATEWAY_ORPHAN_GRACE_SECONDS="10",
-                               GATEWAY_HEARTBEAT_SECONDS="5")
+    return await start_gateway(
+        GATEWAY_DEV_TOKEN_ENDPOINT="true", GATEWAY_ORPHAN_GRACE_SECONDS="10", GATEWAY_HEARTBEAT_SECONDS="5"
+    )
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         yield browser
         await browser.close()
 
 
-async def _new_page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path,
-                    **context_options: object) -> AsyncIterator[Page]:
+async def _new_page(
+    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, **context_options: object
+) -> AsyncIterator[Page]:
     context = await browser.new_context(**context_options)
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
     page = await context.new_page()
@@ -75,23 +87,26 @@ async def _new_page(browser: Browser, request: pytest.FixtureRequest, output_dir
 
 
 @pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path,
-               start_gateway: StartGateway) -> AsyncIterator[Page]:  # noqa: F811 (closed before the gateways)
+async def page(
+    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, start_gateway: StartGateway
+) -> AsyncIterator[Page]:
     """A desktop-sized page; on failure its screenshot and console go to test-output/."""
     async for page in _new_page(browser, request, output_dir, viewport={"width": 1200, "height": 800}):
         yield page
 
 
 @pytest.fixture
-async def phone_page(browser: Browser, request: pytest.FixtureRequest, output_dir: Path,
-                     start_gateway: StartGateway) -> AsyncIterator[Page]:  # noqa: F811
-    async for page in _new_page(browser, request, output_dir, viewport={"width": 390, "height": 844},
-                                is_mobile=True, has_touch=True):
+async def phone_page(
+    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, start_gateway: StartGateway
+) -> AsyncIterator[Page]:
+    async for page in _new_page(
+        browser, request, output_dir, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    ):
         yield page
 
 
 @pytest.fixture
-async def worker(runtime: Runtime, aredis: aioredis.Redis) -> AsyncIterator[Worker]:  # noqa: F811
+async def worker(runtime: Runtime, aredis: aioredis.Redis) -> AsyncIterator[Worker]:
     """The local action worker (the function app's orchestrator and activities) running in-process."""
     stop = asyncio.Event()
     running = Worker(aredis, runtime)

@@ -24,8 +24,9 @@ RECORD_STATUSES = """() => {
 }"""
 
 
-async def test_action_card_goes_to_succeeded_with_result(page: Page, web_gateway: Gateway, script,
-                                                         worker: Worker, backend: TestServer) -> None:
+async def test_action_card_goes_to_succeeded_with_result(
+    page: Page, web_gateway: Gateway, script, worker: Worker, backend: TestServer
+) -> None:
     """The model asks for a ticket: the card shows the call, goes to Succeeded with the backend's
     ticket id, and the model's continuation follows in a new answer."""
     await script(TICKET_SCRIPT)
@@ -53,12 +54,17 @@ async def test_action_card_goes_to_succeeded_with_result(page: Page, web_gateway
     await expect(answers(page).last.locator(".body")).to_contain_text("Done:")
 
 
-async def test_action_card_goes_to_dead_lettered_with_reason(page: Page, web_gateway: Gateway, script,
-                                                             worker: Worker, backend: TestServer) -> None:
+async def test_action_card_goes_to_dead_lettered_with_reason(
+    page: Page, web_gateway: Gateway, script, worker: Worker, backend: TestServer
+) -> None:
     """A backend that answers 503 to every attempt: the card shows the retries, then Dead-lettered
     with the pipeline's reason; the model is told and answers."""
-    await control(backend, "PUT", "/_control/faults",
-                  {"rules": [{"path": "/tickets", "status": 503, "times": 3, "retry_after": 0}]})
+    await control(
+        backend,
+        "PUT",
+        "/_control/faults",
+        {"rules": [{"path": "/tickets", "status": 503, "times": 3, "retry_after": 0}]},
+    )
     await script(TICKET_SCRIPT)
     await open_signed_in(page, web_gateway)
     await page.evaluate(RECORD_STATUSES)

@@ -8,10 +8,17 @@ import redis.asyncio as aioredis
 from playwright.async_api import Page, expect
 
 from observability.online import OnlineMetrics
-
 from tests.gateway.conftest import Gateway, make_token
-from tests.web.chat_page import (answers, connection, last_answer, open_signed_in, send, slow_reply_script, wait_answer_done,
-                                 wait_mid_answer)
+from tests.web.chat_page import (
+    answers,
+    connection,
+    last_answer,
+    open_signed_in,
+    send,
+    slow_reply_script,
+    wait_answer_done,
+    wait_mid_answer,
+)
 
 REPLY = "Here is **bold** text and `inline code`:\n\n```python\nprint('hi')\n```\n\n- one\n- two"
 
@@ -38,7 +45,9 @@ async def test_dev_token_sign_in_streams_markdown_answer(page: Page, web_gateway
     await expect(page.get_by_label("Message", exact=True)).to_be_focused()
 
 
-async def test_feedback_button_records_rating(page: Page, web_gateway: Gateway, script, aredis: aioredis.Redis) -> None:
+async def test_feedback_button_records_rating(
+    page: Page, web_gateway: Gateway, script, aredis: aioredis.Redis
+) -> None:
     """The thumbs-up on a finished answer posts a rating for that message; the button shows as pressed."""
     await script(slow_reply_script("A short answer.", token_delay_ms=0))
     await open_signed_in(page, web_gateway)
@@ -59,7 +68,9 @@ async def test_feedback_button_records_rating(page: Page, web_gateway: Gateway, 
 
 async def test_model_output_cannot_inject_markup(page: Page, web_gateway: Gateway, script) -> None:
     """HTML in an answer is shown as text: no element, no script, no handler attribute reaches the page."""
-    hostile = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script> [x](javascript:alert(1)) done"
+    hostile = (
+        '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> [x](javascript:alert(1)) done'
+    )
     await script(slow_reply_script(hostile, token_delay_ms=0))
     await open_signed_in(page, web_gateway)
     await send(page, "be hostile")
@@ -131,7 +142,10 @@ async def test_phone_layout_and_keyboard_use(phone_page: Page, web_gateway: Gate
     await expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width}px wide)"
-    assert json.loads(await page.evaluate("JSON.stringify(document.body.classList.contains('sidebar-open'))")) is False
+    assert (
+        json.loads(await page.evaluate("JSON.stringify(document.body.classList.contains('sidebar-open'))"))
+        is False
+    )
 
 
 async def test_expired_stored_token_returns_to_sign_in(page: Page, web_gateway: Gateway) -> None:

@@ -8,13 +8,21 @@ from tests.gateway.conftest import Gateway
 
 CASES = [
     ("**b** and *i* and `x < y`", "<p><strong>b</strong> and <em>i</em> and <code>x &lt; y</code></p>"),
-    ("```js\nif (a < b) { run('<b>'); }\n```", "<pre><code class=\"language-js\">if (a &lt; b) { run(&#39;&lt;b&gt;&#39;); }</code></pre>"),
+    (
+        "```js\nif (a < b) { run('<b>'); }\n```",
+        '<pre><code class="language-js">if (a &lt; b) { run(&#39;&lt;b&gt;&#39;); }</code></pre>',
+    ),
     ("```\nstill streaming", "<pre><code>still streaming</code></pre>"),
     ("- a\n- b\n\n1. c", "<ul><li>a</li><li>b</li></ul><ol><li>c</li></ol>"),
-    ("[docs](https://example.org/a?b=1&c=2)",
-     "<p><a href=\"https://example.org/a?b=1&amp;c=2\" rel=\"noopener noreferrer\" target=\"_blank\">docs</a></p>"),
+    (
+        "[docs](https://example.org/a?b=1&c=2)",
+        '<p><a href="https://example.org/a?b=1&amp;c=2" rel="noopener noreferrer" target="_blank">docs</a></p>',
+    ),
     ("[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>"),
-    ("[x](https://a\"onmouseover=\"alert(1))", "<p><a href=\"https://a&quot;onmouseover=&quot;alert(1\" rel=\"noopener noreferrer\" target=\"_blank\">x</a>)</p>"),
+    (
+        '[x](https://a"onmouseover="alert(1))',
+        '<p><a href="https://a&quot;onmouseover=&quot;alert(1" rel="noopener noreferrer" target="_blank">x</a>)</p>',
+    ),
     ("<script>alert(1)</script>", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
     ("`**not bold**`", "<p><code>**not bold**</code></p>"),
     ("# Title", "<h3>Title</h3>"),
@@ -26,6 +34,7 @@ async def test_markdown_renders_safely(page: Page, gateway: Gateway) -> None:
     await page.goto(gateway.url("/"))
     rendered = await page.evaluate(
         "async (sources) => { const m = await import('/web/js/markdown.js'); return sources.map(m.renderMarkdown); }",
-        [source for source, _ in CASES])
+        [source for source, _ in CASES],
+    )
     for (source, html), got in zip(CASES, rendered, strict=True):
         assert got == html, f"{source!r} rendered as {got!r}"

@@ -10,8 +10,15 @@ import re
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from tests.gateway.conftest import Gateway
-from tests.web.chat_page import (connection, last_answer, open_signed_in, send, slow_reply_script, wait_answer_done,
-                                 wait_mid_answer)
+from tests.web.chat_page import (
+    connection,
+    last_answer,
+    open_signed_in,
+    send,
+    slow_reply_script,
+    wait_answer_done,
+    wait_mid_answer,
+)
 
 WS_URL = re.compile(r"/v1/ws\?")
 WORDS = " ".join(f"word{i:02d}" for i in range(40))
@@ -49,8 +56,9 @@ class CutAfterTokens:
         route.on_message(server.send)  # the page's frames go to the server as they are
 
 
-async def test_websocket_cut_mid_answer_resumes_with_full_text_once(page: Page, web_gateway: Gateway,
-                                                                    script) -> None:
+async def test_websocket_cut_mid_answer_resumes_with_full_text_once(
+    page: Page, web_gateway: Gateway, script
+) -> None:
     """The WebSocket is cut after 4 token frames; the page shows the drop, reconnects, resumes from its
     last event id and ends with the whole answer, no word missing or repeated."""
     await script(slow_reply_script(WORDS, token_delay_ms=25))
@@ -88,13 +96,18 @@ async def test_sse_fallback_when_websockets_are_blocked(page: Page, web_gateway:
     assert attempts == 2
 
 
-async def test_sse_drop_mid_answer_resumes_with_last_event_id(page: Page, web_gateway: Gateway, script) -> None:
+async def test_sse_drop_mid_answer_resumes_with_last_event_id(
+    page: Page, web_gateway: Gateway, script
+) -> None:
     """On SSE, a stream broken mid-answer is resumed with Last-Event-ID; the text ends complete, once."""
     await script(slow_reply_script(WORDS, token_delay_ms=25))
     await open_signed_in(page, web_gateway, query="?transport=sse")
     await expect(connection(page)).to_contain_text("SSE")
     resumed: list[str] = []
-    page.on("request", lambda r: resumed.append(r.headers.get("last-event-id", "")) if "/events" in r.url else None)
+    page.on(
+        "request",
+        lambda r: resumed.append(r.headers.get("last-event-id", "")) if "/events" in r.url else None,
+    )
     await send(page, "count over sse")
     answer = last_answer(page)
     await wait_mid_answer(page, "word05", "word39")
@@ -130,11 +143,14 @@ async def test_stop_by_keyboard_over_sse(page: Page, web_gateway: Gateway, scrip
     assert "word39" not in await answer.locator(".body").inner_text()
 
 
-async def test_reload_mid_answer_shows_the_whole_answer_once(page: Page, web_gateway: Gateway, script) -> None:
+async def test_reload_mid_answer_shows_the_whole_answer_once(
+    page: Page, web_gateway: Gateway, script
+) -> None:
     """Reloading the page while an answer streams: the reopened conversation shows the earlier answer
     from history and the answer in progress whole (replayed from the log), then streaming on to its end."""
-    await script([{"match": "first", "reply": "Earlier answer."},
-                  {"match": "", "reply": WORDS, "token_delay_ms": 40}])
+    await script(
+        [{"match": "first", "reply": "Earlier answer."}, {"match": "", "reply": WORDS, "token_delay_ms": 40}]
+    )
     await open_signed_in(page, web_gateway)
     await send(page, "first question")
     await wait_answer_done(page, last_answer(page))

@@ -14,8 +14,11 @@ from streaming_gateway.web_routes import WEB_DIR
 from tests.gateway.conftest import SECRET, Gateway, StartGateway
 
 AUTHORITY = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001"
-ENTRA = {"WEB_ENTRA_CLIENT_ID": "11111111-2222-3333-4444-555555555555", "WEB_ENTRA_AUTHORITY": AUTHORITY,
-         "WEB_ENTRA_SCOPES": "api://agent-gateway/chat offline_access"}
+ENTRA = {
+    "WEB_ENTRA_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "WEB_ENTRA_AUTHORITY": AUTHORITY,
+    "WEB_ENTRA_SCOPES": "api://agent-gateway/chat offline_access",
+}
 
 
 async def test_dev_token_endpoint_is_404_unless_enabled(gateway: Gateway) -> None:
@@ -34,14 +37,18 @@ async def test_dev_token_signs_a_token_the_api_accepts(web_gateway: Gateway) -> 
         body = await response.json()
     assert body["user"] == "erin" and body["expires_in"] == 3600
     headers = {"Authorization": f"Bearer {body['token']}"}
-    async with web_gateway.request("POST", "/v1/conversations", user=None, headers=headers, json={}) as response:
+    async with web_gateway.request(
+        "POST", "/v1/conversations", user=None, headers=headers, json={}
+    ) as response:
         assert response.status == 201
     async with web_gateway.request("GET", "/v1/conversations", user="erin") as response:
         assert len((await response.json())["data"]) == 1
 
 
-@pytest.mark.parametrize("body", [{"user": ""}, {"user": "a" * 65}, {"user": "<script>"}, {"user": 5},
-                                  {"user": "ok", "admin": True}])
+@pytest.mark.parametrize(
+    "body",
+    [{"user": ""}, {"user": "a" * 65}, {"user": "<script>"}, {"user": 5}, {"user": "ok", "admin": True}],
+)
 async def test_dev_token_rejects_bad_user_names(web_gateway: Gateway, body: dict[str, object]) -> None:
     """User names outside 1-64 of [A-Za-z0-9._@-], or extra fields, get the API's validation error (422)."""
     async with web_gateway.request("POST", "/dev/token", user=None, json=body) as response:
@@ -52,8 +59,13 @@ async def test_dev_token_rejects_bad_user_names(web_gateway: Gateway, body: dict
 
 async def test_dev_token_body_limit(web_gateway: Gateway) -> None:
     """A dev token request body over 1 KiB is refused with 413."""
-    async with web_gateway.request("POST", "/dev/token", user=None, data=b"{" + b" " * 2048 + b"}",
-                                   headers={"Content-Type": "application/json"}) as response:
+    async with web_gateway.request(
+        "POST",
+        "/dev/token",
+        user=None,
+        data=b"{" + b" " * 2048 + b"}",
+        headers={"Content-Type": "application/json"},
+    ) as response:
         assert response.status == 413
 
 
@@ -85,14 +97,19 @@ def test_client_files_load_nothing_from_other_origins() -> None:
         assert "@import url(http" not in text, path
 
 
-async def test_entra_config_is_served_and_the_policy_allows_its_authority(start_gateway: StartGateway) -> None:
+async def test_entra_config_is_served_and_the_policy_allows_its_authority(
+    start_gateway: StartGateway,
+) -> None:
     """With WEB_ENTRA_* set, the page is told the client id, authority, scopes and the vendored MSAL path."""
     gateway = await start_gateway(**ENTRA)
     async with gateway.request("GET", "/client-config.json", user=None) as response:
         config = await response.json()
-    assert config["entra"] == {"client_id": ENTRA["WEB_ENTRA_CLIENT_ID"], "authority": AUTHORITY,
-                               "scopes": ["api://agent-gateway/chat", "offline_access"],
-                               "msal_script": "/web/vendor/msal-browser.min.js"}
+    assert config["entra"] == {
+        "client_id": ENTRA["WEB_ENTRA_CLIENT_ID"],
+        "authority": AUTHORITY,
+        "scopes": ["api://agent-gateway/chat", "offline_access"],
+        "msal_script": "/web/vendor/msal-browser.min.js",
+    }
     async with gateway.request("GET", config["entra"]["msal_script"], user=None) as response:
         assert response.status == 200 and "PublicClientApplication" in await response.text()
     async with gateway.request("GET", "/", user=None) as response:
@@ -101,7 +118,9 @@ async def test_entra_config_is_served_and_the_policy_allows_its_authority(start_
     assert "frame-src https://login.microsoftonline.com" in csp
 
 
-async def test_entra_sign_in_is_offered_with_the_vendored_msal(page: Page, start_gateway: StartGateway) -> None:
+async def test_entra_sign_in_is_offered_with_the_vendored_msal(
+    page: Page, start_gateway: StartGateway
+) -> None:
     """In the browser, Entra settings load MSAL.js from the gateway and offer the Entra sign-in button;
     without them MSAL is never loaded."""
     gateway = await start_gateway(**ENTRA)
@@ -116,11 +135,17 @@ async def test_entra_sign_in_is_offered_with_the_vendored_msal(page: Page, start
     assert await page.evaluate("typeof window.msal") == "undefined"
 
 
-@pytest.mark.parametrize(("env", "variable"), [
-    ({"GATEWAY_DEV_TOKEN_ENDPOINT": "maybe"}, "GATEWAY_DEV_TOKEN_ENDPOINT"),
-    ({"WEB_ENTRA_CLIENT_ID": "abc"}, "WEB_ENTRA_CLIENT_ID"),
-    ({"WEB_ENTRA_CLIENT_ID": "abc", "WEB_ENTRA_AUTHORITY": "http://login.example/tenant"}, "WEB_ENTRA_AUTHORITY"),
-])
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"GATEWAY_DEV_TOKEN_ENDPOINT": "maybe"}, "GATEWAY_DEV_TOKEN_ENDPOINT"),
+        ({"WEB_ENTRA_CLIENT_ID": "abc"}, "WEB_ENTRA_CLIENT_ID"),
+        (
+            {"WEB_ENTRA_CLIENT_ID": "abc", "WEB_ENTRA_AUTHORITY": "http://login.example/tenant"},
+            "WEB_ENTRA_AUTHORITY",
+        ),
+    ],
+)
 def test_web_settings_are_checked(env: dict[str, str], variable: str) -> None:
     """Bad web client settings fail at start, naming the variable to fix."""
     with pytest.raises(SettingsError) as caught:
@@ -131,4 +156,6 @@ def test_web_settings_are_checked(env: dict[str, str], variable: str) -> None:
 def test_dev_token_endpoint_needs_the_local_secret() -> None:
     """The dev endpoint cannot be enabled on a gateway that only trusts Entra ID (no HS256 secret)."""
     with pytest.raises(SettingsError, match="GATEWAY_DEV_TOKEN_ENDPOINT"):
-        Settings.from_env({"AUTH_JWKS_URL": "https://login.example/keys", "GATEWAY_DEV_TOKEN_ENDPOINT": "true"})
+        Settings.from_env(
+            {"AUTH_JWKS_URL": "https://login.example/keys", "GATEWAY_DEV_TOKEN_ENDPOINT": "true"}
+        )

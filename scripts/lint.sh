@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Lint and type checks, run by `make test` before pytest (and by pre-commit): any finding fails.
+# The rule set and the mypy settings live in pyproject.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+
+# Packages mypy checks on every run. A package joins this list once it is clean; every package
+# named in pyproject.toml's [tool.mypy] `files` belongs here in the end.
+TYPED=(agent_contracts scripted_upstream)
+
+"$BIN/ruff" check --no-fix .
+"$BIN/ruff" format --check .
+"$BIN/mypy" "${TYPED[@]}"
+echo "lint: ruff and mypy clean (${TYPED[*]})"
