@@ -8,7 +8,7 @@ Lists what was dead-lettered and replays it after a fix:
   replay puts them back on the actions stream;
 - invalid messages are listed with their reason and cannot be replayed (fix the producer).
 In Azure the same command works with SERVICEBUS_* set (replays go to the Service Bus queue);
-messages in Service Bus's own dead-letter subqueue are handled with Service Bus Explorer (README).
+messages in Service Bus's own dead-letter subqueue are handled with Service Bus Explorer (docs/operations.md).
 """
 
 from __future__ import annotations

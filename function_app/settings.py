@@ -1,5 +1,5 @@
 """The function app's settings (also the local worker's): one frozen object, built once from the
-app settings. Every variable here is listed in local.settings.sample.json and the README.
+app settings. Every variable here is listed in local.settings.sample.json and docs/configuration.md.
 """
 
 from __future__ import annotations

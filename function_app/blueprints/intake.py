@@ -4,7 +4,7 @@ The classic binding is used with autoCompleteMessages: the host completes the me
 function returns and abandons it (redelivery, then Service Bus's own dead-letter queue after
 maxDeliveryCount) when it raises. So an invalid message is written to our dead-letter store with
 its reason and the function returns (completed: not retried), and a failed orchestration start
-raises (abandoned: retried). See the README for why not the preview SDK-type binding.
+raises (abandoned: retried). See docs/decisions.md for why not the preview SDK-type binding.
 """
 
 from __future__ import annotations
