@@ -48,8 +48,12 @@ def python_sources() -> Iterator[Path]:
 
 
 def _is_os_environ(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "environ"
-            and isinstance(node.value, ast.Name) and node.value.id == "os")
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "environ"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+    )
 
 
 def _is_env_helper(node: ast.AST) -> bool:
@@ -57,11 +61,14 @@ def _is_env_helper(node: ast.AST) -> bool:
     if not isinstance(node, ast.Call):
         return False
     func = node.func
-    return (isinstance(func, ast.Name) and func.id == "Env") or (isinstance(func, ast.Attribute) and func.attr == "Env")
+    return (isinstance(func, ast.Name) and func.id == "Env") or (
+        isinstance(func, ast.Attribute) and func.attr == "Env"
+    )
 
 
 def _is_environment_value(node: ast.AST, tainted: set[str], returning: set[str]) -> bool:
     """Whether an expression evaluates to the environment (or a copy of it), not to a value read from it."""
+
     def inner(n: ast.AST) -> bool:
         return _is_environment_value(n, tainted, returning)
 
@@ -115,27 +122,52 @@ class EnvReads:
                         if from_env and isinstance(target, ast.Name) and target.id not in tainted:
                             tainted.add(target.id)
                             changed = True
-                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name not in returning:
-                    if any(isinstance(r, ast.Return) and r.value is not None
-                           and _is_environment_value(r.value, tainted, returning) for r in ast.walk(node)):
-                        returning.add(node.name)
-                        changed = True
+                if (
+                    isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and node.name not in returning
+                    and self._returns_environment(node, tainted, returning)
+                ):
+                    returning.add(node.name)
+                    changed = True
         return tainted
 
+    @staticmethod
+    def _returns_environment(
+        func: ast.FunctionDef | ast.AsyncFunctionDef, tainted: set[str], returning: set[str]
+    ) -> bool:
+        return any(
+            isinstance(r, ast.Return)
+            and r.value is not None
+            and _is_environment_value(r.value, tainted, returning)
+            for r in ast.walk(func)
+        )
+
     def _is_environment(self, node: ast.AST) -> bool:
-        return _is_os_environ(node) or _is_env_helper(node) or (isinstance(node, ast.Name) and node.id in self.tainted)
+        return (
+            _is_os_environ(node)
+            or _is_env_helper(node)
+            or (isinstance(node, ast.Name) and node.id in self.tainted)
+        )
 
     def _key(self, node: ast.AST) -> ast.AST | None:
         """The key expression when `node` reads one variable from the environment, else None."""
         if isinstance(node, ast.Call) and node.args:
             func = node.func
-            if isinstance(func, ast.Attribute) and self._is_environment(func.value):
-                if func.attr in MAPPING_READS or func.attr in ENV_READS:
-                    return node.args[0]
-            if (isinstance(func, ast.Attribute) and func.attr == "getenv") or (
-                    isinstance(func, ast.Name) and func.id == "getenv"):
+            if (
+                isinstance(func, ast.Attribute)
+                and self._is_environment(func.value)
+                and (func.attr in MAPPING_READS or func.attr in ENV_READS)
+            ):
                 return node.args[0]
-        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and self._is_environment(node.value):
+            if (isinstance(func, ast.Attribute) and func.attr == "getenv") or (
+                isinstance(func, ast.Name) and func.id == "getenv"
+            ):
+                return node.args[0]
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and self._is_environment(node.value)
+        ):
             return node.slice
         return None
 
@@ -188,13 +220,15 @@ def variables_documented(text: str) -> set[str]:
             in_table = True
             continue
         if in_table and not set(first) <= set("-: "):
-            names.update(n for n in re.findall(r"`([^`]+)`", first) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n))
+            names.update(
+                n for n in re.findall(r"`([^`]+)`", first) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)
+            )
     return names
 
 
 def test_scanner_finds_each_way_of_reading() -> None:
     """The scanner sees Env helpers, os.environ, os.getenv, copied mappings and pass-through helpers."""
-    source = '''
+    source = """
 import os
 from agent_contracts.settings import Env
 
@@ -220,10 +254,20 @@ def telemetry(environ=None):
 
 headers = {}
 headers.get("NOT_AN_ENV_READ")
-'''
+"""
     names = EnvReads(ast.parse(source)).names
-    assert names == {"A_INT", "A_URL", "A_STR", "B_DEFAULT", "C_SUBSCRIPT", "C_GET",
-                     "D_PASSED", "D_DIRECT", "D_GETENV", "D_INDEX"}
+    assert names == {
+        "A_INT",
+        "A_URL",
+        "A_STR",
+        "B_DEFAULT",
+        "C_SUBSCRIPT",
+        "C_GET",
+        "D_PASSED",
+        "D_DIRECT",
+        "D_GETENV",
+        "D_INDEX",
+    }
 
 
 def test_every_variable_read_is_documented() -> None:

@@ -72,6 +72,9 @@ def test_docs_index_lists_every_page() -> None:
     """docs/README.md links every other page under docs/."""
     index = ROOT / "docs" / "README.md"
     linked = {(index.parent / t.partition("#")[0]).resolve() for t in links(index) if not t.startswith("#")}
-    unlisted = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").rglob("*.md"))
-                if p != index and p.resolve() not in linked]
+    unlisted = [
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "docs").rglob("*.md"))
+        if p != index and p.resolve() not in linked
+    ]
     assert not unlisted, f"pages missing from docs/README.md: {unlisted}"
