@@ -5,20 +5,29 @@ from __future__ import annotations
 from aiohttp import web
 
 from observability.http_server import tracing_middleware
-from streaming_gateway import (
+from streaming_gateway.api import (
     chat_completions,
     conversations,
     feedback,
     health,
     messages,
     openapi,
-    web_routes,
-    ws,
+    web_client,
+    websocket,
 )
-from streaming_gateway.contexts import auth_ctx, bus_ctx, config_ctx, core_ctx, llm_ctx, redis_ctx
+from streaming_gateway.api.middlewares import auth_middleware, error_middleware
+from streaming_gateway.contexts import (
+    action_tasks_ctx,
+    auth_ctx,
+    bus_ctx,
+    config_ctx,
+    core_ctx,
+    llm_ctx,
+    online_ctx,
+    redis_ctx,
+)
 from streaming_gateway.keys import metrics_key, settings_key
 from streaming_gateway.metrics import GatewayMetrics
-from streaming_gateway.middlewares import auth_middleware, error_middleware
 from streaming_gateway.settings import Settings
 from streaming_gateway.shutdown import on_shutdown
 
@@ -27,9 +36,20 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
     app[metrics_key] = metrics or GatewayMetrics()
-    app.cleanup_ctx.extend([redis_ctx, config_ctx, auth_ctx, llm_ctx, core_ctx, feedback.online_ctx, bus_ctx])
+    app.cleanup_ctx.extend(
+        [redis_ctx, config_ctx, auth_ctx, llm_ctx, online_ctx, bus_ctx, core_ctx, action_tasks_ctx]
+    )
     app.on_shutdown.append(on_shutdown)
-    for module in (health, openapi, conversations, messages, feedback, chat_completions, ws, web_routes):
+    for module in (
+        health,
+        openapi,
+        conversations,
+        messages,
+        feedback,
+        chat_completions,
+        websocket,
+        web_client,
+    ):
         app.add_routes(module.routes)
     # Tracing outermost: its span covers auth and errors, and records the status the client got.
     app.middlewares.extend([tracing_middleware, error_middleware, auth_middleware])

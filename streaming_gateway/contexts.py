@@ -1,7 +1,8 @@
 """Cleanup contexts: one async generator per long-lived client, in dependency order.
 
-redis_ctx -> config_ctx -> auth_ctx -> llm_ctx -> core_ctx -> bus_ctx. All wiring of the action
-bus (outbox, its relay, the update consumer) is in bus_ctx.
+redis_ctx -> config_ctx -> auth_ctx -> llm_ctx -> online_ctx -> bus_ctx -> core_ctx ->
+action_tasks_ctx. Each object gets what it needs in its constructor, so a context only builds what
+the earlier ones made; the background tasks start last, once the engine they feed exists.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from aiohttp import web
 from action_bus.factory import create_action_bus, create_update_source
 from action_bus.outbox import Outbox
 from agent_registry import AgentRegistry
-from streaming_gateway.auth import Authenticator, JwksCache
-from streaming_gateway.engine import ChatEngine
+from observability.online import OnlineMetrics
+from streaming_gateway.agents.registry_store import RegistryAgentConfigs
+from streaming_gateway.auth.authenticator import Authenticator, JwksCache
+from streaming_gateway.chat.action_updates import consume_updates
+from streaming_gateway.chat.engine import ChatEngine
+from streaming_gateway.chat.pending_steps import PendingSteps
+from streaming_gateway.chat.running_answers import RunningAnswers
 from streaming_gateway.keys import (
     authenticator_key,
     bus_stop_key,
@@ -27,20 +33,19 @@ from streaming_gateway.keys import (
     engine_key,
     llm_key,
     metrics_key,
+    online_key,
+    outbox_key,
     rate_limiter_key,
     redis_key,
     settings_key,
     streams_key,
+    update_source_key,
 )
-from streaming_gateway.limits import RateLimiter, StreamSlots
-from streaming_gateway.llm_openai import create_chat_model
-from streaming_gateway.producers import Producers
-from streaming_gateway.registry_configs import RegistryAgentConfigs
-from streaming_gateway.steps import Steps
-from streaming_gateway.store import ConversationStore
-from streaming_gateway.stream_log import StreamLog
-from streaming_gateway.streams import StreamRegistry
-from streaming_gateway.updates import consume_updates
+from streaming_gateway.llm.openai_adapter import create_chat_model
+from streaming_gateway.state.client_streams import StreamRegistry
+from streaming_gateway.state.conversation_store import ConversationStore
+from streaming_gateway.state.limits import RateLimiter, StreamSlots
+from streaming_gateway.state.stream_log import StreamLog
 
 log = logging.getLogger(__name__)
 
@@ -100,33 +105,56 @@ async def llm_ctx(app: web.Application) -> AsyncIterator[None]:
     await model.close()
 
 
+async def online_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Per-version online aggregates on the gateway's Redis, recorded by the engine and the feedback view."""
+    app[online_key] = OnlineMetrics(app[redis_key])
+    yield
+
+
+async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The action bus clients: the outbox (accepted actions, durable in Redis) in front of the bus,
+    and the source of action status updates."""
+    settings, redis = app[settings_key], app[redis_key]
+    bus = create_action_bus(redis, settings)
+    source = create_update_source(redis, settings)
+    app[outbox_key] = Outbox(redis, bus)
+    app[update_source_key] = source
+    yield
+    await source.close()
+    await bus.close()
+
+
 async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, redis, metrics = app[settings_key], app[redis_key], app[metrics_key]
     stream_log = StreamLog(redis, maxlen=settings.event_log_maxlen, ttl_s=settings.event_log_ttl_s)
-    store = ConversationStore(redis, ttl_s=settings.conversation_ttl_s)
-    producers = Producers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
-    steps = Steps(redis, ttl_s=max(settings.turn_timeout_s * 2, 3600))
+    answers = RunningAnswers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
     app[engine_key] = ChatEngine(
-        settings, store, stream_log, steps, app[llm_key], app[configs_key], None, producers, metrics
+        settings=settings,
+        store=ConversationStore(redis, ttl_s=settings.conversation_ttl_s),
+        log_=stream_log,
+        pending=PendingSteps(redis, ttl_s=max(settings.turn_timeout_s * 2, 3600)),
+        llm=app[llm_key],
+        configs=app[configs_key],
+        outbox=app[outbox_key],
+        answers=answers,
+        metrics=metrics,
+        online=app[online_key],
     )
     app[rate_limiter_key] = RateLimiter(redis, settings.rate_limit_per_minute)
     app[streams_key] = StreamRegistry(StreamSlots(redis, settings.max_streams_per_user), metrics)
     yield
-    await producers.drain(0)  # normally empty already: shutdown drained it within the grace period
+    await answers.drain(0)  # normally empty already: shutdown drained it within the grace period
 
 
-async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The outbox (accepted actions, durable in Redis), its relay to the bus, and the update consumer."""
-    settings, redis, engine = app[settings_key], app[redis_key], app[engine_key]
-    bus = create_action_bus(redis, settings)
-    outbox = Outbox(redis, bus)
-    source = create_update_source(redis, settings)
-    engine.outbox = outbox
+async def action_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The background tasks of the action bus: the outbox's relay and the update consumer."""
     stop = asyncio.Event()
     app[bus_stop_key] = stop
     tasks = [
-        asyncio.create_task(outbox.run_relay(stop), name="outbox-relay"),
-        asyncio.create_task(consume_updates(source, engine, stop), name="action-updates"),
+        asyncio.create_task(app[outbox_key].run_relay(stop), name="outbox-relay"),
+        asyncio.create_task(
+            consume_updates(app[update_source_key], app[engine_key], stop), name="action-updates"
+        ),
     ]
     yield
     stop.set()
@@ -135,8 +163,3 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    engine.outbox = None
-    for closable in (source, bus):
-        close = getattr(closable, "close", None)
-        if close is not None:
-            await close()

@@ -7,15 +7,17 @@ import asyncio
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from action_bus.outbox import Outbox
+from action_bus.ports import ActionUpdateSource
 from observability.online import OnlineMetrics
-from streaming_gateway.agent_config import AgentConfigStore
-from streaming_gateway.auth import Authenticator
-from streaming_gateway.engine import ChatEngine
-from streaming_gateway.limits import RateLimiter
-from streaming_gateway.llm import ChatModel
+from streaming_gateway.agents.config import AgentConfigStore
+from streaming_gateway.auth.authenticator import Authenticator
+from streaming_gateway.chat.engine import ChatEngine
+from streaming_gateway.llm.port import ChatModel
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
-from streaming_gateway.streams import StreamRegistry
+from streaming_gateway.state.client_streams import StreamRegistry
+from streaming_gateway.state.limits import RateLimiter
 
 settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", GatewayMetrics)
@@ -25,6 +27,8 @@ authenticator_key = web.AppKey("authenticator", Authenticator)
 llm_key = web.AppKey("llm", ChatModel)
 engine_key = web.AppKey("engine", ChatEngine)
 online_key = web.AppKey("online_metrics", OnlineMetrics)
+outbox_key = web.AppKey("outbox", Outbox)
+update_source_key = web.AppKey("update_source", ActionUpdateSource)
 rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 streams_key = web.AppKey("streams", StreamRegistry)
 #: Set when the action bus tasks (outbox relay, update consumer) must stop.

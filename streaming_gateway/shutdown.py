@@ -15,7 +15,7 @@ from streaming_gateway.keys import bus_stop_key, engine_key, settings_key, strea
 log = logging.getLogger(__name__)
 
 #: After the grace period, how long open streams get to flush the last events and close.
-#: (An idle follower notices the stop within follow.MAX_BLOCK_S.)
+#: (An idle follower notices the stop within state.log_follower.MAX_BLOCK_S.)
 FLUSH_TIMEOUT_S = 8.0
 
 
@@ -27,12 +27,12 @@ async def on_shutdown(app: web.Application) -> None:
     grace = app[settings_key].shutdown_grace_s
     log.info(
         "shutdown: %d answers running, %d streams open; grace %.1f s",
-        len(app[engine_key].producers),
+        len(app[engine_key].answers),
         len(streams),
         grace,
     )
     if bus_stop_key in app:
         app[bus_stop_key].set()  # no new continuations on a pod going away; another pod takes the updates
-    await app[engine_key].producers.drain(grace)
+    await app[engine_key].answers.drain(grace)
     await streams.stop_all(FLUSH_TIMEOUT_S)
     log.info("shutdown: %d streams still open after the flush", len(streams))

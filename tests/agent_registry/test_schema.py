@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from agent_registry import InvalidConfig, read_document, validate_document, version_of
-from streaming_gateway.agent_config import FileAgentConfigStore
+from streaming_gateway.agents.config import FileAgentConfigStore
 from tests.agent_registry.conftest import DEFAULT_CONFIG
 
 

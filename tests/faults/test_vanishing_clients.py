@@ -138,7 +138,7 @@ async def idle(server: TestServer, upstream: TestServer) -> bool:
     app = server.app
     return (
         len(app[streams_key]) == 0
-        and len(app[engine_key].producers) == 0
+        and len(app[engine_key].answers) == 0
         and (await upstream_stats(upstream))["active_streams"] == 0
     )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from streaming_gateway.agent_config import AgentConfigError, FileAgentConfigStore, config_version
+from streaming_gateway.agents.config import AgentConfigError, FileAgentConfigStore, config_version
 from streaming_gateway.errors import UnknownAgentConfig
 from streaming_gateway.token import make_token as cli_make_token
 from tests.gateway.conftest import SECRET, Gateway

@@ -15,8 +15,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from streaming_gateway import rkeys
 from streaming_gateway.errors import Conflict, NotFound
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.stream_log import ConversationGone
 
 # KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, messages...
 # Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.
@@ -99,10 +100,10 @@ class ConversationStore:
         }
         if title:
             fields["title"] = title
-        index = rkeys.user_conversations(user_id)
+        index = redis_keys.user_conversations(user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(rkeys.conversation(cid), mapping=fields)
-            pipe.expire(rkeys.conversation(cid), self._ttl_s)
+            pipe.hset(redis_keys.conversation(cid), mapping=fields)
+            pipe.expire(redis_keys.conversation(cid), self._ttl_s)
             pipe.zadd(index, {cid: int(time.time() * 1_000_000)})
             pipe.expire(index, self._ttl_s)
             await pipe.execute()
@@ -117,8 +118,8 @@ class ConversationStore:
 
     async def get(self, cid: str) -> Conversation | None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(rkeys.conversation(cid))
-            pipe.llen(rkeys.messages(cid))
+            pipe.hgetall(redis_keys.conversation(cid))
+            pipe.llen(redis_keys.messages(cid))
             fields, count = await pipe.execute()
         if not fields:
             return None
@@ -144,7 +145,7 @@ class ConversationStore:
         self, user_id: str, limit: int, before: int | None = None
     ) -> tuple[list[Conversation], int | None]:
         """The user's conversations, newest first; returns the page and the cursor of the next one."""
-        index = rkeys.user_conversations(user_id)
+        index = redis_keys.user_conversations(user_id)
         upper = f"({before}" if before is not None else "+inf"
         found: list[Conversation] = []
         cursor = before
@@ -169,14 +170,14 @@ class ConversationStore:
         cid = conversation.id
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(
-                rkeys.conversation(cid),
-                rkeys.messages(cid),
-                rkeys.event_log(cid),
-                rkeys.watchers(cid),
-                rkeys.busy(cid),
-                rkeys.cancel(cid),
+                redis_keys.conversation(cid),
+                redis_keys.messages(cid),
+                redis_keys.event_log(cid),
+                redis_keys.watchers(cid),
+                redis_keys.busy(cid),
+                redis_keys.cancel(cid),
             )
-            pipe.zrem(rkeys.user_conversations(conversation.user_id), cid)
+            pipe.zrem(redis_keys.user_conversations(conversation.user_id), cid)
             await pipe.execute()
 
     async def begin_turn(
@@ -193,7 +194,7 @@ class ConversationStore:
             *(json.dumps(m) for m in messages),
         ]
         answer = await self._begin(
-            keys=[rkeys.conversation(cid), rkeys.messages(cid), rkeys.busy(cid)], args=args
+            keys=[redis_keys.conversation(cid), redis_keys.messages(cid), redis_keys.busy(cid)], args=args
         )
         code = int(answer[0])
         if code == -1:
@@ -213,17 +214,34 @@ class ConversationStore:
     async def append_messages(self, cid: str, *messages: dict[str, Any]) -> bool:
         """Append assistant/tool messages; False when the conversation is gone."""
         args = [self._ttl_s, now_iso(), *(json.dumps(m) for m in messages)]
-        return bool(await self._append(keys=[rkeys.conversation(cid), rkeys.messages(cid)], args=args))
+        return bool(
+            await self._append(keys=[redis_keys.conversation(cid), redis_keys.messages(cid)], args=args)
+        )
+
+    async def save_message(
+        self, cid: str, message_id: str, role: str, content: str, *, version: str | None, **extra: Any
+    ) -> None:
+        """Append one message stamped now; ConversationGone when the conversation was deleted meanwhile."""
+        message = {
+            "id": message_id,
+            "role": role,
+            "content": content,
+            "created_at": now_iso(),
+            "agent_config_version": version,
+            **extra,
+        }
+        if not await self.append_messages(cid, message):
+            raise ConversationGone(cid)
 
     async def messages(self, cid: str, last: int | None = None) -> list[dict[str, Any]]:
-        raw = await self._redis.lrange(rkeys.messages(cid), -last if last else 0, -1)
+        raw = await self._redis.lrange(redis_keys.messages(cid), -last if last else 0, -1)
         return [json.loads(item) for item in raw]
 
     async def release_turn(self, cid: str, turn_id: str) -> bool:
-        return bool(await self._release(keys=[rkeys.busy(cid)], args=[turn_id]))
+        return bool(await self._release(keys=[redis_keys.busy(cid)], args=[turn_id]))
 
     async def extend_turn(self, cid: str, turn_id: str, ttl_s: float) -> bool:
-        return bool(await self._release(keys=[rkeys.busy(cid)], args=[turn_id, int(ttl_s * 1000)]))
+        return bool(await self._release(keys=[redis_keys.busy(cid)], args=[turn_id, int(ttl_s * 1000)]))
 
     async def turn_holder(self, cid: str) -> str | None:
-        return await self._redis.get(rkeys.busy(cid))
+        return await self._redis.get(redis_keys.busy(cid))

@@ -15,13 +15,19 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from streaming_gateway.bodies import MessageIn, check_length, read_body
+from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.request_models import MessageIn, check_length, read_body
+from streaming_gateway.api.sse import (
+    comment_bytes,
+    event_bytes,
+    opening_bytes,
+    resumable_end_bytes,
+    sse_response,
+)
 from streaming_gateway.errors import InvalidInput
-from streaming_gateway.follow import Follower
 from streaming_gateway.keys import engine_key, settings_key, streams_key
-from streaming_gateway.middlewares import principal
-from streaming_gateway.sse import comment_bytes, event_bytes, opening_bytes, resumable_end_bytes, sse_response
-from streaming_gateway.streams import StreamHandle
+from streaming_gateway.state.client_streams import StreamHandle
+from streaming_gateway.state.log_follower import Follower
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     async with streams.open("sse" if sse else "json", user_id) as handle:
         follower = Follower(
             engine.log,
-            engine.producers,
+            engine.answers,
             conversation.id,
             heartbeat_s=settings.heartbeat_s,
             stop=handle.stop,
@@ -82,7 +88,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     async with streams.open("sse", user_id) as handle:
         follower = Follower(
             engine.log,
-            engine.producers,
+            engine.answers,
             conversation.id,
             heartbeat_s=settings.heartbeat_s,
             stop=handle.stop,

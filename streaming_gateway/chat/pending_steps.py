@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streaming_gateway import rkeys
+from streaming_gateway.state import redis_keys
 
 # KEYS: step, results. ARGV: tool call id, content. Returns 1 once every call of the step has a result.
 _RECORD = """
@@ -49,7 +49,7 @@ class ActionInfo:
     name: str
 
 
-class Steps:
+class PendingSteps:
     def __init__(self, redis: aioredis.Redis, *, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
@@ -65,7 +65,7 @@ class Steps:
         local_results: dict[str, str],
     ) -> None:
         """Record the step before any action is queued, so the fastest update finds it."""
-        step_key, results_key = rkeys.step(cid, step_id), rkeys.step_results(cid, step_id)
+        step_key, results_key = redis_keys.step(cid, step_id), redis_keys.step_results(cid, step_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 step_key,
@@ -81,7 +81,7 @@ class Steps:
                 if call.tool_call_id in local_results:
                     pipe.hset(results_key, call.tool_call_id, local_results[call.tool_call_id])
                     continue
-                key = rkeys.action(call.action_id)
+                key = redis_keys.action(call.action_id)
                 pipe.hset(
                     key,
                     mapping={
@@ -96,7 +96,7 @@ class Steps:
             await pipe.execute()
 
     async def action(self, action_id: str) -> ActionInfo | None:
-        fields = await self._redis.hgetall(rkeys.action(action_id))
+        fields = await self._redis.hgetall(redis_keys.action(action_id))
         if not fields:
             return None
         return ActionInfo(
@@ -105,7 +105,7 @@ class Steps:
 
     async def first_sighting(self, action_id: str, marker: str) -> bool:
         """True the first time this (status, attempt) of the action is seen: duplicates are dropped."""
-        key = rkeys.action_seen(action_id)
+        key = redis_keys.action_seen(action_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.sadd(key, marker)
             pipe.expire(key, self._ttl_s)
@@ -115,18 +115,21 @@ class Steps:
     async def record_result(self, cid: str, step_id: str, tool_call_id: str, content: str) -> bool:
         """Store a final result; True when the step now has all of them."""
         done = await self._record(
-            keys=[rkeys.step(cid, step_id), rkeys.step_results(cid, step_id)], args=[tool_call_id, content]
+            keys=[redis_keys.step(cid, step_id), redis_keys.step_results(cid, step_id)],
+            args=[tool_call_id, content],
         )
         return int(done) == 1
 
     async def claim_continuation(self, cid: str, step_id: str) -> bool:
-        return bool(await self._redis.set(rkeys.step_continued(cid, step_id), "1", nx=True, ex=self._ttl_s))
+        return bool(
+            await self._redis.set(redis_keys.step_continued(cid, step_id), "1", nx=True, ex=self._ttl_s)
+        )
 
     async def info(self, cid: str, step_id: str) -> StepInfo | None:
-        fields = await self._redis.hgetall(rkeys.step(cid, step_id))
+        fields = await self._redis.hgetall(redis_keys.step(cid, step_id))
         if not fields:
             return None
         return StepInfo(cid, step_id, fields["turn_id"], int(fields["round"]), json.loads(fields["calls"]))
 
     async def results(self, cid: str, step_id: str) -> dict[str, Any]:
-        return await self._redis.hgetall(rkeys.step_results(cid, step_id))
+        return await self._redis.hgetall(redis_keys.step_results(cid, step_id))

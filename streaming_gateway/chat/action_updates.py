@@ -14,7 +14,7 @@ import logging
 from redis.exceptions import RedisError
 
 from action_bus.ports import ActionBusError, ActionUpdateSource
-from streaming_gateway.engine import ChatEngine
+from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streaming_gateway.stream_log import LogEntry
+from streaming_gateway.state.stream_log import LogEntry
 
 #: Browsers' EventSource waits this long before reconnecting (with Last-Event-ID).
 RETRY_MS = 1000

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from streaming_gateway.errors import RateLimited, Unavailable
-from streaming_gateway.limits import StreamSlots
 from streaming_gateway.metrics import GatewayMetrics
-from streaming_gateway.store import new_id
+from streaming_gateway.state.conversation_store import new_id
+from streaming_gateway.state.limits import StreamSlots
 
 log = logging.getLogger(__name__)
 

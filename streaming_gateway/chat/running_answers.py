@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streaming_gateway import rkeys
-from streaming_gateway.stream_log import StreamLog
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.stream_log import StreamLog
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class StepControl:
 Step = Callable[[StepControl], Awaitable[None]]
 
 
-class Producers:
+class RunningAnswers:
     def __init__(self, redis: aioredis.Redis, log_: StreamLog, *, orphan_grace_s: float) -> None:
         self._redis = redis
         self._log = log_
@@ -113,7 +113,7 @@ class Producers:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(rkeys.producing(control.conversation_id))
+                await self._redis.delete(redis_keys.producing(control.conversation_id))
 
     async def _watch(self, control: StepControl, step_task: asyncio.Task[None]) -> None:
         cid = control.conversation_id
@@ -129,9 +129,9 @@ class Producers:
                 return
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.set(rkeys.producing(cid), control.turn_id, ex=PRODUCING_LEASE_S)
-                    pipe.get(rkeys.cancel(cid))
-                    pipe.zcount(rkeys.watchers(cid), time.time(), "+inf")
+                    pipe.set(redis_keys.producing(cid), control.turn_id, ex=PRODUCING_LEASE_S)
+                    pipe.get(redis_keys.cancel(cid))
+                    pipe.zcount(redis_keys.watchers(cid), time.time(), "+inf")
                     _, cancel_turn, watchers = await pipe.execute()
             except (RedisError, OSError) as exc:
                 log.warning("answer watchdog for %s cannot reach Redis: %s", cid, exc)

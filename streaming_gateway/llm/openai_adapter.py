@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 
-from streaming_gateway.llm import (
+from streaming_gateway.llm.port import (
     ChatDelta,
     ChatRequest,
     Finish,

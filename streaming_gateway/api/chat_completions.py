@@ -20,15 +20,15 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from streaming_gateway.bodies import ChatCompletionIn, check_length, read_body
-from streaming_gateway.engine import Overrides
+from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.request_models import ChatCompletionIn, check_length, read_body
+from streaming_gateway.api.sse import comment_bytes
+from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.errors import InvalidInput
-from streaming_gateway.follow import Follower
 from streaming_gateway.keys import configs_key, engine_key, settings_key, streams_key
-from streaming_gateway.middlewares import principal
-from streaming_gateway.sse import comment_bytes
-from streaming_gateway.store import Conversation
-from streaming_gateway.stream_log import LogEntry
+from streaming_gateway.state.conversation_store import Conversation
+from streaming_gateway.state.log_follower import Follower
+from streaming_gateway.state.stream_log import LogEntry
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     async with streams.open("openai", user_id) as handle:
         follower = Follower(
             engine.log,
-            engine.producers,
+            engine.answers,
             conversation.id,
             heartbeat_s=settings.heartbeat_s,
             stop=handle.stop,

@@ -11,8 +11,8 @@ import time
 
 import redis.asyncio as aioredis
 
-from streaming_gateway import rkeys
 from streaming_gateway.errors import RateLimited
+from streaming_gateway.state import redis_keys
 
 # KEYS: the user's lease set. ARGV: now, limit, stream id, expiry. Returns 1 when a slot was taken.
 _ACQUIRE = """
@@ -35,7 +35,7 @@ class RateLimiter:
         """Count one request; raises RateLimited (with the seconds to wait) past the limit."""
         now = time.time()
         window = int(now // 60)
-        key = rkeys.user_rate(user_id, window)
+        key = redis_keys.user_rate(user_id, window)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, 120)
@@ -58,7 +58,8 @@ class StreamSlots:
     async def acquire(self, user_id: str, stream_id: str) -> None:
         now = time.time()
         taken = await self._acquire(
-            keys=[rkeys.user_streams(user_id)], args=[now, self._per_user, stream_id, now + STREAM_LEASE_S]
+            keys=[redis_keys.user_streams(user_id)],
+            args=[now, self._per_user, stream_id, now + STREAM_LEASE_S],
         )
         if not taken:
             raise RateLimited(
@@ -69,8 +70,8 @@ class StreamSlots:
 
     async def refresh(self, user_id: str, stream_id: str) -> None:
         await self._redis.zadd(
-            rkeys.user_streams(user_id), {stream_id: time.time() + STREAM_LEASE_S}, xx=True
+            redis_keys.user_streams(user_id), {stream_id: time.time() + STREAM_LEASE_S}, xx=True
         )
 
     async def release(self, user_id: str, stream_id: str) -> None:
-        await self._redis.zrem(rkeys.user_streams(user_id), stream_id)
+        await self._redis.zrem(redis_keys.user_streams(user_id), stream_id)

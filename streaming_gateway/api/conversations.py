@@ -6,10 +6,10 @@ import logging
 
 from aiohttp import web
 
-from streaming_gateway.bodies import ConversationIn, read_body
+from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.request_models import ConversationIn, read_body
 from streaming_gateway.errors import InvalidInput
 from streaming_gateway.keys import configs_key, engine_key, settings_key
-from streaming_gateway.middlewares import principal
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def get_conversation(request: web.Request) -> web.Response:
 async def delete_conversation(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     conversation = await engine.store.owned(request.match_info["conversation_id"], principal(request).user_id)
-    engine.producers.cancel(conversation.id, "deleted")
+    engine.answers.cancel(conversation.id, "deleted")
     await engine.store.delete(conversation)
     return web.Response(status=204)
 

@@ -11,16 +11,15 @@ replaces the earlier rating. 201 for a new rating, 200 for a replaced one.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from observability.online import MAX_COMMENT_CHARS, MAX_RATING, MIN_RATING, OnlineMetrics
-from streaming_gateway.bodies import read_body
+from observability.online import MAX_COMMENT_CHARS, MAX_RATING, MIN_RATING
+from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.request_models import read_body
 from streaming_gateway.errors import NotFound
-from streaming_gateway.keys import engine_key, metrics_key, online_key, redis_key
-from streaming_gateway.middlewares import principal
+from streaming_gateway.keys import engine_key, metrics_key, online_key
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +34,6 @@ class FeedbackIn(BaseModel):
     message_id: str = Field(min_length=1, max_length=128)
     rating: StrictInt = Field(ge=MIN_RATING, le=MAX_RATING)
     comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
-
-
-async def online_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Per-version online aggregates on the gateway's Redis, recorded by the engine and this view."""
-    online = OnlineMetrics(app[redis_key])
-    app[online_key] = online
-    app[engine_key].online = online
-    yield
-    app[engine_key].online = None
 
 
 @routes.post("/v1/conversations/{conversation_id}/feedback")

@@ -13,8 +13,8 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from agent_contracts.events import StreamEvent
-from streaming_gateway.bodies import ChatCompletionIn, ConversationIn, MessageIn
-from streaming_gateway.feedback import FeedbackIn
+from streaming_gateway.api.feedback import FeedbackIn
+from streaming_gateway.api.request_models import ChatCompletionIn, ConversationIn, MessageIn
 
 routes = web.RouteTableDef()
 

@@ -3,7 +3,7 @@
 Replays what the client has not seen (after its last event id), then follows live with XREAD
 BLOCK. Reads are pulled in bounded batches and written with backpressure, so a slow client costs
 at most one batch of memory. While following, the reader holds a watcher lease in Redis: an
-answer nobody follows is stopped (producers.py).
+answer nobody follows is stopped (chat/running_answers.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
 from agent_contracts.events import ErrorEvent
-from streaming_gateway.producers import Producers
-from streaming_gateway.store import new_id
-from streaming_gateway.stream_log import LogEntry, StreamLog
+from streaming_gateway.state.conversation_store import new_id
+from streaming_gateway.state.stream_log import LogEntry, StreamLog
 
 BATCH = 100
 #: Longest XREAD BLOCK: an idle follower wakes this often (to refresh its leases, send keep-alives and
@@ -27,11 +27,17 @@ MAX_BLOCK_S = 3.0
 WATCH_LEASE_S = 15.0
 
 
+class AnswerNudge(Protocol):
+    """What a follower needs of the running answers (chat.running_answers.RunningAnswers)."""
+
+    def nudge(self, conversation_id: str) -> None: ...
+
+
 class Follower:
     def __init__(
         self,
         log_: StreamLog,
-        producers: Producers,
+        answers: AnswerNudge,
         conversation_id: str,
         *,
         heartbeat_s: float,
@@ -39,7 +45,7 @@ class Follower:
         refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._log = log_
-        self._producers = producers
+        self._answers = answers
         self.conversation_id = conversation_id
         self._heartbeat_s = heartbeat_s
         self._stop = stop
@@ -54,7 +60,7 @@ class Follower:
     async def __aexit__(self, *exc_info: object) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self._log.unwatch(self.conversation_id, self._reader_id)
-        self._producers.nudge(self.conversation_id)
+        self._answers.nudge(self.conversation_id)
 
     async def entries(
         self, after: int, *, until_end: bool, until_step_end: bool = False

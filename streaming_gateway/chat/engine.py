@@ -1,10 +1,11 @@
 """The chat core: runs one assistant step at a time into the conversation's stream log.
 
 A step calls the model, appends token events as they come, and ends with `message_end`. When
-the model asks for backend actions, each becomes an ActionRequest accepted by the outbox (durable)
-before the client hears of it; the step ends with finish_reason `tool_calls`, and when every
-action is final (reported by `on_action_update`, on whichever pod) the model continues in the
-same log. Clients never talk to this module: they follow the log.
+the model asks for backend actions, the engine's `ActionFlow` (action_flow.py) turns each into an
+ActionRequest accepted by the outbox (durable) before the client hears of it; the step ends with
+finish_reason `tool_calls`, and when every action is final (reported by `on_action_update`, on
+whichever pod) the model continues in the same log. Clients never talk to this module: they
+follow the log.
 """
 
 from __future__ import annotations
@@ -17,49 +18,61 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from agent_contracts import ActionResult
 from agent_contracts.events import ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
 from observability.online import OnlineMetrics
-from streaming_gateway import rkeys
-from streaming_gateway.agent_config import AgentConfig, AgentConfigStore
-from streaming_gateway.engine_actions import ActionFlow, ActionOutbox, Overrides, arguments_or_raw
+from streaming_gateway.agents.config import AgentConfig, AgentConfigStore
+from streaming_gateway.chat.action_flow import ActionFlow, ActionOutbox, arguments_or_raw
+from streaming_gateway.chat.history import to_model_messages
+from streaming_gateway.chat.overrides import Overrides
+from streaming_gateway.chat.pending_steps import PendingSteps
+from streaming_gateway.chat.running_answers import RunningAnswers, StepControl
+from streaming_gateway.chat.step_telemetry import StepTelemetry
 from streaming_gateway.errors import GatewayError
-from streaming_gateway.history import to_model_messages
-from streaming_gateway.llm import ChatModel, ChatRequest, Finish, LLMError, TextDelta
+from streaming_gateway.llm.port import ChatModel, ChatRequest, Finish, LLMError, TextDelta
 from streaming_gateway.metrics import GatewayMetrics
-from streaming_gateway.producers import Producers, StepControl
 from streaming_gateway.settings import Settings
-from streaming_gateway.step_telemetry import StepTelemetry
-from streaming_gateway.steps import Steps
-from streaming_gateway.store import Conversation, ConversationStore, new_id, now_iso
-from streaming_gateway.stream_log import ConversationGone, StreamLog
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id, now_iso
+from streaming_gateway.state.stream_log import ConversationGone, StreamLog
 
 log = logging.getLogger(__name__)
 
 
-class ChatEngine(ActionFlow):
+class ChatEngine:
     def __init__(
         self,
+        *,
         settings: Settings,
         store: ConversationStore,
         log_: StreamLog,
-        steps: Steps,
+        pending: PendingSteps,
         llm: ChatModel,
         configs: AgentConfigStore,
-        outbox: ActionOutbox | None,
-        producers: Producers,
+        outbox: ActionOutbox,
+        answers: RunningAnswers,
         metrics: GatewayMetrics,
+        online: OnlineMetrics | None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.log = log_
-        self.steps = steps
         self.llm = llm
         self.configs = configs
-        self.outbox = outbox
-        self.producers = producers
+        self.answers = answers
         self.metrics = metrics
-        #: Per-version online aggregates in Redis (set by the app's online_ctx; None: not recorded).
-        self.online: OnlineMetrics | None = None
+        #: Per-version online aggregates in Redis (None: not recorded).
+        self.online = online
+        self.actions = ActionFlow(
+            store=store,
+            log_=log_,
+            pending=pending,
+            outbox=outbox,
+            metrics=metrics,
+            online=online,
+            turn_timeout_s=settings.turn_timeout_s,
+            continue_model=self._continue_model,
+        )
 
     async def start_turn(
         self,
@@ -87,7 +100,7 @@ class ChatEngine(ActionFlow):
             busy_ttl_s=self.settings.turn_timeout_s,
         )
         overrides = overrides or Overrides()
-        self.producers.start(
+        self.answers.start(
             conversation.id,
             turn_id,
             lambda control: self._step(conversation, control, 0, overrides),
@@ -101,11 +114,11 @@ class ChatEngine(ActionFlow):
         turn_id = await self.store.turn_holder(cid)
         if turn_id is None:
             return False
-        if self.producers.cancel(cid, "cancelled"):
+        if self.answers.cancel(cid, "cancelled"):
             return True
         redis = self.store.redis
-        if await redis.get(rkeys.producing(cid)) == turn_id:
-            await redis.set(rkeys.cancel(cid), turn_id, ex=60)  # that pod's watchdog stops it
+        if await redis.get(redis_keys.producing(cid)) == turn_id:
+            await redis.set(redis_keys.cancel(cid), turn_id, ex=60)  # that pod's watchdog stops it
             return True
         # Waiting for actions: end the turn here; the continuation sees the lock gone and stays quiet.
         if await self.store.release_turn(cid, turn_id):
@@ -117,6 +130,19 @@ class ChatEngine(ActionFlow):
                 ),
             )
         return True
+
+    async def on_action_update(self, update: ActionResult) -> None:
+        """One status update from the pipeline (see ActionFlow.on_update)."""
+        await self.actions.on_update(update)
+
+    def _continue_model(self, conversation: Conversation, turn_id: str, round_: int) -> None:
+        """Every action of a step is final: the model continues the same turn, watched or not."""
+        self.answers.start(
+            conversation.id,
+            turn_id,
+            lambda control: self._step(conversation, control, round_, Overrides()),
+            watched=False,
+        )
 
     async def _config(self, conversation: Conversation) -> AgentConfig:
         return await self.configs.get(conversation.agent_config_version)
@@ -137,7 +163,7 @@ class ChatEngine(ActionFlow):
             telemetry.config(config.version)
             history = await self.store.messages(cid, last=config.limits.max_history_messages)
             tools = overrides.client_tools
-            if tools is None and self.outbox is not None and round_ < config.limits.max_tool_rounds:
+            if tools is None and round_ < config.limits.max_tool_rounds:
                 tools = config.openai_tools() or None
             request = ChatRequest(
                 model=config.model,
@@ -175,12 +201,17 @@ class ChatEngine(ActionFlow):
                     conversation, control, message_id, "".join(text), finish, config
                 )
             elif finish.tool_calls:
-                await self._queue_actions(
+                await self.actions.queue(
                     conversation, control, message_id, "".join(text), finish, config, round_, overrides
                 )
             else:
-                await self._save(
-                    cid, message_id, "assistant", "".join(text), config, finish_reason=finish.reason
+                await self.store.save_message(
+                    cid,
+                    message_id,
+                    "assistant",
+                    "".join(text),
+                    version=config.version,
+                    finish_reason=finish.reason,
                 )
                 await self.log.append(
                     cid,
@@ -300,14 +331,13 @@ class ChatEngine(ActionFlow):
         cid = conversation.id
         try:
             if text:
-                await self._save(
+                await self.store.save_message(
                     cid,
                     message_id,
                     "assistant",
                     "".join(text),
-                    None,
-                    finish_reason=finish_reason,
                     version=conversation.agent_config_version,
+                    finish_reason=finish_reason,
                 )
             events: list[Any] = [error] if error is not None else []
             events.append(
@@ -330,27 +360,6 @@ class ChatEngine(ActionFlow):
             except (RedisError, OSError) as exc:
                 log.error("could not release %s (its lock expires by itself): %s", cid, exc)
 
-    async def _save(
-        self,
-        cid: str,
-        message_id: str,
-        role: str,
-        content: str,
-        config: AgentConfig | None,
-        version: str | None = None,
-        **extra: Any,
-    ) -> None:
-        message = {
-            "id": message_id,
-            "role": role,
-            "content": content,
-            "created_at": now_iso(),
-            "agent_config_version": config.version if config else version,
-            **extra,
-        }
-        if not await self.store.append_messages(cid, message):
-            raise ConversationGone(cid)
-
     async def _end_with_client_tools(
         self,
         conversation: Conversation,
@@ -362,12 +371,12 @@ class ChatEngine(ActionFlow):
     ) -> None:
         """OpenAI-compatible API with caller-defined tools: the caller runs them and sends the results."""
         cid = conversation.id
-        await self._save(
+        await self.store.save_message(
             cid,
             message_id,
             "assistant",
             text,
-            config,
+            version=config.version,
             finish_reason="tool_calls",
             tool_calls=[call.openai_shape() for call in finish.tool_calls],
         )

@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agent_contracts.events import MessageEndEvent
-from streaming_gateway import rkeys
+from streaming_gateway.state import redis_keys
 
 # KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
 # Returns the last id appended, or 0 when the conversation no longer exists.
@@ -81,7 +81,8 @@ class StreamLog:
             args += [event.type, _payload(event), finish]
         last = int(
             await self._append(
-                keys=[rkeys.conversation(conversation_id), rkeys.event_log(conversation_id)], args=args
+                keys=[redis_keys.conversation(conversation_id), redis_keys.event_log(conversation_id)],
+                args=args,
             )
         )
         if last == 0:
@@ -93,14 +94,14 @@ class StreamLog:
         return LogWriter(self, conversation_id, max_batch=max_batch)
 
     async def last_id(self, conversation_id: str) -> int:
-        return int(await self._redis.hget(rkeys.conversation(conversation_id), "seq") or 0)
+        return int(await self._redis.hget(redis_keys.conversation(conversation_id), "seq") or 0)
 
     async def read(
         self, conversation_id: str, after: int, *, count: int = 100, block_ms: int | None = None
     ) -> list[LogEntry]:
         """Entries with id > after, oldest first; waits up to block_ms for the first when given."""
         answer = await self._redis.xread(
-            {rkeys.event_log(conversation_id): f"0-{after}"}, count=count, block=block_ms
+            {redis_keys.event_log(conversation_id): f"0-{after}"}, count=count, block=block_ms
         )
         entries: list[LogEntry] = []
         for _key, items in answer or []:
@@ -117,20 +118,20 @@ class StreamLog:
                 )
         return entries
 
-    # Watchers: who follows this conversation's log right now (any pod). Producers stop an answer
+    # Watchers: who follows this conversation's log right now (any pod). Running answers stop one
     # nobody follows any more.
     async def watch(self, conversation_id: str, reader_id: str, lease_s: float) -> None:
-        key = rkeys.watchers(conversation_id)
+        key = redis_keys.watchers(conversation_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {reader_id: time.time() + lease_s})
             pipe.expire(key, int(lease_s) + 60)
             await pipe.execute()
 
     async def unwatch(self, conversation_id: str, reader_id: str) -> None:
-        await self._redis.zrem(rkeys.watchers(conversation_id), reader_id)
+        await self._redis.zrem(redis_keys.watchers(conversation_id), reader_id)
 
     async def watcher_count(self, conversation_id: str) -> int:
-        return int(await self._redis.zcount(rkeys.watchers(conversation_id), time.time(), "+inf"))
+        return int(await self._redis.zcount(redis_keys.watchers(conversation_id), time.time(), "+inf"))
 
 
 class LogWriter:

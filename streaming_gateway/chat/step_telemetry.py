@@ -20,12 +20,12 @@ from observability import bind
 
 if TYPE_CHECKING:
     from observability.online import OnlineMetrics
-    from streaming_gateway.llm import ChatRequest, Finish
+    from streaming_gateway.llm.port import ChatRequest, Finish
     from streaming_gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-_tracer = trace.get_tracer("streaming_gateway.engine")
+_tracer = trace.get_tracer("streaming_gateway.chat.engine")
 
 
 class StepTelemetry:

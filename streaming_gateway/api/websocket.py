@@ -20,10 +20,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 
-from streaming_gateway.bodies import check_length, validation_error
-from streaming_gateway.engine import ChatEngine
+from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.request_models import check_length, validation_error
+from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, Unavailable
-from streaming_gateway.follow import Follower
 from streaming_gateway.keys import (
     configs_key,
     engine_key,
@@ -32,8 +32,8 @@ from streaming_gateway.keys import (
     settings_key,
     streams_key,
 )
-from streaming_gateway.middlewares import principal
-from streaming_gateway.streams import StreamHandle
+from streaming_gateway.state.client_streams import StreamHandle
+from streaming_gateway.state.log_follower import Follower
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class WsSession:
         streams = self.request.app[streams_key]
         follower = Follower(
             self.engine.log,
-            self.engine.producers,
+            self.engine.answers,
             cid,
             heartbeat_s=self.request.app[settings_key].heartbeat_s,
             stop=self.handle.stop,

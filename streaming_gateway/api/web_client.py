@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from streaming_gateway.bodies import read_body
+from streaming_gateway.api.request_models import read_body
 from streaming_gateway.keys import settings_key
 from streaming_gateway.settings import Settings
 from streaming_gateway.token import make_token
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 DEV_TOKEN_TTL_S = 3600
 MAX_DEV_TOKEN_BODY_BYTES = 1024
 USER_PATTERN = r"^[A-Za-z0-9._@-]{1,64}$"

@@ -1,7 +1,8 @@
-"""The action half of the chat core: tool calls to durable action requests, status updates to
-events, and the model's continuation once every action of a step is final.
+"""The action half of a turn: tool calls to durable action requests, status updates to events,
+and the model's continuation once every action of a step is final.
 
-A mixin of `ChatEngine` (engine.py): the same state, split so each file stays one concern.
+Owned by the `ChatEngine` (engine.py), which hands it a `continue_model` callback: the flow
+decides when a step may continue, the engine runs the model. The dependency goes one way only.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -18,43 +19,55 @@ from redis.exceptions import RedisError
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.events import ActionStatusEvent, MessageEndEvent, ToolCallEvent
 from observability import producer_span
-from streaming_gateway.llm import Finish, ToolCall
-from streaming_gateway.producers import StepControl
-from streaming_gateway.steps import PendingCall
-from streaming_gateway.store import Conversation, new_id, now_iso
-from streaming_gateway.stream_log import ConversationGone
-from streaming_gateway.tool_args import ToolArgumentsError, check_arguments, parse_arguments
-from streaming_gateway.tracing import child_trace_context
-
-if TYPE_CHECKING:
-    from streaming_gateway.agent_config import AgentConfig
-    from streaming_gateway.engine import ChatEngine
+from observability.online import OnlineMetrics
+from streaming_gateway.agents.config import AgentConfig
+from streaming_gateway.agents.tool_arguments import ToolArgumentsError, check_arguments, parse_arguments
+from streaming_gateway.chat.overrides import Overrides
+from streaming_gateway.chat.pending_steps import PendingCall, PendingSteps
+from streaming_gateway.chat.running_answers import StepControl
+from streaming_gateway.chat.trace_context import child_trace_context
+from streaming_gateway.llm.port import Finish, ToolCall
+from streaming_gateway.metrics import GatewayMetrics
+from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id, now_iso
+from streaming_gateway.state.stream_log import ConversationGone, StreamLog
 
 log = logging.getLogger(__name__)
 
 
 class ActionOutbox(Protocol):
-    """What the engine needs of action_bus.outbox.Outbox."""
+    """What the flow needs of action_bus.outbox.Outbox."""
 
     async def accept(self, request: ActionRequest) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Overrides:
-    """Per-request choices of the OpenAI-compatible API: its own system prompt and client-side tools."""
-
-    system_prompt: str | None = None
-    client_tools: list[dict[str, Any]] | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    traceparent: str | None = None
+#: Starts the model's next round of a turn: (conversation, turn id, round).
+ContinueModel = Callable[[Conversation, str, int], None]
 
 
 class ActionFlow:
-    """Methods of ChatEngine about actions (see engine.py for the state they use)."""
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        log_: StreamLog,
+        pending: PendingSteps,
+        outbox: ActionOutbox,
+        metrics: GatewayMetrics,
+        online: OnlineMetrics | None,
+        turn_timeout_s: float,
+        continue_model: ContinueModel,
+    ) -> None:
+        self.store = store
+        self.log = log_
+        self.pending = pending
+        self.outbox = outbox
+        self.metrics = metrics
+        self.online = online
+        self.turn_timeout_s = turn_timeout_s
+        self.continue_model = continue_model
 
-    async def _queue_actions(
-        self: ChatEngine,
+    async def queue(
+        self,
         conversation: Conversation,
         control: StepControl,
         message_id: str,
@@ -64,8 +77,8 @@ class ActionFlow:
         round_: int,
         overrides: Overrides,
     ) -> None:
+        """The model asked for actions: register the step, accept each request, tell the followers."""
         cid = conversation.id
-        assert self.outbox is not None
         requests: list[ActionRequest] = []
         pending: list[PendingCall] = []
         refused: dict[str, str] = {}
@@ -93,20 +106,20 @@ class ActionFlow:
             except (ToolArgumentsError, ValidationError) as exc:
                 refused[call.id] = json.dumps({"status": "failed", "error": str(exc)})
             pending.append(PendingCall(call.id, call.name, str(action_id)))
-        await self.steps.register(cid, message_id, control.turn_id, round_, pending, refused)
-        await self._save(
+        await self.pending.register(cid, message_id, control.turn_id, round_, pending, refused)
+        await self.store.save_message(
             cid,
             message_id,
             "assistant",
             text,
-            config,
+            version=config.version,
             finish_reason="tool_calls",
             tool_calls=[call.openai_shape() for call in finish.tool_calls],
         )
-        await self.store.extend_turn(cid, control.turn_id, self.settings.turn_timeout_s)
+        await self.store.extend_turn(cid, control.turn_id, self.turn_timeout_s)
         for request in requests:
             # The queued event below is the client's; the pipeline's own queued update is then a repeat.
-            await self.steps.first_sighting(str(request.action_id), f"{ActionStatus.queued.value}:0")
+            await self.pending.first_sighting(str(request.action_id), f"{ActionStatus.queued.value}:0")
             # The request carries this span's W3C context: the function app continues the same trace.
             with producer_span(
                 f"action {request.name} queue",
@@ -156,9 +169,9 @@ class ActionFlow:
         if len(refused) == len(pending):
             await self._continue(cid, message_id)
 
-    async def on_action_update(self: ChatEngine, update: ActionResult) -> None:
+    async def on_update(self, update: ActionResult) -> None:
         """One status update from the pipeline: tell the followers; continue once the step is complete."""
-        info = await self.steps.action(update.id)
+        info = await self.pending.action(update.id)
         if info is None:
             log.info("update for unknown or expired action %s (%s) ignored", update.id, update.status.value)
             return
@@ -166,7 +179,7 @@ class ActionFlow:
         await self._record_outcome(update)
         cid = info.conversation_id
         try:
-            if await self.steps.first_sighting(update.id, f"{update.status.value}:{update.attempts}"):
+            if await self.pending.first_sighting(update.id, f"{update.status.value}:{update.attempts}"):
                 await self.log.append(
                     cid,
                     ActionStatusEvent(
@@ -187,14 +200,14 @@ class ActionFlow:
                     {"status": update.status.value, "result": update.result, "error": update.error},
                     default=str,
                 )
-                if await self.steps.record_result(cid, info.step_id, info.tool_call_id, content):
+                if await self.pending.record_result(cid, info.step_id, info.tool_call_id, content):
                     await self._continue(cid, info.step_id)
         except ConversationGone:
             log.info("action %s finished after its conversation %s was deleted", update.id, cid)
 
-    async def _record_outcome(self: ChatEngine, update: ActionResult) -> None:
+    async def _record_outcome(self, update: ActionResult) -> None:
         """Count a final outcome once per action, by the config version that asked for it."""
-        if not update.status.is_final or not await self.steps.first_sighting(update.id, "outcome"):
+        if not update.status.is_final or not await self.pending.first_sighting(update.id, "outcome"):
             return
         self.metrics.action_outcomes.labels(
             self.metrics.version(update.agent_config_version), update.status.value
@@ -205,15 +218,15 @@ class ActionFlow:
             except (RedisError, OSError) as exc:
                 log.warning("online action outcome for %s not recorded: %s", update.agent_config_version, exc)
 
-    async def _continue(self: ChatEngine, cid: str, step_id: str) -> None:
+    async def _continue(self, cid: str, step_id: str) -> None:
         """Append the tool results and continue the model, once per step whatever the deliveries."""
-        if not await self.steps.claim_continuation(cid, step_id):
+        if not await self.pending.claim_continuation(cid, step_id):
             return
-        step = await self.steps.info(cid, step_id)
+        step = await self.pending.info(cid, step_id)
         conversation = await self.store.get(cid)
         if step is None or conversation is None:
             return
-        results = await self.steps.results(cid, step_id)
+        results = await self.pending.results(cid, step_id)
         stamp = now_iso()
         await self.store.append_messages(
             cid,
@@ -232,13 +245,8 @@ class ActionFlow:
         if await self.store.turn_holder(cid) != step.turn_id:
             log.info("turn %s in %s was cancelled while its actions ran: not continuing", step.turn_id, cid)
             return
-        await self.store.extend_turn(cid, step.turn_id, self.settings.turn_timeout_s)
-        self.producers.start(
-            cid,
-            step.turn_id,
-            lambda control: self._step(conversation, control, step.round + 1, Overrides()),
-            watched=False,
-        )
+        await self.store.extend_turn(cid, step.turn_id, self.turn_timeout_s)
+        self.continue_model(conversation, step.turn_id, step.round + 1)
 
 
 def arguments_or_raw(call: ToolCall) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from streaming_gateway.auth import Principal, bearer_token
+from streaming_gateway.auth.authenticator import Principal, bearer_token
 from streaming_gateway.errors import GatewayError, RateLimited, Unauthorized, Unavailable
 from streaming_gateway.keys import authenticator_key, metrics_key, rate_limiter_key
 

@@ -1,0 +1,1 @@
+"""HTTP, SSE and WebSocket: routes, request models, middlewares and the API description."""

@@ -1,0 +1,1 @@
+"""The LLM port and its one adapter over the openai SDK."""
