@@ -1,5 +1,10 @@
 """The gateway's errors: one root, small subclasses carrying what the client needs to know.
 
+Every error the gateway raises is a `GatewayError` (the LLM port's, the agent configs', the tool
+arguments' and a deleted conversation's included). `as_gateway_error` is the one place where the
+failures of dependencies (Redis, the action bus and its outbox) become gateway errors; the HTTP
+error middleware, the WebSocket session and the chat engine's error events all go through it.
+
 The body shape is OpenAI's (`{"error": {"message", "type", "code", "param"}}`) so the `openai`
 SDK pointed at the gateway raises its usual exceptions with our message.
 """
@@ -8,13 +13,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from action_bus.ports import ActionBusError
+
+#: The message of `state_unavailable`: Redis (conversation state, the log) did not answer.
+STATE_UNAVAILABLE = "conversation state is unavailable; retry shortly"
+
 
 class GatewayError(Exception):
-    """Root of the gateway's errors; `status` is the HTTP status a view answers with."""
+    """Root of the gateway's errors; `status` is the HTTP status a view answers with, `retryable`
+    what an error event tells the client about sending the same message again."""
 
     status = 500
     code = "internal_error"
     kind = "server_error"
+    retryable = False
 
     def __init__(
         self,
@@ -80,6 +94,7 @@ class RateLimited(GatewayError):
 
 class Unavailable(GatewayError):
     status, code, kind = 503, "unavailable", "server_error"
+    retryable = True
 
     def __init__(self, message: str, *, code: str = "unavailable", retry_after_s: int = 2) -> None:
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
@@ -89,7 +104,31 @@ class UnknownAgentConfig(GatewayError):
     status, code, kind = 422, "unknown_agent_config", "invalid_request_error"
 
 
-class ActionsUnavailable(GatewayError):
-    """The action bus is not wired (or refused the request): tool calls cannot be carried out."""
+class ActionsUnavailable(Unavailable):
+    """The outbox (or the bus behind it) could not take an action request: nothing was queued for it."""
 
-    status, code, kind = 503, "actions_unavailable", "server_error"
+    def __init__(self, message: str, *, retry_after_s: int = 2) -> None:
+        super().__init__(message, code="actions_unavailable", retry_after_s=retry_after_s)
+
+
+class ConversationGone(GatewayError):
+    """The conversation was deleted (or expired) while something still wrote to it."""
+
+    status, code, kind = 404, "conversation_not_found", "invalid_request_error"
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"conversation {conversation_id} no longer exists")
+        self.conversation_id = conversation_id
+
+
+def as_gateway_error(exc: Exception) -> GatewayError:
+    """What a failure means to a client: gateway errors as they are, Redis down as
+    `state_unavailable`, the action bus or its outbox down as `actions_unavailable`. Anything else
+    is a bug, answered as `internal_error` without its details."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, ActionBusError):
+        return ActionsUnavailable(f"the action could not be queued: {exc}")
+    if isinstance(exc, (RedisError, OSError)):
+        return Unavailable(STATE_UNAVAILABLE, code="state_unavailable")
+    return GatewayError("internal error")

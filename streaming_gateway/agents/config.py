@@ -16,13 +16,15 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streaming_gateway.errors import UnknownAgentConfig
+from streaming_gateway.errors import GatewayError, UnknownAgentConfig
 
 log = logging.getLogger(__name__)
 
 
-class AgentConfigError(Exception):
+class AgentConfigError(GatewayError):
     """The agent configuration file is missing or malformed (fails the start)."""
+
+    code = "invalid_agent_config"
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"agent config {path}: {problem}")

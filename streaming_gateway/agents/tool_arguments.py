@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from streaming_gateway.errors import GatewayError
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -21,8 +23,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-class ToolArgumentsError(ValueError):
+class ToolArgumentsError(GatewayError):
     """The arguments do not fit the tool's schema; the message says where."""
+
+    status, code, kind = 422, "invalid_tool_arguments", "invalid_request_error"
 
 
 def parse_arguments(raw: str) -> dict[str, Any]:

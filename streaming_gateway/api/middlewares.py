@@ -7,8 +7,9 @@ import logging
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from action_bus.ports import ActionBusError
 from streaming_gateway.auth.authenticator import Principal, bearer_token
-from streaming_gateway.errors import GatewayError, RateLimited, Unauthorized, Unavailable
+from streaming_gateway.errors import GatewayError, RateLimited, Unauthorized, as_gateway_error
 from streaming_gateway.keys import authenticator_key, metrics_key, rate_limiter_key
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,13 @@ def error_response(error: GatewayError) -> web.Response:
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except GatewayError as exc:
-        return error_response(exc)
-    except (RedisError, OSError) as exc:
+    except (GatewayError, ActionBusError, RedisError, OSError) as exc:
         if isinstance(exc, ConnectionResetError):
             raise  # the client went away: nothing to answer
-        log.warning("%s %s: state store unavailable: %s", request.method, request.path, exc)
-        return error_response(
-            Unavailable("conversation state is unavailable; retry shortly", code="state_unavailable")
-        )
+        error = as_gateway_error(exc)
+        if error is not exc:
+            log.warning("%s %s: %s: %s", request.method, request.path, error.code, exc)
+        return error_response(error)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -20,10 +20,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 
+from action_bus.ports import ActionBusError
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.request_models import check_length, validation_error
 from streaming_gateway.chat.engine import ChatEngine
-from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, Unavailable
+from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, as_gateway_error
 from streaming_gateway.keys import (
     configs_key,
     engine_key,
@@ -205,18 +206,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 if msg.type == WSMsgType.TEXT:
                     try:
                         await session.handle_text(msg.data)
-                    except GatewayError as exc:
-                        await ws.send_json(_rejected(exc))
-                    except RedisError as exc:
-                        log.warning("websocket frame failed: state store unavailable: %s", exc)
-                        await ws.send_json(
-                            _rejected(
-                                Unavailable(
-                                    "conversation state is unavailable; retry shortly",
-                                    code="state_unavailable",
-                                )
-                            )
-                        )
+                    except (GatewayError, ActionBusError, RedisError) as exc:
+                        error = as_gateway_error(exc)
+                        if error is not exc:
+                            log.warning("websocket frame failed: %s: %s", error.code, exc)
+                        await ws.send_json(_rejected(error))
                 elif msg.type == WSMsgType.BINARY:
                     await ws.send_json(_rejected(InvalidInput("frames are JSON text", code="invalid_frame")))
         except ConnectionResetError:

@@ -26,10 +26,11 @@ from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.chat.pending_steps import PendingCall, PendingSteps
 from streaming_gateway.chat.running_answers import StepControl
 from streaming_gateway.chat.trace_context import child_trace_context
+from streaming_gateway.errors import ConversationGone
 from streaming_gateway.llm.port import Finish, ToolCall
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id, now_iso
-from streaming_gateway.state.stream_log import ConversationGone, StreamLog
+from streaming_gateway.state.stream_log import StreamLog
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from action_bus.ports import ActionBusError
 from agent_contracts import ActionResult
 from agent_contracts.events import ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
 from observability.online import OnlineMetrics
@@ -28,15 +29,21 @@ from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.chat.pending_steps import PendingSteps
 from streaming_gateway.chat.running_answers import RunningAnswers, StepControl
 from streaming_gateway.chat.step_telemetry import StepTelemetry
-from streaming_gateway.errors import GatewayError
-from streaming_gateway.llm.port import ChatModel, ChatRequest, Finish, LLMError, TextDelta
+from streaming_gateway.errors import ConversationGone, GatewayError, as_gateway_error
+from streaming_gateway.llm.port import ChatModel, ChatRequest, Finish, TextDelta
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id, now_iso
-from streaming_gateway.state.stream_log import ConversationGone, StreamLog
+from streaming_gateway.state.stream_log import StreamLog
 
 log = logging.getLogger(__name__)
+
+#: What the error event says when a dependency fails mid-answer (by error code).
+MID_ANSWER_FAILURES = {
+    "state_unavailable": "conversation state was unavailable mid-answer; send the message again",
+    "actions_unavailable": "the action could not be queued; send the message again",
+}
 
 
 class ChatEngine:
@@ -226,14 +233,14 @@ class ChatEngine:
                 )
                 await self.store.release_turn(cid, turn_id)
             telemetry.ok()
-        except (LLMError, GatewayError) as exc:
-            code = exc.code
-            retryable = exc.retryable if isinstance(exc, LLMError) else False
-            self.metrics.stream_errors.labels(code).inc()
-            telemetry.failed(code, exc)
+        except ConversationGone:
+            log.info("conversation %s was deleted mid-answer", cid)
+        except GatewayError as exc:
+            self.metrics.stream_errors.labels(exc.code).inc()
+            telemetry.failed(exc.code, exc)
             log.warning("answer in %s failed: %s", cid, exc)
             if isinstance(await writer.settle(), (RedisError, OSError)):  # a token write failed as well
-                await self._end_when_redis_returns(cid, control, message_id)
+                await self._end_when_state_returns(cid, control, message_id, "state_unavailable")
             else:
                 await self._end(
                     conversation,
@@ -245,19 +252,20 @@ class ChatEngine:
                         id=1,
                         conversation_id=cid,
                         message_id=message_id,
-                        code=code,
+                        code=exc.code,
                         message=str(exc),
-                        retryable=retryable,
+                        retryable=exc.retryable,
                     ),
                 )
-        except ConversationGone:
-            log.info("conversation %s was deleted mid-answer", cid)
-        except (RedisError, OSError) as exc:
-            self.metrics.stream_errors.labels("state_unavailable").inc()
-            telemetry.failed("state_unavailable", exc)
-            log.error("answer in %s stopped: Redis failed: %s", cid, exc)
+        except (RedisError, OSError, ActionBusError) as exc:
+            # Redis failed, or the outbox (on Redis too) could not take an action: the end is
+            # written once the state answers again, and the conversation is freed then.
+            code = as_gateway_error(exc).code
+            self.metrics.stream_errors.labels(code).inc()
+            telemetry.failed(code, exc)
+            log.error("answer in %s stopped: %s: %s", cid, code, exc)
             await writer.settle()
-            await self._end_when_redis_returns(cid, control, message_id)
+            await self._end_when_state_returns(cid, control, message_id, code)
         except asyncio.CancelledError:
             reason = control.reason or "cancelled"
             self.metrics.upstream_cancellations.labels(reason).inc()
@@ -285,7 +293,9 @@ class ChatEngine:
         finally:
             await telemetry.close()
 
-    async def _end_when_redis_returns(self, cid: str, control: StepControl, message_id: str) -> None:
+    async def _end_when_state_returns(
+        self, cid: str, control: StepControl, message_id: str, code: str
+    ) -> None:
         """The followers and the lock are in Redis: once it answers again, end the answer there
         (a retryable error and message_end) and free the conversation, so a resuming client sees an
         end and the next message is taken. Gives up after the turn timeout (the lock expires then)."""
@@ -300,9 +310,9 @@ class ChatEngine:
                         id=1,
                         conversation_id=cid,
                         message_id=message_id,
-                        code="state_unavailable",
+                        code=code,
                         retryable=True,
-                        message="conversation state was unavailable mid-answer; send the message again",
+                        message=MID_ANSWER_FAILURES[code],
                     ),
                     MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="error"),
                 )

@@ -1,6 +1,6 @@
 """The LLM port: a streamed chat completion as text deltas, assembled tool calls and a finish.
 
-The core depends on this protocol only; `llm_openai.OpenAIChatModel` is the one adapter (OpenAI
+The core depends on this protocol only; `openai_adapter.OpenAIChatModel` is the one adapter (OpenAI
 or Azure OpenAI through the `openai` SDK).
 """
 
@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streaming_gateway.errors import GatewayError
 
-class LLMError(Exception):
-    """Root of the LLM port's errors."""
 
-    code = "upstream_error"
+class LLMError(GatewayError):
+    """The model's upstream failed (the LLM port's errors, under the gateway's root)."""
+
+    status, code, kind = 502, "upstream_error", "server_error"
     retryable = True
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:

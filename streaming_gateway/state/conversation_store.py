@@ -15,9 +15,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from streaming_gateway.errors import Conflict, NotFound
+from streaming_gateway.errors import Conflict, ConversationGone, NotFound
 from streaming_gateway.state import redis_keys
-from streaming_gateway.state.stream_log import ConversationGone
 
 # KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, messages...
 # Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.

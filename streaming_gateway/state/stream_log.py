@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agent_contracts.events import MessageEndEvent
+from streaming_gateway.errors import ConversationGone
 from streaming_gateway.state import redis_keys
 
 # KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
@@ -39,14 +40,6 @@ return seq
 
 #: What a producer hands to `append`: any agent_contracts event, its `id` ignored.
 Event = Any
-
-
-class ConversationGone(Exception):
-    """The conversation was deleted (or expired) while something still wrote to its log."""
-
-    def __init__(self, conversation_id: str) -> None:
-        super().__init__(f"conversation {conversation_id} no longer exists")
-        self.conversation_id = conversation_id
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,28 @@
 """Redis down: /readyz says so (503), API calls answer a clear 503 JSON error, nothing crashes,
-and the gateway recovers when Redis is back."""
+and the gateway recovers when Redis is back; an outbox that cannot take an action ends the turn."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from action_bus.factory import create_update_source
+from action_bus.local import RedisStreamsActionBus
+from action_bus.outbox import Outbox
 from local_stack import processes
-from tests.gateway.conftest import StartGateway
+from streaming_gateway.app import create_app
+from streaming_gateway.contexts import bus_ctx
+from streaming_gateway.keys import outbox_key, redis_key, settings_key, update_source_key
+from streaming_gateway.metrics import GatewayMetrics
+from streaming_gateway.settings import Settings
+from tests.gateway.conftest import Gateway, StartGateway
 
 
 @pytest.fixture
@@ -62,3 +75,63 @@ async def test_redis_down_gives_503_and_recovers(
     ) as response:
         assert response.status == 200
         assert (await response.json())["content"] == "ok"
+
+
+def outbox_on(url: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """bus_ctx with the outbox (and its relay) on its own Redis at `url`: the gateway's state stays
+    up while the outbox is down, the one failure this test is about."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1)
+        source = create_update_source(app[redis_key], app[settings_key])
+        app[outbox_key] = Outbox(client, RedisStreamsActionBus(client, "actions"))
+        app[update_source_key] = source
+        yield
+        await source.close()
+        await client.aclose()
+
+    return ctx
+
+
+async def test_outbox_down_ends_the_turn_with_a_retryable_error_and_frees_the_conversation(
+    gateway_env: dict[str, str], own_redis: processes.Service, script
+) -> None:
+    """The outbox's Redis is stopped when the model asks for an action: the answer ends at once with
+    a retryable actions_unavailable error and message_end, and the next message is answered."""
+    await script(
+        [
+            {
+                "match": "ticket",
+                "reply": "",
+                "tool_calls": [
+                    {"name": "create_ticket", "arguments": {"title": "Printer on fire", "priority": "high"}}
+                ],
+            },
+            {"match": "", "reply": "ok"},
+        ]
+    )
+    metrics = GatewayMetrics()
+    app = create_app(Settings.from_env(gateway_env), metrics)
+    app.cleanup_ctx[app.cleanup_ctx.index(bus_ctx)] = outbox_on(f"redis://127.0.0.1:{own_redis.port}/0")
+    own_redis.stop()
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        gateway = Gateway(server, session, metrics)
+        cid = await gateway.create_conversation()
+        async with asyncio.timeout(60):  # a regression hangs here until the turn timeout: fail instead
+            async with gateway.request(
+                "POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"}
+            ) as response:
+                assert response.status == 200
+                answer = await response.json()
+        assert answer["finish_reason"] == "error"
+        assert answer["error"]["code"] == "actions_unavailable" and answer["error"]["retryable"] is True
+        assert gateway.metric("gateway_stream_errors_total", {"kind": "actions_unavailable"}) == 1
+
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}
+        ) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["content"] == "ok"
+    await server.close()

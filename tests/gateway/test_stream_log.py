@@ -8,8 +8,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from agent_contracts.events import TokenEvent
+from streaming_gateway.errors import ConversationGone
 from streaming_gateway.state.conversation_store import ConversationStore
-from streaming_gateway.state.stream_log import ConversationGone, StreamLog
+from streaming_gateway.state.stream_log import StreamLog
 
 
 async def test_concurrent_appends_get_consecutive_ids(aredis: aioredis.Redis, redis_url: str) -> None:

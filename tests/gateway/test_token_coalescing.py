@@ -12,9 +12,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent_contracts.events import MessageEndEvent, TokenEvent
+from streaming_gateway.errors import ConversationGone
 from streaming_gateway.keys import engine_key, redis_key
 from streaming_gateway.state.conversation_store import ConversationStore
-from streaming_gateway.state.stream_log import ConversationGone, LogWriter, StreamLog
+from streaming_gateway.state.stream_log import LogWriter, StreamLog
 from tests.gateway.conftest import Gateway
 from tests.gateway.helpers import data, eventually, read_events, text_of
 
