@@ -1,1 +1,1 @@
-"""Benchmarks of issue 8: gateway overhead, peer comparison, scale, Redis traffic, action pipeline."""
+"""Benchmarks: gateway overhead, peer comparison, scale, Redis traffic, action pipeline."""

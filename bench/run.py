@@ -1,4 +1,4 @@
-"""`make bench` (python -m bench.run): every benchmark of issue 8 in one run; prints tables and
+"""`make bench` (python -m bench.run): every benchmark in one run; prints tables and
 writes the figures as JSON under bench/results/.
 
 Sizes: quick by default (a few minutes); BENCH_FULL=1 for the full ones. BENCH_ONLY=overhead,trips,

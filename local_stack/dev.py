@@ -68,7 +68,7 @@ def plan(env: dict[str, str]) -> list[processes.Service]:
     return services
 
 
-# --- the action pipeline (issue 4): emulators, the sample backend, the local worker --------------
+# --- the action pipeline: emulators, the sample backend, the local worker ------------------------
 AZURITE_PORTS = (10000, 10001, 10002)  # what UseDevelopmentStorage=true expects (func start)
 COSMOS_PORT = 8081
 TICKETS_PORT = 8095

@@ -45,7 +45,7 @@ class Settings:
     auth_jwks_cache_s: float = 3600.0
     auth_jwks_min_refresh_s: float = 10.0
 
-    # Agent configuration (a file for now; issue 6 turns it into a versioned registry).
+    # The file that seeds the agent registry when the agent has no active version yet.
     agent_config_path: str = str(DEFAULT_AGENT_CONFIG_PATH)
 
     # Limits, each answered with a clear status.

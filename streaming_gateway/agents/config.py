@@ -1,9 +1,9 @@
 """Agent configurations: what model, prompt, limits and tools serve a conversation.
 
-For now one JSON file (`agent_configs/default.json`). Its version is
-`<label>@<first 12 hex of sha256 of the canonical JSON>`, so any edit makes a new version and a
-conversation names exactly what served it. Callers depend on the `AgentConfigStore` protocol
-only; the versioned registry (issue 6) replaces `FileAgentConfigStore` without touching them.
+A config's version is `<label>@<first 12 hex of sha256 of the canonical JSON>`, so any edit makes
+a new version and a conversation names exactly what served it. Callers depend on the
+`AgentConfigStore` protocol only: the running gateway serves configs from the versioned registry
+(registry_store.py); `FileAgentConfigStore` reads one JSON file (`agent_configs/default.json`).
 """
 
 from __future__ import annotations

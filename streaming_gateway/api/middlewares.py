@@ -15,8 +15,6 @@ from streaming_gateway.keys import authenticator_key, metrics_key, rate_limiter_
 log = logging.getLogger(__name__)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
-#: Open paths: health, metrics, the API description and (later) the web client.
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 WS_PATH = "/v1/ws"
 
 
@@ -58,6 +56,8 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Only the API under /v1/ needs a token: health, metrics, the API description and the web
+    client are open."""
     if not request.path.startswith("/v1/"):
         return await handler(request)
     metrics = request.app[metrics_key]

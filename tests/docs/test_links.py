@@ -19,7 +19,7 @@ INLINE_CODE = re.compile(r"`[^`\n]*`")
 
 
 def pages() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    return [README, ROOT / "streaming_gateway" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def links(page: Path) -> list[str]:

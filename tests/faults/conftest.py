@@ -32,7 +32,7 @@ class Scenario:
     outcome: str = "not run in this session"
 
 
-#: Scenarios of issue 8 that other suites already test; their outcome in this session is reported.
+#: Fault scenarios that other suites already test; their outcome in this session is reported.
 COVERED_ELSEWHERE = {
     "tests/function_app/test_pipeline_e2e.py::test_killed_worker_action_completes_exactly_once": Scenario(
         "worker SIGKILL mid-action",
