@@ -2,9 +2,52 @@
 
 from __future__ import annotations
 
-from playwright.async_api import Locator, Page, expect
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Locator, Page, Request, expect
 
 from tests.gateway.conftest import Gateway
+
+#: Playwright waits at most this long for any one expectation (a deadline, not a timing assertion).
+EXPECT_TIMEOUT_MS = 15_000
+#: Set by tests/web/conftest.py's report hook when a test fails: its pages leave their screenshots.
+FAILED = pytest.StashKey[bool]()
+
+
+async def web_page(
+    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, **context_options: object
+) -> AsyncIterator[Page]:
+    """A page in a fresh browser context; if the test fails, its screenshot and console go to
+    test-output/web-<test>.png / .console.txt."""
+    context = await browser.new_context(**context_options)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    page = await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    yield page
+    if request.node.stash.get(FAILED, False):
+        stem = request.node.name.replace("/", "_")
+        await page.screenshot(path=str(output_dir / f"web-{stem}.png"), full_page=True)
+        (output_dir / f"web-{stem}.console.txt").write_text("\n".join(console))
+    await context.close()
+
+
+def record_failed_requests(page: Page) -> list[str]:
+    """Every request of the page that fails from now on: an HTTP status of 400 or more, or no answer
+    at all (blocked, refused). The list fills in as the page runs."""
+    failed: list[str] = []
+
+    async def on_finished(req: Request) -> None:
+        response = await req.response()
+        if response is not None and response.status >= 400:
+            failed.append(f"{response.status} {req.method} {req.url}")
+
+    page.on("requestfinished", on_finished)
+    page.on("requestfailed", lambda req: failed.append(f"failed {req.method} {req.url}: {req.failure}"))
+    return failed
 
 
 def slow_reply_script(reply: str, token_delay_ms: float = 40) -> list[dict[str, object]]:

@@ -20,6 +20,7 @@ from function_app.runtime import Runtime
 from function_app.worker.service import Worker
 from tests.function_app.conftest import app_env, backend, cosmos_endpoint, cosmos_service, runtime, settings  # noqa: F401
 from tests.gateway.conftest import Gateway, StartGateway, gateway, gateway_env, script, start_gateway  # noqa: F401
+from tests.web.chat_page import EXPECT_TIMEOUT_MS, FAILED, web_page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,8 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-#: Playwright waits at most this long for any one expectation (a deadline, not a timing assertion).
-EXPECT_TIMEOUT_MS = 15_000
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
@@ -42,10 +41,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        item.stash[_FAILED] = True
-
-
-_FAILED = pytest.StashKey[bool]()
+        item.stash[FAILED] = True
 
 
 @pytest.fixture
@@ -69,29 +65,12 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def _new_page(
-    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, **context_options: object
-) -> AsyncIterator[Page]:
-    context = await browser.new_context(**context_options)
-    context.set_default_timeout(EXPECT_TIMEOUT_MS)
-    page = await context.new_page()
-    console: list[str] = []
-    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
-    yield page
-    if request.node.stash.get(_FAILED, False):
-        stem = request.node.name.replace("/", "_")
-        await page.screenshot(path=str(output_dir / f"web-{stem}.png"), full_page=True)
-        (output_dir / f"web-{stem}.console.txt").write_text("\n".join(console))
-    await context.close()
-
-
 @pytest.fixture
 async def page(
     browser: Browser, request: pytest.FixtureRequest, output_dir: Path, start_gateway: StartGateway
 ) -> AsyncIterator[Page]:
     """A desktop-sized page; on failure its screenshot and console go to test-output/."""
-    async for page in _new_page(browser, request, output_dir, viewport={"width": 1200, "height": 800}):
+    async for page in web_page(browser, request, output_dir, viewport={"width": 1200, "height": 800}):
         yield page
 
 
@@ -99,7 +78,7 @@ async def page(
 async def phone_page(
     browser: Browser, request: pytest.FixtureRequest, output_dir: Path, start_gateway: StartGateway
 ) -> AsyncIterator[Page]:
-    async for page in _new_page(
+    async for page in web_page(
         browser, request, output_dir, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     ):
         yield page
