@@ -10,9 +10,9 @@ CASES = [
     ("**b** and *i* and `x < y`", "<p><strong>b</strong> and <em>i</em> and <code>x &lt; y</code></p>"),
     (
         "```js\nif (a < b) { run('<b>'); }\n```",
-        '<pre><code class="language-js">if (a &lt; b) { run(&#39;&lt;b&gt;&#39;); }</code></pre>',
+        '<pre tabindex="0"><code class="language-js">if (a &lt; b) { run(&#39;&lt;b&gt;&#39;); }</code></pre>',
     ),
-    ("```\nstill streaming", "<pre><code>still streaming</code></pre>"),
+    ("```\nstill streaming", '<pre tabindex="0"><code>still streaming</code></pre>'),
     ("- a\n- b\n\n1. c", "<ul><li>a</li><li>b</li></ul><ol><li>c</li></ol>"),
     (
         "[docs](https://example.org/a?b=1&c=2)",

@@ -31,6 +31,14 @@ function describeStatus(status) {
   }
 }
 
+/** A box for arguments or a result: wide content scrolls inside it, so it takes the keyboard focus. */
+function scrollBox(className, label, text) {
+  const box = el("pre", className, text);
+  box.tabIndex = 0;
+  box.setAttribute("aria-label", label);
+  return box;
+}
+
 function formatValue(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
@@ -236,7 +244,7 @@ export class ChatView {
     card.setAttribute("aria-label", `Action ${name}`);
     const head = el("header", "action-head");
     head.append(el("span", "action-name", name), el("span", "action-status", "Queued"));
-    const args = el("pre", "action-args");
+    const args = scrollBox("action-args", `${name} arguments`);
     const detail = el("div", "action-detail");
     detail.setAttribute("aria-live", "polite");
     card.append(head, args, detail);
@@ -252,7 +260,7 @@ export class ChatView {
     const detail = card.querySelector(".action-detail");
     detail.replaceChildren();
     if (status.status === "succeeded" && status.result !== undefined && status.result !== null) {
-      detail.append(el("p", "action-label", "Result"), el("pre", "action-result", formatValue(status.result)));
+      detail.append(el("p", "action-label", "Result"), scrollBox("action-result", "Result", formatValue(status.result)));
     } else if (status.error) {
       detail.append(el("p", "action-reason", `Reason: ${status.error}`));
     }

@@ -60,7 +60,8 @@ export function renderMarkdown(source) {
       }
       // An unclosed fence (still streaming) renders as code so far.
       const lang = fence[1] ? ` class="language-${escapeHtml(fence[1])}"` : "";
-      html.push(`<pre><code${lang}>${escapeHtml(body.join("\n"))}</code></pre>`);
+      // tabindex: a wide block scrolls sideways, so keyboard users must be able to focus it to scroll.
+      html.push(`<pre tabindex="0"><code${lang}>${escapeHtml(body.join("\n"))}</code></pre>`);
       continue;
     }
     const heading = line.match(/^(#{1,4})\s+(.*)$/);
