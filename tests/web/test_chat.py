@@ -99,6 +99,41 @@ async def test_conversation_list_reopens_history(page: Page, web_gateway: Gatewa
     await expect(conversations.nth(1)).to_have_attribute("aria-current", "true")
 
 
+async def test_conversations_are_titled_after_their_first_message(
+    page: Page, web_gateway: Gateway, script
+) -> None:
+    """A conversation is created by its first message and titled after it (on one line, a long one cut
+    at a word); the gateway stores the title, so the list shows it after a reload too. A new
+    conversation with no message yet is not created."""
+    await script(slow_reply_script("Noted.", token_delay_ms=0))
+    await open_signed_in(page, web_gateway)
+    await send(page, "Why is the printer\non fire?")
+    await wait_answer_done(page, last_answer(page))
+    long = "Please summarise " + " ".join(f"chapter{i}" for i in range(30))
+    await page.get_by_role("button", name="New conversation").click()
+    await page.get_by_role("button", name="New conversation").click()  # twice: still nothing created
+    await send(page, long)
+    await wait_answer_done(page, last_answer(page))
+    conversations = page.locator("#conversation-list button")
+    await expect(conversations).to_have_count(2)
+    titles = await page.evaluate(
+        "async (texts) => { const m = await import('/web/js/api.js'); return texts.map(m.titleFrom); }",
+        ["Why is the printer\non fire?", long],
+    )
+    assert titles[0] == "Why is the printer on fire?"
+    assert (
+        titles[1].endswith("\u2026")
+        and len(titles[1]) <= 80
+        and titles[1].startswith("Please summarise chapter0")
+    )
+    await expect(conversations).to_have_text([titles[1], titles[0]])
+    await page.reload()
+    await expect(page.locator("#conversation-list button")).to_have_text([titles[1], titles[0]])
+    async with web_gateway.request("GET", "/v1/conversations") as response:
+        listed = (await response.json())["data"]
+    assert [c["title"] for c in listed] == [titles[1], titles[0]]
+
+
 async def test_other_users_conversations_are_not_listed(page: Page, web_gateway: Gateway, script) -> None:
     """The list shows only the signed-in user's conversations."""
     await web_gateway.create_conversation("bob")

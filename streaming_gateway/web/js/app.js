@@ -1,6 +1,6 @@
 // The page: sign-in, the conversation list, and the chat view wired to the streaming transport.
 
-import { Api } from "./api.js";
+import { Api, titleFrom } from "./api.js";
 import { Auth } from "./auth.js";
 import { ChatView } from "./chat.js";
 import { Transport } from "./transport.js";
@@ -129,6 +129,7 @@ class App {
       button.className = "conversation";
       button.dataset.id = conversation.id;
       button.textContent = conversation.title || `Conversation of ${new Date(conversation.created_at).toLocaleString()}`;
+      button.title = button.textContent; // the whole title, where the list cuts it short
       if (conversation.id === this.conversationId) button.setAttribute("aria-current", "true");
       button.addEventListener("click", () => this.open(conversation.id).catch((err) => this.showError(err.message)));
       item.append(button);
@@ -156,14 +157,22 @@ class App {
     this.toggleSidebar(false);
   }
 
-  async newConversation() {
-    const conversation = await this.api.createConversation();
-    this.conversationId = conversation.id;
+  /** An empty conversation view; the conversation itself is created by its first message. */
+  startNewConversation() {
+    this.conversationId = null;
     this.view.clear();
-    this.transport.follow(conversation.id, conversation.last_event_id || 0);
-    await this.refreshList();
+    this.setAnswering(false);
+    for (const button of document.querySelectorAll(".conversation")) button.removeAttribute("aria-current");
     this.toggleSidebar(false);
     $("composer-input").focus();
+  }
+
+  /** Create the conversation, titled after its first message, and follow its stream. */
+  async createConversation(firstMessage) {
+    const conversation = await this.api.createConversation(titleFrom(firstMessage));
+    this.conversationId = conversation.id;
+    this.transport.follow(conversation.id, conversation.last_event_id || 0);
+    await this.refreshList();
   }
 
   toggleSidebar(open) {
@@ -173,7 +182,7 @@ class App {
 
   // --- chat -----------------------------------------------------------------------------------
   bindChat() {
-    $("new-conversation").addEventListener("click", () => this.newConversation().catch((err) => this.showError(err.message)));
+    $("new-conversation").addEventListener("click", () => this.startNewConversation());
     $("toggle-sidebar").addEventListener("click", () => this.toggleSidebar(!document.body.classList.contains("sidebar-open")));
     $("composer").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -201,7 +210,7 @@ class App {
     }
     this.showError("");
     try {
-      if (!this.conversationId) await this.newConversation();
+      if (!this.conversationId) await this.createConversation(content);
       this.view.addUser(content);
       input.value = "";
       this.setAnswering(true);
