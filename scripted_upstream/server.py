@@ -66,14 +66,14 @@ def _usage(messages: list[dict[str, Any]], completion_tokens: int) -> dict[str, 
     }
 
 
-def _tool_calls(rule: Rule) -> list[dict[str, Any]]:
+def _tool_calls(rule: Rule, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "id": f"call_{uuid.uuid4().hex[:24]}",
             "type": "function",
-            "function": {"name": spec.name, "arguments": json.dumps(spec.arguments)},
+            "function": {"name": name, "arguments": json.dumps(arguments)},
         }
-        for spec in rule.tool_calls
+        for name, arguments in rule.render_tool_calls(messages)
     ]
 
 
@@ -101,7 +101,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     finish_reason = "tool_calls" if rule.tool_calls else "stop"
     if isinstance(max_tokens, int) and 0 < max_tokens < len(chunks):
         chunks, finish_reason = chunks[:max_tokens], "length"
-    tool_calls = _tool_calls(rule) if finish_reason == "tool_calls" else []
+    tool_calls = _tool_calls(rule, messages) if finish_reason == "tool_calls" else []
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
 

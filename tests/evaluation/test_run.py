@@ -173,7 +173,7 @@ async def test_turn_can_wait_for_its_actions(
         "      wait_for_actions: true\n"
         "      expect:\n"
         "        tool_calls: [{name: create_ticket}]\n"
-        "        contains: ['Done. The ticket service answered', 'T-42']\n"
+        "        contains: ['I opened ticket T-42']\n"
         "        finish_reason: stop\n"
     )
     stop = asyncio.Event()

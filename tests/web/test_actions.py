@@ -4,10 +4,13 @@ and records each status in Cosmos DB, and the updates stream back to the card.""
 
 from __future__ import annotations
 
+import json
+
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, expect
 
 from function_app.worker.service import Worker
+from scripted_upstream.script import Script
 from tests.function_app.test_pipeline_e2e import control
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_actions import TICKET_SCRIPT
@@ -79,3 +82,62 @@ async def test_action_card_goes_to_dead_lettered_with_reason(
     assert statuses[-1] == "Dead-lettered"
     await wait_answer_done(page, answers(page).last)
     assert (await control(backend, "GET", "/_control/stats"))["tickets"] == 0
+
+
+def default_rules() -> list[dict[str, object]]:
+    """The scripted upstream's shipped script, the one `make dev` runs (no delay between tokens)."""
+    return [rule.model_dump(exclude_defaults=True) for rule in Script.load().rules]
+
+
+async def test_default_script_opens_the_ticket_asked_for_and_reports_it(
+    page: Page, web_gateway: Gateway, script, worker: Worker, backend: TestServer
+) -> None:
+    """With the demo's script, the ticket's title is what the user asked about, the answer after the
+    action names the ticket id and status from the result, and a lookup by that id answers from it."""
+    await script(default_rules())
+    await open_signed_in(page, web_gateway)
+    await send(page, "please open a ticket: printer on fire")
+    card = page.get_by_role("region", name="Action create_ticket")
+    await expect(card.locator(".action-args")).to_contain_text('"title": "printer on fire"')
+    await expect(card.locator(".action-args")).to_contain_text('"priority": "high"')
+    await expect(card).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    result = json.loads(await card.locator(".action-result").inner_text())
+    assert result["title"] == "printer on fire" and result["status"] == "open"
+    ticket_id = result["ticketId"]
+    continuation = answers(page).last
+    await wait_answer_done(page, continuation)
+    await expect(continuation.locator(".body")).to_have_text(
+        f'I opened ticket {ticket_id} for "printer on fire"; its status is open.'
+    )
+    await send(page, f"What is the status of ticket {ticket_id}?")
+    lookup = page.get_by_role("region", name="Action get_ticket")
+    await expect(lookup).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    await wait_answer_done(page, answers(page).last)
+    await expect(answers(page).last.locator(".body")).to_have_text(
+        f'Ticket {ticket_id} ("printer on fire") is open, priority high.'
+    )
+
+
+async def test_default_script_says_when_the_action_was_dead_lettered(
+    page: Page, web_gateway: Gateway, script, worker: Worker, backend: TestServer
+) -> None:
+    """With the demo's script, an action that exhausts its retries is answered in words: it was
+    dead-lettered, with the pipeline's reason, and nothing was changed."""
+    await control(
+        backend,
+        "PUT",
+        "/_control/faults",
+        {"rules": [{"path": "/tickets", "status": 503, "times": 3, "retry_after": 0}]},
+    )
+    await script(default_rules())
+    await open_signed_in(page, web_gateway)
+    await send(page, "Could you open a ticket about the broken coffee machine")
+    card = page.get_by_role("region", name="Action create_ticket")
+    await expect(card.locator(".action-args")).to_contain_text('"title": "the broken coffee machine"')
+    await expect(card).to_have_attribute("data-status", "dead_lettered", timeout=30_000)
+    continuation = answers(page).last
+    await wait_answer_done(page, continuation)
+    await expect(continuation.locator(".body")).to_contain_text(
+        "the request was dead-lettered (gave up after 3 attempts"
+    )
+    await expect(continuation.locator(".body")).to_contain_text("Nothing was changed")
