@@ -6,6 +6,7 @@ configured URL is used as it is and left alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -78,24 +79,33 @@ class Service:
         raise ServiceStartError(self.name, f"nothing answered on port {self.port} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM, then SIGKILL after `timeout`; to the child's whole process group (it leads one,
+        started in a new session), so nothing it started itself outlives it."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            _signal_group(self.process, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process, signal.SIGKILL)
+                self.process.wait()
+        _signal_group(self.process, signal.SIGKILL)  # whatever of its group is left
 
     def kill(self) -> None:
         """SIGKILL, for fault-injection tests."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            _signal_group(self.process, signal.SIGKILL)
             self.process.wait()
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(process.pid, signum)
 
 
 def redis_server(
