@@ -50,10 +50,7 @@ class DevSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str]) -> DevSettings:
         env = Env(environ)
-
-        def port(name: str, default: int) -> int:
-            return env.int(name, default, minimum=1, maximum=65535)
-
+        port = {"minimum": 1, "maximum": 65535}
         raw = env.str("LOCAL_AZURITE_PORTS", ",".join(map(str, AZURITE_PORTS)))
         try:
             blob, queue, table = (int(part) for part in raw.split(","))
@@ -63,10 +60,10 @@ class DevSettings:
             ) from None
         return cls(
             state_dir=Path(env.str("LOCAL_STATE_DIR", str(processes.ROOT / ".local"))),
-            upstream_port=port("LOCAL_UPSTREAM_PORT", UPSTREAM_PORT),
+            upstream_port=env.int("LOCAL_UPSTREAM_PORT", UPSTREAM_PORT, **port),
             azurite_ports=(blob, queue, table),
-            cosmos_port=port("LOCAL_COSMOS_PORT", COSMOS_PORT),
-            tickets_port=port("LOCAL_TICKETS_PORT", TICKETS_PORT),
+            cosmos_port=env.int("LOCAL_COSMOS_PORT", COSMOS_PORT, **port),
+            tickets_port=env.int("LOCAL_TICKETS_PORT", TICKETS_PORT, **port),
         )
 
 
@@ -168,7 +165,7 @@ def action_pipeline(env: dict[str, str], settings: DevSettings | None = None) ->
     runs the function app's orchestrator and activities on the Redis Streams bus."""
     settings = settings or DevSettings.from_env(env)
     services: list[processes.Service] = []
-    if "AzureWebJobsStorage" not in env:
+    if not env.get("AzureWebJobsStorage"):
         location = settings.state_dir / "azurite"
         location.mkdir(parents=True, exist_ok=True)
         blob, queue, table = settings.azurite_ports
