@@ -18,19 +18,21 @@ from pydantic import BaseModel
 from streaming_gateway.errors import Conflict, ConversationGone, NotFound
 from streaming_gateway.state import redis_keys
 
-# KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, messages...
-# Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.
+# KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, title
+# ('' for none), messages... Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.
+# The title is set only with a conversation's first messages, and never over one it already has.
 _BEGIN_TURN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {-2, redis.call('GET', KEYS[3]) or ''}
 end
 local count = redis.call('LLEN', KEYS[2])
-if count + (#ARGV - 5) + 1 > tonumber(ARGV[3]) then  -- room for the reply too
+if count + (#ARGV - 6) + 1 > tonumber(ARGV[3]) then  -- room for the reply too
   redis.call('DEL', KEYS[3])
   return {-3, count}
 end
-for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+if count == 0 and ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'title', ARGV[6]) end
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -57,6 +59,24 @@ return redis.call('DEL', KEYS[1])
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: A title made from a first message is cut, at a word, to about this many characters.
+TITLE_MAX_CHARS = 80
+
+
+def title_from(messages: list[dict[str, Any]]) -> str:
+    """A conversation's title from its first user message: on one line, cut at a word near
+    TITLE_MAX_CHARS with an ellipsis; '' when there is no user text."""
+    text = next(
+        (m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)), ""
+    )
+    line = " ".join(text.split())
+    if len(line) <= TITLE_MAX_CHARS:
+        return line
+    cut = line[: TITLE_MAX_CHARS - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > TITLE_MAX_CHARS // 2 else cut).rstrip() + "\u2026"
 
 
 def new_id(prefix: str) -> str:
@@ -190,6 +210,7 @@ class ConversationStore:
             max_messages,
             self._ttl_s,
             now_iso(),
+            title_from(messages),
             *(json.dumps(m) for m in messages),
         ]
         answer = await self._begin(

@@ -32,6 +32,32 @@ async def test_create_read_delete(gateway: Gateway, script) -> None:
         assert response.status == 404
 
 
+async def test_first_message_titles_an_untitled_conversation(gateway: Gateway, script) -> None:
+    """A conversation created without a title is titled after its first user message (on one line, a
+    long one cut at a word with an ellipsis), in the list too; later messages and a given title stay."""
+    await script([{"match": "", "reply": "ok"}])
+
+    async def titled(first: str, *, title: str | None = None, then: str = "second message") -> str | None:
+        async with gateway.request(
+            "POST", "/v1/conversations", json={"title": title} if title else {}
+        ) as response:
+            cid = (await response.json())["id"]
+        for content in (first, then):
+            async with gateway.request(
+                "POST", f"/v1/conversations/{cid}/messages", json={"content": content}
+            ) as sent:
+                assert sent.status == 200, await sent.text()
+        async with gateway.request("GET", "/v1/conversations") as response:
+            listed = {c["id"]: c for c in (await response.json())["data"]}
+        return listed[cid].get("title")
+
+    assert await titled("Why is the printer\n  on fire?") == "Why is the printer on fire?"
+    long = await titled("Please summarise " + " ".join(f"chapter{i}" for i in range(30)))
+    assert long is not None and long.endswith("\u2026") and len(long) <= 80
+    assert long.startswith("Please summarise chapter0 chapter1") and not long[:-1].endswith(" ")
+    assert await titled("anything", title="Printer trouble") == "Printer trouble"
+
+
 async def test_list_is_newest_first_and_paginated(gateway: Gateway) -> None:
     """Pages follow next_cursor until it is null; each conversation appears once, newest first."""
     created = [await gateway.create_conversation() for _ in range(5)]

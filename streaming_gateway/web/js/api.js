@@ -61,14 +61,3 @@ export class Api {
       { message_id: messageId, rating });
   }
 }
-
-const TITLE_MAX = 80;
-
-/** A conversation's title: its first message on one line, cut at a word near TITLE_MAX characters. */
-export function titleFrom(message) {
-  const line = message.replace(/\s+/g, " ").trim();
-  if (line.length <= TITLE_MAX) return line;
-  const cut = line.slice(0, TITLE_MAX - 1);
-  const space = cut.lastIndexOf(" ");
-  return `${(space > TITLE_MAX / 2 ? cut.slice(0, space) : cut).trimEnd()}\u2026`;
-}

@@ -1,6 +1,6 @@
 // The page: sign-in, the conversation list, and the chat view wired to the streaming transport.
 
-import { Api, titleFrom } from "./api.js";
+import { Api } from "./api.js";
 import { Auth } from "./auth.js";
 import { ChatView } from "./chat.js";
 import { Transport } from "./transport.js";
@@ -167,9 +167,9 @@ class App {
     $("composer-input").focus();
   }
 
-  /** Create the conversation, titled after its first message, and follow its stream. */
-  async createConversation(firstMessage) {
-    const conversation = await this.api.createConversation(titleFrom(firstMessage));
+  /** Create the conversation (the gateway titles it after its first message) and follow its stream. */
+  async createConversation() {
+    const conversation = await this.api.createConversation();
     this.conversationId = conversation.id;
     this.transport.follow(conversation.id, conversation.last_event_id || 0);
     await this.refreshList();
@@ -210,7 +210,7 @@ class App {
     }
     this.showError("");
     try {
-      if (!this.conversationId) await this.createConversation(content);
+      if (!this.conversationId) await this.createConversation();
       this.view.addUser(content);
       input.value = "";
       this.setAnswering(true);
