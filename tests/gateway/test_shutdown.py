@@ -13,7 +13,7 @@ import pytest
 
 from local_stack import processes
 from tests.gateway.conftest import SECRET, auth
-from tests.gateway.helpers import data, eventually, read_events
+from tests.gateway.helpers import data, eventually, read_events, text_of
 from tests.gateway.sse_client import SseParser
 
 SSE = {"Accept": "text/event-stream"}
@@ -99,7 +99,8 @@ async def test_sigterm_lets_running_answer_finish(gateway_process, upstream_proc
         rest = await read_events(response, parser=parser)
     events = first + rest
     assert data(events[-1])["finish_reason"] == "stop"
-    assert len([e for e in events if e.type == "token"]) == 40
+    # Token events may coalesce under load; the text is what must arrive whole.
+    assert text_of(events).split() == [f"word{i}" for i in range(40)]
     await eventually(lambda: exited(gateway), "the gateway to exit")
     assert gateway.process.returncode == 0
 
