@@ -4,7 +4,7 @@ exactly once per idempotency key, with several relays running at once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,14 +14,7 @@ from action_bus.outbox import Outbox
 from action_bus.redis_streams import StreamQueue
 from local_stack import processes
 from tests.function_app.helpers import make_request
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+from tests.polling import eventually
 
 
 async def bus_depth(bus_redis: aioredis.Redis) -> int:

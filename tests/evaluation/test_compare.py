@@ -11,7 +11,7 @@ from evaluation.cases import load_cases
 from evaluation.harness import in_process_gateway
 from evaluation.report import compare_table
 from evaluation.runner import run_cases
-from tests.evaluation.test_run import DEFAULT_CASES, default_document  # noqa: F401 (fixture)
+from tests.fixtures.evaluation import DEFAULT_CASES
 
 
 async def test_compare_shows_a_regression(

@@ -8,22 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agent_registry import read_document, version_of
 from evaluation.cases import load_cases
 from evaluation.harness import in_process_gateway
 from evaluation.report import run_table
 from evaluation.runner import run_cases
-
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = ROOT / "agent_configs" / "default.json"
-DEFAULT_CASES = ROOT / "evaluation" / "cases" / "default.yaml"
-
-
-@pytest.fixture
-def default_document() -> dict[str, Any]:
-    return read_document(DEFAULT_CONFIG)
+from tests.fixtures.evaluation import DEFAULT_CASES, DEFAULT_CONFIG, ROOT
 
 
 async def test_default_cases_pass_on_the_default_config(

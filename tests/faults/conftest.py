@@ -16,8 +16,6 @@ import pytest
 
 # Fixtures reused from the other suites (imported, not copied): the real gateway app factory on a
 # TestServer, the scripted upstream, the Cosmos DB server, the sample backend, the function runtime.
-from tests.function_app.conftest import app_env, backend, cosmos_endpoint, cosmos_service, runtime, settings  # noqa: F401
-from tests.gateway.conftest import gateway, gateway_env, script, start_gateway  # noqa: F401
 
 SUMMARY_PATH = Path(__file__).resolve().parents[2] / "test-output" / "faults-summary.txt"
 HERE = Path(__file__).resolve().parent

@@ -17,8 +17,8 @@ from function_app.runtime import Runtime
 from function_app.settings import Settings
 from function_app.worker.service import Worker
 from tests.faults.conftest import Scenario
-from tests.function_app.helpers import make_request, worker_tick
-from tests.function_app.test_pipeline_e2e import control, eventually, final_result
+from tests.function_app.helpers import control, final_result, make_request, worker_tick
+from tests.polling import eventually
 
 ATTEMPTS = 4
 

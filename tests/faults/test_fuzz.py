@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.faults.conftest import Scenario
-from tests.faults.gateway_process import GatewayProcess, standalone_gateway, upstream_process  # noqa: F401
-from tests.gateway.conftest import make_token
+from tests.fixtures.gateway import make_token
+from tests.fixtures.gateway_process import GatewayProcess
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

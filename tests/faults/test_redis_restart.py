@@ -16,9 +16,9 @@ from action_bus.redis_streams import StreamQueue
 from agent_contracts import ActionRequest
 from local_stack import processes
 from tests.faults.conftest import Scenario
-from tests.gateway.conftest import Gateway, StartGateway
-from tests.gateway.helpers import eventually
+from tests.fixtures.gateway import Gateway, StartGateway
 from tests.gateway.sse_client import SseEvent, SseParser
+from tests.polling import eventually
 
 SLOW_ANSWER = {"match": "story", "tokens": 400, "token_delay_ms": 15}
 TICKET = {

@@ -14,9 +14,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.faults.conftest import Scenario
-from tests.faults.gateway_process import GatewayProcess, gateway_process  # noqa: F401
-from tests.gateway.conftest import auth, upstream_stats
-from tests.gateway.helpers import data, eventually, read_events
+from tests.fixtures.gateway import auth, upstream_stats
+from tests.fixtures.gateway_process import GatewayProcess
+from tests.gateway.helpers import data, read_events
+from tests.polling import eventually
 
 FAILURES = [
     {"match": "drop", "tokens": 40, "drop_after": 5},

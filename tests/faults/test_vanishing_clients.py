@@ -26,8 +26,8 @@ from streaming_gateway.app import create_app
 from streaming_gateway.keys import engine_key, streams_key
 from streaming_gateway.settings import Settings
 from tests.faults.conftest import Scenario
-from tests.gateway.conftest import make_token, upstream_stats
-from tests.gateway.helpers import eventually
+from tests.fixtures.gateway import make_token, upstream_stats
+from tests.polling import eventually
 
 KINDS = ("follow", "answer", "half")
 

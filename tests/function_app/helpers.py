@@ -1,4 +1,4 @@
-"""Builders shared by the function app tests."""
+"""Builders and probes shared by the function app tests (and the suites that drive the pipeline)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent_contracts import ActionRequest
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from agent_contracts import ActionRequest, ActionResult
+from function_app.runtime import Runtime
 
 
 def make_request(**overrides: Any) -> ActionRequest:
@@ -32,3 +36,41 @@ def worker_tick(*workers: Any) -> Callable[[], Awaitable[None]]:
         await asyncio.gather(*(worker.engine.run_due() for worker in workers))
 
     return tick
+
+
+async def control(backend: TestServer, method: str, path: str, body: Any = None) -> Any:
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, backend.make_url(path), json=body) as response:
+            return await response.json()
+
+
+async def read_if_present_emulator_has_no_404(
+    runtime: Runtime, request: ActionRequest
+) -> ActionResult | None:
+    """A query, not a point read: the local Cosmos server answers a read of a missing item with 500 (real
+    Cosmos DB: 404), and these tests look before the document exists."""
+    container = runtime.results.container  # type: ignore[attr-defined]
+    items = [
+        item
+        async for item in container.query_items(
+            "SELECT * FROM c WHERE c.conversationId = @cid AND c.id = @id",
+            parameters=[
+                {"name": "@cid", "value": request.conversation_id},
+                {"name": "@id", "value": str(request.action_id)},
+            ],
+            partition_key=request.conversation_id,
+        )
+    ]
+    return ActionResult.model_validate(items[0]) if items else None
+
+
+def final_result(
+    runtime: Runtime, request: ActionRequest, replay_count: int = 0
+) -> Callable[[], Awaitable[Any]]:
+    async def check() -> ActionResult | None:
+        found = await read_if_present_emulator_has_no_404(runtime, request)
+        if found and found.status.is_final and found.replay_count == replay_count:
+            return found
+        return None
+
+    return check

@@ -10,83 +10,25 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from action_bus.local import RedisStreamsActionBus, RedisUpdateSource
 from action_bus.outbox import Outbox
 from action_bus.redis_streams import StreamQueue
-from agent_contracts import ActionRequest, ActionResult, ActionStatus
+from agent_contracts import ActionResult, ActionStatus
 from function_app import deadletters
 from function_app.runtime import Runtime
 from function_app.starter import start_from_message
 from function_app.worker.engine import RedisStarter
 from function_app.worker.instances import InstanceStore
 from function_app.worker.service import Worker
-from tests.function_app.helpers import make_request, worker_tick
+from tests.function_app.helpers import control, final_result, make_request, worker_tick
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]],
-    timeout: float = 30.0,
-    tick: Callable[[], Awaitable[Any]] | None = None,
-) -> Any:
-    """Poll `check` (optionally advancing the worker first) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if tick is not None:
-            await tick()
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def control(backend: TestServer, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, backend.make_url(path), json=body) as response:
-            return await response.json()
-
-
-async def read_if_present_emulator_has_no_404(
-    runtime: Runtime, request: ActionRequest
-) -> ActionResult | None:
-    """A query, not a point read: the local Cosmos server answers a read of a missing item with 500 (real
-    Cosmos DB: 404), and these tests look before the document exists."""
-    container = runtime.results.container  # type: ignore[attr-defined]
-    items = [
-        item
-        async for item in container.query_items(
-            "SELECT * FROM c WHERE c.conversationId = @cid AND c.id = @id",
-            parameters=[
-                {"name": "@cid", "value": request.conversation_id},
-                {"name": "@id", "value": str(request.action_id)},
-            ],
-            partition_key=request.conversation_id,
-        )
-    ]
-    return ActionResult.model_validate(items[0]) if items else None
-
-
-def final_result(
-    runtime: Runtime, request: ActionRequest, replay_count: int = 0
-) -> Callable[[], Awaitable[Any]]:
-    async def check() -> ActionResult | None:
-        found = await read_if_present_emulator_has_no_404(runtime, request)
-        if found and found.status.is_final and found.replay_count == replay_count:
-            return found
-        return None
-
-    return check
 
 
 async def drain_updates(aredis: aioredis.Redis, queue: str) -> list[ActionResult]:

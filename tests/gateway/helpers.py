@@ -1,29 +1,13 @@
-"""Small helpers for the gateway tests: waiting on a condition with a deadline, reading SSE."""
+"""Small helpers for the gateway tests: reading SSE answers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
 from tests.gateway.sse_client import SseEvent, SseParser
-
-DEADLINE_S = 15.0
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE_S
-) -> None:
-    """Poll until condition() is true; fail naming `what` at the deadline (not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def read_events(

@@ -19,9 +19,10 @@ from action_bus.redis_streams import StreamQueue
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.actions import utcnow
 from streaming_gateway.keys import settings_key
-from tests.gateway.conftest import Gateway, upstream_stats
-from tests.gateway.helpers import data, eventually, read_events
+from tests.fixtures.gateway import Gateway, upstream_stats
+from tests.gateway.helpers import data, read_events
 from tests.gateway.sse_client import SseEvent, SseParser
+from tests.polling import eventually
 
 SSE = {"Accept": "text/event-stream"}
 TICKET_SCRIPT = [

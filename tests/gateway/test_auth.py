@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.gateway.conftest import SECRET, Gateway, StartGateway, make_token
+from tests.fixtures.gateway import SECRET, Gateway, StartGateway, make_token
 
 
 class IdentityProvider:

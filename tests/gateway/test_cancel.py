@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tests.gateway.conftest import Gateway, StartGateway, upstream_stats
-from tests.gateway.helpers import data, eventually, read_events
+from tests.fixtures.gateway import Gateway, StartGateway, upstream_stats
+from tests.gateway.helpers import data, read_events
+from tests.polling import eventually
 
 SSE = {"Accept": "text/event-stream"}
 LONG = [{"match": "", "tokens": 2000, "token_delay_ms": 10}]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streaming_gateway.keys import redis_key
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tests.gateway.conftest import Gateway, StartGateway
-from tests.gateway.helpers import eventually, read_events
+from tests.fixtures.gateway import Gateway, StartGateway
+from tests.gateway.helpers import read_events
+from tests.polling import eventually
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from tests.gateway.conftest import Gateway, make_token, upstream_stats
+from tests.fixtures.gateway import Gateway, make_token, upstream_stats
 
 
 def sdk(gateway: Gateway, user: str = "alice", token: str | None = None) -> openai.AsyncOpenAI:

@@ -15,8 +15,9 @@ import pytest
 from streaming_gateway.agents.config import AgentConfigError, FileAgentConfigStore, config_version
 from streaming_gateway.errors import UnknownAgentConfig
 from streaming_gateway.token import make_token as cli_make_token
-from tests.gateway.conftest import SECRET, Gateway
-from tests.gateway.helpers import data, eventually, read_events, text_of
+from tests.fixtures.gateway import SECRET, Gateway
+from tests.gateway.helpers import data, read_events, text_of
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SSE = {"Accept": "text/event-stream"}

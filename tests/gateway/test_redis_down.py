@@ -22,7 +22,7 @@ from streaming_gateway.contexts import bus_ctx
 from streaming_gateway.keys import outbox_key, redis_key, settings_key, update_source_key
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
-from tests.gateway.conftest import Gateway, StartGateway
+from tests.fixtures.gateway import Gateway, StartGateway
 
 
 @pytest.fixture

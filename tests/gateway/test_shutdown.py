@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from local_stack import processes
-from tests.gateway.conftest import SECRET, auth
-from tests.gateway.helpers import data, eventually, read_events, text_of
+from tests.fixtures.gateway import SECRET, auth
+from tests.gateway.helpers import data, read_events, text_of
 from tests.gateway.sse_client import SseParser
+from tests.polling import eventually
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agent_contracts import parse_event
-from tests.gateway.conftest import Gateway, StartGateway, upstream_stats
+from tests.fixtures.gateway import Gateway, StartGateway, upstream_stats
 from tests.gateway.helpers import data, read_events, text_of
 from tests.gateway.sse_client import SseParser
 

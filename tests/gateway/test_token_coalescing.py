@@ -16,8 +16,9 @@ from streaming_gateway.errors import ConversationGone
 from streaming_gateway.keys import engine_key, redis_key
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.stream_log import LogWriter, StreamLog
-from tests.gateway.conftest import Gateway
-from tests.gateway.helpers import data, eventually, read_events, text_of
+from tests.fixtures.gateway import Gateway
+from tests.gateway.helpers import data, read_events, text_of
+from tests.polling import eventually
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from agent_contracts import parse_event
-from tests.gateway.conftest import Gateway, make_token, upstream_stats
-from tests.gateway.helpers import eventually
+from tests.fixtures.gateway import Gateway, make_token, upstream_stats
+from tests.polling import eventually
 
 
 async def connect(

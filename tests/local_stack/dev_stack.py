@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from local_stack import processes
-from tests.gateway.helpers import eventually
+from tests.polling import eventually
 
 #: Variables that would make the stack use real services instead of starting its own.
 EXTERNAL = (

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.gateway.helpers import eventually
 from tests.local_stack.dev_stack import DevStack, free_ports
+from tests.polling import eventually
 
 #: The first ticket request fails, and its retry waits a minute: the restart lands mid-action.
 FAULTS = [{"path": "/tickets", "method": "POST", "status": 503, "times": 1}]

@@ -4,7 +4,6 @@ Redis, the scripted upstream over real HTTP, the SDK's in-memory span exporter."
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,7 @@ from observability.online import OnlineMetrics
 from streaming_gateway.app import create_app
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
+from tests.polling import eventually
 
 SECRET = "observability-tests-secret-0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -81,17 +81,6 @@ async def client(redis_url: str, upstream_base_url: str) -> AsyncIterator[Client
     await server.close()
 
 
-async def _eventually(check, timeout: float = 20.0) -> Any:
-    """Poll an async condition until it returns a truthy value (a guard, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_turn_is_one_trace_down_to_the_queued_action(
     client: Client, spans: InMemorySpanExporter, aredis: aioredis.Redis
 ) -> None:
@@ -111,7 +100,7 @@ async def test_turn_is_one_trace_down_to_the_queued_action(
                 return ActionRequest.model_validate_json(fields["body"])
         return None
 
-    request = await _eventually(published)
+    request = await eventually(published)
     by_name = {span.name: span for span in spans.get_finished_spans()}
     http = by_name["POST /v1/conversations/{conversation_id}/messages"]
     step, model = by_name["agent step"], by_name["chat gpt-4o-mini"]
@@ -153,7 +142,7 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
                 return ActionRequest.model_validate_json(fields["body"])
         return None
 
-    queued = await _eventually(request)
+    queued = await eventually(request)
     done = ActionResult.queued_for(queued).model_copy(
         update={"status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-9"}}
     )
@@ -165,7 +154,7 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
     async def counted() -> bool:
         return (await online.get(version)).actions_total >= 1
 
-    await _eventually(counted)
+    await eventually(counted)
     assert (await online.get(version)).action_success_rate == 1.0
     assert (
         client.metric("gateway_action_outcomes_total", {"config_version": version, "outcome": "succeeded"})

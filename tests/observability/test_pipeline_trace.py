@@ -17,16 +17,8 @@ from agent_contracts import ActionStatus
 from function_app.runtime import Runtime
 from function_app.worker.service import Worker
 from observability import producer_span
-from tests.function_app.conftest import (  # noqa: F401 (fixtures of the function app's suite)
-    app_env,
-    backend,
-    cosmos_endpoint,
-    cosmos_service,
-    runtime,
-    settings,
-)
-from tests.function_app.helpers import make_request, worker_tick
-from tests.function_app.test_pipeline_e2e import eventually, final_result
+from tests.function_app.helpers import final_result, make_request, worker_tick
+from tests.polling import eventually
 
 
 async def test_action_trace_continues_from_gateway_to_cosmos(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Locator, Page, Request, expect
 
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 
 #: Playwright waits at most this long for any one expectation (a deadline, not a timing assertion).
 EXPECT_TIMEOUT_MS = 15_000

@@ -18,8 +18,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from function_app.runtime import Runtime
 from function_app.worker.service import Worker
-from tests.function_app.conftest import app_env, backend, cosmos_endpoint, cosmos_service, runtime, settings  # noqa: F401
-from tests.gateway.conftest import Gateway, StartGateway, gateway, gateway_env, script, start_gateway  # noqa: F401
+from tests.fixtures.gateway import Gateway, StartGateway
 from tests.web.chat_page import EXPECT_TIMEOUT_MS, FAILED, web_page
 
 CHROMIUM = "/usr/bin/chromium"

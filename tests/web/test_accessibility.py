@@ -9,7 +9,7 @@ from playwright.async_api import Locator, Page, expect
 
 from function_app.worker.service import Worker
 from local_stack.processes import NODE_MODULES
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 from tests.gateway.test_actions import TICKET_SCRIPT
 from tests.web.chat_page import (
     answers,

@@ -11,8 +11,8 @@ from playwright.async_api import Page, expect
 
 from function_app.worker.service import Worker
 from scripted_upstream.script import Script
-from tests.function_app.test_pipeline_e2e import control
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
+from tests.function_app.helpers import control
 from tests.gateway.test_actions import TICKET_SCRIPT
 from tests.web.chat_page import answers, open_signed_in, send, wait_answer_done
 

@@ -9,7 +9,7 @@ from playwright.async_api import Page, expect
 
 from observability.online import OnlineMetrics
 from streaming_gateway.state.conversation_store import title_from
-from tests.gateway.conftest import Gateway, make_token
+from tests.fixtures.gateway import Gateway, make_token
 from tests.web.chat_page import (
     answers,
     connection,

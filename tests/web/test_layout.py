@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
 
 from function_app.worker.service import Worker
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 from tests.web.chat_page import (
     answers,
     connection,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.async_api import Page
 
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 
 CASES = [
     ("**b** and *i* and `x < y`", "<p><strong>b</strong> and <em>i</em> and <code>x &lt; y</code></p>"),

@@ -9,7 +9,7 @@ import re
 
 from playwright.async_api import Page, WebSocketRoute, expect
 
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 from tests.web.chat_page import (
     connection,
     last_answer,

@@ -11,7 +11,7 @@ from playwright.async_api import Page, expect
 from agent_contracts.settings import SettingsError
 from streaming_gateway.api.web_client import WEB_DIR
 from streaming_gateway.settings import Settings
-from tests.gateway.conftest import SECRET, Gateway, StartGateway
+from tests.fixtures.gateway import SECRET, Gateway, StartGateway
 
 AUTHORITY = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001"
 ENTRA = {
