@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from action_bus.outbox import Outbox
@@ -18,10 +17,11 @@ from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.limits import RateLimiter
+from streaming_gateway.state.redis_replies import Redis
 
 settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", GatewayMetrics)
-redis_key = web.AppKey("redis", aioredis.Redis)
+redis_key = web.AppKey("redis", Redis)
 configs_key = web.AppKey("agent_configs", AgentConfigStore)
 authenticator_key = web.AppKey("authenticator", Authenticator)
 llm_key = web.AppKey("llm", ChatModel)

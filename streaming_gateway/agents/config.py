@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent_registry import AgentConfig as RegistryAgentConfig
 from streaming_gateway.errors import GatewayError, UnknownAgentConfig
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,12 @@ def parse_config(document: dict[str, Any], source: str = "<document>") -> AgentC
 
 
 class AgentConfigStore(Protocol):
-    """Where the gateway gets agent configurations: the active one, or one by its version."""
+    """Where the gateway gets agent configurations: the active one, or one by its version. The
+    running gateway's store (registry_store.py) serves agent_registry's model."""
 
-    async def active(self) -> AgentConfig: ...
+    async def active(self) -> RegistryAgentConfig: ...
 
-    async def get(self, version: str) -> AgentConfig:
+    async def get(self, version: str) -> RegistryAgentConfig:
         """The config with this version; raises UnknownAgentConfig."""
         ...
 

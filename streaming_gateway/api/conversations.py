@@ -40,7 +40,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 20, 1, MAX_PAGE)
     cursor = request.query.get("cursor")
     before = _int_query(request, "cursor", 0, 0, 2**62) if cursor is not None else None
-    page, next_cursor = await request.app[engine_key].store.list(principal(request).user_id, limit, before)
+    page, next_cursor = await request.app[engine_key].store.page(principal(request).user_id, limit, before)
     return web.json_response(
         {
             "data": [c.public() for c in page],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from action_bus.ports import ActionBusError
@@ -27,7 +28,7 @@ def error_response(error: GatewayError) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except (GatewayError, ActionBusError, RedisError, OSError) as exc:
@@ -55,7 +56,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Only the API under /v1/ needs a token: health, metrics, the API description and the web
     client are open."""
     if not request.path.startswith("/v1/"):

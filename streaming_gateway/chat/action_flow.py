@@ -18,9 +18,9 @@ from redis.exceptions import RedisError
 
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.events import ActionStatusEvent, MessageEndEvent, ToolCallEvent
+from agent_registry import AgentConfig
 from observability import producer_span
 from observability.online import OnlineMetrics
-from streaming_gateway.agents.config import AgentConfig
 from streaming_gateway.agents.tool_arguments import ToolArgumentsError, check_arguments, parse_arguments
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.chat.pending_steps import PendingCall, PendingSteps

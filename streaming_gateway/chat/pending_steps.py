@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import redis.asyncio as aioredis
 
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.redis_replies import Redis, text_fields
 
 # KEYS: step, results. ARGV: tool call id, content. Returns 1 once every call of the step has a result.
 _RECORD = """
@@ -50,7 +48,7 @@ class ActionInfo:
 
 
 class PendingSteps:
-    def __init__(self, redis: aioredis.Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._record = redis.register_script(_RECORD)
@@ -96,7 +94,7 @@ class PendingSteps:
             await pipe.execute()
 
     async def action(self, action_id: str) -> ActionInfo | None:
-        fields = await self._redis.hgetall(redis_keys.action(action_id))
+        fields = text_fields(await self._redis.hgetall(redis_keys.action(action_id)))
         if not fields:
             return None
         return ActionInfo(
@@ -126,10 +124,10 @@ class PendingSteps:
         )
 
     async def info(self, cid: str, step_id: str) -> StepInfo | None:
-        fields = await self._redis.hgetall(redis_keys.step(cid, step_id))
+        fields = text_fields(await self._redis.hgetall(redis_keys.step(cid, step_id)))
         if not fields:
             return None
         return StepInfo(cid, step_id, fields["turn_id"], int(fields["round"]), json.loads(fields["calls"]))
 
-    async def results(self, cid: str, step_id: str) -> dict[str, Any]:
-        return await self._redis.hgetall(redis_keys.step_results(cid, step_id))
+    async def results(self, cid: str, step_id: str) -> dict[str, str]:
+        return text_fields(await self._redis.hgetall(redis_keys.step_results(cid, step_id)))

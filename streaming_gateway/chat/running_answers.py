@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.redis_replies import Redis
 from streaming_gateway.state.stream_log import StreamLog
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ Step = Callable[[StepControl], Awaitable[None]]
 
 
 class RunningAnswers:
-    def __init__(self, redis: aioredis.Redis, log_: StreamLog, *, orphan_grace_s: float) -> None:
+    def __init__(self, redis: Redis, log_: StreamLog, *, orphan_grace_s: float) -> None:
         self._redis = redis
         self._log = log_
         self._orphan_grace_s = orphan_grace_s

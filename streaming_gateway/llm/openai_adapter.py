@@ -6,7 +6,7 @@ The only module of the gateway that imports the SDK.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -36,7 +36,7 @@ class OpenAIChatModel:
         self._client = client
         self._credential = credential
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": request.messages,
@@ -126,7 +126,8 @@ def create_chat_model(settings: Settings) -> OpenAIChatModel:
             **common,
         )
         return OpenAIChatModel(client, credential)
-    client = openai.AsyncOpenAI(
-        api_key=settings.openai_api_key or SCRIPTED_API_KEY, base_url=settings.openai_base_url, **common
+    return OpenAIChatModel(
+        openai.AsyncOpenAI(
+            api_key=settings.openai_api_key or SCRIPTED_API_KEY, base_url=settings.openai_base_url, **common
+        )
     )
-    return OpenAIChatModel(client)

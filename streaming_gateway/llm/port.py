@@ -6,7 +6,7 @@ or Azure OpenAI through the `openai` SDK).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,7 +83,7 @@ ChatDelta = TextDelta | Finish
 
 
 class ChatModel(Protocol):
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
         """Text deltas as they come, then exactly one Finish. Raises LLMError.
 
         Closing the iterator (or cancelling its consumer) closes the upstream request at once.

@@ -12,11 +12,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.typing import EncodableT
 
 from streaming_gateway.errors import Conflict, ConversationGone, NotFound
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.redis_replies import Redis, optional_text, scored
 
 # KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, title
 # ('' for none), messages... Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.
@@ -98,7 +99,7 @@ class Conversation(BaseModel):
 
 
 class ConversationStore:
-    def __init__(self, redis: aioredis.Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
         self.redis = redis
         self._ttl_s = ttl_s
@@ -109,7 +110,7 @@ class ConversationStore:
     async def create(self, user_id: str, agent_config_version: str, title: str | None = None) -> Conversation:
         cid = new_id("conv")
         stamp = now_iso()
-        fields = {
+        fields: dict[EncodableT, EncodableT] = {
             "id": cid,
             "user_id": user_id,
             "agent_config_version": agent_config_version,
@@ -160,7 +161,7 @@ class ConversationStore:
             raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
         return conversation
 
-    async def list(
+    async def page(
         self, user_id: str, limit: int, before: int | None = None
     ) -> tuple[list[Conversation], int | None]:
         """The user's conversations, newest first; returns the page and the cursor of the next one."""
@@ -174,7 +175,7 @@ class ConversationStore:
             )
             if not rows:
                 return found, None
-            for cid, score in rows:
+            for cid, score in scored(rows):
                 cursor = int(score)
                 conversation = await self.get(cid)
                 if conversation is None:  # expired: drop it from the index
@@ -204,7 +205,7 @@ class ConversationStore:
     ) -> int:
         """Take the conversation's answer lock and append the new messages; returns the log id before
         the answer (clients read after it). Raises Conflict when busy or full, NotFound when gone."""
-        args = [
+        args: list[str | int] = [
             turn_id,
             busy_ttl_s * 1000,
             max_messages,
@@ -233,7 +234,7 @@ class ConversationStore:
 
     async def append_messages(self, cid: str, *messages: dict[str, Any]) -> bool:
         """Append assistant/tool messages; False when the conversation is gone."""
-        args = [self._ttl_s, now_iso(), *(json.dumps(m) for m in messages)]
+        args: list[str | int] = [self._ttl_s, now_iso(), *(json.dumps(m) for m in messages)]
         return bool(
             await self._append(keys=[redis_keys.conversation(cid), redis_keys.messages(cid)], args=args)
         )
@@ -264,4 +265,4 @@ class ConversationStore:
         return bool(await self._release(keys=[redis_keys.busy(cid)], args=[turn_id, int(ttl_s * 1000)]))
 
     async def turn_holder(self, cid: str) -> str | None:
-        return await self._redis.get(redis_keys.busy(cid))
+        return optional_text(await self._redis.get(redis_keys.busy(cid)))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-import redis.asyncio as aioredis
-
 from streaming_gateway.errors import RateLimited
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.redis_replies import Redis
 
 # KEYS: the user's lease set. ARGV: now, limit, stream id, expiry. Returns 1 when a slot was taken.
 _ACQUIRE = """
@@ -27,7 +26,7 @@ STREAM_LEASE_S = 30.0
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, per_minute: int) -> None:
+    def __init__(self, redis: Redis, per_minute: int) -> None:
         self._redis = redis
         self._per_minute = per_minute
 
@@ -50,7 +49,7 @@ class RateLimiter:
 
 
 class StreamSlots:
-    def __init__(self, redis: aioredis.Redis, per_user: int) -> None:
+    def __init__(self, redis: Redis, per_user: int) -> None:
         self._redis = redis
         self._per_user = per_user
         self._acquire = redis.register_script(_ACQUIRE)

@@ -17,11 +17,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from agent_contracts.events import MessageEndEvent
+from agent_contracts.events import (
+    ActionStatusEvent,
+    ErrorEvent,
+    MessageEndEvent,
+    TokenEvent,
+    ToolCallEvent,
+)
 from streaming_gateway.errors import ConversationGone
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.redis_replies import Redis, stream_reply
 
 # KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
 # Returns the last id appended, or 0 when the conversation no longer exists.
@@ -39,7 +44,7 @@ return seq
 """
 
 #: What a producer hands to `append`: any agent_contracts event, its `id` ignored.
-Event = Any
+Event = TokenEvent | ToolCallEvent | ActionStatusEvent | MessageEndEvent | ErrorEvent
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def _payload(event: Event) -> str:
 
 
 class StreamLog:
-    def __init__(self, redis: aioredis.Redis, *, maxlen: int, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, maxlen: int, ttl_s: int) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._ttl_s = ttl_s
@@ -97,7 +102,7 @@ class StreamLog:
             {redis_keys.event_log(conversation_id): f"0-{after}"}, count=count, block=block_ms
         )
         entries: list[LogEntry] = []
-        for _key, items in answer or []:
+        for _key, items in stream_reply(answer):
             for entry_id, fields in items:
                 n = int(entry_id.split("-", 1)[1])
                 payload = fields["e"]
