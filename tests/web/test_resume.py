@@ -59,14 +59,15 @@ class CutAfterTokens:
 async def test_websocket_cut_mid_answer_resumes_with_full_text_once(
     page: Page, web_gateway: Gateway, script
 ) -> None:
-    """The WebSocket is cut after 4 token frames; the page shows the drop, reconnects, resumes from its
-    last event id and ends with the whole answer, no word missing or repeated."""
+    """The WebSocket is cut after the first token frame; the page shows the drop, reconnects, resumes
+    from its last event id and ends with the whole answer, no word missing or repeated."""
     await script(slow_reply_script(WORDS, token_delay_ms=25))
-    cutter = CutAfterTokens(cut_after=4)
+    # One frame: under load, token coalescing may carry the whole answer in a few frames.
+    cutter = CutAfterTokens(cut_after=1)
     await page.route_web_socket(WS_URL, cutter)
     await open_signed_in(page, web_gateway)
     await send(page, "count for me")
-    await asyncio.wait_for(cutter.cut.wait(), timeout=15)
+    await asyncio.wait_for(cutter.cut.wait(), timeout=60)
     await expect(connection(page)).to_have_attribute("data-state", "reconnecting")
     answer = last_answer(page)
     await wait_answer_done(page, answer)
