@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# azd runs this after every `azd provision` (and `azd up`), with the deployment's outputs in the
+# environment. It does what ARM cannot, each step idempotent:
+#   1. writes aks/overlays/<profile>/azure.env and gateway.env from the outputs, so the manifests
+#      `azd deploy` applies name this deployment's identities, vault, endpoints and app ids;
+#   2. imports the pinned Redis image into the registry (only when that tag is not there yet).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+for name in AKS_OVERLAY AZURE_TENANT_ID AZURE_WORKLOAD_CLIENT_ID REDIS_CLIENT_ID KEDA_CLIENT_ID \
+            INGRESS_CERTS_CLIENT_ID KEYVAULT_NAME PROMETHEUS_QUERY_ENDPOINT REDIS_IMAGE REDIS_SOURCE_IMAGE \
+            PUBLIC_HOST AZURE_OPENAI_ENDPOINT SERVICEBUS_FULLY_QUALIFIED_NAMESPACE AUTH_JWKS_URL AUTH_ISSUER \
+            AUTH_AUDIENCE WEB_ENTRA_CLIENT_ID WEB_ENTRA_AUTHORITY WEB_ENTRA_SCOPES AZURE_CONTAINER_REGISTRY_NAME; do
+  if [ -z "${!name:-}" ]; then
+    echo "postprovision: $name is not set (is this run by azd after a successful provision?)" >&2
+    exit 1
+  fi
+done
+
+OVERLAY="aks/overlays/${AKS_OVERLAY}"
+echo "postprovision: writing $OVERLAY/azure.env and $OVERLAY/gateway.env"
+cat >"$OVERLAY/azure.env" <<ENV
+# Written by infra/hooks/postprovision.sh from the deployment's outputs.
+AZURE_TENANT_ID=${AZURE_TENANT_ID}
+AZURE_WORKLOAD_CLIENT_ID=${AZURE_WORKLOAD_CLIENT_ID}
+REDIS_CLIENT_ID=${REDIS_CLIENT_ID}
+KEDA_CLIENT_ID=${KEDA_CLIENT_ID}
+INGRESS_CERTS_CLIENT_ID=${INGRESS_CERTS_CLIENT_ID}
+KEYVAULT_NAME=${KEYVAULT_NAME}
+PROMETHEUS_QUERY_ENDPOINT=${PROMETHEUS_QUERY_ENDPOINT}
+REDIS_IMAGE=${REDIS_IMAGE}
+PUBLIC_HOST=${PUBLIC_HOST}
+ENV
+cat >"$OVERLAY/gateway.env" <<ENV
+# Written by infra/hooks/postprovision.sh from the deployment's outputs. No secret belongs here.
+AZURE_OPENAI_ENDPOINT=${AZURE_OPENAI_ENDPOINT}
+SERVICEBUS_FULLY_QUALIFIED_NAMESPACE=${SERVICEBUS_FULLY_QUALIFIED_NAMESPACE}
+AUTH_JWKS_URL=${AUTH_JWKS_URL}
+AUTH_ISSUER=${AUTH_ISSUER}
+AUTH_AUDIENCE=${AUTH_AUDIENCE}
+WEB_ENTRA_CLIENT_ID=${WEB_ENTRA_CLIENT_ID}
+WEB_ENTRA_AUTHORITY=${WEB_ENTRA_AUTHORITY}
+WEB_ENTRA_SCOPES=${WEB_ENTRA_SCOPES}
+ENV
+
+repository="${REDIS_IMAGE#*/}"
+if az acr repository show -n "$AZURE_CONTAINER_REGISTRY_NAME" --image "$repository" --only-show-errors >/dev/null 2>&1; then
+  echo "postprovision: $repository is already in $AZURE_CONTAINER_REGISTRY_NAME"
+else
+  echo "postprovision: importing $REDIS_SOURCE_IMAGE into $AZURE_CONTAINER_REGISTRY_NAME"
+  az acr import -n "$AZURE_CONTAINER_REGISTRY_NAME" --source "$REDIS_SOURCE_IMAGE" --image "$repository" --only-show-errors
+fi
