@@ -26,6 +26,20 @@ if [ ! -f "$STAMP" ] || [ -n "$(find requirements*.txt streaming_gateway/require
   touch "$STAMP"
 fi
 
+# checkov (IaC scanner for tests/deploy) in its own virtualenv: it pins many packages of its own.
+CHECKOV_VERSION=3.3.30
+CHECKOV_VENV=.local/checkov
+if [ ! -f "$CHECKOV_VENV/.installed-$CHECKOV_VERSION" ]; then
+  echo "bootstrap: installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
+  rm -rf "$CHECKOV_VENV"
+  "$PYTHON" -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+  "$CHECKOV_VENV/bin/pip" install --quiet "checkov==$CHECKOV_VERSION" 2>&1 | grep -v "is ignored" || true
+  "$CHECKOV_VENV/bin/checkov" --version >/dev/null \
+    || { echo "bootstrap: checkov failed to install" >&2; exit 1; }
+  touch "$CHECKOV_VENV/.installed-$CHECKOV_VERSION"
+fi
+
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "bootstrap: installing redis-server from Debian's packages"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

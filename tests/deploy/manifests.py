@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AKS = ROOT / "aks"
 SCHEMAS = AKS / "schemas"
 OVERLAYS = ("dev", "prod")
-INFRA_SCRIPT = ROOT / "infra" / "deploy.sh"
+INFRA_MAIN = ROOT / "infra" / "main.bicep"
 
 Manifest = dict[str, Any]
 
@@ -36,12 +36,10 @@ class SchemaMissing(LookupError):
 
 
 def kubernetes_version() -> str:
-    """The AKS version infra/deploy.sh creates: the manifests are validated against that one."""
-    match = re.search(
-        r'^KUBERNETES_VERSION="\$\{KUBERNETES_VERSION:-([0-9.]+)\}"', INFRA_SCRIPT.read_text(), re.M
-    )
+    """The AKS version infra/main.bicep creates by default: the manifests are validated against that one."""
+    match = re.search(r"^param kubernetesVersion string = '([0-9.]+)'", INFRA_MAIN.read_text(), re.M)
     if match is None:
-        raise AssertionError(f"{INFRA_SCRIPT} does not define KUBERNETES_VERSION")
+        raise AssertionError(f"{INFRA_MAIN} has no default for kubernetesVersion")
     return match.group(1)
 
 

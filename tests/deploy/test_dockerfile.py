@@ -148,7 +148,7 @@ def test_funcignore_publishes_the_function_app_and_nothing_else(tmp_path: Path) 
         "local_stack/processes.py",
         "scripted_upstream/__init__.py",
         "bench/run.py",
-        "infra/deploy.sh",
+        "infra/main.bicep",
         "apim/gateway-api-policy.xml",
         "function_app/__pycache__/x.pyc",
     ]

@@ -36,6 +36,7 @@ EXPECTED_KINDS = {
     "DestinationRule",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "StorageClass",
 }
 
 
@@ -70,10 +71,11 @@ def test_no_placeholder_survives_rendering(overlay: str) -> None:
     placeholders = {
         "AZURE_TENANT_ID",
         "AZURE_WORKLOAD_CLIENT_ID",
+        "REDIS_CLIENT_ID",
         "KEDA_CLIENT_ID",
+        "INGRESS_CERTS_CLIENT_ID",
         "KEYVAULT_NAME",
         "PROMETHEUS_QUERY_ENDPOINT",
-        "GATEWAY_IMAGE",
         "REDIS_IMAGE",
         "PUBLIC_HOST",
     }
@@ -113,7 +115,7 @@ def test_a_kind_without_schema_is_an_error() -> None:
 
 
 def test_kubernetes_version_is_one_the_validator_knows() -> None:
-    """The AKS version infra/deploy.sh creates has schemas in kubernetes-validate."""
+    """The AKS version infra/main.bicep creates has schemas in kubernetes-validate."""
     import kubernetes_validate.utils
 
     assert kubernetes_version() in {v.rsplit(".", 1)[0] for v in kubernetes_validate.utils.all_versions()}

@@ -189,11 +189,14 @@ def test_workload_identity_is_wired(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_redis_persists_on_azure_disk_with_aof(overlay: str) -> None:
-    """Redis keeps an append-only file on a Premium Azure Disk claim and reads its password from a file."""
+    """Redis keeps an append-only file on a zone-redundant Premium disk claim and reads its password from a file."""
     manifests = rendered(overlay)
     redis = find(manifests, "StatefulSet", "redis")[0]
     claim = redis["spec"]["volumeClaimTemplates"][0]
-    assert claim["spec"]["storageClassName"] == "managed-csi-premium"
+    storage_class = find(manifests, "StorageClass", claim["spec"]["storageClassName"])[0]
+    assert storage_class["provisioner"] == "disk.csi.azure.com"
+    assert storage_class["parameters"]["skuName"] == "Premium_ZRS"
+    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
     mounts = {
         m["name"]: m["mountPath"] for m in redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     }
