@@ -88,7 +88,7 @@ module keyVault 'modules/keyvault.bicep' = {
   params: {
     location: location
     tags: tags
-    name: 'kv-${take(environmentName, 10)}-${take(token, 10)}'
+    name: toLower('kv-${take(environmentName, 10)}-${take(token, 10)}')
     principalId: principalId
     principalType: principalType
     secretReaders: [identities.outputs.gatewayPrincipalId, identities.outputs.redisPrincipalId, identities.outputs.ingressCertsPrincipalId, identities.outputs.apimPrincipalId]
@@ -114,7 +114,7 @@ module certificates 'modules/certificates.bicep' = {
 module registry 'modules/registry.bicep' = {
   scope: rg
   name: 'registry'
-  params: { location: location, tags: tags, name: 'acr${replace(environmentName, '-', '')}${token}', profile: profile, logAnalyticsId: monitoring.outputs.logAnalyticsId }
+  params: { location: location, tags: tags, name: toLower('acr${replace(environmentName, '-', '')}${token}'), profile: profile, logAnalyticsId: monitoring.outputs.logAnalyticsId }
 }
 
 module messaging 'modules/messaging.bicep' = {
@@ -138,7 +138,7 @@ module cosmos 'modules/cosmos.bicep' = {
   params: {
     location: location
     tags: tags
-    name: 'cosmos-${prefix}-${token}'
+    name: toLower('cosmos-${take(environmentName, 16)}-${token}')
     profile: profile
     functionsPrincipalId: identities.outputs.functionsPrincipalId
     logAnalyticsId: monitoring.outputs.logAnalyticsId
@@ -166,7 +166,7 @@ module functions 'modules/functions.bicep' = {
     location: location
     tags: tags
     appName: 'func-${prefix}-${token}'
-    storageName: 'st${take(replace(environmentName, '-', ''), 9)}${token}'
+    storageName: toLower('st${take(replace(environmentName, '-', ''), 9)}${token}')
     identityId: identities.outputs.functionsId
     identityClientId: identities.outputs.functionsClientId
     identityPrincipalId: identities.outputs.functionsPrincipalId

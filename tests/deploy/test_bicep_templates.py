@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.bicep import (INFRA, MAIN, bicep_files, loaded_files, modules, outputs, parameters, resources,
-                                template, text)
+from tests.deploy.bicep import (
+    INFRA,
+    MAIN,
+    bicep_files,
+    loaded_files,
+    modules,
+    outputs,
+    parameters,
+    resources,
+    template,
+    text,
+)
 from tests.deploy.manifests import ROOT
 
 # The oldest API version accepted per resource type. Each is the newest stable version we know
@@ -116,7 +126,9 @@ def test_parameters_file_matches_main() -> None:
     assert set(values) <= set(declared)
     assert {n for n, spec in declared.items() if "default" not in spec} <= set(values)
     for name, spec in values.items():
-        assert re.fullmatch(r"\$\{[A-Z_]+(=[^}]*)?\}", spec["value"]), f"{name} is not an azd environment value"
+        assert re.fullmatch(r"\$\{[A-Z_]+(=[^}]*)?\}", spec["value"]), (
+            f"{name} is not an azd environment value"
+        )
 
 
 def test_parameter_file_defaults_equal_template_defaults() -> None:
@@ -131,8 +143,12 @@ def test_parameter_file_defaults_equal_template_defaults() -> None:
 def test_every_loaded_file_exists() -> None:
     """loadTextContent / loadJsonContent name files that exist (the APIM policies, the workbook, scripts)."""
     loaded = [f for path in bicep_files() for f in loaded_files(template(path), path.parent)]
-    assert {p.name for p in loaded} >= {"gateway-api-policy.xml", "websocket-api-policy.xml", "workbook.json",
-                                        "certificates.sh"}
+    assert {p.name for p in loaded} >= {
+        "gateway-api-policy.xml",
+        "websocket-api-policy.xml",
+        "workbook.json",
+        "certificates.sh",
+    }
     assert [p for p in loaded if not p.exists()] == []
 
 
@@ -158,7 +174,9 @@ def test_no_preview_api_unless_it_is_the_newest() -> None:
 def test_graph_extension_is_configured() -> None:
     """The Microsoft Graph extension the Entra module declares is registered in bicepconfig.json."""
     config = json.loads((INFRA / "bicepconfig.json").read_text())
-    assert config["extensions"]["microsoftGraphV1"].startswith("br:mcr.microsoft.com/bicep/extensions/microsoftgraph/")
+    assert config["extensions"]["microsoftGraphV1"].startswith(
+        "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/"
+    )
     assert (INFRA / "modules" / "entra.bicep").read_text().count("extension microsoftGraphV1") == 1
 
 

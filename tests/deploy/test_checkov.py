@@ -32,8 +32,21 @@ def reports() -> dict[str, dict[str, Any]]:
     """check_type -> checkov's JSON report (its output holds one document per scanned root, some repeated)."""
     if not CHECKOV.exists():
         pytest.fail(f"{CHECKOV} is missing: scripts/bootstrap.sh installs checkov there")
-    command = [str(CHECKOV), "-d", "infra", "-d", "aks", "-d", "streaming_gateway", "--framework", *FRAMEWORKS,
-               "--skip-download", "--compact", "-o", "json"]
+    command = [
+        str(CHECKOV),
+        "-d",
+        "infra",
+        "-d",
+        "aks",
+        "-d",
+        "streaming_gateway",
+        "--framework",
+        *FRAMEWORKS,
+        "--skip-download",
+        "--compact",
+        "-o",
+        "json",
+    ]
     for entry in skip_list()["skip_paths"]:
         command += ["--skip-path", entry["path"]]
     # No network: no guideline mapping download, no version check.
@@ -54,8 +67,11 @@ def reports() -> dict[str, dict[str, Any]]:
 
 
 def findings() -> set[tuple[str, str, str]]:
-    return {(check["check_id"], check["resource"], check["file_path"])
-            for report in reports().values() for check in report["results"]["failed_checks"]}
+    return {
+        (check["check_id"], check["resource"], check["file_path"])
+        for report in reports().values()
+        for check in report["results"]["failed_checks"]
+    }
 
 
 def test_checkov_read_every_framework() -> None:
@@ -65,22 +81,31 @@ def test_checkov_read_every_framework() -> None:
         assert report is not None, f"checkov reported nothing for {framework}"
         assert report["summary"]["parsing_errors"] == 0, report["results"].get("parsing_errors")
         assert report["summary"]["resource_count"] > 0
-        print(f"\ncheckov {framework}: {report['summary']['passed']} passed, {report['summary']['failed']} failed "
-              f"(each failure explained in infra/checkov-skips.yaml)")
+        print(
+            f"\ncheckov {framework}: {report['summary']['passed']} passed, {report['summary']['failed']} failed "
+            f"(each failure explained in infra/checkov-skips.yaml)"
+        )
 
 
 def test_every_finding_is_explained() -> None:
     """No checkov finding lacks an entry (check id and resource) in infra/checkov-skips.yaml."""
     explained = {(entry["check"], entry["resource"]) for entry in skip_list()["findings"]}
-    unexplained = sorted(f"{check} {resource} ({path})" for check, resource, path in findings()
-                         if (check, resource) not in explained)
+    unexplained = sorted(
+        f"{check} {resource} ({path})"
+        for check, resource, path in findings()
+        if (check, resource) not in explained
+    )
     assert unexplained == []
 
 
 def test_every_explanation_still_matches_a_finding() -> None:
     """An entry whose finding is gone (fixed, or the resource renamed) is removed rather than left to hide another."""
     current = {(check, resource) for check, resource, _ in findings()}
-    stale = [f"{e['check']} {e['resource']}" for e in skip_list()["findings"] if (e["check"], e["resource"]) not in current]
+    stale = [
+        f"{e['check']} {e['resource']}"
+        for e in skip_list()["findings"]
+        if (e["check"], e["resource"]) not in current
+    ]
     assert stale == []
 
 

@@ -29,7 +29,13 @@ def module_defining(name: str) -> str:
     for path in sorted(GATEWAY.rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in tree.body:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 return ".".join(path.relative_to(ROOT).with_suffix("").parts)
     raise AssertionError(f"no module of streaming_gateway defines {name}")
@@ -40,11 +46,16 @@ def run_app_shutdown_timeout() -> float:
     for path in sorted(GATEWAY.rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "run_app":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", "")) == "run_app"
+            ):
                 keyword = [k for k in node.keywords if k.arg == "shutdown_timeout"]
                 assert keyword, f"{path}: run_app without shutdown_timeout waits aiohttp's default 60 s"
                 module = importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
-                return float(eval(compile(ast.Expression(keyword[0].value), str(path), "eval"), vars(module)))
+                # The gateway's own source expression (e.g. `FLUSH_TIMEOUT_S + 5`), in its own module.
+                expression = compile(ast.Expression(keyword[0].value), str(path), "eval")
+                return float(eval(expression, vars(module)))  # noqa: S307 - repository code, not input
     raise AssertionError("streaming_gateway never calls run_app")
 
 
@@ -58,7 +69,7 @@ def budget(overlay: str) -> dict[str, float]:
     settings_name = container["envFrom"][0]["configMapRef"]["name"]
     environ = dict(find(rendered(overlay), "ConfigMap", settings_name)[0]["data"])
     environ["REDIS_URL"] = "redis://:0123abcd@redis.agents.svc.cluster.local:6379/0"
-    flush = getattr(importlib.import_module(module_defining("FLUSH_TIMEOUT_S")), "FLUSH_TIMEOUT_S")
+    flush = importlib.import_module(module_defining("FLUSH_TIMEOUT_S")).FLUSH_TIMEOUT_S
     proxy = yaml.safe_load(template["metadata"]["annotations"]["proxy.istio.io/config"])
     return {
         "preStop": float(command[1]),
@@ -75,8 +86,10 @@ def test_worst_case_shutdown_fits_the_grace_period(overlay: str) -> None:
     """preStop + drain + flush + aiohttp's handler wait, plus a margin, is within terminationGracePeriodSeconds."""
     figures = budget(overlay)
     worst = figures["preStop"] + figures["drain"] + figures["flush"] + figures["aiohttp"]
-    print(f"\n{overlay}: worst-case shutdown {figures['preStop']:g} + {figures['drain']:g} + {figures['flush']:g} + "
-          f"{figures['aiohttp']:g} = {worst:g} s; sidecar drains {figures['sidecar']:g} s; grace {figures['grace']:g} s")
+    print(
+        f"\n{overlay}: worst-case shutdown {figures['preStop']:g} + {figures['drain']:g} + {figures['flush']:g} + "
+        f"{figures['aiohttp']:g} = {worst:g} s; sidecar drains {figures['sidecar']:g} s; grace {figures['grace']:g} s"
+    )
     assert worst + MARGIN_S <= figures["grace"], figures
 
 
