@@ -4,7 +4,7 @@
 # waits for the rollouts. Setting the same address again changes nothing.
 set -euo pipefail
 
-for name in AZURE_RESOURCE_GROUP PRIVATE_DNS_ZONE PUBLIC_HOST AKS_NAMESPACE; do
+for name in AZURE_RESOURCE_GROUP AZURE_AKS_CLUSTER_NAME PRIVATE_DNS_ZONE PUBLIC_HOST AKS_NAMESPACE; do
   if [ -z "${!name:-}" ]; then
     echo "postdeploy: $name is not set (is this run by azd?)" >&2
     exit 1
@@ -14,6 +14,10 @@ case "$PUBLIC_HOST" in
   *".${PRIVATE_DNS_ZONE}") ;;
   *) echo "postdeploy: PUBLIC_HOST ($PUBLIC_HOST) must be inside $PRIVATE_DNS_ZONE" >&2; exit 1 ;;
 esac
+
+# The cluster has no local accounts: an Entra ID kubeconfig, converted for kubelogin.
+az aks get-credentials -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_AKS_CLUSTER_NAME" --overwrite-existing --only-show-errors
+kubelogin convert-kubeconfig -l azurecli
 
 kubectl -n "$AKS_NAMESPACE" rollout status deployment/streaming-gateway --timeout=10m
 kubectl -n "$AKS_NAMESPACE" rollout status statefulset/redis --timeout=10m

@@ -139,7 +139,7 @@ resource prometheusRuleLink 'Microsoft.Insights/dataCollectionRuleAssociations@2
 }
 
 resource containerInsightsLink 'Microsoft.Insights/dataCollectionRuleAssociations@2024-03-11' = {
-  name: 'containerinsights'
+  name: 'ContainerInsightsExtension'
   scope: cluster
   properties: { dataCollectionRuleId: containerInsightsRuleId }
 }

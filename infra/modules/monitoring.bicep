@@ -70,7 +70,8 @@ resource prometheusRule 'Microsoft.Insights/dataCollectionRules@2024-03-11' = {
   }
 }
 
-// Container insights: pod inventory, events and container logs (ContainerLogV2) to Log Analytics.
+// Container insights: pod inventory, events, node and container metrics and container logs
+// (ContainerLogV2; the default group) to Log Analytics.
 resource containerInsightsRule 'Microsoft.Insights/dataCollectionRules@2024-03-11' = {
   name: 'dcr-${prefix}-containerinsights'
   location: location
@@ -82,7 +83,7 @@ resource containerInsightsRule 'Microsoft.Insights/dataCollectionRules@2024-03-1
         {
           name: 'ContainerInsightsExtension'
           extensionName: 'ContainerInsights'
-          streams: ['Microsoft-ContainerInsights-Group-Default', 'Microsoft-ContainerLogV2']
+          streams: ['Microsoft-ContainerInsights-Group-Default']
           extensionSettings: {
             dataCollectionSettings: {
               interval: '1m'
@@ -97,7 +98,7 @@ resource containerInsightsRule 'Microsoft.Insights/dataCollectionRules@2024-03-1
       logAnalytics: [{ workspaceResourceId: logs.id, name: 'ciworkspace' }]
     }
     dataFlows: [
-      { streams: ['Microsoft-ContainerInsights-Group-Default', 'Microsoft-ContainerLogV2'], destinations: ['ciworkspace'] }
+      { streams: ['Microsoft-ContainerInsights-Group-Default'], destinations: ['ciworkspace'] }
     ]
   }
 }
