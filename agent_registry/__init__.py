@@ -13,11 +13,12 @@ from agent_registry.errors import (
     NothingToRollBack,
     RegistryError,
     RegistryUnavailable,
+    RolloutRefused,
     UnknownVersion,
     WrongAgent,
 )
 from agent_registry.loader import read_document
-from agent_registry.registry import Activation, AgentRegistry, PublishedVersion
+from agent_registry.registry import Activation, AgentRegistry, PublishedVersion, Rollout
 from agent_registry.schema import AgentConfig, Limits, ToolSpec, validate_document
 from agent_registry.store import RegistryConfigStore
 from agent_registry.versioning import content_hash, version_of
@@ -34,6 +35,8 @@ __all__ = [
     "RegistryConfigStore",
     "RegistryError",
     "RegistryUnavailable",
+    "Rollout",
+    "RolloutRefused",
     "ToolSpec",
     "UnknownVersion",
     "WrongAgent",

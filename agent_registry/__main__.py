@@ -5,9 +5,14 @@
     python -m agent_registry activate AGENT VERSION
     python -m agent_registry rollback AGENT
     python -m agent_registry show VERSION
+    python -m agent_registry rollout AGENT VERSION --percent P   (start a canary, or change its share)
+    python -m agent_registry promote AGENT                       (the candidate becomes active)
+    python -m agent_registry abort AGENT [--reason TEXT]         (every new conversation on stable)
+    python -m agent_registry status AGENT [--json]               (rollout, last analyses, log)
+    python -m agent_registry analyze AGENT [--dry-run] [--json]  (compare; abort when worse)
 
 Redis is REDIS_URL (or --redis-url). Exit status: 0 done, 1 refused (unknown version, nothing
-to roll back, invalid file), 2 bad usage, 3 Redis unreachable.
+to roll back, invalid file, no rollout), 2 bad usage, 3 Redis unreachable.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import asyncio
 import json
 import os
 import sys
+from typing import Any, TextIO
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from agent_registry.canary import Policy, analyze, render
 from agent_registry.errors import RegistryError, RegistryUnavailable
 from agent_registry.loader import read_document
-from agent_registry.registry import AgentRegistry
+from agent_registry.registry import Activation, AgentRegistry, Rollout
+from observability.online import OnlineMetrics
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -47,10 +56,35 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("agent")
     show = commands.add_parser("show", help="print one version's configuration")
     show.add_argument("version")
+    rollout = commands.add_parser("rollout", help="send a share of new conversations to a candidate")
+    rollout.add_argument("agent")
+    rollout.add_argument("version")
+    rollout.add_argument(
+        "--percent", type=float, required=True, help="share of new conversations, above 0 up to 100"
+    )
+    promote = commands.add_parser("promote", help="make the rollout's candidate the active version")
+    promote.add_argument("agent")
+    abort = commands.add_parser("abort", help="stop the rollout: new conversations get the active version")
+    abort.add_argument("agent")
+    abort.add_argument("--reason", default="", help="why (kept in the activation log)")
+    status = commands.add_parser("status", help="the rollout, its last analyses and the activation log")
+    status.add_argument("agent")
+    status.add_argument("--json", action="store_true")
+    analysis = commands.add_parser(
+        "analyze", help="compare candidate and stable on the online metrics; abort when it is worse"
+    )
+    analysis.add_argument("agent")
+    analysis.add_argument("--dry-run", action="store_true", help="decide and show, but abort nothing")
+    analysis.add_argument("--json", action="store_true")
+    defaults = Policy()
+    analysis.add_argument("--alpha", type=float, default=defaults.alpha, help="significance level")
+    analysis.add_argument("--min-streams", type=int, default=defaults.min_streams)
+    analysis.add_argument("--min-actions", type=int, default=defaults.min_actions)
+    analysis.add_argument("--min-feedback", type=int, default=defaults.min_feedback)
     return parser
 
 
-async def run(args: argparse.Namespace, out=sys.stdout) -> int:
+async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     client = aioredis.Redis.from_url(args.redis_url, decode_responses=True, socket_connect_timeout=3)
     registry = AgentRegistry(client)
     try:
@@ -110,18 +144,96 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
                 ),
                 file=out,
             )
+        elif args.command in ("rollout", "promote", "abort", "status", "analyze"):
+            await _canary_command(args, client, registry, out)
         return 0
-    except RegistryUnavailable as exc:
+    except (RegistryUnavailable, RedisError) as exc:
         print(f"agent_registry: Redis at {args.redis_url} is unreachable: {exc}", file=sys.stderr)
         return 3
     except RegistryError as exc:
         print(f"agent_registry: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # an analysis threshold out of range
+        print(f"agent_registry: {exc}", file=sys.stderr)
+        return 2
     finally:
         await client.aclose()
 
 
-def _activation_line(result) -> str:
+async def _canary_command(
+    args: argparse.Namespace, client: aioredis.Redis, registry: AgentRegistry, out: TextIO
+) -> None:
+    online = OnlineMetrics(client)
+    if args.command == "rollout":
+        baseline: dict[str, dict[str, float]] = {}
+        stable = await registry.active_version(args.agent)
+        if stable is not None and await registry.rollout(args.agent) is None:
+            candidate = (await registry.get(args.version)).version
+            baseline = {m.version: m.counters for m in await online.many([stable, candidate])}
+        started = await registry.start_rollout(args.agent, args.version, args.percent, baseline=baseline)
+        print(_rollout_line(started), file=out)
+    elif args.command == "promote":
+        print(_activation_line(await registry.promote(args.agent)), file=out)
+    elif args.command == "abort":
+        ended = await registry.abort_rollout(args.agent, reason=args.reason)
+        print(
+            f"agent {args.agent}: rollout of {ended.candidate} aborted; new conversations get {ended.stable}",
+            file=out,
+        )
+    elif args.command == "status":
+        rollout = await registry.rollout(args.agent)
+        analyses = await registry.analyses(args.agent, limit=5)
+        entries = await registry.activation_log(args.agent, limit=10)
+        if args.json:
+            status: dict[str, Any] = {
+                "agent": args.agent,
+                "active": await registry.active_version(args.agent),
+                "rollout": rollout.to_dict() if rollout else None,
+                "analyses": analyses,
+                "log": entries,
+            }
+            print(json.dumps(status, indent=2), file=out)
+            return
+        print(f"agent {args.agent}: active {await registry.active_version(args.agent) or 'none'}", file=out)
+        print(_rollout_line(rollout) if rollout else "no rollout under way", file=out)
+        for record in analyses:
+            print(f"  analysis {record['at']}: {record['decision']}: {record['reason']}", file=out)
+        print("activation log (newest first):", file=out)
+        for entry in entries:
+            print("  " + _log_line(entry), file=out)
+    elif args.command == "analyze":
+        policy = Policy(
+            alpha=args.alpha,
+            min_streams=args.min_streams,
+            min_actions=args.min_actions,
+            min_feedback=args.min_feedback,
+        )
+        result = await analyze(registry, online, args.agent, policy, apply=not args.dry_run)
+        print(json.dumps(result.to_dict(), indent=2) if args.json else render(result), file=out)
+
+
+def _rollout_line(rollout: Rollout) -> str:
+    return (
+        f"agent {rollout.agent}: rollout of {rollout.candidate} at {rollout.percent:g}% of new conversations "
+        f"(stable {rollout.stable}, since {rollout.started_at})"
+    )
+
+
+def _log_line(entry: dict[str, Any]) -> str:
+    action = entry.get("action", "?")
+    line = f"{entry.get('at', '?')} {action:<8} {entry.get('version', '')}"
+    if action == "rollout":
+        line += f" at {entry.get('percent'):g}% (stable {entry.get('previous')})"
+    elif entry.get("previous"):
+        line += f" (was {entry['previous']})"
+    if entry.get("rollout_ended"):
+        line += f", ending the rollout of {entry['rollout_ended']}"
+    if entry.get("reason"):
+        line += f": {entry['reason']}"
+    return f"{line} [{entry.get('actor', '?')}, epoch {entry.get('epoch')}]"
+
+
+def _activation_line(result: Activation) -> str:
     if not result.changed:
         return f"agent {result.agent}: {result.version} is already active"
     return f"agent {result.agent}: active version is now {result.version} (was {result.previous or 'none'})"

@@ -45,3 +45,12 @@ class NothingToRollBack(RegistryError):
 class RegistryUnavailable(RegistryError, ConnectionError):
     """Redis could not be reached (a ConnectionError too, so callers that answer 503 for
     connection failures do so for this)."""
+
+
+class RolloutRefused(RegistryError):
+    """A rollout change that cannot apply: no rollout, one already under way, a bad candidate."""
+
+    def __init__(self, agent: str, problem: str) -> None:
+        super().__init__(f"agent {agent!r}: {problem}")
+        self.agent = agent
+        self.problem = problem

@@ -48,3 +48,13 @@ def log(agent: str) -> str:
 def epoch(agent: str) -> str:
     """Incremented on every activation change: the one key gateways poll."""
     return f"{PREFIX}:{{{agent}}}:epoch"
+
+
+def rollout(agent: str) -> str:
+    """HASH of the agent's canary rollout (candidate, stable, percent, ...); absent when none."""
+    return f"{PREFIX}:{{{agent}}}:rollout"
+
+
+def analyses(agent: str) -> str:
+    """LIST of canary analysis records, newest first (bounded)."""
+    return f"{PREFIX}:{{{agent}}}:analyses"

@@ -8,8 +8,10 @@ operators racing cannot lose a step. Gateways notice a change by reading the age
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from agent_registry.errors import (
     NoActiveVersion,
     NothingToRollBack,
     RegistryUnavailable,
+    RolloutRefused,
     UnknownVersion,
     WrongAgent,
 )
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 #: How many earlier active versions rollback can walk back through, and activation log length.
 MAX_PREVIOUS = 100
 MAX_LOG = 500
+MAX_ANALYSES = 200
 
 _ACTIVATE = """
 local current = redis.call('GET', KEYS[2])
@@ -41,7 +45,12 @@ if ARGV[1] == 'rollback' then
   target = redis.call('LPOP', KEYS[3])
   if not target then return {'empty', ''} end
 else
-  target = ARGV[2]
+  if ARGV[1] == 'promote' then
+    target = redis.call('HGET', KEYS[6], 'candidate')
+    if not target then return {'norollout', ''} end
+  else
+    target = ARGV[2]
+  end
   if not redis.call('ZSCORE', KEYS[1], target) then return {'unknown', ''} end
   if ARGV[1] == 'seed' and current then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
   if current == target then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
@@ -50,13 +59,44 @@ else
     redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
   end
 end
+-- A new active version ends any canary: its stable side is no longer what serves.
+local ended = redis.call('HGET', KEYS[6], 'candidate') or ''
+redis.call('DEL', KEYS[6])
 redis.call('SET', KEYS[2], target)
 local epoch = redis.call('INCR', KEYS[5])
 local entry = ARGV[3] .. ',"version":"' .. target .. '","previous":"' .. (current or '')
-  .. '","epoch":' .. epoch .. '}'
+  .. '","rollout_ended":"' .. ended .. '","epoch":' .. epoch .. '}'
 redis.call('LPUSH', KEYS[4], entry)
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return {'changed', current or '', tostring(epoch), target}
+"""
+
+# KEYS: history, active, rollout, log, epoch. ARGV: mode (set | abort), candidate, percent, log entry
+# prefix, max log, now, baseline JSON. Every change bumps the epoch so gateways reread the split.
+_ROLLOUT = """
+local current = redis.call('GET', KEYS[2])
+local candidate = redis.call('HGET', KEYS[3], 'candidate')
+local entry
+if ARGV[1] == 'abort' then
+  if not candidate then return {'norollout'} end
+  redis.call('DEL', KEYS[3])
+  entry = ',"version":"' .. candidate .. '","previous":"' .. (current or '')
+else
+  if not current then return {'noactive'} end
+  if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return {'unknown'} end
+  if current == ARGV[2] then return {'isactive'} end
+  if candidate and candidate ~= ARGV[2] then return {'busy', candidate} end
+  if not candidate then
+    redis.call('HSET', KEYS[3], 'candidate', ARGV[2], 'stable', current, 'started_at', ARGV[6],
+      'baseline', ARGV[7])
+  end
+  redis.call('HSET', KEYS[3], 'percent', ARGV[3], 'updated_at', ARGV[6])
+  entry = ',"version":"' .. ARGV[2] .. '","previous":"' .. current
+end
+local epoch = redis.call('INCR', KEYS[5])
+redis.call('LPUSH', KEYS[4], ARGV[4] .. entry .. '","epoch":' .. epoch .. '}')
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+return {'changed', tostring(epoch), candidate or ARGV[2]}
 """
 
 
@@ -106,6 +146,43 @@ class PublishedVersion:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """A canary: `candidate` answers `percent` % of new conversations, `stable` (the active) the rest.
+
+    `baseline` holds both versions' online counters when the rollout started, so analysis
+    compares only what each served during it (not an offline evaluation run or last month).
+    """
+
+    agent: str
+    candidate: str
+    stable: str
+    percent: float
+    started_at: str
+    updated_at: str
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def version_for(self, conversation_id: str) -> str:
+        """The version a new conversation gets: the same answer for the same id on every pod.
+
+        The id's SHA-256 picks one of 10 000 buckets; buckets below percent x 100 go to the
+        candidate, so raising the share keeps every earlier candidate conversation a candidate one.
+        """
+        digest = hashlib.sha256(f"{self.agent}:{conversation_id}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") % 10_000
+        return self.candidate if bucket < round(self.percent * 100) else self.stable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "candidate": self.candidate,
+            "stable": self.stable,
+            "percent": self.percent,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
 class Activation:
     agent: str
     version: str
@@ -120,6 +197,7 @@ class AgentRegistry:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._activate_script = client.register_script(_ACTIVATE)
+        self._rollout_script = client.register_script(_ROLLOUT)
 
     async def publish(
         self, document: dict[str, Any], source: str = "<document>"
@@ -228,6 +306,109 @@ class AgentRegistry:
     async def rollback(self, agent: str, actor: str = "cli") -> Activation:
         return await self._run(agent, "rollback", "", actor)
 
+    async def promote(self, agent: str, actor: str = "cli") -> Activation:
+        """Make the rollout's candidate the active version (and end the rollout)."""
+        return await self._run(agent, "promote", "", actor)
+
+    async def start_rollout(
+        self,
+        agent: str,
+        candidate: str,
+        percent: float,
+        *,
+        actor: str = "cli",
+        baseline: dict[str, dict[str, float]] | None = None,
+    ) -> Rollout:
+        """Send `percent` % of new conversations to `candidate`; again with the same one changes the share.
+
+        A second candidate is refused while one is under way (promote or abort it first).
+        """
+        if math.isnan(percent) or not 0 < percent <= 100:
+            raise RolloutRefused(agent, f"percent must be above 0 and at most 100, not {percent}")
+        record = await self.get(candidate)
+        if record.agent != agent:
+            raise WrongAgent(agent, record.version, record.agent)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        prefix = json.dumps({"at": now, "action": "rollout", "actor": actor, "percent": percent})[:-1]
+        result = await self._rollout_call(
+            agent, "set", record.version, percent, prefix, now, json.dumps(baseline or {})
+        )
+        status = _text(result[0])
+        if status == "noactive":
+            raise NoActiveVersion(agent)
+        if status == "unknown":
+            raise UnknownVersion(record.version)
+        if status == "isactive":
+            raise RolloutRefused(agent, f"{record.version} is already the active version")
+        if status == "busy":
+            raise RolloutRefused(
+                agent, f"a rollout of {_text(result[1])} is under way; promote or abort it first"
+            )
+        rollout = await self.rollout(agent)
+        assert rollout is not None
+        log.info(
+            "agent %s: rollout of %s at %g%% (stable %s)", agent, rollout.candidate, percent, rollout.stable
+        )
+        await self._announce(agent, rollout.stable, int(_text(result[1])))
+        return rollout
+
+    async def abort_rollout(self, agent: str, *, actor: str = "cli", reason: str = "") -> Rollout:
+        """End the rollout: every new conversation gets the active version again. Returns what ended."""
+        rollout = await self.rollout(agent)
+        if rollout is None:
+            raise RolloutRefused(agent, "has no rollout under way to abort")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        prefix = json.dumps({"at": now, "action": "abort", "actor": actor, "reason": reason[:2000]})[:-1]
+        result = await self._rollout_call(agent, "abort", "", 0, prefix, now, "{}")
+        if _text(result[0]) == "norollout":
+            raise RolloutRefused(agent, "has no rollout under way to abort")
+        log.warning("agent %s: rollout of %s aborted by %s: %s", agent, rollout.candidate, actor, reason)
+        await self._announce(agent, rollout.stable, int(_text(result[1])))
+        return rollout
+
+    async def rollout(self, agent: str) -> Rollout | None:
+        raw = await self._call(self._redis.hgetall(keys.rollout(agent)))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return Rollout(
+            agent=agent,
+            candidate=fields["candidate"],
+            stable=fields["stable"],
+            percent=float(fields["percent"]),
+            started_at=fields["started_at"],
+            updated_at=fields.get("updated_at", fields["started_at"]),
+            baseline=json.loads(fields.get("baseline") or "{}"),
+        )
+
+    async def record_analysis(self, agent: str, record: dict[str, Any]) -> None:
+        """Keep one canary analysis (decision and numbers) for `status` and the audit trail."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.analyses(agent), json.dumps(record, sort_keys=True))
+            pipe.ltrim(keys.analyses(agent), 0, MAX_ANALYSES - 1)
+            await self._call(pipe.execute())
+
+    async def analyses(self, agent: str, limit: int = 10) -> list[dict[str, Any]]:
+        raws = await self._call(self._redis.lrange(keys.analyses(agent), 0, max(0, limit - 1)))
+        return [json.loads(raw) for raw in raws]
+
+    async def _rollout_call(
+        self, agent: str, mode: str, candidate: str, percent: float, prefix: str, now: str, baseline: str
+    ) -> list[Any]:
+        result: list[Any] = await self._call(
+            self._rollout_script(
+                keys=[
+                    keys.history(agent),
+                    keys.active(agent),
+                    keys.rollout(agent),
+                    keys.log(agent),
+                    keys.epoch(agent),
+                ],
+                args=[mode, candidate, repr(float(percent)), prefix, MAX_LOG, now, baseline],
+            )
+        )
+        return result
+
     async def activation_log(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
         raws = await self._call(self._redis.lrange(keys.log(agent), 0, max(0, limit - 1)))
         return [json.loads(raw) for raw in raws]
@@ -243,6 +424,7 @@ class AgentRegistry:
                     keys.previous(agent),
                     keys.log(agent),
                     keys.epoch(agent),
+                    keys.rollout(agent),
                 ],
                 args=[mode, version, prefix, MAX_PREVIOUS, MAX_LOG],
             )
@@ -252,6 +434,8 @@ class AgentRegistry:
             raise NothingToRollBack(agent)
         if status == "unknown":
             raise UnknownVersion(version)
+        if status == "norollout":
+            raise RolloutRefused(agent, "has no rollout under way to promote")
         if status == "unchanged":
             return Activation(agent, _text(result[1]), _text(result[1]), False, int(_text(result[2])))
         previous = _text(result[1]) or None
@@ -259,7 +443,7 @@ class AgentRegistry:
         log.info(
             "agent %s: %s %s (was %s)",
             agent,
-            "rolled back to" if mode == "rollback" else "activated",
+            {"rollback": "rolled back to", "promote": "promoted"}.get(mode, "activated"),
             target,
             previous or "none",
         )

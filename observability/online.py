@@ -303,10 +303,8 @@ class OnlineMetrics:
 
     async def versions(self) -> list[str]:
         """Versions with metrics, most recently written first."""
-        return [
-            v.decode() if isinstance(v, bytes) else v
-            for v in await self._redis.zrevrange(versions_key(), 0, -1)
-        ]
+        members = await self._redis.zrevrange(versions_key(), 0, -1)  # without scores: plain members
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in members]
 
     async def recent_feedback(self, version: str, limit: int = 20) -> list[dict[str, Any]]:
         return [
