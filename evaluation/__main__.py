@@ -1,9 +1,13 @@
 """python -m evaluation: offline runs, side-by-side comparison, online metrics, bisect.
 
-    run      --config VERSION_OR_FILE --cases FILE [--threshold 0.9] [--report out.json]
-    compare  --cases FILE --a V1 --b V2 [--report out.json]
+    run      --config VERSION_OR_FILE --cases FILE [--threshold 0.9] [--repeat N] [--report out.json]
+    compare  --cases FILE --a V1 --b V2 [--repeat N] [--report out.json]
     online   VERSION [VERSION ...]
     bisect   --agent AGENT --from V1 --to V2 --metric NAME [--tolerance 0.1] [--min-samples 20]
+    export-feedback --max-rating 2 [--version V ...] [--out FILE]
+
+Judged checks (`judge:` in a case) are graded by --judge-model on --judge-base-url (key
+JUDGE_API_KEY, else OPENAI_API_KEY); in-process, the gateway's own upstream by default.
 
 By default `run`/`compare` start the real gateway in this process on a free port, with a
 private redis-server and the scripted upstream (`--script` to change its script,
@@ -20,7 +24,8 @@ import json
 import logging
 import os
 import sys
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +34,18 @@ from redis.exceptions import RedisError
 
 from agent_registry import AgentRegistry, RegistryError, RegistryUnavailable, read_document
 from evaluation.bisect import bisect_versions, render
-from evaluation.cases import load_cases
+from evaluation.cases import Case, load_cases
 from evaluation.errors import EvaluationError
+from evaluation.feedback_cases import export_feedback
 from evaluation.harness import Target, in_process_gateway, remote_gateway
+from evaluation.judge import Judge, openai_judge
 from evaluation.report import compare_table, run_table, write_report
 from evaluation.runner import run_cases
 from observability.online import METRICS, OnlineMetrics
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Repeats multiply the run time; a hundred runs of a case pin its pass rate to a few points.
+MAX_REPEAT = 100
 
 
 def _redis_url() -> str:
@@ -59,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model-base-url", help="OpenAI-compatible endpoint for the in-process gateway")
         p.add_argument("--script", help="scripted upstream script (in-process, default: the shipped one)")
         p.add_argument("--turn-timeout", type=float, default=120.0, help="seconds per turn before it fails")
+        p.add_argument("--repeat", type=int, default=1, help="runs per case; the report gives each pass rate")
+        p.add_argument(
+            "--judge-base-url",
+            help="OpenAI-compatible endpoint of the judge (default: the gateway's, in-process)",
+        )
+        p.add_argument(
+            "--judge-model", default=os.environ.get("JUDGE_MODEL") or "gpt-4o-mini", help="the judge's model"
+        )
 
     run = commands.add_parser("run", help="run cases against one config version or file")
     run.add_argument("--config", required=True, help="a published version (label@hash) or a config file")
@@ -81,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bisect.add_argument("--min-samples", type=int, default=20)
     bisect.add_argument("--json", action="store_true")
+    export = commands.add_parser("export-feedback", help="write low-rated conversations as draft cases")
+    export.add_argument("--max-rating", type=int, required=True, help="export ratings up to this (1-5)")
+    export.add_argument("--version", dest="versions", action="append", help="only this version (repeatable)")
+    export.add_argument("--out", help="write the YAML here (default: standard output)")
     return parser
 
 
@@ -120,13 +141,48 @@ async def _publish_for_remote(args: argparse.Namespace, documents: list[dict[str
         await client.aclose()
 
 
+@asynccontextmanager
+async def _judge(args: argparse.Namespace, target: Target, cases: list[Case]) -> AsyncIterator[Judge | None]:
+    """The judge for the cases' judged checks (None when no case has one)."""
+    if not _has_judged_checks(cases):
+        yield None
+        return
+    base_url = args.judge_base_url or target.llm_base_url
+    if base_url is None:
+        raise EvaluationError("the cases have judged checks: give --judge-base-url (and --judge-model)")
+    if args.judge_base_url:
+        api_key = os.environ.get("JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
+        if not api_key:
+            raise EvaluationError("--judge-base-url needs JUDGE_API_KEY (or OPENAI_API_KEY)")
+    else:
+        api_key = target.llm_api_key or ""
+    judge = openai_judge(base_url, api_key, args.judge_model)
+    try:
+        yield judge
+    finally:
+        await judge.close()
+
+
+def _has_judged_checks(cases: list[Case]) -> bool:
+    return any(turn.expect.judge for case in cases for turn in case.turns)
+
+
+def _check_options(args: argparse.Namespace, cases: list[Case]) -> None:
+    """Refuse what cannot work before anything is published or started."""
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        raise EvaluationError(f"--repeat must be from 1 to {MAX_REPEAT}")
+    if _has_judged_checks(cases) and args.gateway_url and not args.judge_base_url:
+        raise EvaluationError("the cases have judged checks: give --judge-base-url (and --judge-model)")
+
+
 async def command_run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise EvaluationError("--threshold must be between 0 and 1")
     cases = load_cases(args.cases)
+    _check_options(args, cases)
     document, version = await _resolve(args.config, args.registry_url or _redis_url())
     await _publish_for_remote(args, [document])
-    async with _target(args, [document]) as target:
+    async with _target(args, [document]) as target, _judge(args, target, cases) as judge:
         run = await run_cases(
             target,
             cases,
@@ -134,6 +190,8 @@ async def command_run(args: argparse.Namespace) -> int:
             cases_file=args.cases,
             threshold=args.threshold,
             turn_timeout_s=args.turn_timeout,
+            repeat=args.repeat,
+            judge=judge,
         )
     print(run_table(run))
     if args.report:
@@ -144,19 +202,26 @@ async def command_run(args: argparse.Namespace) -> int:
 
 async def command_compare(args: argparse.Namespace) -> int:
     cases = load_cases(args.cases)
+    _check_options(args, cases)
     registry_url = args.registry_url or _redis_url()
     (doc_a, version_a), (doc_b, version_b) = (
         await _resolve(args.a, registry_url),
         await _resolve(args.b, registry_url),
     )
     await _publish_for_remote(args, [doc_a, doc_b])
-    async with _target(args, [doc_a, doc_b]) as target:
-        run_a = await run_cases(
-            target, cases, version_a, cases_file=args.cases, turn_timeout_s=args.turn_timeout
-        )
-        run_b = await run_cases(
-            target, cases, version_b, cases_file=args.cases, turn_timeout_s=args.turn_timeout
-        )
+    async with _target(args, [doc_a, doc_b]) as target, _judge(args, target, cases) as judge:
+        run_a, run_b = [
+            await run_cases(
+                target,
+                cases,
+                version,
+                cases_file=args.cases,
+                turn_timeout_s=args.turn_timeout,
+                repeat=args.repeat,
+                judge=judge,
+            )
+            for version in (version_a, version_b)
+        ]
     print(compare_table(run_a, run_b))
     if args.report:
         write_report(args.report, {"a": run_a.to_dict(), "b": run_b.to_dict()})
@@ -217,11 +282,31 @@ async def command_bisect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+async def command_export_feedback(args: argparse.Namespace) -> int:
+    client = aioredis.Redis.from_url(_redis_url(), decode_responses=True, socket_connect_timeout=3)
+    try:
+        export = await export_feedback(client, max_rating=args.max_rating, versions=args.versions)
+    finally:
+        await client.aclose()
+    text = export.to_yaml(args.max_rating)
+    if args.out:
+        Path(args.out).write_text(text)  # noqa: ASYNC240 (one small write at the end)
+    else:
+        print(text, end="")
+    print(
+        f"{len(export.cases)} draft cases from {export.considered} ratings <= {args.max_rating}"
+        f" ({export.expired} conversations expired)" + (f": {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "run": command_run,
     "compare": command_compare,
     "online": command_online,
     "bisect": command_bisect,
+    "export-feedback": command_export_feedback,
 }
 
 

@@ -80,13 +80,13 @@ async def bisect_versions(
         change = relative_change(baseline_value, value) if enough and baseline_value is not None else None
         step = Step(aggregate.version, value, samples, enough, change)
         result.steps.append(step)
-        if not enough:
+        if not enough or value is None:
             continue
         if baseline_value is None:
             baseline_value, result.baseline = value, aggregate.version
-        elif result.first_moved is None and abs(change) > tolerance:
+        elif result.first_moved is None and change is not None and abs(change) > tolerance:
             result.first_moved = aggregate.version
-        if previous is not None:
+        if previous is not None and previous.value is not None:
             jump = relative_change(previous.value, value)
             if result.largest_step is None or abs(jump) > abs(result.largest_step[2]):
                 result.largest_step = (previous.version, aggregate.version, jump)

@@ -8,6 +8,7 @@ level applies to the last turn. Expectations:
     tool_calls: [{name, arguments (subset unless exact: true), arguments_schema}]
     no_tool_calls: true       finish_reason: stop      error: <code>
     max_latency_ms, max_ttft_ms, max_tokens (completion tokens)
+    judge: {rubric: text, threshold: 0.7}   a model grades the answer against the rubric (0-1)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from evaluation.errors import InvalidCases
 MAX_CASES = 1000
 MAX_TURNS = 20
 MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_RUBRIC_CHARS = 4000
 
 
 def _check_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -53,6 +55,15 @@ class ExpectedToolCall(BaseModel):
         return _check_schema(value)
 
 
+class JudgeSpec(BaseModel):
+    """A graded check: the judge model scores the answer 0-1 against the rubric; pass at threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rubric: str = Field(min_length=1, max_length=MAX_RUBRIC_CHARS)
+    threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+
+
 class Expect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +79,7 @@ class Expect(BaseModel):
     max_latency_ms: float | None = Field(default=None, gt=0)
     max_ttft_ms: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, ge=0)
+    judge: JudgeSpec | None = None
 
     @field_validator("regex")
     @classmethod

@@ -72,7 +72,7 @@ def _subset(expected: Any, actual: Any) -> bool:
         return isinstance(actual, dict) and all(
             k in actual and _subset(v, actual[k]) for k, v in expected.items()
         )
-    return expected == actual
+    return bool(expected == actual)
 
 
 def _tool_call_matches(spec: ExpectedToolCall, call: dict[str, Any]) -> str | None:

@@ -26,7 +26,8 @@ DEFAULT_TURN_TIMEOUT_S = 120.0
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(event type, data) pairs from an SSE response; comments and retry lines are skipped."""
-    event_type, data_lines = "message", []
+    event_type = "message"
+    data_lines: list[str] = []
     async for raw in response.content:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
@@ -85,7 +86,7 @@ class GatewayClient:
                 raise GatewayCallFailed(
                     f"creating a conversation: {error['code']}: {error['message']}", resp.status
                 )
-            return json.loads(text)["id"]
+            return str(json.loads(text)["id"])
 
     async def cancel(self, conversation_id: str) -> None:
         async with self._session.post(

@@ -33,6 +33,10 @@ class Target:
     token: str
     redis_url: str
     model: str
+    #: The OpenAI-compatible endpoint the gateway's model answers on, when known (in-process):
+    #: judged checks use it unless told otherwise.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
 
 
 @asynccontextmanager
@@ -113,7 +117,9 @@ async def in_process_gateway(
         )
         base_url = await stack.enter_async_context(_site(create_app(settings)))
         log.info("evaluating against an in-process gateway at %s (model: %s)", base_url, model)
-        yield Target(base_url, make_token(secret, "evaluation", 3600), redis_url, model)
+        yield Target(
+            base_url, make_token(secret, "evaluation", 3600), redis_url, model, model_base_url, api_key
+        )
 
 
 @asynccontextmanager
