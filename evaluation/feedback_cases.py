@@ -21,7 +21,7 @@ import yaml
 from evaluation.cases import MAX_TURNS, Case
 from observability.online import FEEDBACK_SAMPLES, OnlineMetrics
 from observability.redaction import redact_text
-from streaming_gateway import rkeys
+from streaming_gateway.state import redis_keys
 
 #: Context for the reviewer in the case description; the whole answer stays in the conversation.
 MAX_QUOTED_CHARS = 500
@@ -113,7 +113,7 @@ async def export_feedback(
             if entry["rating"] > max_rating:
                 continue
             export.considered += 1
-            raw = await client.lrange(rkeys.messages(entry["conversation_id"]), 0, -1)
+            raw = await client.lrange(redis_keys.messages(entry["conversation_id"]), 0, -1)
             case = draft_case(entry, version, [json.loads(item) for item in raw])
             if case is None:
                 export.expired += 1

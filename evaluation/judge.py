@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluation.checks import CheckResult, TurnResult
-from streaming_gateway.llm import ChatModel, ChatRequest, Finish, LLMError, TextDelta
+from streaming_gateway.llm.port import ChatModel, ChatRequest, Finish, LLMError, TextDelta
 
 #: First line of every judge prompt; lets a scripted upstream tell judge prompts from chat turns.
 JUDGE_MARKER = "GRADE THIS ANSWER"
@@ -123,7 +123,7 @@ def openai_judge(base_url: str, api_key: str, model_name: str, *, timeout_s: flo
     """A judge on any OpenAI-compatible endpoint, through the gateway's `openai` adapter."""
     import openai
 
-    from streaming_gateway.llm_openai import OpenAIChatModel
+    from streaming_gateway.llm.openai_adapter import OpenAIChatModel
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=1)
     return Judge(OpenAIChatModel(client), model_name)
