@@ -9,6 +9,7 @@ config = await store.active()                         # follows activations with
 
 from agent_registry.errors import (
     InvalidConfig,
+    InvalidToolCall,
     NoActiveVersion,
     NothingToRollBack,
     RegistryError,
@@ -28,6 +29,7 @@ __all__ = [
     "AgentConfig",
     "AgentRegistry",
     "InvalidConfig",
+    "InvalidToolCall",
     "Limits",
     "NoActiveVersion",
     "NothingToRollBack",

@@ -54,3 +54,12 @@ class RolloutRefused(RegistryError):
         super().__init__(f"agent {agent!r}: {problem}")
         self.agent = agent
         self.problem = problem
+
+
+class InvalidToolCall(RegistryError):
+    """A model's tool call that its agent configuration refuses: unknown tool, arguments that are
+    not a JSON object or break the tool's schema. The message says where."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem

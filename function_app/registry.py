@@ -1,6 +1,7 @@
 """Which actions exist: for each name, the backend endpoint (from settings), the arguments schema
-(a pydantic model, which also gives the JSON schema the model's tool definition uses) and the
-retry policy (first interval, attempts; overridable per name with ACTION_RETRY_POLICIES).
+(a pydantic model from agent_contracts/tools.py, the one source of the JSON schema the agent
+configuration's tool offers the model) and the retry policy (first interval, attempts;
+overridable per name with ACTION_RETRY_POLICIES).
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from agent_contracts.tools import CreateTicketArgs, GetTicketArgs, arguments_schema
 from function_app.errors import UnknownAction
 from function_app.settings import Settings
 
@@ -48,18 +50,6 @@ class RetryPolicy:
         )
 
 
-class CreateTicketArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="create_ticket")
-    title: str = Field(min_length=1, max_length=200, description="One-line summary of the problem")
-    description: str = Field(default="", max_length=5000, description="Details the user gave")
-    priority: str = Field(default="normal", pattern="^(low|normal|high|urgent)$")
-
-
-class GetTicketArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="get_ticket")
-    ticket_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-]+$")
-
-
 @dataclass(frozen=True)
 class ActionSpec:
     name: str
@@ -85,7 +75,7 @@ class ActionSpec:
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": self.arguments.model_json_schema(),
+                "parameters": arguments_schema(self.arguments),
             },
         }
 

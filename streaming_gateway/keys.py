@@ -9,7 +9,7 @@ from aiohttp import web
 from action_bus.outbox import Outbox
 from action_bus.ports import ActionUpdateSource
 from observability.online import OnlineMetrics
-from streaming_gateway.agents.config import AgentConfigStore
+from streaming_gateway.agents.registry_store import AgentConfigStore
 from streaming_gateway.auth.authenticator import Authenticator
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.llm.port import ChatModel

@@ -1,14 +1,17 @@
 """The gateway's agent configurations from the versioned registry (agent_registry/).
 
-Implements `AgentConfigStore`: `active()` follows activations without a restart (the registry's
-epoch is polled at most once a second), `get(version)` serves any published version so a
-conversation keeps the version it started with. The file at AGENT_CONFIG_PATH seeds an agent
-that has no active version yet (a fresh Redis); after that the registry is the source of truth.
+`AgentConfigStore` is what the chat core depends on; `RegistryAgentConfigs` implements it:
+`active()` follows activations without a restart (the registry's epoch is polled at most once a
+second), `get(version)` serves any published version so a conversation keeps the version it
+started with. The file at AGENT_CONFIG_PATH seeds an agent that has no active version yet (a
+fresh Redis); after that the registry is the source of truth. The configuration model itself is
+agent_registry's `AgentConfig`: there is no second one.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from agent_registry import (
     AgentConfig,
@@ -24,6 +27,16 @@ from streaming_gateway.metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
+
+
+class AgentConfigStore(Protocol):
+    """Where the gateway gets agent configurations: the active one, or one by its version."""
+
+    async def active(self) -> AgentConfig: ...
+
+    async def get(self, version: str) -> AgentConfig:
+        """The config with this version; raises UnknownAgentConfig."""
+        ...
 
 
 class RegistryAgentConfigs:

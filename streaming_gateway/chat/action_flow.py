@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.events import ActionStatusEvent, MessageEndEvent, ToolCallEvent
-from agent_registry import AgentConfig
+from agent_registry import AgentConfig, InvalidToolCall
+from agent_registry.tool_arguments import check_arguments, parse_arguments
 from observability import producer_span
 from observability.online import OnlineMetrics
-from streaming_gateway.agents.tool_arguments import ToolArgumentsError, check_arguments, parse_arguments
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.chat.pending_steps import PendingCall, PendingSteps
 from streaming_gateway.chat.running_answers import StepControl
@@ -88,7 +88,7 @@ class ActionFlow:
             tool = config.tool(call.name)
             try:
                 if tool is None:
-                    raise ToolArgumentsError(f"unknown tool {call.name!r}")
+                    raise InvalidToolCall(f"unknown tool {call.name!r}")
                 arguments = parse_arguments(call.arguments)
                 check_arguments(tool.parameters, arguments)
                 requests.append(
@@ -104,7 +104,7 @@ class ActionFlow:
                         trace_context=child_trace_context(overrides.traceparent),
                     )
                 )
-            except (ToolArgumentsError, ValidationError) as exc:
+            except (InvalidToolCall, ValidationError) as exc:
                 refused[call.id] = json.dumps({"status": "failed", "error": str(exc)})
             pending.append(PendingCall(call.id, call.name, str(action_id)))
         await self.pending.register(cid, message_id, control.turn_id, round_, pending, refused)
@@ -253,5 +253,5 @@ class ActionFlow:
 def arguments_or_raw(call: ToolCall) -> dict[str, Any]:
     try:
         return parse_arguments(call.arguments)
-    except ToolArgumentsError:
+    except InvalidToolCall:
         return {"_raw": call.arguments}

@@ -23,7 +23,7 @@ from agent_contracts import ActionResult
 from agent_contracts.events import ErrorEvent, MessageEndEvent, TokenEvent, ToolCallEvent
 from agent_registry import AgentConfig
 from observability.online import OnlineMetrics
-from streaming_gateway.agents.config import AgentConfigStore
+from streaming_gateway.agents.registry_store import AgentConfigStore
 from streaming_gateway.chat.action_flow import ActionFlow, ActionOutbox, arguments_or_raw
 from streaming_gateway.chat.history import to_model_messages
 from streaming_gateway.chat.overrides import Overrides

@@ -3,17 +3,13 @@ and a slow client that does not hold up the answer."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import jwt
-import pytest
 
-from streaming_gateway.agents.config import AgentConfigError, FileAgentConfigStore, config_version
-from streaming_gateway.errors import UnknownAgentConfig
 from streaming_gateway.token import make_token as cli_make_token
 from tests.fixtures.gateway import SECRET, Gateway
 from tests.gateway.helpers import data, read_events, text_of
@@ -108,29 +104,6 @@ def test_token_command_prints_a_token_the_gateway_accepts() -> None:
     )
     assert bad.returncode == 2 and "--ttl" in bad.stderr
     assert jwt.decode(cli_make_token(SECRET, "bob", 60), SECRET, algorithms=["HS256"])["sub"] == "bob"
-
-
-async def test_agent_config_version_follows_content(tmp_path: Path) -> None:
-    """The version is label@sha256-prefix of the canonical JSON: key order does not change it, content does."""
-    document = json.loads((ROOT / "agent_configs" / "default.json").read_text())
-    store = FileAgentConfigStore.load(ROOT / "agent_configs" / "default.json")
-    config = await store.active()
-    assert config.version == config_version("default", document)
-    assert len(config.version.split("@")[1]) == 12
-    assert [tool.name for tool in config.tools] == ["create_ticket", "get_ticket"]
-    assert config.tool("get_ticket").parameters["required"] == ["ticket_id"]
-    reordered = tmp_path / "reordered.json"
-    reordered.write_text(json.dumps(dict(reversed(list(document.items())))))
-    assert (await FileAgentConfigStore.load(reordered).active()).version == config.version
-    changed = tmp_path / "changed.json"
-    changed.write_text(json.dumps({**document, "temperature": 0.7}))
-    assert (await FileAgentConfigStore.load(changed).active()).version != config.version
-    with pytest.raises(UnknownAgentConfig):
-        await store.get("default@000000000000")
-    broken = tmp_path / "broken.json"
-    broken.write_text(json.dumps({**document, "temperature": "hot"}))
-    with pytest.raises(AgentConfigError, match=r"broken\.json"):
-        FileAgentConfigStore.load(broken)
 
 
 def test_gateway_refuses_to_start_with_a_bad_agent_config(tmp_path: Path) -> None:
