@@ -18,13 +18,18 @@ feeds them) have enough samples and nothing is worse; `wait` otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_registry.errors import RolloutRefused
+from redis.exceptions import RedisError
+
+from agent_registry.errors import RegistryError, RolloutRefused
 from agent_registry.registry import AgentRegistry, Rollout
 from observability.online import TTFT_BUCKETS_MS, OnlineMetrics, VersionMetrics
 
@@ -378,6 +383,38 @@ async def _abort(registry: AgentRegistry, rollout: Rollout, result: Analysis, ac
     except RolloutRefused:
         return  # someone promoted or aborted it a moment ago: nothing left to stop
     result.aborted = True
+
+
+async def analysis_loop(
+    registry: AgentRegistry,
+    online: OnlineMetrics,
+    agent: str,
+    interval_s: float,
+    stop: asyncio.Event,
+    policy: Policy | None = None,
+) -> None:
+    """Analyze the agent's rollout every interval until stop is set, aborting it when worse.
+
+    Every gateway pod may run this; a lock per interval lets one of them analyze each time. A
+    failure (Redis away) is logged and the next interval tries again.
+    """
+    holder = f"{socket.gethostname()}:{os.getpid()}:{id(stop)}"
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            return
+        except TimeoutError:
+            pass
+        try:
+            if await registry.rollout(agent) is None:
+                continue
+            if not await registry.claim_analysis(agent, holder, interval_s * 0.9):
+                continue
+            result = await analyze(registry, online, agent, policy, actor="canary-analysis")
+            if result.aborted:
+                log.warning("canary %s: %s aborted: %s", agent, result.candidate, result.reason)
+        except (RegistryError, RedisError) as exc:
+            log.warning("canary analysis of %s skipped this interval: %s", agent, exc)
 
 
 def _fmt(value: float | None) -> str:

@@ -58,3 +58,8 @@ def rollout(agent: str) -> str:
 def analyses(agent: str) -> str:
     """LIST of canary analysis records, newest first (bounded)."""
     return f"{PREFIX}:{{{agent}}}:analyses"
+
+
+def analysis_lock(agent: str) -> str:
+    """Held by the one gateway pod that runs the background canary analysis this interval."""
+    return f"{PREFIX}:{{{agent}}}:analysis-lock"

@@ -388,6 +388,13 @@ class AgentRegistry:
             pipe.ltrim(keys.analyses(agent), 0, MAX_ANALYSES - 1)
             await self._call(pipe.execute())
 
+    async def claim_analysis(self, agent: str, holder: str, ttl_s: float) -> bool:
+        """True for the one caller per ttl that should analyze the agent's rollout now."""
+        claimed = await self._call(
+            self._redis.set(keys.analysis_lock(agent), holder, nx=True, px=max(1, int(ttl_s * 1000)))
+        )
+        return bool(claimed)
+
     async def analyses(self, agent: str, limit: int = 10) -> list[dict[str, Any]]:
         raws = await self._call(self._redis.lrange(keys.analyses(agent), 0, max(0, limit - 1)))
         return [json.loads(raw) for raw in raws]

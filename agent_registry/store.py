@@ -1,8 +1,9 @@
 """The gateway's view of the registry: the active config (hot-swapped) and configs by version.
 
-Implements the gateway's `AgentConfigStore` protocol (`active()`, `get(version)`). Activation
-is picked up without a restart: `active()` reads the agent's epoch (one GET) at most once per
-`poll_interval_s` and reloads only when it moved. Published versions are immutable, so they are
+Implements the gateway's `AgentConfigStore` protocol (`active()`, `get(version)`,
+`for_new_conversation(id)`). Activations and canary rollouts are picked up without a restart:
+`active()` reads the agent's epoch (one GET) at most once per `poll_interval_s` and reloads the
+active version and the rollout only when it moved. Published versions are immutable, so they are
 cached forever in a small LRU. When Redis is briefly unreachable the last known active config
 keeps serving.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from agent_registry.errors import InvalidConfig, NoActiveVersion, RegistryUnavailable
 from agent_registry.loader import read_document
-from agent_registry.registry import AgentRegistry
+from agent_registry.registry import AgentRegistry, Rollout
 from agent_registry.schema import AgentConfig
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RegistryConfigStore:
         self._cache: OrderedDict[str, AgentConfig] = OrderedDict()
         self._cache_size = cache_size
         self._active: AgentConfig | None = None
+        self._rollout: Rollout | None = None
         self._epoch = -1
         self._checked_at = float("-inf")
 
@@ -74,6 +76,14 @@ class RegistryConfigStore:
                     await self.seed(self._seed_path)
                     return await self.active()
                 config = await self.get(version)
+                rollout = await self._registry.rollout(self.agent)
+                if rollout is not None and rollout != self._rollout:
+                    log.info(
+                        "agent %s: rollout of %s at %g%%", self.agent, rollout.candidate, rollout.percent
+                    )
+                elif rollout is None and self._rollout is not None:
+                    log.info("agent %s: rollout of %s ended", self.agent, self._rollout.candidate)
+                self._rollout = rollout
                 changed = self._active is None or config.version != self._active.version
                 if self._active is not None and changed:
                     log.info(
@@ -93,6 +103,30 @@ class RegistryConfigStore:
                 "agent registry unreachable, serving the last active config %s: %s", self._active.version, exc
             )
         return self._active
+
+    async def for_new_conversation(self, conversation_id: str) -> AgentConfig:
+        """The version a new conversation gets: the candidate for its share of ids during a rollout.
+
+        The pick depends only on the conversation id (see Rollout.version_for), so every pod agrees,
+        and the conversation then pins the version it got.
+        """
+        active = await self.active()
+        rollout = self._rollout
+        if rollout is None or rollout.stable != active.version:
+            return active
+        version = rollout.version_for(conversation_id)
+        if version == active.version:
+            return active
+        try:
+            return await self.get(version)
+        except RegistryUnavailable:
+            log.warning("agent %s: candidate %s unreadable, serving stable", self.agent, version)
+            return active
+
+    @property
+    def rollout(self) -> Rollout | None:
+        """The rollout as last read (None when none is under way)."""
+        return self._rollout
 
     async def get(self, version: str) -> AgentConfig:
         """The config of one version (raises UnknownVersion); immutable, so cached."""

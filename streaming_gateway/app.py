@@ -20,6 +20,7 @@ from streaming_gateway.contexts import (
     action_tasks_ctx,
     auth_ctx,
     bus_ctx,
+    canary_ctx,
     config_ctx,
     core_ctx,
     llm_ctx,
@@ -37,7 +38,17 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
     app[settings_key] = settings
     app[metrics_key] = metrics or GatewayMetrics()
     app.cleanup_ctx.extend(
-        [redis_ctx, config_ctx, auth_ctx, llm_ctx, online_ctx, bus_ctx, core_ctx, action_tasks_ctx]
+        [
+            redis_ctx,
+            config_ctx,
+            auth_ctx,
+            llm_ctx,
+            online_ctx,
+            bus_ctx,
+            core_ctx,
+            action_tasks_ctx,
+            canary_ctx,
+        ]
     )
     app.on_shutdown.append(on_shutdown)
     for module in (

@@ -1,8 +1,9 @@
 """Cleanup contexts: one async generator per long-lived client, in dependency order.
 
 redis_ctx -> config_ctx -> auth_ctx -> llm_ctx -> online_ctx -> bus_ctx -> core_ctx ->
-action_tasks_ctx. Each object gets what it needs in its constructor, so a context only builds what
-the earlier ones made; the background tasks start last, once the engine they feed exists.
+action_tasks_ctx -> canary_ctx. Each object gets what it needs in its constructor, so a context
+only builds what the earlier ones made; the background tasks start last, once the engine they
+feed exists.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from action_bus.factory import create_action_bus, create_update_source
 from action_bus.outbox import Outbox
 from agent_registry import AgentRegistry
+from agent_registry.canary import analysis_loop
 from observability.online import OnlineMetrics
 from streaming_gateway.agents.registry_store import RegistryAgentConfigs
 from streaming_gateway.auth.authenticator import Authenticator, JwksCache
@@ -163,3 +165,21 @@ async def action_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def canary_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The background canary analysis (GATEWAY_CANARY_ANALYSIS_SECONDS > 0): aborts a worse candidate."""
+    interval = app[settings_key].canary_analysis_interval_s
+    if interval <= 0:
+        yield
+        return
+    stop = asyncio.Event()
+    registry, agent = AgentRegistry(app[redis_key]), app[configs_key].agent
+    task = asyncio.create_task(
+        analysis_loop(registry, app[online_key], agent, interval, stop), name="canary-analysis"
+    )
+    log.info("canary analysis of agent %s every %gs", agent, interval)
+    yield
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -68,6 +68,9 @@ class Settings:
     orphan_grace_s: float = 5.0
     shutdown_grace_s: float = 20.0
 
+    #: Seconds between background canary analyses (one pod per interval); 0 turns the loop off.
+    canary_analysis_interval_s: float = 0.0
+
     # Web client (streaming_gateway/web): the local-only dev token endpoint, and MSAL.js for Entra ID.
     dev_token_endpoint: bool = False
     web_entra_client_id: str | None = None
@@ -128,6 +131,7 @@ class Settings:
             heartbeat_s=env.float("GATEWAY_HEARTBEAT_SECONDS", 15.0, minimum=0.1),
             orphan_grace_s=env.float("GATEWAY_ORPHAN_GRACE_SECONDS", 5.0, minimum=0.0),
             shutdown_grace_s=env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0),
+            canary_analysis_interval_s=env.float("GATEWAY_CANARY_ANALYSIS_SECONDS", 0.0, minimum=0.0),
             dev_token_endpoint=env.bool("GATEWAY_DEV_TOKEN_ENDPOINT", False),
             web_entra_client_id=env.str("WEB_ENTRA_CLIENT_ID"),
             web_entra_authority=env.url("WEB_ENTRA_AUTHORITY", schemes=("https",)),

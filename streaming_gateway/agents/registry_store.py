@@ -2,7 +2,8 @@
 
 `AgentConfigStore` is what the chat core depends on; `RegistryAgentConfigs` implements it:
 `active()` follows activations without a restart (the registry's epoch is polled at most once a
-second), `get(version)` serves any published version so a conversation keeps the version it
+second), `for_new_conversation(id)` adds the canary split (sticky: a function of the id),
+`get(version)` serves any published version so a conversation keeps the version it
 started with. The file at AGENT_CONFIG_PATH seeds an agent that has no active version yet (a
 fresh Redis); after that the registry is the source of truth. The configuration model itself is
 agent_registry's `AgentConfig`: there is no second one.
@@ -32,10 +33,18 @@ POLL_INTERVAL_S = 1.0
 class AgentConfigStore(Protocol):
     """Where the gateway gets agent configurations: the active one, or one by its version."""
 
+    #: The agent whose configurations these are.
+    agent: str
+
     async def active(self) -> AgentConfig: ...
 
     async def get(self, version: str) -> AgentConfig:
         """The config with this version; raises UnknownAgentConfig."""
+        ...
+
+    async def for_new_conversation(self, conversation_id: str) -> AgentConfig:
+        """The config a new conversation with this id pins: during a canary, the candidate for
+        its share of ids, else the active one."""
         ...
 
 
@@ -55,6 +64,12 @@ class RegistryAgentConfigs:
     async def active(self) -> AgentConfig:
         try:
             return await self._store.active()
+        except NoActiveVersion as exc:
+            raise Unavailable(str(exc), code="no_active_agent_config") from None
+
+    async def for_new_conversation(self, conversation_id: str) -> AgentConfig:
+        try:
+            return await self._store.for_new_conversation(conversation_id)
         except NoActiveVersion as exc:
             raise Unavailable(str(exc), code="no_active_agent_config") from None
 

@@ -26,7 +26,7 @@ from streaming_gateway.api.sse import comment_bytes
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.errors import InvalidInput
 from streaming_gateway.keys import configs_key, engine_key, settings_key, streams_key
-from streaming_gateway.state.conversation_store import Conversation
+from streaming_gateway.state.conversation_store import Conversation, new_id
 from streaming_gateway.state.log_follower import Follower
 from streaming_gateway.state.stream_log import LogEntry
 
@@ -45,7 +45,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if cid:
         conversation = await engine.store.owned(cid, user_id)
     else:
-        conversation = await engine.store.create(user_id, (await request.app[configs_key].active()).version)
+        cid = new_id("conv")
+        config = await request.app[configs_key].for_new_conversation(cid)
+        conversation = await engine.store.create(user_id, config.version, cid=cid)
     overrides = Overrides(
         system_prompt=system_prompt,
         client_tools=body.tools or [],

@@ -34,6 +34,7 @@ from streaming_gateway.keys import (
     streams_key,
 )
 from streaming_gateway.state.client_streams import StreamHandle
+from streaming_gateway.state.conversation_store import new_id
 from streaming_gateway.state.log_follower import Follower
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ class WsSession:
         if frame.conversation_id:
             conversation = await store.owned(frame.conversation_id, self.user_id)
         else:
-            conversation = await store.create(self.user_id, (await app[configs_key].active()).version)
+            cid = new_id("conv")
+            config = await app[configs_key].for_new_conversation(cid)
+            conversation = await store.create(self.user_id, config.version, cid=cid)
         message: dict[str, Any] = {"role": "user", "content": frame.content}
         if frame.metadata:
             message["metadata"] = frame.metadata

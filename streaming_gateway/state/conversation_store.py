@@ -107,8 +107,11 @@ class ConversationStore:
         self._append = redis.register_script(_APPEND_MESSAGES)
         self._release = redis.register_script(_RELEASE)
 
-    async def create(self, user_id: str, agent_config_version: str, title: str | None = None) -> Conversation:
-        cid = new_id("conv")
+    async def create(
+        self, user_id: str, agent_config_version: str, title: str | None = None, *, cid: str | None = None
+    ) -> Conversation:
+        """A new conversation; `cid` when the caller needed the id first (to pick its version)."""
+        cid = cid or new_id("conv")
         stamp = now_iso()
         fields: dict[EncodableT, EncodableT] = {
             "id": cid,
