@@ -165,9 +165,11 @@ async def _canary_command(
 ) -> None:
     online = OnlineMetrics(client)
     if args.command == "rollout":
+        # Each share gets its own comparison window: under a changed split the two sides would
+        # otherwise be compared over different periods (and load).
         baseline: dict[str, dict[str, float]] = {}
         stable = await registry.active_version(args.agent)
-        if stable is not None and await registry.rollout(args.agent) is None:
+        if stable is not None:
             candidate = (await registry.get(args.version)).version
             baseline = {m.version: m.counters for m in await online.many([stable, candidate])}
         started = await registry.start_rollout(args.agent, args.version, args.percent, baseline=baseline)
@@ -224,9 +226,11 @@ def _log_line(entry: dict[str, Any]) -> str:
     line = f"{entry.get('at', '?')} {action:<8} {entry.get('version', '')}"
     if action == "rollout":
         line += f" at {entry.get('percent'):g}% (stable {entry.get('previous')})"
+    elif action == "abort":
+        line += f" (stable {entry.get('previous')})"
     elif entry.get("previous"):
         line += f" (was {entry['previous']})"
-    if entry.get("rollout_ended"):
+    if entry.get("rollout_ended") and entry["rollout_ended"] != entry.get("version"):
         line += f", ending the rollout of {entry['rollout_ended']}"
     if entry.get("reason"):
         line += f": {entry['reason']}"

@@ -72,7 +72,8 @@ return {'changed', current or '', tostring(epoch), target}
 """
 
 # KEYS: history, active, rollout, log, epoch. ARGV: mode (set | abort), candidate, percent, log entry
-# prefix, max log, now, baseline JSON. Every change bumps the epoch so gateways reread the split.
+# prefix, max log, now, baseline JSON ('' keeps the current one). Every change bumps the epoch so
+# gateways reread the split.
 _ROLLOUT = """
 local current = redis.call('GET', KEYS[2])
 local candidate = redis.call('HGET', KEYS[3], 'candidate')
@@ -87,10 +88,10 @@ else
   if current == ARGV[2] then return {'isactive'} end
   if candidate and candidate ~= ARGV[2] then return {'busy', candidate} end
   if not candidate then
-    redis.call('HSET', KEYS[3], 'candidate', ARGV[2], 'stable', current, 'started_at', ARGV[6],
-      'baseline', ARGV[7])
+    redis.call('HSET', KEYS[3], 'candidate', ARGV[2], 'stable', current, 'started_at', ARGV[6])
   end
   redis.call('HSET', KEYS[3], 'percent', ARGV[3], 'updated_at', ARGV[6])
+  if ARGV[7] ~= '' then redis.call('HSET', KEYS[3], 'baseline', ARGV[7]) end
   entry = ',"version":"' .. ARGV[2] .. '","previous":"' .. current
 end
 local epoch = redis.call('INCR', KEYS[5])
@@ -149,8 +150,9 @@ class PublishedVersion:
 class Rollout:
     """A canary: `candidate` answers `percent` % of new conversations, `stable` (the active) the rest.
 
-    `baseline` holds both versions' online counters when the rollout started, so analysis
-    compares only what each served during it (not an offline evaluation run or last month).
+    `baseline` holds both versions' online counters when the share was last set (the start, or
+    a change of percent), so analysis compares only what each served under the current split: not
+    an offline evaluation run, not last month, and not a period in which only one side served.
     """
 
     agent: str
@@ -321,7 +323,8 @@ class AgentRegistry:
     ) -> Rollout:
         """Send `percent` % of new conversations to `candidate`; again with the same one changes the share.
 
-        A second candidate is refused while one is under way (promote or abort it first).
+        A second candidate is refused while one is under way (promote or abort it first). `baseline`
+        (both versions' counters now) starts a new comparison window; None keeps the current one.
         """
         if math.isnan(percent) or not 0 < percent <= 100:
             raise RolloutRefused(agent, f"percent must be above 0 and at most 100, not {percent}")
@@ -331,7 +334,13 @@ class AgentRegistry:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         prefix = json.dumps({"at": now, "action": "rollout", "actor": actor, "percent": percent})[:-1]
         result = await self._rollout_call(
-            agent, "set", record.version, percent, prefix, now, json.dumps(baseline or {})
+            agent,
+            "set",
+            record.version,
+            percent,
+            prefix,
+            now,
+            "" if baseline is None else json.dumps(baseline),
         )
         status = _text(result[0])
         if status == "noactive":
@@ -359,7 +368,7 @@ class AgentRegistry:
             raise RolloutRefused(agent, "has no rollout under way to abort")
         now = datetime.now(UTC).isoformat(timespec="seconds")
         prefix = json.dumps({"at": now, "action": "abort", "actor": actor, "reason": reason[:2000]})[:-1]
-        result = await self._rollout_call(agent, "abort", "", 0, prefix, now, "{}")
+        result = await self._rollout_call(agent, "abort", "", 0, prefix, now, "")
         if _text(result[0]) == "norollout":
             raise RolloutRefused(agent, "has no rollout under way to abort")
         log.warning("agent %s: rollout of %s aborted by %s: %s", agent, rollout.candidate, actor, reason)

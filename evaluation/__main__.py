@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="OpenAI-compatible endpoint of the judge (default: the gateway's, in-process)",
         )
         p.add_argument(
-            "--judge-model", default=os.environ.get("JUDGE_MODEL") or "gpt-4o-mini", help="the judge's model"
+            "--judge-model",
+            default=os.environ.get("JUDGE_MODEL"),
+            help="the judge's model (default gpt-4o-mini; the in-process scripted upstream ignores it)",
         )
 
     run = commands.add_parser("run", help="run cases against one config version or file")
@@ -156,7 +158,10 @@ async def _judge(args: argparse.Namespace, target: Target, cases: list[Case]) ->
             raise EvaluationError("--judge-base-url needs JUDGE_API_KEY (or OPENAI_API_KEY)")
     else:
         api_key = target.llm_api_key or ""
-    judge = openai_judge(base_url, api_key, args.judge_model)
+    model = args.judge_model or (
+        "gpt-4o-mini" if args.judge_base_url or args.model_base_url else target.model
+    )
+    judge = openai_judge(base_url, api_key, model)
     try:
         yield judge
     finally:

@@ -33,15 +33,17 @@ async def test_rollout_promote_walk(registry: AgentRegistry, document: dict[str,
     assert await registry.epoch("default") == epoch + 1
     raised = await registry.start_rollout("default", candidate, 50)
     assert raised.percent == 50 and raised.started_at == started.started_at
-    assert raised.baseline == {stable: {"streams": 3.0}}  # the share changed, the baseline did not
+    assert raised.baseline == {stable: {"streams": 3.0}}  # no new snapshot given: the window stays
+    widened = await registry.start_rollout("default", candidate, 50, baseline={stable: {"streams": 9.0}})
+    assert widened.baseline == {stable: {"streams": 9.0}}  # a new share, a new comparison window
     promoted = await registry.promote("default")
     assert (promoted.version, promoted.previous) == (candidate, stable)
     assert await registry.active_version("default") == candidate
     assert await registry.rollout("default") is None
     log = await registry.activation_log("default")
-    assert [entry["action"] for entry in log] == ["promote", "rollout", "rollout", "activate"]
+    assert [entry["action"] for entry in log] == ["promote", "rollout", "rollout", "rollout", "activate"]
     assert log[0]["rollout_ended"] == candidate and log[1]["percent"] == 50
-    assert log[0]["epoch"] == epoch + 3
+    assert log[0]["epoch"] == epoch + 4
     assert (await registry.rollback("default")).version == stable  # promote is an activation
 
 
