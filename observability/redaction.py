@@ -43,8 +43,13 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         ),
         r"\1\2" + MASK,
     ),
-    # user:password@ in URLs (redis://:pw@host, amqps://user:pw@host).
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE), r"\1" + MASK + "@"),
+    # user:password@ in URLs (redis://:pw@host, amqps://user:pw@host). Every repeat is bounded:
+    # unbounded, a long word without "://" took time quadratic in its length (20 000 characters:
+    # 12 s), and user text (a chat message, a comment) goes through here.
+    (
+        re.compile(r"([a-z][a-z0-9+.-]{0,31}://[^\s:/@]{0,256}:)[^\s@/]{1,512}@", re.IGNORECASE),
+        r"\1" + MASK + "@",
+    ),
 ]
 
 
