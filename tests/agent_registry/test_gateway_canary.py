@@ -21,7 +21,7 @@ from observability.online import OnlineMetrics
 from streaming_gateway.app import create_app
 from streaming_gateway.settings import Settings
 from tests.agent_registry.conftest import DEFAULT_CONFIG
-from tests.gateway.helpers import eventually
+from tests.polling import eventually
 
 SECRET = "canary-tests-secret-0123456789abcdef-xyz"
 

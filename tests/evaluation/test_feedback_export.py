@@ -18,7 +18,7 @@ from evaluation.feedback_cases import draft_case, export_feedback
 from evaluation.harness import Target, in_process_gateway
 from evaluation.judge import openai_judge
 from evaluation.runner import run_cases
-from tests.evaluation.test_run import ROOT, default_document  # noqa: F401 (fixture)
+from tests.fixtures.evaluation import ROOT
 
 SECRET_KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0KLMN"
 

@@ -18,7 +18,7 @@ from evaluation.harness import in_process_gateway
 from evaluation.judge import JUDGE_MARKER, build_prompt, openai_judge, parse_verdict
 from evaluation.report import compare_table, run_table
 from evaluation.runner import CaseResult, RunResult, run_cases
-from tests.evaluation.test_run import DEFAULT_CONFIG, ROOT, default_document  # noqa: F401 (fixture)
+from tests.fixtures.evaluation import DEFAULT_CONFIG, ROOT
 
 JUDGED_CASES = ROOT / "evaluation" / "cases" / "judged.yaml"
 
