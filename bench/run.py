@@ -1,10 +1,13 @@
-"""`make bench` (python -m bench.run): every benchmark in one run; prints tables and
-writes the figures as JSON under bench/results/.
+"""`make bench` (python -m bench.run): every benchmark in one run; prints tables and writes the
+figures as JSON under bench/results/.
 
 Sizes: quick by default (a few minutes); BENCH_FULL=1 for the full ones. BENCH_ONLY=overhead,trips,
-scale,actions,profile picks sections. BENCH_TOKENS and BENCH_TOKEN_DELAY_MS shape the scripted
-answers. LiteLLM's proxy runs beside ours when BENCH_LITELLM (default .local/bench-litellm/bin/litellm)
-exists; `make bench` installs it there from bench/requirements-litellm.txt.
+scale,actions,profile picks sections; BENCH_ONLY=targets runs the hot-path targets (bench/targets.py:
+added TTFT, throughput at 16 concurrent against LiteLLM, idle stream cost, 10,000 open streams),
+which the default run leaves out (it takes several minutes). BENCH_TOKENS and
+BENCH_TOKEN_DELAY_MS shape the scripted answers. LiteLLM's proxy runs beside ours when
+BENCH_LITELLM (default .local/bench-litellm/bin/litellm) exists; `make bench` installs it there
+from bench/requirements-litellm.txt.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import actions, overhead, profile, redis_trips, scale
+from bench import targets as hot_path
 from bench.clients import Target, wave
 from bench.stack import (
     LITELLM_MASTER_KEY,
@@ -49,6 +53,7 @@ QUICK = {
     "scale": [0, 250, 500, 1000, 1500, 2000],
     "actions": (40, 16),
     "profile_s": 8,
+    "targets": {"ttft_rounds": 40, "windows": 2, "window_s": 5.0, "scale": [0, 1000, 2500, 5000, 10000]},
 }
 FULL = {
     "overhead": {1: 100, 64: 10, 512: 4},
@@ -56,6 +61,7 @@ FULL = {
     "scale": [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000],
     "actions": (300, 64),
     "profile_s": 20,
+    "targets": {"ttft_rounds": 100, "windows": 4, "window_s": 10.0, "scale": [0, 1000, 2500, 5000, 10000]},
 }
 
 
@@ -134,7 +140,7 @@ async def main() -> int:
         stack.redis()
         stack.upstream()
         stack.gateway()
-        if litellm is not None and "overhead" in only:
+        if litellm is not None and ("overhead" in only or "targets" in only):
             stack.litellm(litellm)
         await put_script(stack.urls["upstream"], script(tokens, delay_ms))
 
@@ -158,7 +164,17 @@ async def main() -> int:
                 "Gateway overhead (ms; x = ratio to direct)\n" + overhead.render(report["overhead"])
             )
 
+        if "targets" in only:
+            report["targets"] = await target_runs(stack, sizes["targets"], report["fd_limit"])
+            tables.append(
+                "Hot-path targets (50-token answers, sent at once)\n" + hot_path.render(report["targets"])
+            )
+            await put_script(stack.urls["upstream"], script(tokens, delay_ms))
+
         if "profile" in only:
+            if "targets" in only:  # the targets' scale run leaves thousands of streams closing
+                stack.stop("gateway")
+                stack.gateway()
             report["profile"] = await profiled_load(
                 stack, sizes["profile_s"], 64, stack.workdir / "gateway.pyspy.txt"
             )
@@ -201,6 +217,55 @@ async def main() -> int:
     print("\n\n".join([f"versions: {report['versions']}  machine: {report['machine']}", *tables]))
     print(f"\nJSON: {out.relative_to(ROOT)}; logs: {stack.workdir.relative_to(ROOT)}")
     return 1 if "error" in report else 0
+
+
+async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dict[str, Any]:
+    """The issue's three targets in one run: every target behind the same upstream and client code."""
+    await put_script(stack.urls["upstream"], script(hot_path.TOKENS, 0))
+    result: dict[str, Any] = {"fd_limit": fd_limit, "tokens": hot_path.TOKENS}
+    sdk = [
+        Target("direct", stack.urls["upstream"]),
+        Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True),
+    ]
+    raw = [
+        hot_path.RawTarget("direct", stack.urls["upstream"], stack.pid("upstream")),
+        hot_path.RawTarget("gateway", f"{stack.urls['gateway']}/v1", stack.pid("gateway"), jwt=True),
+    ]
+    if "litellm" in stack.urls:
+        sdk.append(Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY))
+        raw.append(
+            hot_path.RawTarget(
+                "litellm", stack.urls["litellm"], stack.pid("litellm"), LITELLM_MODEL, LITELLM_MASTER_KEY
+            )
+        )
+    try:
+        result["ttft"] = await hot_path.added_ttft(sdk, sizes["ttft_rounds"])
+    finally:
+        for target in sdk:
+            await target.close()
+    result["throughput"] = await hot_path.throughput(raw, 16, sizes["window_s"], sizes["windows"])
+    # Where the gateway's CPU goes under that load: one more gateway window under py-spy.
+    out = stack.workdir / "gateway-targets.pyspy.txt"
+    spy = profile.start(stack.pid("gateway"), sizes["window_s"], out, rate=100)
+    await hot_path.throughput([raw[1]], 16, sizes["window_s"], 1)
+    _, err = spy.communicate(timeout=sizes["window_s"] + 60)
+    result["profile"] = (
+        profile.summarize(out) if out.exists() else {"samples": 0, "error": err.decode()[-300:]}
+    )
+    if "litellm" in stack.urls:
+        stack.stop("litellm")
+    stack.stop("gateway")
+    stack.gateway()
+    result["scale"] = await scale.measure(
+        stack.urls["gateway"],
+        stack.pid("gateway"),
+        sizes["scale"],
+        probe_concurrency=4,
+        probe_rounds=16,
+        stop_over_budget=False,
+    )
+    result["idle"] = hot_path.idle_cost(result["scale"])
+    return result
 
 
 async def action_runs(stack: Stack, count: int, concurrency: int) -> dict[str, Any]:

@@ -143,9 +143,12 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         online=app[online_key],
     )
     app[rate_limiter_key] = RateLimiter(redis, settings.rate_limit_per_minute)
-    app[streams_key] = StreamRegistry(StreamSlots(redis, settings.max_streams_per_user), metrics)
+    app[streams_key] = StreamRegistry(
+        StreamSlots(redis, settings.max_streams_per_user), metrics, stream_log.leases
+    )
     yield
     await answers.drain(0)  # normally empty already: shutdown drained it within the grace period
+    await stream_log.close()  # the pod's log reader
 
 
 async def action_tasks_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -15,7 +15,6 @@ from streaming_gateway.keys import bus_stop_key, engine_key, settings_key, strea
 log = logging.getLogger(__name__)
 
 #: After the grace period, how long open streams get to flush the last events and close.
-#: (An idle follower notices the stop within state.log_follower.MAX_BLOCK_S.)
 FLUSH_TIMEOUT_S = 8.0
 
 
@@ -34,5 +33,5 @@ async def on_shutdown(app: web.Application) -> None:
     if bus_stop_key in app:
         app[bus_stop_key].set()  # no new continuations on a pod going away; another pod takes the updates
     await app[engine_key].answers.drain(grace)
-    await streams.stop_all(FLUSH_TIMEOUT_S)
+    await streams.stop_all(FLUSH_TIMEOUT_S, wake=app[engine_key].log.hub.wake_all)
     log.info("shutdown: %d streams still open after the flush", len(streams))

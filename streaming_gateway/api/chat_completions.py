@@ -63,7 +63,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             conversation.id,
             heartbeat_s=settings.heartbeat_s,
             stop=handle.stop,
-            refresh=lambda: streams.refresh(handle),
         )
         async with follower:
             after = await engine.start_turn(conversation, new_messages, overrides)
@@ -204,20 +203,27 @@ async def _stream(
     try:
         await response.write(comment_bytes("connected"))
         await response.write(completion.chunk({"role": "assistant", "content": ""}))
+        # The entries already in hand go out in one write (one syscall, not one per token).
+        out: list[bytes] = []
         async for entry in follower.entries(after, until_end=False, until_step_end=True):
             if entry is None:
                 await response.write(comment_bytes("keep-alive"))
                 continue
             delta = completion.add(entry)
             if delta is not None:
-                await response.write(completion.chunk(delta))
+                out.append(completion.chunk(delta))
             elif entry.type == "error":
-                await response.write(f"data: {json.dumps({'error': completion.error})}\n\n".encode())
+                out.append(f"data: {json.dumps({'error': completion.error})}\n\n".encode())
             elif entry.type == "message_end":
-                await response.write(completion.chunk({}, completion.finish_reason))
+                out.append(completion.chunk({}, completion.finish_reason))
                 if include_usage and completion.usage:
-                    await response.write(completion.usage_chunk())
-                await response.write(b"data: [DONE]\n\n")
+                    out.append(completion.usage_chunk())
+                out.append(b"data: [DONE]\n\n")
+            if out and (not follower.ready or entry.type == "message_end"):
+                await response.write(b"".join(out))
+                out.clear()
+        if out:
+            await response.write(b"".join(out))
         await response.write_eof()
     except ConnectionResetError:
         log.info("OpenAI-API client left %s at event %d", follower.conversation_id, follower.last_id)

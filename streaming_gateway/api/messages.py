@@ -57,7 +57,6 @@ async def post_message(request: web.Request) -> web.StreamResponse:
             conversation.id,
             heartbeat_s=settings.heartbeat_s,
             stop=handle.stop,
-            refresh=lambda: streams.refresh(handle),
         )
         async with follower:
             after = await engine.start_turn(conversation, [message])
@@ -92,7 +91,6 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             conversation.id,
             heartbeat_s=settings.heartbeat_s,
             stop=handle.stop,
-            refresh=lambda: streams.refresh(handle),
         )
         async with follower:
             return await _stream(
@@ -134,12 +132,18 @@ async def _stream(
     try:
         await response.write(opening_bytes())
         ended = False
+        out: list[bytes] = []  # the entries already in hand go out in one write
         async for entry in follower.entries(after, until_end=until_end):
             if entry is None:
                 await response.write(comment_bytes("keep-alive"))
                 continue
-            await response.write(event_bytes(entry))
+            out.append(event_bytes(entry))
             ended = entry.ends_answer
+            if not follower.ready or ended:
+                await response.write(b"".join(out))
+                out.clear()
+        if out:
+            await response.write(b"".join(out))
         if handle.stop.is_set() and not (until_end and ended):
             await response.write(resumable_end_bytes(follower.last_id))
         await response.write_eof()

@@ -144,14 +144,12 @@ class WsSession:
     async def _follow_new(self, cid: str) -> Follower:
         await self._stop_following()
         self.conversation_id = cid
-        streams = self.request.app[streams_key]
         follower = Follower(
             self.engine.log,
             self.engine.answers,
             cid,
             heartbeat_s=self.request.app[settings_key].heartbeat_s,
             stop=self.handle.stop,
-            refresh=lambda: streams.refresh(self.handle),
         )
         await follower.__aenter__()
         self._follower = follower

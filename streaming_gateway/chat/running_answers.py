@@ -103,7 +103,9 @@ class RunningAnswers:
         assert task is not None
         watchdog = asyncio.create_task(self._watch(control, task))
         try:
-            await step(control)
+            # Its appends reach this pod's followers directly; the pod's log reader leaves it out.
+            with self._log.hub.local_producer(control.conversation_id):
+                await step(control)
         except asyncio.CancelledError:
             pass  # the step wrote its own end; nothing waits on this task's result
         finally:

@@ -7,15 +7,17 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
 from streaming_gateway.errors import RateLimited, Unavailable
 from streaming_gateway.metrics import GatewayMetrics
+from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import new_id
-from streaming_gateway.state.limits import StreamSlots
+from streaming_gateway.state.leases import LeaseKeeper
+from streaming_gateway.state.limits import STREAM_LEASE_S, StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,10 @@ class StreamHandle:
 
 
 class StreamRegistry:
-    def __init__(self, slots: StreamSlots, metrics: GatewayMetrics) -> None:
+    def __init__(self, slots: StreamSlots, metrics: GatewayMetrics, leases: LeaseKeeper) -> None:
         self._slots = slots
         self._metrics = metrics
+        self._leases = leases
         self._open: weakref.WeakSet[StreamHandle] = weakref.WeakSet()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -52,6 +55,8 @@ class StreamRegistry:
         except RateLimited as exc:
             self._metrics.rate_limit_rejections.labels(exc.limit).inc()
             raise
+        lease_key = redis_keys.user_streams(user_id)
+        self._leases.hold(lease_key, handle.stream_id, STREAM_LEASE_S)
         self._open.add(handle)
         self._idle.clear()
         gauge = self._metrics.active_streams.labels(transport)
@@ -60,6 +65,7 @@ class StreamRegistry:
         try:
             yield handle
         finally:
+            self._leases.drop(lease_key, handle.stream_id)
             self._open.discard(handle)
             if not self._open:
                 self._idle.set()
@@ -70,12 +76,12 @@ class StreamRegistry:
             except (RedisError, OSError) as exc:
                 log.warning("stream slot %s not released (its lease expires): %s", handle.stream_id, exc)
 
-    async def refresh(self, handle: StreamHandle) -> None:
-        await self._slots.refresh(handle.user_id, handle.stream_id)
-
-    async def stop_all(self, timeout_s: float) -> None:
-        """Ask every open stream to end resumably, and wait (bounded) until they have."""
+    async def stop_all(self, timeout_s: float, wake: Callable[[], None] | None = None) -> None:
+        """Ask every open stream to end resumably, and wait (bounded) until they have. `wake` rouses
+        followers waiting for entries, so they see the stop at once."""
         for handle in list(self._open):
             handle.stop.set()
+        if wake is not None:
+            wake()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout_s)

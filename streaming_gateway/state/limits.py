@@ -22,6 +22,7 @@ redis.call('EXPIRE', KEYS[1], math.ceil(ARGV[4] - ARGV[1]) + 60)
 return 1
 """
 
+#: A stream's slot lease; renewed while the stream is open by the pod's LeaseKeeper (state/leases.py).
 STREAM_LEASE_S = 30.0
 
 
@@ -66,11 +67,6 @@ class StreamSlots:
                 retry_after_s=5,
                 limit="concurrent_streams",
             )
-
-    async def refresh(self, user_id: str, stream_id: str) -> None:
-        await self._redis.zadd(
-            redis_keys.user_streams(user_id), {stream_id: time.time() + STREAM_LEASE_S}, xx=True
-        )
 
     async def release(self, user_id: str, stream_id: str) -> None:
         await self._redis.zrem(redis_keys.user_streams(user_id), stream_id)

@@ -1,9 +1,11 @@
 """Following one conversation's stream log for one client connection (SSE, WebSocket, OpenAI API).
 
-Replays what the client has not seen (after its last event id), then follows live with XREAD
-BLOCK. Reads are pulled in bounded batches and written with backpressure, so a slow client costs
-at most one batch of memory. While following, the reader holds a watcher lease in Redis: an
-answer nobody follows is stopped (chat/running_answers.py).
+Replays what the client has not seen (after its last event id) from the log, then follows live
+from its inbox in the pod's log hub (state/log_hub.py): entries appended on this pod are handed
+over as they are persisted, the rest come from the pod's one reader. Nothing waits in Redis, so an
+idle stream holds no Redis connection. Reads are bounded batches written with backpressure, so a
+slow client costs at most one batch of memory. While following, the reader holds a watcher lease
+in Redis: an answer nobody follows is stopped (chat/running_answers.py).
 """
 
 from __future__ import annotations
@@ -11,20 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from redis.exceptions import RedisError
 
 from agent_contracts.events import ErrorEvent
+from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import new_id
 from streaming_gateway.state.stream_log import LogEntry, StreamLog
 
 BATCH = 100
-#: Longest XREAD BLOCK: an idle follower wakes this often (to refresh its leases, send keep-alives and
-#: notice shutdown). Kept under the Redis client's 5 s socket timeout.
-MAX_BLOCK_S = 3.0
 WATCH_LEASE_S = 15.0
+#: Lease removals in flight (a reference keeps each task alive until it is done).
+_UNWATCHING: set[asyncio.Task[None]] = set()
 
 
 class AnswerNudge(Protocol):
@@ -42,25 +44,37 @@ class Follower:
         *,
         heartbeat_s: float,
         stop: asyncio.Event,
-        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._log = log_
         self._answers = answers
         self.conversation_id = conversation_id
         self._heartbeat_s = heartbeat_s
         self._stop = stop
-        self._refresh = refresh
         self._reader_id = new_id("reader")
         self.last_id = 0
+        #: Entries already in hand after the one just yielded: a writer flushes when it reaches 0.
+        self.ready = 0
 
     async def __aenter__(self) -> Follower:
         await self._log.watch(self.conversation_id, self._reader_id, WATCH_LEASE_S)
+        # Renewed with every other lease of the pod in one round trip (state/leases.py).
+        self._log.leases.hold(redis_keys.watchers(self.conversation_id), self._reader_id, WATCH_LEASE_S)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._log.unwatch(self.conversation_id, self._reader_id)
-        self._answers.nudge(self.conversation_id)
+        self._log.leases.drop(redis_keys.watchers(self.conversation_id), self._reader_id)
+        # Left to a task: a follower's end (a cancel, a new resume on the socket) never waits for
+        # Redis. The running answer is nudged once the lease is gone, to check for followers then.
+        task = asyncio.create_task(self._unwatch(), name=f"unwatch:{self.conversation_id}")
+        _UNWATCHING.add(task)
+        task.add_done_callback(_UNWATCHING.discard)
+
+    async def _unwatch(self) -> None:
+        try:
+            with contextlib.suppress(RedisError, OSError):
+                await self._log.unwatch(self.conversation_id, self._reader_id)
+        finally:
+            self._answers.nudge(self.conversation_id)
 
     async def entries(
         self, after: int, *, until_end: bool, until_step_end: bool = False
@@ -69,36 +83,57 @@ class Follower:
         end when until_end (after any message_end, a tool-call pause included, when until_step_end),
         or once caught up after `stop` is set."""
         self.last_id = after
-        block_ms = int(min(self._heartbeat_s, MAX_BLOCK_S) * 1000)
-        last_sent = last_lease = time.monotonic()
+        cid = self.conversation_id
+        # Subscribed before the first read: whatever is appended after that read reaches the inbox.
+        inbox = self._log.subscribe(cid, after)
+        last_sent = time.monotonic()
         first = True
-        while True:
-            stopping = self._stop.is_set()
-            entries = await self._log.read(
-                self.conversation_id, self.last_id, count=BATCH, block_ms=None if stopping else block_ms
-            )
-            if first and entries:
-                first = False
-                if self.last_id and entries[0].id > self.last_id + 1:
-                    yield self._gap(entries[0].id - 1)
-            for entry in entries:
-                self.last_id = entry.id
-                yield entry
-                if (until_end and entry.ends_answer) or (until_step_end and entry.type == "message_end"):
-                    return
-            now = time.monotonic()
-            if entries:
-                last_sent = now
-            elif stopping:
-                return
-            if now - last_sent >= self._heartbeat_s:
-                last_sent = now
-                yield None
-            if now - last_lease >= WATCH_LEASE_S / 3:
-                last_lease = now
-                await self._log.watch(self.conversation_id, self._reader_id, WATCH_LEASE_S)
-                if self._refresh is not None:
-                    await self._refresh()
+        from_log = True  # replay from the log first; later only on a gap or an overflowed inbox
+        flushed = False  # once stopping: one last read of the log, then end when caught up
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if from_log:
+                    entries = await self._log.read(cid, self.last_id, count=BATCH)
+                    from_log = len(entries) >= BATCH
+                    if first and entries and self.last_id and entries[0].id > self.last_id + 1:
+                        yield self._gap(entries[0].id - 1)
+                    first = False
+                    inbox.caught_up(entries[-1].id if entries else self.last_id)
+                else:
+                    taken = inbox.take(self.last_id)
+                    if taken is None:
+                        from_log = True
+                        continue
+                    entries = taken
+                for index, entry in enumerate(entries):
+                    self.last_id = entry.id
+                    self.ready = len(entries) - index - 1
+                    yield entry
+                    if (until_end and entry.ends_answer) or (until_step_end and entry.type == "message_end"):
+                        return
+                now = time.monotonic()
+                if entries:
+                    last_sent = now
+                    continue
+                if from_log:
+                    continue
+                if stopping:
+                    if flushed:
+                        return
+                    flushed = from_log = True
+                    continue
+                if now - last_sent >= self._heartbeat_s:
+                    last_sent = now
+                    yield None
+                # Wait in memory, never in Redis: a cancel (client gone, a new resume) ends it at once.
+                wait_s = last_sent + self._heartbeat_s - time.monotonic()
+                if wait_s > 0 and not self._stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait_s):
+                            await inbox.wake.wait()
+        finally:
+            self._log.unsubscribe(inbox)
 
     def _gap(self, gap_id: int) -> LogEntry:
         """The events the client asked for were trimmed or expired: say so instead of skipping silently."""

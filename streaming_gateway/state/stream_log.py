@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from agent_contracts.events import (
     ActionStatusEvent,
@@ -26,7 +27,11 @@ from agent_contracts.events import (
 )
 from streaming_gateway.errors import ConversationGone
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.leases import LeaseKeeper
+from streaming_gateway.state.log_hub import LogEntry, LogHub, Subscription, entry_from_fields
 from streaming_gateway.state.redis_replies import Redis, stream_reply
+
+__all__ = ["ConversationGone", "LogEntry", "LogWriter", "StreamLog", "Subscription"]
 
 # KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
 # Returns the last id appended, or 0 when the conversation no longer exists.
@@ -47,19 +52,6 @@ return seq
 Event = TokenEvent | ToolCallEvent | ActionStatusEvent | MessageEndEvent | ErrorEvent
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    id: int
-    type: str
-    data: str  # the event's JSON, id included
-    finish: str = ""
-
-    @property
-    def ends_answer(self) -> bool:
-        """A message_end after which nothing more comes for this turn (not a tool-call pause)."""
-        return self.type == "message_end" and self.finish != "tool_calls"
-
-
 def _payload(event: Event) -> str:
     return event.model_dump_json(exclude={"id"}, exclude_none=True)
 
@@ -70,6 +62,10 @@ class StreamLog:
         self._maxlen = maxlen
         self._ttl_s = ttl_s
         self._append = redis.register_script(_APPEND)
+        #: This pod's followers of any conversation, fed by the appends made here and by one reader.
+        self.hub = LogHub(redis)
+        #: The pod's watcher and stream-slot leases, renewed together.
+        self.leases = LeaseKeeper(redis)
 
     async def append(self, conversation_id: str, *events: Event) -> int:
         """Append events in order, atomically; returns the id of the last one."""
@@ -77,14 +73,31 @@ class StreamLog:
         for event in events:
             finish = event.finish_reason if isinstance(event, MessageEndEvent) else ""
             args += [event.type, _payload(event), finish]
-        last = int(
-            await self._append(
-                keys=[redis_keys.conversation(conversation_id), redis_keys.event_log(conversation_id)],
-                args=args,
+        try:
+            last = int(
+                await self._append(
+                    keys=[redis_keys.conversation(conversation_id), redis_keys.event_log(conversation_id)],
+                    args=args,
+                )
             )
-        )
+        except (RedisError, OSError) as exc:
+            # Its local followers end now (resumably), as their own read of the log would have.
+            self.hub.fail(conversation_id, exc)
+            raise
         if last == 0:
             raise ConversationGone(conversation_id)
+        if self.hub.follows(conversation_id):
+            # Persisted: the local followers get these entries now, with the ids the log gave them.
+            first = last - len(events) + 1
+            self.hub.publish(
+                conversation_id,
+                [
+                    entry_from_fields(
+                        f"0-{first + i}", {"t": args[2 + 3 * i], "e": args[3 + 3 * i], "f": args[4 + 3 * i]}
+                    )
+                    for i in range(len(events))
+                ],
+            )
         return last
 
     def writer(self, conversation_id: str, *, max_batch: int) -> LogWriter:
@@ -98,23 +111,26 @@ class StreamLog:
         self, conversation_id: str, after: int, *, count: int = 100, block_ms: int | None = None
     ) -> list[LogEntry]:
         """Entries with id > after, oldest first; waits up to block_ms for the first when given."""
-        answer = await self._redis.xread(
+        answer: Any = await self._redis.xread(
             {redis_keys.event_log(conversation_id): f"0-{after}"}, count=count, block=block_ms
         )
-        entries: list[LogEntry] = []
-        for _key, items in stream_reply(answer):
-            for entry_id, fields in items:
-                n = int(entry_id.split("-", 1)[1])
-                payload = fields["e"]
-                entries.append(
-                    LogEntry(
-                        n,
-                        fields["t"],
-                        f'{{"id":{n},{payload[1:]}' if payload != "{}" else f'{{"id":{n}}}',
-                        fields.get("f", ""),
-                    )
-                )
-        return entries
+        return [
+            entry_from_fields(entry_id, fields)
+            for _key, items in stream_reply(answer)
+            for entry_id, fields in items
+        ]
+
+    def subscribe(self, conversation_id: str, after: int) -> Subscription:
+        """Entries of this conversation after `after` as they are appended on this pod or read by
+        the pod's reader (see log_hub); `unsubscribe` when done."""
+        return self.hub.subscribe(conversation_id, after)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.hub.unsubscribe(sub)
+
+    async def close(self) -> None:
+        await self.hub.close()
+        await self.leases.close()
 
     # Watchers: who follows this conversation's log right now (any pod). Running answers stop one
     # nobody follows any more.

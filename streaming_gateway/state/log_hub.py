@@ -1,0 +1,355 @@
+"""One log reader per pod: every local follower of a conversation is fed from here, not by its own
+`XREAD BLOCK`.
+
+Two sources feed the followers of this pod:
+
+- **Local hand-off**: every append made on this pod (`StreamLog.append`) hands the entries it just
+  persisted to the local followers of that conversation, with the ids the log gave them. No read
+  of the log is needed for an answer produced here.
+- **The pod's readers**: `XREAD BLOCK` over every conversation that local clients follow and no
+  local producer is writing (a remote pod's answer, an action update, a cancel from elsewhere), its
+  entries fanned out to the followers; one reader task and connection per SHARD_SIZE conversations,
+  so re-issuing a read when the set changes stays cheap however many streams are open.
+
+So an idle open stream costs no Redis connection and no Redis command of its own.
+
+The log stays the single source of truth: a `Subscription` only buffers entries that continue its
+follower's position. When the next buffered id is not the one after the follower's last (a gap:
+two appends handed over out of order, a write the reader has not seen yet) or the buffer overflowed
+(a slow client; it is bounded at one batch), the follower reads the log itself from its last id,
+so every event is delivered exactly once and in order whichever way it arrived.
+
+A follower waits on an asyncio event, never in a Redis read: cancelling it is immediate whatever
+Redis does. When the reader cannot reach Redis it tells every follower (they end as before, with
+a resumable close) and retries with backoff.
+
+The reader's `XREAD` names many conversations in one command, which a Redis Cluster refuses across
+hash slots; the gateway talks to one Redis (or a proxy that presents one), as its client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streaming_gateway.state import redis_keys
+
+log = logging.getLogger(__name__)
+
+#: Entries per stream per read, and each follower's buffer: a slow client costs at most this many.
+BATCH = 100
+#: The reader's longest XREAD BLOCK; under the client's 5 s socket timeout.
+READ_BLOCK_MS = 2000
+#: Conversations per reader (one connection and one XREAD each).
+SHARD_SIZE = 250
+#: The wake stream: subscribing to a conversation the reader is not yet reading adds an entry here,
+#: which ends the reader's blocked XREAD (it names this stream too) so the next one includes it.
+WAKE_MAXLEN = 16
+WAKE_TTL_S = 3600
+MAX_BACKOFF_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event of a conversation's log: its id, type, JSON (id included) and finish reason."""
+
+    id: int
+    type: str
+    data: str
+    finish: str = ""
+
+    @property
+    def ends_answer(self) -> bool:
+        """A message_end after which nothing more comes for this turn (not a tool-call pause)."""
+        return self.type == "message_end" and self.finish != "tool_calls"
+
+
+def entry_from_fields(entry_id: str, fields: dict[str, str]) -> LogEntry:
+    """A stream entry as stored by the append script: the id goes into the payload here."""
+    n = int(entry_id.split("-", 1)[1])
+    payload = fields["e"]
+    data = f'{{"id":{n},{payload[1:]}' if payload != "{}" else f'{{"id":{n}}}'
+    return LogEntry(n, fields["t"], data, fields.get("f", ""))
+
+
+class Subscription:
+    """One follower's inbox: the entries that continue its position, bounded; woken on arrival."""
+
+    __slots__ = ("_entries", "conversation_id", "failure", "overflowed", "tail", "wake")
+
+    def __init__(self, conversation_id: str, after: int) -> None:
+        self.conversation_id = conversation_id
+        #: The highest id buffered or known consumed: older arrivals are duplicates.
+        self.tail = after
+        self._entries: list[LogEntry] = []
+        self.overflowed = False
+        self.failure: BaseException | None = None
+        self.wake = asyncio.Event()
+
+    def offer(self, entries: Sequence[LogEntry]) -> None:
+        if self.overflowed:
+            return
+        for entry in entries:
+            if entry.id <= self.tail:
+                continue
+            if len(self._entries) >= BATCH:
+                # A slow client: drop the buffer; its follower re-reads the log from where it is.
+                self.overflowed = True
+                self._entries.clear()
+                break
+            self._entries.append(entry)
+            self.tail = entry.id
+        self.wake.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        self.wake.set()
+
+    def take(self, last_id: int) -> list[LogEntry] | None:
+        """The buffered entries after last_id, in order; None when the follower must read the log
+        (the buffer overflowed, or the next entry is not last_id + 1). Raises the reader's failure."""
+        self.wake.clear()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+        entries, self._entries = self._entries, []
+        if self.overflowed:
+            self.overflowed = False
+            self.tail = last_id
+            return None
+        fresh = [e for e in entries if e.id > last_id]
+        if fresh and fresh[0].id != last_id + 1:
+            self.tail = last_id
+            return None
+        return fresh
+
+    def caught_up(self, last_id: int) -> None:
+        """The follower read the log up to last_id itself: buffered entries at or before it are old."""
+        self.tail = max(self.tail, last_id)
+        self._entries = [e for e in self._entries if e.id > last_id]
+
+
+class LogHub:
+    """The pod's followers by conversation, the local hand-off, and the reader task."""
+
+    def __init__(self, redis: aioredis.Redis, *, block_ms: int = READ_BLOCK_MS) -> None:
+        self._redis = redis
+        self._block_ms = block_ms
+        self._subs: dict[str, set[Subscription]] = {}
+        #: Per followed conversation: the highest id this pod has seen (read or handed over).
+        self._cursor: dict[str, int] = {}
+        #: Conversations a local producer writes: the hand-off feeds their followers, the reader skips them.
+        self._local: dict[str, int] = {}
+        #: Each followed conversation's reader; readers take SHARD_SIZE conversations each.
+        self._shard_of: dict[str, _Reader] = {}
+        self._readers: list[_Reader] = []
+        self._closed = False
+
+    # --- followers ---------------------------------------------------------------------------------
+    def subscribe(self, conversation_id: str, after: int) -> Subscription:
+        sub = Subscription(conversation_id, after)
+        subs = self._subs.get(conversation_id)
+        if subs is None:
+            self._subs[conversation_id] = {sub}
+            self._cursor[conversation_id] = after
+            self._assign(conversation_id)
+        else:
+            subs.add(sub)
+            # The reader keeps its position: this follower catches up from the log by itself.
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.conversation_id)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.conversation_id]
+            del self._cursor[sub.conversation_id]
+            self._shard_of.pop(sub.conversation_id).conversations.discard(sub.conversation_id)
+            # The reader's XREAD in flight may still name it; what it brings back has nobody to go to.
+
+    def wake_all(self) -> None:
+        """Rouse every waiting follower (shutdown: they notice their stop and end once caught up)."""
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.wake.set()
+
+    def follows(self, conversation_id: str) -> bool:
+        return conversation_id in self._subs
+
+    def followed(self) -> int:
+        """Conversations with at least one local follower."""
+        return len(self._subs)
+
+    # --- local producers ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def local_producer(self, conversation_id: str) -> Iterator[None]:
+        """While a producer on this pod writes a conversation, its appends reach the local followers
+        through the hand-off and the reader leaves it out; afterwards the reader reads it again from
+        the last id seen (a write from elsewhere meanwhile arrives then, or fills a gap at once)."""
+        self._local[conversation_id] = self._local.get(conversation_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._local[conversation_id] - 1
+            if left:
+                self._local[conversation_id] = left
+            else:
+                del self._local[conversation_id]
+                reader = self._shard_of.get(conversation_id)
+                if reader is not None:
+                    reader.changed()
+
+    def publish(self, conversation_id: str, entries: Sequence[LogEntry]) -> None:
+        """Entries just persisted to the conversation's log (or just read from it): to its local followers."""
+        subs = self._subs.get(conversation_id)
+        if not subs or not entries:
+            return
+        if entries[-1].id > self._cursor[conversation_id]:
+            self._cursor[conversation_id] = entries[-1].id
+        for sub in subs:
+            sub.offer(entries)
+
+    # --- the readers ------------------------------------------------------------------------------
+    def _assign(self, conversation_id: str) -> None:
+        """Give a newly followed conversation to a reader with room (a new one when all are full)."""
+        reader = next((r for r in self._readers if len(r.conversations) < SHARD_SIZE), None)
+        if reader is None:
+            reader = _Reader(self, len(self._readers))
+            self._readers.append(reader)
+        reader.conversations.add(conversation_id)
+        self._shard_of[conversation_id] = reader
+        if not self._closed:
+            reader.changed()
+
+    def _targets(self, conversations: Iterable[str]) -> dict[str, str]:
+        return {
+            redis_keys.event_log(cid): f"0-{self._cursor[cid]}"
+            for cid in conversations
+            if cid not in self._local and cid in self._cursor
+        }
+
+    def _deliver(self, key: str, items: list[tuple[str, dict[str, str]]]) -> None:
+        cid = key[len(_LOG_PREFIX) : -len(_LOG_SUFFIX)]
+        if cid in self._subs:
+            self.publish(cid, [entry_from_fields(entry_id, fields) for entry_id, fields in items])
+
+    def _fail(self, conversations: Iterable[str], exc: BaseException) -> None:
+        """Redis is unreachable: these followers end (resumably), as their own reads would have."""
+        for cid in list(conversations):
+            self.fail(cid, exc)
+
+    def fail(self, conversation_id: str, exc: BaseException) -> None:
+        """The log of this conversation cannot be written or read now: its followers end resumably."""
+        for sub in self._subs.get(conversation_id, ()):
+            sub.fail(exc)
+
+    async def close(self) -> None:
+        self._closed = True
+        for reader in self._readers:
+            await reader.close()
+
+
+_LOG_PREFIX, _LOG_SUFFIX = f"{redis_keys.PREFIX}:conv:{{", "}:log"
+
+
+class _Reader:
+    """One `XREAD BLOCK` loop on its own connection over up to SHARD_SIZE followed conversations.
+
+    Bounded shards keep a re-issued XREAD cheap (a new follower, a local producer's end) however
+    many streams the pod holds: 10,000 idle streams are 40 connections, not 10,000, and a change
+    re-sends 250 keys, not 10,000. Each reader's XREAD also names its wake stream: an entry added
+    there ends the blocked read at once, race-free (the read asks for ids after the last seen)."""
+
+    def __init__(self, hub: LogHub, index: int) -> None:
+        self._hub = hub
+        self.conversations: set[str] = set()
+        self._wake_key = f"{redis_keys.PREFIX}:hub:{uuid.uuid4().hex}:{index}"
+        self._wake_seen = "0-0"
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._waking: asyncio.Task[None] | None = None
+        self._wake_again = False
+
+    def changed(self) -> None:
+        """The conversations to read changed: re-issue the XREAD (start the loop if it is not running)."""
+        self._changed.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="log-hub-reader")
+            return
+        if self._waking is not None:
+            self._wake_again = True
+            return
+        self._waking = asyncio.create_task(self._wake(), name="log-hub-wake")
+
+    async def _wake(self) -> None:
+        redis = self._hub._redis
+        try:
+            while True:
+                self._wake_again = False
+                try:
+                    async with redis.pipeline(transaction=False) as pipe:
+                        pipe.xadd(self._wake_key, {"w": "1"}, maxlen=WAKE_MAXLEN, approximate=True)
+                        pipe.expire(self._wake_key, WAKE_TTL_S)
+                        await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    log.debug("log hub wake not sent (the reader re-reads within its block): %s", exc)
+                if not self._wake_again:
+                    return
+        finally:
+            self._waking = None
+
+    async def _run(self) -> None:
+        hub = self._hub
+        connection = hub._redis.client()  # this reader's one connection, held for its life
+        backoff = 0.1
+        try:
+            while not hub._closed:
+                targets = hub._targets(self.conversations)
+                self._changed.clear()
+                if not targets:
+                    await self._changed.wait()
+                    continue
+                targets[self._wake_key] = self._wake_seen
+                try:
+                    answer: Any = await connection.xread(cast(Any, targets), count=BATCH, block=hub._block_ms)
+                except RedisTimeoutError as exc:
+                    # Slow, not gone (an overloaded host): read again; nobody is failed for it.
+                    log.warning("log hub read timed out; reading again: %s", exc)
+                    continue
+                except (RedisError, OSError) as exc:
+                    log.warning("log hub cannot read Redis (its followers end resumably): %s", exc)
+                    hub._fail(self.conversations, exc)
+                    with contextlib.suppress(RedisError, OSError):
+                        await connection.aclose()
+                    connection = hub._redis.client()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+                backoff = 0.1
+                for key, items in answer or []:
+                    if key == self._wake_key:
+                        self._wake_seen = items[-1][0]
+                    else:
+                        hub._deliver(key, items)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await connection.aclose()
+
+    async def close(self) -> None:
+        for task in (self._task, self._waking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._waking = None
