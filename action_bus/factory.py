@@ -12,8 +12,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from action_bus.local import RedisStreamsActionBus, RedisUpdateSink, RedisUpdateSource
-from action_bus.ports import ActionBus, ActionUpdateSink, ActionUpdateSource
+from action_bus.local import (
+    RedisMessageScheduler,
+    RedisStreamsActionBus,
+    RedisUpdateSink,
+    RedisUpdateSource,
+)
+from action_bus.ports import ActionBus, ActionUpdateSink, ActionUpdateSource, MessageScheduler
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,15 @@ def create_update_sink(redis: aioredis.Redis, settings: Any) -> ActionUpdateSink
 
         return ServiceBusUpdateSink(*servicebus_client(settings), updates_queue(settings))
     return RedisUpdateSink(redis, updates_queue(settings))
+
+
+def create_message_scheduler(redis: aioredis.Redis, settings: Any) -> MessageScheduler:
+    """Scheduled re-sends onto the actions queue (the function app's start back-off)."""
+    if uses_servicebus(settings):
+        from action_bus.servicebus import ServiceBusMessageScheduler
+
+        return ServiceBusMessageScheduler(*servicebus_client(settings), settings.servicebus_actions_queue)
+    return RedisMessageScheduler(redis, settings.servicebus_actions_queue)
 
 
 def create_update_source(redis: aioredis.Redis, settings: Any) -> ActionUpdateSource:

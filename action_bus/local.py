@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -41,6 +42,21 @@ class RedisStreamsActionBus:
 
     async def publish(self, request: ActionRequest) -> None:
         await self.queue.send(request.message_id, request.to_json(), request_properties(request))
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisMessageScheduler:
+    """MessageScheduler adapter: the local broker's scheduled enqueue on the actions stream."""
+
+    def __init__(self, redis: aioredis.Redis, queue: str = "actions") -> None:
+        self.queue = StreamQueue(redis, queue, ACTIONS_GROUP)
+
+    async def schedule(
+        self, message_id: str, body: str, properties: dict[str, str], enqueue_at: datetime
+    ) -> None:
+        await self.queue.send(message_id, body, properties, enqueue_at=enqueue_at.timestamp())
 
     async def close(self) -> None:
         return None

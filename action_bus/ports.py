@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from agent_contracts import ActionRequest, ActionResult
@@ -20,6 +21,20 @@ class ActionBus(Protocol):
 
     async def publish(self, request: ActionRequest) -> None:
         """Send one request; at-least-once. Raises BusUnavailable when it could not be sent."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MessageScheduler(Protocol):
+    """Puts a message back on the actions queue to be delivered at a later time (Service Bus
+    scheduled messages), so a consumer that cannot handle it now backs off instead of abandoning it
+    into an immediate redelivery."""
+
+    async def schedule(
+        self, message_id: str, body: str, properties: dict[str, str], enqueue_at: datetime
+    ) -> None:
+        """Raises BusUnavailable when it could not be scheduled."""
         ...
 
     async def close(self) -> None: ...

@@ -1,10 +1,15 @@
-"""A queue on a Redis stream: the local stand-in for a Service Bus queue.
+"""A queue on a Redis stream: the local stand-in for a Service Bus queue, behaving like one where
+the pipeline depends on it (tests/action_bus/test_broker_conformance.py checks both the same way):
 
-One consumer group per queue; each entry goes to one consumer, stays pending until acked, and is
-reclaimed with XAUTOCLAIM by another consumer once it has been idle longer than `claim_idle_ms`
-(its consumer crashed). Redis counts deliveries per entry; past `max_deliveries` an entry moves to
-the dead-letter stream with a reason, as Service Bus moves a message to its dead-letter subqueue.
-A message id seen within the duplicate-detection window is dropped on send, as Service Bus does.
+- peek-lock: a received entry stays pending (locked) for `claim_idle_ms` (Service Bus's lock
+  duration); `touch` renews the lock; after it expires another receiver gets the entry, with the
+  delivery count raised; settling an entry whose lock another receiver took fails (`ack` False);
+- abandon: the entry is delivered again at once (not after the lock duration), count raised;
+- MaxDeliveryCount: an entry is delivered at most `max_deliveries` times, then it moves to the
+  dead-letter stream with the reason `MaxDeliveryCountExceeded`, as Service Bus moves it to the
+  dead-letter subqueue; `dead_letter` moves one there with the caller's reason;
+- duplicate detection: a message id seen within `dedup_window_s` is dropped on send;
+- scheduled enqueue: `send(..., enqueue_at=t)` keeps the message out of sight until `t`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +37,36 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then
 end
 return false
 """
+
+#: The same, for a message to appear at a later time: it waits in a sorted set until due.
+_SCHEDULE_ONCE = """
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return redis.call('ZADD', KEYS[3], ARGV[5], cjson.encode({mid=ARGV[1], body=ARGV[3], props=ARGV[4]}))
+end
+return false
+"""
+
+#: Move scheduled messages that are due onto the stream (KEYS: stream, schedule; ARGV: now, limit).
+_PROMOTE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, raw in ipairs(due) do
+  local m = cjson.decode(raw)
+  redis.call('XADD', KEYS[1], '*', 'mid', m.mid, 'body', m.body, 'props', m.props)
+  redis.call('ZREM', KEYS[2], raw)
+end
+return #due
+"""
+
+#: Settle only an entry this consumer still holds (KEYS: stream; ARGV: group, id, consumer).
+_SETTLE = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[3] then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -64,6 +99,8 @@ class DeadEntry:
     reason: str
     delivery_count: int
     dead_lettered_at: float
+    description: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 class StreamQueue:
@@ -92,6 +129,7 @@ class StreamQueue:
         # One hash tag per queue keeps all of its keys in one Redis Cluster slot (the Lua script needs it).
         self.key = f"bus:{{{name}}}"
         self.dead_key = f"bus:{{{name}}}:dead"
+        self.scheduled_key = f"bus:{{{name}}}:scheduled"
         self._group_ready = False
 
     def _dedup_key(self, message_id: str) -> str:
@@ -107,19 +145,42 @@ class StreamQueue:
                 raise
         self._group_ready = True
 
-    async def send(self, message_id: str, body: str, properties: dict[str, str] | None = None) -> bool:
-        """Append one message; False when the same message id was sent within the dedup window."""
+    async def send(
+        self,
+        message_id: str,
+        body: str,
+        properties: dict[str, str] | None = None,
+        *,
+        enqueue_at: float | None = None,
+    ) -> bool:
+        """Append one message (at `enqueue_at`, epoch seconds, when given); False when the same
+        message id was sent within the dedup window."""
+        props = json.dumps(properties or {})
         try:
-            entry = await self.redis.eval(
-                _SEND_ONCE,
-                2,
-                self.key,
-                self._dedup_key(message_id),
-                message_id,
-                self.dedup_window_s,
-                body,
-                json.dumps(properties or {}),
-            )
+            if enqueue_at is not None and enqueue_at > time.time():
+                entry = await self.redis.eval(
+                    _SCHEDULE_ONCE,
+                    3,
+                    self.key,
+                    self._dedup_key(message_id),
+                    self.scheduled_key,
+                    message_id,
+                    self.dedup_window_s,
+                    body,
+                    props,
+                    f"{enqueue_at:.3f}",
+                )
+            else:
+                entry = await self.redis.eval(
+                    _SEND_ONCE,
+                    2,
+                    self.key,
+                    self._dedup_key(message_id),
+                    message_id,
+                    self.dedup_window_s,
+                    body,
+                    props,
+                )
         except REDIS_DOWN as exc:
             raise BusUnavailable(f"redis stream {self.name}: {exc}") from exc
         if entry is None:
@@ -127,10 +188,14 @@ class StreamQueue:
             return False
         return True
 
+    async def scheduled_count(self) -> int:
+        return int(await self.redis.zcard(self.scheduled_key))
+
     async def receive(self, count: int = 10, wait_s: float = 1.0) -> list[Delivery]:
         """Up to `count` entries: first those a crashed consumer left idle, then new ones."""
         try:
             await self.ensure_group()
+            await self.redis.eval(_PROMOTE_DUE, 2, self.key, self.scheduled_key, f"{time.time():.3f}", 100)
             raw: list[tuple[Any, Any]] = []
             claimed = await self.redis.xautoclaim(
                 self.key, self.group, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
@@ -169,22 +234,35 @@ class StreamQueue:
             delivery_count=count,
         )
         if self.max_deliveries is not None and count > self.max_deliveries:
-            await self.dead_letter(delivery, f"delivered {count} times; the limit is {self.max_deliveries}")
+            # Recorded with the deliveries actually made, as Service Bus's dead-lettered copy has them.
+            await self.dead_letter(
+                replace(delivery, delivery_count=count - 1),
+                MAX_DELIVERY_REASON,
+                f"delivered {self.max_deliveries} times without being settled (the limit)",
+            )
             return None
         return delivery
 
     async def touch(self, delivery_ids: list[str]) -> None:
-        """Reset the idle time of entries this consumer still works on, so no one reclaims them."""
+        """Renew the locks of entries this consumer still works on, so no one reclaims them."""
         if delivery_ids:
             await self.redis.xclaim(self.key, self.group, self.consumer, 0, delivery_ids, justid=True)
 
-    async def ack(self, delivery_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.key, self.group, delivery_id)
-            pipe.xdel(self.key, delivery_id)
-            await pipe.execute()
+    async def ack(self, delivery_id: str) -> bool:
+        """Complete an entry; False when this consumer no longer holds it (its lock expired and
+        another receiver took it, or it was settled already): it is then not settled here."""
+        settled = await self.redis.eval(_SETTLE, 1, self.key, self.group, delivery_id, self.consumer)
+        if not settled:
+            log.info("queue %s: %s not completed: lock lost", self.name, delivery_id)
+        return bool(settled)
 
-    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def abandon(self, delivery_id: str) -> None:
+        """Give the entry back for immediate redelivery (its delivery count rises on the next receive)."""
+        await self.redis.xclaim(
+            self.key, self.group, self.consumer, 0, [delivery_id], idle=self.claim_idle_ms + 1, justid=True
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str, description: str = "") -> None:
         log.warning("queue %s: dead-lettering %s (%s)", self.name, delivery.message_id, reason)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
@@ -194,6 +272,7 @@ class StreamQueue:
                     "body": delivery.body,
                     "props": json.dumps(delivery.properties),
                     "reason": reason,
+                    "description": description,
                     "deliveries": str(delivery.delivery_count),
                     "at": f"{time.time():.3f}",
                 },
@@ -215,6 +294,8 @@ class StreamQueue:
                     reason=data.get("reason", ""),
                     delivery_count=int(data.get("deliveries", "0")),
                     dead_lettered_at=float(data.get("at", "0")),
+                    description=data.get("description", ""),
+                    properties=json.loads(data.get("props", "{}")),
                 )
             )
         return result
@@ -233,6 +314,14 @@ class StreamQueue:
             pipe.xdel(self.dead_key, dead_id)
             await pipe.execute()
         return True
+
+    async def purge_dead(self) -> int:
+        """Drop every dead entry; how many there were."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(self.dead_key)
+            pipe.delete(self.dead_key)
+            count, _ = await pipe.execute()
+        return int(count)
 
     async def depth(self) -> int:
         return int(await self.redis.xlen(self.key))

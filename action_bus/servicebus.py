@@ -8,6 +8,7 @@ receive and settle. The client is built in the factory and owned by the caller.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
@@ -94,6 +95,39 @@ class ServiceBusActionBus:
 
     async def publish(self, request: ActionRequest) -> None:
         await send_one(self._sender, to_servicebus_message(request))
+
+    async def close(self) -> None:
+        await self._sender.close()
+        await _close_client(self._client, self._credential)
+
+
+def scheduled_message(
+    message_id: str, body: str, properties: dict[str, str], enqueue_at: datetime
+) -> ServiceBusMessage:
+    """A copy of a received message to be enqueued at `enqueue_at` (UTC), under a new message id."""
+    application_properties: dict[str | bytes, Any] = dict(properties)
+    application_properties.pop("content_type", None)
+    return ServiceBusMessage(
+        body,
+        message_id=message_id,
+        content_type=CONTENT_TYPE,
+        application_properties=application_properties,
+        scheduled_enqueue_time_utc=enqueue_at.astimezone(UTC),
+    )
+
+
+class ServiceBusMessageScheduler:
+    """MessageScheduler adapter: a scheduled message on the actions queue."""
+
+    def __init__(self, client: ServiceBusClient, credential: Any, queue: str) -> None:
+        self._client = client
+        self._credential = credential
+        self._sender: ServiceBusSender = client.get_queue_sender(queue)
+
+    async def schedule(
+        self, message_id: str, body: str, properties: dict[str, str], enqueue_at: datetime
+    ) -> None:
+        await send_one(self._sender, scheduled_message(message_id, body, properties, enqueue_at))
 
     async def close(self) -> None:
         await self._sender.close()

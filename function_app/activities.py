@@ -9,6 +9,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from action_bus.ports import ActionBusError
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.actions import AttemptRecord, utcnow
 from function_app.deadletters_store import DeadLetter
@@ -69,7 +70,12 @@ def result_from(payload: dict[str, Any]) -> ActionResult:
 
 
 async def record_action_status(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Write one status transition to Cosmos DB (idempotent, never backwards) and publish it."""
+    """Write one status transition to Cosmos DB (idempotent, never backwards).
+
+    Returns the stored document as `update` when this transition is what is stored (newly, or
+    already by an earlier run of this activity), for `publish_action_update` to send; the send is a
+    separate activity so that an outage of the updates queue can never fail the bookkeeping.
+    """
     new = result_from(payload)
     request_context = ActionRequest.model_validate(payload["request"]).trace_context
     # The Cosmos write as a client span of the turn's trace (the end of gateway -> bus -> activity).
@@ -92,11 +98,25 @@ async def record_action_status(payload: dict[str, Any], runtime: Runtime) -> dic
         new.attempts,
         new.replay_count,
     )
-    if written.applied or same:
+    return {
+        "applied": written.applied,
+        "status": stored.status.value,
+        "attempts": stored.attempts,
         # Also when this exact transition was already stored: the activity may be re-run after a crash
         # between the write and the publish, and the gateway ignores an update it has seen.
-        await runtime.updates.publish_update(stored)
-    return {"applied": written.applied, "status": stored.status.value, "attempts": stored.attempts}
+        "update": stored.to_wire() if written.applied or same else None,
+    }
+
+
+async def publish_action_update(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Best effort: send one status change to the gateway. A bus outage is reported, not raised."""
+    update = ActionResult.model_validate(payload["update"])
+    try:
+        await runtime.updates.publish_update(update)
+    except ActionBusError as exc:
+        log.warning("update %s/%s not sent: %s", update.id, update.status.value, exc)
+        return {"published": False, "error": str(exc)[:500]}
+    return {"published": True}
 
 
 async def dead_letter_action(payload: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -118,5 +138,6 @@ ACTIVITIES = {
     "plan_action": plan_action,
     "dispatch_action": dispatch_action,
     "record_action_status": record_action_status,
+    "publish_action_update": publish_action_update,
     "dead_letter_action": dead_letter_action,
 }

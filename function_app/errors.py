@@ -41,3 +41,11 @@ class OrchestrationStartFailed(PipelineError):
     def __init__(self, instance_id: str, detail: str) -> None:
         super().__init__(f"could not start orchestration {instance_id}: {detail}")
         self.instance_id = instance_id
+
+
+class InstanceAlreadyExists(PipelineError):
+    """The start was refused: an instance with this id is pending or running (a duplicate delivery)."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"orchestration {instance_id} already exists")
+        self.instance_id = instance_id

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
-from action_bus.factory import create_update_sink
-from action_bus.ports import ActionUpdateSink
+from action_bus.factory import create_message_scheduler, create_update_sink
+from action_bus.ports import ActionUpdateSink, MessageScheduler
+from agent_contracts.settings import SettingsError
 from function_app.deadletters_store import CosmosDeadLetterStore, DeadLetterStore
 from function_app.registry import ActionRegistry, default_registry
 from function_app.results import CosmosResultStore, ResultStore
@@ -33,6 +34,8 @@ class Runtime:
     dead_letters: DeadLetterStore
     updates: ActionUpdateSink
     http: aiohttp.ClientSession
+    #: Scheduled re-sends onto the actions queue (the start back-off in function_app.accept).
+    scheduler: MessageScheduler
     _closers: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
@@ -69,10 +72,9 @@ async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = No
     own_redis = redis is None
     redis = redis or aioredis.Redis.from_url(settings.redis_url)  # connects only if the local bus is used
     updates = create_update_sink(redis, settings)
+    scheduler = create_message_scheduler(redis, settings)
     http = aiohttp.ClientSession()
-    closers: list[Any] = [http.close, cosmos.close]
-    if hasattr(updates, "close"):
-        closers.append(updates.close)
+    closers: list[Any] = [http.close, cosmos.close, updates.close, scheduler.close]
     if own_redis:
         closers.append(redis.aclose)
     return Runtime(
@@ -82,8 +84,25 @@ async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = No
         CosmosDeadLetterStore(dead),
         updates,
         http,
+        scheduler,
         tuple(closers),
     )
+
+
+#: The marker an alert rule matches (Application Insights: traces | where message has "settings_invalid").
+SETTINGS_ALERT = "ALERT settings_invalid"
+_reported: set[str] = set()
+
+
+def _report_settings_error(exc: SettingsError) -> None:
+    """Once per process and problem, at CRITICAL: host.json lets the host ship exactly this level of
+    the worker's own lines, because the app's exporter cannot start without valid settings."""
+    key = f"{exc.name}:{exc.problem}"
+    if key in _reported:
+        log.debug("settings still invalid: %s", exc)
+        return
+    _reported.add(key)
+    log.critical("%s variable=%s: %s (no action can start until it is fixed)", SETTINGS_ALERT, exc.name, exc)
 
 
 _current: Runtime | None = None
@@ -105,7 +124,11 @@ async def current_runtime() -> Runtime:
             if _current is None:
                 from observability import setup_observability
 
-                settings = Settings.from_env()
+                try:
+                    settings = Settings.from_env()
+                except SettingsError as exc:
+                    _report_settings_error(exc)
+                    raise
                 # The Functions worker's first activity or trigger: tracing and JSON logs, once per process.
                 setup_observability("function_app", settings)
                 _current = await build_runtime(settings)

@@ -1,6 +1,11 @@
 """Turn one bus message into at most one orchestration, for the Functions trigger and the local
 worker alike: validate, derive the instance id from the idempotency key, start unless an instance
 already exists (whatever its status), and dead-letter a message that is not a valid action.
+
+The existence check is only the fast path: two deliveries of one request can both pass it. The
+start itself is refused for an instance id that is Pending or Running (host.json
+`overridableExistingInstanceStates: NonRunningStates` on Azure, an atomic create in the local
+worker), and that refusal is read as "already started", never as a failure.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pydantic import ValidationError
 
 from agent_contracts import ActionRequest
 from function_app.deadletters_store import DeadLetter, DeadLetterStore
-from function_app.errors import OrchestrationStartFailed
+from function_app.errors import InstanceAlreadyExists, OrchestrationStartFailed
 from function_app.orchestration import ORCHESTRATOR, instance_id_for
 from observability import consumer_span, log_context, mark_error
 
@@ -26,7 +31,10 @@ StartOutcome = Literal["started", "duplicate", "dead_lettered"]
 
 class OrchestrationStarter(Protocol):
     async def exists(self, instance_id: str) -> bool: ...
-    async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None: ...
+
+    async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None:
+        """Raises InstanceAlreadyExists when an instance with this id is pending or running."""
+        ...
 
 
 class DurableClientStarter:
@@ -40,7 +48,15 @@ class DurableClientStarter:
         return status is not None and status.runtime_status is not None
 
     async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None:
-        await self.client.start_new(orchestrator, instance_id, input_)
+        try:
+            await self.client.start_new(orchestrator, instance_id, input_)
+        except Exception as exc:  # the client raises a bare Exception carrying the extension's answer
+            # With NonRunningStates the extension refuses a start over a pending or running instance
+            # (OrchestrationAlreadyExistsException); the client does not say which error it was, so
+            # the instance's existence decides. Anything else is a real failure to start.
+            if await self.exists(instance_id):
+                raise InstanceAlreadyExists(instance_id) from exc
+            raise
 
 
 def parse_request(body: bytes | str) -> ActionRequest:
@@ -90,6 +106,10 @@ async def start_from_message(
                 span.set_attribute("agent.start_outcome", "duplicate")
                 return "duplicate"
             await starter.start(ORCHESTRATOR, instance_id, request.to_wire())
+        except InstanceAlreadyExists:
+            log.info("action %s: a concurrent delivery started %s first", request.action_id, instance_id)
+            span.set_attribute("agent.start_outcome", "duplicate")
+            return "duplicate"
         except Exception as exc:  # any failure to start: re-raised so the message is retried, never lost
             mark_error(span, exc)
             raise OrchestrationStartFailed(instance_id, f"{type(exc).__name__}: {exc}") from exc

@@ -28,6 +28,11 @@ async def record_action_status(payload: dict[str, Any]) -> dict[str, Any]:
     return await activities.record_action_status(payload, await current_runtime())
 
 
+@bp.activity_trigger(input_name="payload", activity="publish_action_update")
+async def publish_action_update(payload: dict[str, Any]) -> dict[str, Any]:
+    return await activities.publish_action_update(payload, await current_runtime())
+
+
 @bp.activity_trigger(input_name="payload", activity="dead_letter_action")
 async def dead_letter_action(payload: dict[str, Any]) -> dict[str, Any]:
     return await activities.dead_letter_action(payload, await current_runtime())

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from function_app.errors import InstanceAlreadyExists
 from function_app.worker import history as h
 from function_app.worker.instances import InstanceStore, LeaseLost
 
@@ -58,12 +59,14 @@ class RedisStarter:
     async def start(self, orchestrator: str, instance_id: str, input_: dict[str, Any]) -> None:
         input_json = json.dumps(input_)
         at = now()
-        await self.store.create(
+        created = await self.store.create(
             instance_id,
             orchestrator,
             input_json,
             [h.orchestrator_started(at), h.execution_started(at, orchestrator, input_json)],
         )
+        if not created:  # the atomic create refused: another delivery started it first
+            raise InstanceAlreadyExists(instance_id)
 
 
 class Engine:

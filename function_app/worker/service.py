@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from action_bus.local import ACTIONS_GROUP
 from action_bus.ports import BusUnavailable
-from action_bus.redis_streams import REDIS_DOWN, StreamQueue
+from action_bus.redis_streams import REDIS_DOWN, Delivery, StreamQueue
+from function_app.accept import accept_message
 from function_app.app import build_app
 from function_app.errors import OrchestrationStartFailed, StoreError
 from function_app.runtime import Runtime
-from function_app.starter import start_from_message
 from function_app.worker.engine import Engine, RedisStarter, registered_functions
 from function_app.worker.instances import InstanceStore
 
@@ -26,9 +28,17 @@ IDLE_POLL_S = 0.2
 
 
 class Worker:
-    def __init__(self, redis: aioredis.Redis, runtime: Runtime, *, consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        runtime: Runtime,
+        *,
+        consumer: str | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
         settings = runtime.settings
         self.runtime = runtime
+        self.sleep = sleep
         self.queue = StreamQueue(
             redis,
             settings.servicebus_actions_queue,
@@ -43,25 +53,36 @@ class Worker:
         self.starter = RedisStarter(self.store)
 
     async def intake_once(self, wait_s: float = 1.0) -> int:
-        """Start orchestrations for the messages waiting; each is acked only once its start is stored."""
-        handled = 0
-        for delivery in await self.queue.receive(10, wait_s):
-            try:
-                outcome = await start_from_message(
-                    delivery.body, delivery.message_id, self.starter, self.runtime.dead_letters
-                )
-            except (OrchestrationStartFailed, StoreError) as exc:
-                log.warning(
-                    "message %s not started (delivery %d), left for redelivery: %s",
-                    delivery.message_id,
-                    delivery.delivery_count,
-                    exc,
-                )
-                continue
-            await self.queue.ack(delivery.delivery_id)
-            handled += 1
-            log.info("message %s: %s", delivery.message_id, outcome)
-        return handled
+        """Start orchestrations for the messages waiting, concurrently; each is completed once its
+        start is stored (or re-sent for later), and abandoned, as the Functions host does when the
+        trigger raises, only when every back-off is spent."""
+        deliveries = await self.queue.receive(10, wait_s)
+        outcomes = await asyncio.gather(*(self._accept(delivery) for delivery in deliveries))
+        return sum(outcomes)
+
+    async def _accept(self, delivery: Delivery) -> bool:
+        try:
+            outcome = await accept_message(
+                delivery.body,
+                delivery.message_id,
+                delivery.properties,
+                self.starter,
+                self.runtime.dead_letters,
+                self.runtime.scheduler,
+                sleep=self.sleep,
+            )
+        except (OrchestrationStartFailed, StoreError) as exc:
+            log.warning(
+                "message %s not started (delivery %d), abandoned: %s",
+                delivery.message_id,
+                delivery.delivery_count,
+                exc,
+            )
+            await self.queue.abandon(delivery.delivery_id)
+            return False
+        await self.queue.ack(delivery.delivery_id)
+        log.info("message %s: %s", delivery.message_id, outcome)
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(self._intake_loop(stop), self._execution_loop(stop))

@@ -40,8 +40,8 @@ async def test_entry_is_dead_lettered_after_max_deliveries(aredis: aioredis.Redi
         counts += [d.delivery_count for d in await queue.receive(1, wait_s=0.05)]
     assert counts == [1, 2]
     dead = await queue.dead_entries()
-    assert [(d.message_id, d.delivery_count) for d in dead] == [("poison", 3)]
-    assert "the limit is 2" in dead[0].reason
+    assert [(d.message_id, d.delivery_count) for d in dead] == [("poison", 2)]
+    assert dead[0].reason == "MaxDeliveryCountExceeded" and "2 times" in dead[0].description
     assert await queue.depth() == 0
 
 

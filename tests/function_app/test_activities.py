@@ -7,9 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
-from action_bus.local import RedisUpdateSource
+from action_bus.local import RedisUpdateSink, RedisUpdateSource
 from agent_contracts import ActionStatus
 from function_app import activities
 from function_app.dispatch import dispatch_once
@@ -123,12 +124,22 @@ async def test_plan_rejects_unknown_action_and_gives_policy(runtime: Runtime) ->
     assert known["ok"] and known["retry"]["maxAttempts"] == 3 and known["retry"]["firstIntervalS"] == 0.1
 
 
-async def test_record_writes_cosmos_and_publishes_update(runtime: Runtime, aredis: Any) -> None:
-    """record_action_status stores the document and publishes the same status on the update stream."""
+async def record_and_publish(runtime: Runtime, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the orchestrator does: the record activity, then the publish activity with its update."""
+    written = await activities.record_action_status(payload, runtime)
+    if written["update"] is not None:
+        assert await activities.publish_action_update({"update": written["update"]}, runtime) == {
+            "published": True
+        }
+    return written
+
+
+async def test_record_writes_cosmos_and_hands_over_the_update(runtime: Runtime, aredis: Any) -> None:
+    """record_action_status stores the document and returns it; publishing it puts the status on the update stream."""
     request = make_request()
-    await activities.record_action_status({"request": request.to_wire(), "status": "queued"}, runtime)
-    await activities.record_action_status(
-        {"request": request.to_wire(), "status": "running", "attempts": 1, "maxAttempts": 3}, runtime
+    await record_and_publish(runtime, {"request": request.to_wire(), "status": "queued"})
+    await record_and_publish(
+        runtime, {"request": request.to_wire(), "status": "running", "attempts": 1, "maxAttempts": 3}
     )
     stored, _ = await runtime.results.read(request.conversation_id, str(request.action_id))
     assert stored.status is ActionStatus.running and stored.max_attempts == 3
@@ -137,12 +148,12 @@ async def test_record_writes_cosmos_and_publishes_update(runtime: Runtime, aredi
     assert [u.status.value for _, u in updates] == ["queued", "running"]
 
 
-async def test_record_rerun_publishes_again_but_stale_does_not(runtime: Runtime, aredis: Any) -> None:
-    """Re-running the same record publishes again (at-least-once); a backwards one is neither stored nor published."""
+async def test_record_rerun_hands_over_again_but_stale_does_not(runtime: Runtime, aredis: Any) -> None:
+    """Re-running the same record hands the update over again (at-least-once); a backwards one is neither stored nor sent."""
     request = make_request()
     wire = request.to_wire()
     for status in ("queued", "succeeded", "succeeded"):
-        await activities.record_action_status({"request": wire, "status": status, "attempts": 1}, runtime)
+        await record_and_publish(runtime, {"request": wire, "status": status, "attempts": 1})
     stale = await activities.record_action_status(
         {"request": wire, "status": "running", "attempts": 1}, runtime
     )
@@ -152,7 +163,22 @@ async def test_record_rerun_publishes_again_but_stale_does_not(runtime: Runtime,
         "queued",
         "succeeded",
     ]  # the re-sent succeeded has the same message id: dropped by the bus
-    assert stale == {"applied": False, "status": "succeeded", "attempts": 1}
+    assert stale == {"applied": False, "status": "succeeded", "attempts": 1, "update": None}
+
+
+async def test_publish_with_bus_down_reports_instead_of_raising(runtime: Runtime, aredis: Any) -> None:
+    """The updates queue unreachable: publish_action_update answers published=false with the reason."""
+    request = make_request()
+    written = await activities.record_action_status(
+        {"request": request.to_wire(), "status": "queued"}, runtime
+    )
+    down = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    broken = replace(runtime, updates=RedisUpdateSink(down, runtime.settings.servicebus_updates_queue))
+    try:
+        answer = await activities.publish_action_update({"update": written["update"]}, broken)
+    finally:
+        await down.aclose()
+    assert answer["published"] is False and "redis stream" in answer["error"]
 
 
 async def test_dead_letter_activity_stores_reason_and_history(runtime: Runtime) -> None:

@@ -48,7 +48,7 @@ def index_app() -> list[dict]:
 
 
 def test_worker_indexing_finds_every_function() -> None:
-    """The trigger, the orchestrator and the four activities are indexed, each once."""
+    """The trigger, the orchestrator and the five activities are indexed, each once."""
     functions = {f["name"]: f for f in index_app()}
     assert set(functions) == {
         "accept_action",
@@ -56,6 +56,7 @@ def test_worker_indexing_finds_every_function() -> None:
         "plan_action",
         "dispatch_action",
         "record_action_status",
+        "publish_action_update",
         "dead_letter_action",
     }
     assert functions["action_orchestrator"]["trigger"] == "orchestrationTrigger"

@@ -45,3 +45,26 @@ def test_local_settings_sample_values_are_valid_settings() -> None:
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     settings = Settings.from_env(values)
     assert settings.cosmos_endpoint == "https://127.0.0.1:8081" and not settings.uses_servicebus
+
+
+def test_host_json_never_overwrites_a_running_instance() -> None:
+    """A second start of a running instance id is refused (the start path reads that as already started)."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensions"]["durableTask"]["overridableExistingInstanceStates"] == "NonRunningStates"
+
+
+def test_host_does_not_ship_the_workers_log_lines_a_second_time() -> None:
+    """Every function's user log lines reach the host only at Critical (the settings alert, which the
+    app's own exporter cannot ship); the app's exporter ships all the others, once."""
+    from function_app.app import build_app
+
+    levels = json.loads((ROOT / "host.json").read_text())["logging"]["logLevel"]
+    names = {f.get_function_name() for f in build_app().get_functions()}
+    assert {f"Function.{name}.User" for name in names} <= {k for k, v in levels.items() if v == "Critical"}
+
+
+def test_funcignore_leaves_local_state_out_of_the_package() -> None:
+    """Local data, logs, caches and test output are never published."""
+    ignored = {line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()}
+    for entry in (".local/", ".hypothesis/", ".schemathesis/", "test-output/", ".mypy_cache/", "bench/"):
+        assert entry in ignored, entry

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from function_app.app import build_app
+from function_app.errors import InstanceAlreadyExists
 from function_app.orchestration import ORCHESTRATOR, instance_id_for
 from function_app.runtime import Runtime
 from function_app.worker import history as h
@@ -53,10 +55,13 @@ async def test_history_is_shaped_like_the_hosts(
     assert [e["EventId"] for e in scheduled] == list(range(len(scheduled)))
     assert [e["Name"] for e in scheduled] == [
         "record_action_status",
+        "publish_action_update",
         "plan_action",
         "record_action_status",
+        "publish_action_update",
         "dispatch_action",
         "record_action_status",
+        "publish_action_update",
     ]
     completed = [e for e in instance.history if e["EventType"] == h.TASK_COMPLETED]
     assert [e["TaskScheduledId"] for e in completed] == list(range(len(scheduled)))
@@ -99,12 +104,13 @@ async def test_broken_instance_is_retried_later_and_others_proceed(
 
 
 async def test_starting_twice_creates_one_instance(aredis: aioredis.Redis) -> None:
-    """The Redis starter refuses a second instance with the same id."""
+    """The Redis starter refuses a second instance with the same id (InstanceAlreadyExists, as the host's refusal)."""
     store = InstanceStore(aredis)
     starter = RedisStarter(store)
     request = make_request()
     iid = instance_id_for(request.idempotency_key)
     await starter.start(ORCHESTRATOR, iid, request.to_wire())
-    await starter.start(ORCHESTRATOR, iid, make_request().to_wire())
+    with pytest.raises(InstanceAlreadyExists):
+        await starter.start(ORCHESTRATOR, iid, make_request().to_wire())
     assert await starter.exists(iid)
     assert json.loads((await store.load(iid)).input_json)["actionId"] == str(request.action_id)
