@@ -17,8 +17,15 @@ from action_bus.local import (
     RedisStreamsActionBus,
     RedisUpdateSink,
     RedisUpdateSource,
+    StreamDeadLetters,
 )
-from action_bus.ports import ActionBus, ActionUpdateSink, ActionUpdateSource, MessageScheduler
+from action_bus.ports import (
+    ActionBus,
+    ActionUpdateSink,
+    ActionUpdateSource,
+    BusDeadLetters,
+    MessageScheduler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,15 @@ def create_message_scheduler(redis: aioredis.Redis, settings: Any) -> MessageSch
 
         return ServiceBusMessageScheduler(*servicebus_client(settings), settings.servicebus_actions_queue)
     return RedisMessageScheduler(redis, settings.servicebus_actions_queue)
+
+
+def create_bus_dead_letters(redis: aioredis.Redis, settings: Any) -> BusDeadLetters:
+    """The actions queue's dead-letter subqueue (the dead-letter command)."""
+    if uses_servicebus(settings):
+        from action_bus.servicebus import ServiceBusDeadLetters
+
+        return ServiceBusDeadLetters(*servicebus_client(settings), settings.servicebus_actions_queue)
+    return StreamDeadLetters(redis, settings.servicebus_actions_queue)
 
 
 def create_update_source(redis: aioredis.Redis, settings: Any) -> ActionUpdateSource:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from action_bus.ports import DeadMessage
 from action_bus.redis_streams import StreamQueue
 from agent_contracts import ActionRequest, ActionResult
 from observability.propagation import to_application_properties
@@ -106,6 +107,37 @@ class RedisUpdateSource:
 
     async def ack(self, delivery_id: str) -> None:
         await self.queue.ack(delivery_id)
+
+    async def close(self) -> None:
+        return None
+
+
+class StreamDeadLetters:
+    """BusDeadLetters adapter: the local broker's dead-letter stream of the actions queue."""
+
+    def __init__(self, redis: aioredis.Redis, queue: str = "actions") -> None:
+        self.queue = StreamQueue(redis, queue, ACTIONS_GROUP)
+
+    async def peek(self, max_count: int = 100) -> list[DeadMessage]:
+        return [
+            DeadMessage(
+                id=entry.dead_id,
+                message_id=entry.message_id,
+                body=entry.body,
+                reason=entry.reason,
+                description=entry.description,
+                delivery_count=entry.delivery_count,
+                dead_lettered_at=datetime.fromtimestamp(entry.dead_lettered_at, UTC),
+                properties=entry.properties,
+            )
+            for entry in await self.queue.dead_entries(max_count)
+        ]
+
+    async def replay(self, dead_id: str) -> bool:
+        return await self.queue.requeue_dead(dead_id)
+
+    async def purge(self) -> int:
+        return await self.queue.purge_dead()
 
     async def close(self) -> None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -35,6 +36,38 @@ class MessageScheduler(Protocol):
         self, message_id: str, body: str, properties: dict[str, str], enqueue_at: datetime
     ) -> None:
         """Raises BusUnavailable when it could not be scheduled."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeadMessage:
+    """One message in a queue's dead-letter subqueue (Service Bus) or dead-letter stream (local)."""
+
+    id: str
+    message_id: str
+    body: str
+    reason: str
+    description: str
+    delivery_count: int
+    dead_lettered_at: datetime | None
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+class BusDeadLetters(Protocol):
+    """The dead-letter subqueue of the actions queue, for the dead-letter command."""
+
+    async def peek(self, max_count: int = 100) -> list[DeadMessage]:
+        """Look without taking: the messages stay where they are."""
+        ...
+
+    async def replay(self, dead_id: str) -> bool:
+        """Put one message back on its queue and remove it from the subqueue; False if not found."""
+        ...
+
+    async def purge(self) -> int:
+        """Remove every message from the subqueue; how many were removed."""
         ...
 
     async def close(self) -> None: ...

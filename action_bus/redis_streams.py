@@ -197,7 +197,7 @@ class StreamQueue:
             await self.ensure_group()
             await self.redis.eval(_PROMOTE_DUE, 2, self.key, self.scheduled_key, f"{time.time():.3f}", 100)
             raw: list[tuple[Any, Any]] = []
-            claimed = await self.redis.xautoclaim(
+            claimed: Any = await self.redis.xautoclaim(
                 self.key, self.group, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
             )
             raw.extend(claimed[1])
@@ -205,7 +205,7 @@ class StreamQueue:
                 await self.redis.xack(self.key, self.group, *claimed[2])
             if len(raw) < count:
                 block = None if raw else max(1, int(wait_s * 1000))
-                fresh = await self.redis.xreadgroup(
+                fresh: Any = await self.redis.xreadgroup(
                     self.group, self.consumer, {self.key: ">"}, count=count - len(raw), block=block
                 )
                 for _stream, entries in fresh or []:
@@ -246,7 +246,8 @@ class StreamQueue:
     async def touch(self, delivery_ids: list[str]) -> None:
         """Renew the locks of entries this consumer still works on, so no one reclaims them."""
         if delivery_ids:
-            await self.redis.xclaim(self.key, self.group, self.consumer, 0, delivery_ids, justid=True)
+            ids: list[int | bytes | str | memoryview] = list(delivery_ids)
+            await self.redis.xclaim(self.key, self.group, self.consumer, 0, ids, justid=True)
 
     async def ack(self, delivery_id: str) -> bool:
         """Complete an entry; False when this consumer no longer holds it (its lock expired and
@@ -282,7 +283,7 @@ class StreamQueue:
             await pipe.execute()
 
     async def dead_entries(self, count: int = 1000) -> list[DeadEntry]:
-        entries = await self.redis.xrange(self.dead_key, count=count)
+        entries: Any = await self.redis.xrange(self.dead_key, count=count)
         result = []
         for entry_id, fields in entries:
             data = {text(k): text(v) for k, v in fields.items()}
@@ -302,7 +303,7 @@ class StreamQueue:
 
     async def requeue_dead(self, dead_id: str) -> bool:
         """Move one dead entry back to the queue (after a fix); its delivery count starts again."""
-        entries = await self.redis.xrange(self.dead_key, dead_id, dead_id)
+        entries: Any = await self.redis.xrange(self.dead_key, dead_id, dead_id)
         if not entries:
             return False
         data = {text(k): text(v) for k, v in entries[0][1].items()}

@@ -8,6 +8,7 @@ receive and settle. The client is built in the factory and owned by the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusErro
 from pydantic import ValidationError
 
 from action_bus.local import request_properties, update_message_id
-from action_bus.ports import ActionBusError, BusUnavailable
+from action_bus.ports import ActionBusError, BusUnavailable, DeadMessage
 from agent_contracts import ActionRequest, ActionResult
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,18 @@ class MessageRejected(ActionBusError):
         self.message_id = message_id
 
 
+def application_properties_of(properties: Mapping[str, str]) -> dict[str | bytes, Any]:
+    """Our string properties as the SDK types them (keys str or bytes); content_type is a message field."""
+    result: dict[str | bytes, Any] = {}
+    for key, value in properties.items():
+        if key != "content_type":
+            result[key] = value
+    return result
+
+
 def to_servicebus_message(request: ActionRequest) -> ServiceBusMessage:
     """The message the gateway sends: message_id drives Service Bus duplicate detection."""
-    properties: dict[str | bytes, Any] = dict(request_properties(request))
-    properties.pop("content_type", None)
+    properties = application_properties_of(request_properties(request))
     return ServiceBusMessage(
         request.to_json(),
         message_id=request.message_id,
@@ -105,8 +114,7 @@ def scheduled_message(
     message_id: str, body: str, properties: dict[str, str], enqueue_at: datetime
 ) -> ServiceBusMessage:
     """A copy of a received message to be enqueued at `enqueue_at` (UTC), under a new message id."""
-    application_properties: dict[str | bytes, Any] = dict(properties)
-    application_properties.pop("content_type", None)
+    application_properties = application_properties_of(properties)
     return ServiceBusMessage(
         body,
         message_id=message_id,
@@ -192,4 +200,98 @@ class ServiceBusUpdateSource:
 
     async def close(self) -> None:
         await self._receiver.close()
+        await _close_client(self._client, self._credential)
+
+
+#: How many dead-lettered messages one receive takes while looking for the one to replay.
+DLQ_BATCH = 50
+
+
+def dead_message(message: Any) -> DeadMessage:
+    """A received (or peeked) dead-lettered ServiceBusReceivedMessage as the port's DeadMessage; the id
+    is the sequence number, which Service Bus keeps unique per queue."""
+    properties = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in (message.application_properties or {}).items()
+    }
+    return DeadMessage(
+        id=str(message.sequence_number),
+        message_id=str(message.message_id or ""),
+        body=message_body_text(message),
+        reason=str(message.dead_letter_reason or ""),
+        description=str(message.dead_letter_error_description or ""),
+        delivery_count=int(message.delivery_count or 0),
+        dead_lettered_at=message.enqueued_time_utc,
+        properties=properties,
+    )
+
+
+def replay_message(dead: DeadMessage) -> ServiceBusMessage:
+    """The copy sent back to the queue: a new message id (the original may still be inside the
+    duplicate-detection window) that names the dead-lettered one."""
+    properties = application_properties_of(dead.properties)
+    return ServiceBusMessage(
+        dead.body,
+        message_id=f"{dead.message_id}~dlq{dead.id}",
+        content_type=CONTENT_TYPE,
+        application_properties=properties,
+    )
+
+
+class ServiceBusDeadLetters:
+    """BusDeadLetters adapter: the dead-letter subqueue of one queue (peek, replay by sequence number,
+    purge). Replay receives in batches until it holds the message; the others go back at once
+    (abandon: a dead-letter subqueue has no delivery limit)."""
+
+    def __init__(self, client: ServiceBusClient, credential: Any, queue: str) -> None:
+        from azure.servicebus import ServiceBusSubQueue
+
+        self._client = client
+        self._credential = credential
+        self._receiver: ServiceBusReceiver = client.get_queue_receiver(
+            queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER
+        )
+        self._sender: ServiceBusSender = client.get_queue_sender(queue)
+
+    async def peek(self, max_count: int = 100) -> list[DeadMessage]:
+        try:
+            return [dead_message(m) for m in await self._receiver.peek_messages(max_message_count=max_count)]
+        except ServiceBusError as exc:
+            raise map_error(exc, "-") from exc
+
+    async def replay(self, dead_id: str) -> bool:
+        try:
+            while batch := await self._receiver.receive_messages(
+                max_message_count=DLQ_BATCH, max_wait_time=5
+            ):
+                found = None
+                for message in batch:
+                    if found is None and str(message.sequence_number) == dead_id:
+                        found = message
+                    else:
+                        await self._receiver.abandon_message(message)
+                if found is not None:
+                    await send_one(self._sender, replay_message(dead_message(found)))
+                    await self._receiver.complete_message(found)
+                    return True
+        except ServiceBusError as exc:
+            raise map_error(exc, dead_id) from exc
+        return False
+
+    async def purge(self) -> int:
+        removed = 0
+        try:
+            while batch := await self._receiver.receive_messages(
+                max_message_count=DLQ_BATCH, max_wait_time=5
+            ):
+                for message in batch:
+                    await self._receiver.complete_message(message)
+                    removed += 1
+        except ServiceBusError as exc:
+            raise map_error(exc, "-") from exc
+        return removed
+
+    async def close(self) -> None:
+        await self._receiver.close()
+        await self._sender.close()
         await _close_client(self._client, self._credential)

@@ -39,7 +39,7 @@ AcceptOutcome = StartOutcome | Literal["rescheduled"]
 
 
 def resend_delay_s(resends_so_far: int) -> float:
-    return min(RESEND_MAX_DELAY_S, RESEND_FIRST_DELAY_S * 2 ** min(resends_so_far, 20))
+    return min(RESEND_MAX_DELAY_S, RESEND_FIRST_DELAY_S * 2.0 ** min(resends_so_far, 20))
 
 
 def resend_message_id(message_id: str, number: int) -> str:

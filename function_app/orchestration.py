@@ -66,7 +66,7 @@ def instance_id_for(idempotency_key: str, replay_count: int = 0) -> str:
 
 def bookkeeping_delay_s(failures: int) -> float:
     """Wait after the n-th consecutive failure: 2, 4, 8, ... capped at BOOKKEEPING_MAX_INTERVAL_S."""
-    return min(BOOKKEEPING_MAX_INTERVAL_S, BOOKKEEPING_FIRST_INTERVAL_S * 2 ** min(failures - 1, 30))
+    return min(BOOKKEEPING_MAX_INTERVAL_S, BOOKKEEPING_FIRST_INTERVAL_S * 2.0 ** min(failures - 1, 30))
 
 
 def _bookkeeping(context: Any, name: str, payload: dict[str, Any]) -> Generator[Any, Any, Any]:

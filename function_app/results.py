@@ -33,7 +33,7 @@ def retry_after_s(exc: cosmos_errors.CosmosHttpResponseError) -> float:
     headers = getattr(exc, "headers", None) or {}
     raw = headers.get("x-ms-retry-after-ms") or headers.get("x-ms-retry-after-milliseconds")
     if raw is None and exc.response is not None:
-        raw = exc.response.headers.get("x-ms-retry-after-ms")
+        raw = getattr(exc.response, "headers", {}).get("x-ms-retry-after-ms")
     try:
         return max(0.0, float(raw) / 1000.0) if raw is not None else 1.0
     except ValueError:

@@ -61,6 +61,9 @@ class Settings:
     dispatch_timeout_s: float = 10.0
     action_retry_policies: dict[str, RetryOverride] = field(default_factory=dict)
     retry_max_interval_s: float = 300.0
+    # The dead-letter command in Azure: the function app's Durable Functions HTTP API, for Failed instances.
+    durable_task_api_url: str | None = None
+    durable_task_api_key: str | None = None
     # The local worker (Redis Streams broker) only.
     worker_max_deliveries: int = 5
     worker_claim_idle_ms: int = 30_000
@@ -70,7 +73,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(environ)
         settings = cls(
-            cosmos_endpoint=env.url("COSMOS_ENDPOINT", required=True),
+            cosmos_endpoint=env.url("COSMOS_ENDPOINT", "", required=True),
             cosmos_key=env.str("COSMOS_KEY"),
             cosmos_database=env.str("COSMOS_DATABASE", "agent"),
             cosmos_container=env.str("COSMOS_CONTAINER", "action_results"),
@@ -87,6 +90,8 @@ class Settings:
             dispatch_timeout_s=env.float("DISPATCH_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             action_retry_policies=parse_retry_policies(env.str("ACTION_RETRY_POLICIES")),
             retry_max_interval_s=env.float("ACTION_RETRY_MAX_INTERVAL_SECONDS", 300.0, minimum=0.1),
+            durable_task_api_url=env.url("DURABLE_TASK_API_URL"),
+            durable_task_api_key=env.str("DURABLE_TASK_API_KEY"),
             worker_max_deliveries=env.int("WORKER_MAX_DELIVERIES", 5, minimum=1, maximum=100),
             worker_claim_idle_ms=env.int("WORKER_CLAIM_IDLE_MS", 30_000, minimum=10),
             worker_lease_ms=env.int("WORKER_LEASE_MS", 30_000, minimum=100),
@@ -96,6 +101,8 @@ class Settings:
                 "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
                 "set either it or SERVICEBUS_CONNECTION_STRING, not both",
             )
+        if settings.durable_task_api_url and not settings.durable_task_api_key:
+            raise SettingsError("DURABLE_TASK_API_KEY", "required with DURABLE_TASK_API_URL")
         if not settings.cosmos_verify_tls and not settings.cosmos_endpoint.startswith(
             ("https://127.", "https://localhost")
         ):

@@ -7,7 +7,7 @@ BIN=.venv/bin
 
 # Packages mypy checks on every run. A package joins this list once it is clean; every package
 # named in pyproject.toml's [tool.mypy] `files` belongs here in the end.
-TYPED=(agent_contracts agent_registry evaluation scripted_upstream streaming_gateway)
+TYPED=(agent_contracts agent_registry evaluation scripted_upstream streaming_gateway action_bus function_app)
 
 "$BIN/ruff" check --no-fix .
 "$BIN/ruff" format --check .

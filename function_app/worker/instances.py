@@ -26,13 +26,15 @@ redis.call('ZADD', KEYS[3], 0, KEYS[4])
 return 1
 """
 
-#: KEYS: lease, history, due, meta; ARGV: token, iid, due_at ('' = finished), status, output, events...
+#: KEYS: lease, history, due, meta, failed; ARGV: token, iid, due_at ('' = finished), status, output,
+#: now, events... A Failed instance is also indexed, so the dead-letter command can list it.
 _APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('HSET', KEYS[4], 'status', ARGV[4], 'output', ARGV[5])
+  redis.call('HSET', KEYS[4], 'status', ARGV[4], 'output', ARGV[5], 'updated', ARGV[6])
+  if ARGV[4] == 'Failed' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2]) end
   redis.call('EXPIRE', KEYS[4], 604800)
   redis.call('EXPIRE', KEYS[2], 604800)
 else
@@ -73,6 +75,7 @@ class InstanceStore:
         self.redis = redis
         self.prefix = prefix
         self.due_key = f"{prefix}:due"
+        self.failed_key = f"{prefix}:failed"
 
     def _meta(self, iid: str) -> str:
         return f"{self.prefix}:{{{iid}}}:meta"
@@ -123,20 +126,35 @@ class InstanceStore:
         due = "" if final_status else f"{due_at if due_at is not None else 0:.3f}"
         ok = await self.redis.eval(
             _APPEND,
-            4,
+            5,
             self._lease(iid),
             self._history(iid),
             self.due_key,
             self._meta(iid),
+            self.failed_key,
             token,
             iid,
             due,
             final_status or "",
             output,
+            f"{time.time():.3f}",
             *[json.dumps(e) for e in events],
         )
         if not ok:
             raise LeaseLost(iid)
+
+    async def failed(self, limit: int = 1000) -> list[Instance]:
+        """Failed instances not yet replayed, oldest first."""
+        found = []
+        for iid in await self.redis.zrange(self.failed_key, 0, limit - 1):
+            instance = await self.load(text(iid))
+            if instance is not None:
+                found.append(instance)
+        return found
+
+    async def forget_failed(self, iid: str) -> bool:
+        """Take a Failed instance off the list (it was replayed); its history stays until it expires."""
+        return bool(await self.redis.zrem(self.failed_key, iid))
 
     async def due(self, now: float, limit: int = 20) -> list[str]:
         return [
