@@ -10,7 +10,23 @@ from typing import Any
 
 EXECUTION_STARTED, TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 0, 4, 5, 6
 TIMER_CREATED, TIMER_FIRED, ORCHESTRATOR_STARTED, ORCHESTRATOR_COMPLETED = 10, 11, 12, 13
-CALL_ACTIVITY, CREATE_TIMER = 0, 5
+EVENT_RAISED = 15
+CALL_ACTIVITY, CREATE_TIMER, CONTINUE_AS_NEW, WAIT_FOR_EXTERNAL_EVENT = 0, 5, 4, 6
+#: The SDK's action types by number, for error messages about the ones the local worker lacks.
+ACTION_NAMES = {
+    0: "CallActivity",
+    1: "CallActivityWithRetry",
+    2: "CallSubOrchestrator",
+    3: "CallSubOrchestratorWithRetry",
+    4: "ContinueAsNew",
+    5: "CreateTimer",
+    6: "WaitForExternalEvent",
+    7: "CallEntity",
+    8: "CallHttp",
+    9: "SignalEntity",
+    11: "WhenAny",
+    12: "WhenAll",
+}
 OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 
 
@@ -59,6 +75,10 @@ def timer_fired(at: datetime, task_id: int, fire_at: str) -> dict[str, Any]:
     return event(TIMER_FIRED, at, TimerId=task_id, FireAt=fire_at)
 
 
+def event_raised(at: datetime, name: str, input_json: str | None) -> dict[str, Any]:
+    return event(EVENT_RAISED, at, Name=name, Input=input_json)
+
+
 def with_played_flags(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """IsPlayed as the host sets it: true for every event before the current episode."""
     last_start = max((i for i, e in enumerate(history) if e["EventType"] == ORCHESTRATOR_STARTED), default=0)
@@ -86,6 +106,7 @@ class Turn:
     actions: list[dict[str, Any]] = field(default_factory=list)
     output: Any = None
     error: str | None = None
+    custom_status: Any = None
 
 
 def replay(
@@ -101,7 +122,12 @@ def replay(
         error, _, raw_state = message.partition(OUT_OF_PROC_MARKER)
         state = json.loads(raw_state)
         return Turn(done=False, actions=_flat(state), error=state.get("error") or error.strip())
-    return Turn(done=bool(state.get("isDone")), actions=_flat(state), output=state.get("output"))
+    return Turn(
+        done=bool(state.get("isDone")),
+        actions=_flat(state),
+        output=state.get("output"),
+        custom_status=state.get("customStatus"),
+    )
 
 
 def _flat(state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,11 +26,13 @@ redis.call('ZADD', KEYS[3], 0, KEYS[4])
 return 1
 """
 
-#: KEYS: lease, history, due, meta, failed; ARGV: token, iid, due_at ('' = finished), status, output,
-#: now, events... A Failed instance is also indexed, so the dead-letter command can list it.
+#: KEYS: lease, history, due, meta, failed; ARGV: token, iid, due_at ('' = finished, '+inf' = waits for
+#: an event), status, output, now, custom status ('' = unchanged), events... A Failed instance is also
+#: indexed, so the dead-letter command can list it.
 _APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 8, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'custom', ARGV[7]) end
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('HSET', KEYS[4], 'status', ARGV[4], 'output', ARGV[5], 'updated', ARGV[6])
@@ -40,6 +42,36 @@ if ARGV[3] == '' then
 else
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 end
+return 1
+"""
+
+#: Events raised from outside wait in an inbox; the lease holder moves them into the history.
+#: KEYS: lease, inbox, history; ARGV: token.
+_TAKE_INBOX = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for _, item in ipairs(items) do redis.call('RPUSH', KEYS[3], item) end
+redis.call('DEL', KEYS[2])
+return #items
+"""
+
+#: KEYS: meta, inbox, due; ARGV: iid, event. Only a running instance takes events.
+_RAISE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'Running' then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+return 1
+"""
+
+#: Continue-as-new: a fresh history with the new input. KEYS: lease, history, meta, due;
+#: ARGV: token, iid, input, events...
+_RESTART = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[3], 'input', ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'generations', 1)
+redis.call('ZADD', KEYS[4], 0, ARGV[2])
 return 1
 """
 
@@ -68,6 +100,7 @@ class Instance:
     status: str
     history: list[dict[str, Any]]
     output: str | None = None
+    custom_status: str | None = None
 
 
 class InstanceStore:
@@ -85,6 +118,9 @@ class InstanceStore:
 
     def _lease(self, iid: str) -> str:
         return f"{self.prefix}:{{{iid}}}:lease"
+
+    def _inbox(self, iid: str) -> str:
+        return f"{self.prefix}:{{{iid}}}:inbox"
 
     async def create(self, iid: str, name: str, input_json: str, first_events: list[dict[str, Any]]) -> bool:
         """Record a new instance with its first events and make it due now; False if it exists."""
@@ -110,7 +146,9 @@ class InstanceStore:
         if not meta:
             return None
         history = [json.loads(text(e)) for e in await self.redis.lrange(self._history(iid), 0, -1)]
-        return Instance(iid, meta["name"], meta["input"], meta["status"], history, meta.get("output"))
+        return Instance(
+            iid, meta["name"], meta["input"], meta["status"], history, meta.get("output"), meta.get("custom")
+        )
 
     async def append(
         self,
@@ -121,9 +159,16 @@ class InstanceStore:
         due_at: float | None = None,
         final_status: str | None = None,
         output: str = "",
+        custom_status: str = "",
     ) -> None:
-        """Append events (and reschedule, or finish the instance) if we still hold its lease."""
-        due = "" if final_status else f"{due_at if due_at is not None else 0:.3f}"
+        """Append events (and reschedule, or finish the instance) if we still hold its lease;
+        `due_at` infinite means it waits for an external event."""
+        if final_status:
+            due = ""
+        elif due_at is not None and due_at == float("inf"):
+            due = "+inf"
+        else:
+            due = f"{due_at if due_at is not None else 0:.3f}"
         ok = await self.redis.eval(
             _APPEND,
             5,
@@ -138,6 +183,41 @@ class InstanceStore:
             final_status or "",
             output,
             f"{time.time():.3f}",
+            custom_status,
+            *[json.dumps(e) for e in events],
+        )
+        if not ok:
+            raise LeaseLost(iid)
+
+    async def take_inbox(self, iid: str, token: str) -> int:
+        """Move raised events into the history (lease holder only); how many there were."""
+        moved = await self.redis.eval(
+            _TAKE_INBOX, 3, self._lease(iid), self._inbox(iid), self._history(iid), token
+        )
+        if moved is None:
+            raise LeaseLost(iid)
+        return int(moved)
+
+    async def raise_event(self, iid: str, event: dict[str, Any]) -> bool:
+        """Queue an external event for a running instance and make it due; False if it is not running."""
+        return bool(
+            await self.redis.eval(
+                _RAISE, 3, self._meta(iid), self._inbox(iid), self.due_key, iid, json.dumps(event)
+            )
+        )
+
+    async def restart(self, iid: str, token: str, input_json: str, events: list[dict[str, Any]]) -> None:
+        """Continue-as-new: replace the history with `events` and the input with `input_json`."""
+        ok = await self.redis.eval(
+            _RESTART,
+            4,
+            self._lease(iid),
+            self._history(iid),
+            self._meta(iid),
+            self.due_key,
+            token,
+            iid,
+            input_json,
             *[json.dumps(e) for e in events],
         )
         if not ok:

@@ -98,11 +98,9 @@ class Worker:
     async def _execution_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                ran = await self.engine.run_due()
+                await self.engine.run_continuously(stop)
             except REDIS_DOWN as exc:
                 log.warning("execution: redis unavailable (%s)", exc)
-                ran = 0
-            if not ran:
                 await _sleep_or_stop(stop, IDLE_POLL_S)
 
 

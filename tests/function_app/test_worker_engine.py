@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -81,10 +80,11 @@ async def test_instance_leased_by_another_worker_is_left_alone(
     assert len((await engine.store.load(iid)).history) == 2
 
 
-async def test_broken_instance_is_retried_later_and_others_proceed(
+async def test_unrunnable_instance_fails_at_once_and_others_proceed(
     runtime: Runtime, aredis: aioredis.Redis, backend: TestServer
 ) -> None:
-    """An instance that cannot be advanced is pushed back; a healthy instance beside it completes."""
+    """An instance whose orchestrator is not registered fails at once with that reason (listed for
+    the dead-letter command), not retried forever; a healthy instance beside it completes."""
     engine = engine_for(aredis)
     broken = "action-broken"
     at = now()
@@ -99,8 +99,11 @@ async def test_broken_instance_is_retried_later_and_others_proceed(
     await RedisStarter(engine.store).start(ORCHESTRATOR, healthy, request.to_wire())
     await run_until_done(engine, healthy)
     assert (await engine.store.load(healthy)).status == "Completed"
-    due = await aredis.zscore(engine.store.due_key, broken)
-    assert due is not None and due > time.time()
+    failed = await engine.store.load(broken)
+    assert failed.status == "Failed"
+    assert json.loads(failed.output)["error"] == "no orchestrator named 'no_such_orchestrator' is registered"
+    assert await aredis.zscore(engine.store.due_key, broken) is None
+    assert [i.instance_id for i in await engine.store.failed()] == [broken]
 
 
 async def test_starting_twice_creates_one_instance(aredis: aioredis.Redis) -> None:
