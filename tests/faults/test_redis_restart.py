@@ -17,6 +17,7 @@ from agent_contracts import ActionRequest
 from local_stack import processes
 from tests.faults.conftest import Scenario
 from tests.fixtures.gateway import Gateway, StartGateway
+from tests.gateway.helpers import read_until as read_events_until
 from tests.gateway.sse_client import SseEvent, SseParser
 from tests.polling import eventually
 
@@ -45,11 +46,7 @@ async def read_until(
     stop: Callable[[SseEvent], bool],
     events: list[SseEvent],
 ) -> None:
-    async for chunk in response.content.iter_any():
-        for event in parser.feed(chunk):
-            events.append(event)
-            if stop(event):
-                return
+    events.extend(await read_events_until(response, parser, lambda event, _events: stop(event)))
 
 
 async def stream_outcome(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,19 +20,38 @@ async def read_events(
 ) -> list[SseEvent]:
     """Events from an SSE response until the answer ends (or stop_after events, or the stream ends)."""
     parser = parser or SseParser()
+
+    def done(event: SseEvent, events: list[SseEvent]) -> bool:
+        ended = (
+            until_end
+            and event.type == "message_end"
+            and json.loads(event.data)["finish_reason"] != "tool_calls"
+        )
+        return ended or (stop_after is not None and len(events) >= stop_after)
+
+    return await read_until(response, parser, done)
+
+
+async def read_until(
+    response: aiohttp.ClientResponse,
+    parser: SseParser,
+    done: Callable[[SseEvent, list[SseEvent]], bool],
+) -> list[SseEvent]:
+    """Events until `done(event, events so far)` says so, or the stream ends. Events of the last
+    chunk past that point stay in `parser.unread` for the next read on the same stream."""
     events: list[SseEvent] = []
-    async for chunk in response.content.iter_any():
-        for event in parser.feed(chunk):
+    queue, parser.unread = parser.unread, []
+    while True:
+        while queue:
+            event = queue.pop(0)
             events.append(event)
-            if stop_after is not None and len(events) >= stop_after:
+            if done(event, events):
+                parser.unread = queue
                 return events
-            if (
-                until_end
-                and event.type == "message_end"
-                and json.loads(event.data)["finish_reason"] != "tool_calls"
-            ):
-                return events
-    return events
+        chunk = await response.content.readany()
+        if not chunk:
+            return events
+        queue = parser.feed(chunk)
 
 
 def data(event: SseEvent) -> dict[str, Any]:

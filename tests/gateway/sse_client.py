@@ -25,6 +25,8 @@ class SseParser:
     last_event_id: str = ""
     retry_ms: int | None = None
     comments: list[str] = field(default_factory=list)
+    #: Events already parsed but not yet handed out (a chunk can carry more than a reader wanted).
+    unread: list[SseEvent] = field(default_factory=list)
     _decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")()
     )

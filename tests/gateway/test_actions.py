@@ -21,6 +21,7 @@ from agent_contracts.actions import utcnow
 from streaming_gateway.keys import settings_key
 from tests.fixtures.gateway import Gateway, upstream_stats
 from tests.gateway.helpers import data, read_events
+from tests.gateway.helpers import read_until as read_events_until
 from tests.gateway.sse_client import SseEvent, SseParser
 from tests.polling import eventually
 
@@ -62,13 +63,7 @@ async def report(
 
 
 async def read_until(response: aiohttp.ClientResponse, parser: SseParser, predicate) -> list[SseEvent]:
-    events: list[SseEvent] = []
-    async for chunk in response.content.iter_any():
-        for event in parser.feed(chunk):
-            events.append(event)
-            if predicate(event):
-                return events
-    return events
+    return await read_events_until(response, parser, lambda event, _events: predicate(event))
 
 
 async def test_tool_call_queues_action_and_result_continues_the_model(
