@@ -105,6 +105,9 @@ class Rule(BaseModel):
     drop_after: int | None = None
     token_delay_ms: float = 0.0
     first_token_delay_ms: float = 0.0
+    #: False imitates an OpenAI-compatible server that never reports token usage, even when
+    #: `stream_options.include_usage` asks for it (several local model servers behave so).
+    usage: bool = True
 
     def matches(self, messages: list[dict[str, Any]]) -> bool:
         return self.values(messages) is not None

@@ -109,21 +109,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(chunks) or None, "refusal": None}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        return web.json_response(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_scripted",
-                "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-                ],
-                "usage": _usage(messages, len(chunks) + len(tool_calls)),
-            }
-        )
+        completion: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_scripted",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if rule.usage:
+            completion["usage"] = _usage(messages, len(chunks) + len(tool_calls))
+        return web.json_response(completion)
 
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = rule.usage and bool((body.get("stream_options") or {}).get("include_usage"))
     token_delay = (rule.token_delay_ms or script.default_token_delay_ms) / 1000
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)

@@ -72,6 +72,24 @@ async def test_non_streaming_answer(upstream_base_url: str) -> None:
     assert completion.usage is not None and completion.usage.total_tokens > 0
 
 
+async def test_rule_can_withhold_usage(upstream: TestServer, upstream_base_url: str) -> None:
+    """A rule with usage false reports no usage, streamed (even when asked) or not."""
+    await set_script(upstream, {"rules": [{"match": "", "reply": "quiet", "usage": False}]})
+    client = client_for(upstream_base_url)
+    completion = await client.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.usage is None
+    stream = await client.chat.completions.create(
+        model="scripted",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(chunk.usage is None and chunk.choices for chunk in chunks)
+
+
 async def test_scripted_error_reaches_sdk(upstream: TestServer, upstream_base_url: str) -> None:
     """A scripted 429 arrives at the SDK as a status error carrying Retry-After."""
     await set_script(upstream, {"rules": [{"match": "", "error": {"status": 429, "retry_after": 2}}]})
