@@ -83,6 +83,25 @@ class InvalidInput(GatewayError):
     status, code, kind = 422, "invalid_input", "invalid_request_error"
 
 
+class BadRequest(GatewayError):
+    """An invalid request to the OpenAI-compatible API: 400, as OpenAI answers (its codes, e.g.
+    `missing_required_parameter`, `invalid_value`, `unsupported_parameter`)."""
+
+    status, code, kind = 400, "invalid_value", "invalid_request_error"
+
+
+class ModelNotFound(GatewayError):
+    """A `model` that names no agent the caller may use (OpenAI's 404 `model_not_found`)."""
+
+    status, code, kind = 404, "model_not_found", "invalid_request_error"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or you do not have access to it.", field="model"
+        )
+        self.model = model
+
+
 class RateLimited(GatewayError):
     status, code, kind = 429, "rate_limited", "rate_limit_error"
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from agent_contracts.events import StreamEvent
 from streaming_gateway.api.feedback import FeedbackIn
-from streaming_gateway.api.request_models import ChatCompletionIn, ConversationIn, MessageIn
+from streaming_gateway.api.openai_request import ChatCompletionIn
+from streaming_gateway.api.request_models import ConversationIn, MessageIn
 
 routes = web.RouteTableDef()
 
@@ -252,9 +253,9 @@ def build_spec() -> dict[str, Any]:
                         "content": {**sse, "application/json": {"schema": {"type": "object"}}},
                     },
                     **owned,
+                    "400": _error("Invalid or unsupported parameter (OpenAI's codes)"),
                     "409": _error("Busy answering"),
                     "413": _error("Body too large"),
-                    "422": _error("Invalid field"),
                     "502": _error("The model failed"),
                 },
             },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,42 +29,6 @@ class ConversationIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = Field(default=None, max_length=128)
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(
-                str(part.get("text", "")) for part in self.content if part.get("type", "text") == "text"
-            )
-        return self.content or ""
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ChatCompletionIn(BaseModel):
-    """The OpenAI chat completions request, as far as the gateway uses it; other fields are ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1, max_length=256)
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=1)
-
-
 def validation_error(exc: ValidationError) -> InvalidInput:
     problems = [
         {"field": ".".join(str(part) for part in error["loc"]) or "body", "message": error["msg"]}
@@ -74,13 +38,18 @@ def validation_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput(f"{first['field']}: {first['message']}", field=first["field"], details=problems)
 
 
-async def read_body(request: web.Request, model: type[T], *, max_bytes: int, required: bool = True) -> T:
+async def read_raw(request: web.Request, *, max_bytes: int) -> bytes:
+    """The body's bytes, or 413 when it is over the limit."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {max_bytes}")
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body is larger than the limit of {max_bytes} bytes") from None
+
+
+async def read_body(request: web.Request, model: type[T], *, max_bytes: int, required: bool = True) -> T:
+    raw = await read_raw(request, max_bytes=max_bytes)
     if not raw.strip():
         if not required:
             return parse(model, {})

@@ -183,6 +183,8 @@ class ChatEngine:
                 max_tokens=min(
                     overrides.max_tokens or config.limits.max_output_tokens, config.limits.max_output_tokens
                 ),
+                max_tokens_field=overrides.max_tokens_field,
+                options=overrides.options,
             )
             finish: Finish | None = None
             telemetry.model_call(request)

@@ -25,6 +25,7 @@ from streaming_gateway.llm.port import (
     LLMUnavailable,
     TextDelta,
     ToolCallAssembler,
+    estimate_usage,
 )
 from streaming_gateway.settings import Settings
 
@@ -52,10 +53,13 @@ class OpenAIChatModel:
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         if request.max_tokens is not None:
-            kwargs["max_tokens"] = request.max_tokens
+            kwargs[request.max_tokens_field] = request.max_tokens
+        # The SDK takes these as keyword arguments; the typed ones above win over any duplicate.
+        kwargs = {**request.options, **kwargs}
         assembler = ToolCallAssembler()
         finish_reason: str | None = None
         usage: dict[str, int] | None = None
+        written: list[str] = []
         try:
             # The SDK makes the request (auth, Azure, retries of the connect, status errors) and
             # hands over the raw response; its chunks are read here as plain JSON, not built into
@@ -74,6 +78,7 @@ class OpenAIChatModel:
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
+                            written.append(delta["content"])
                             yield TextDelta(delta["content"])
                         for call in delta.get("tool_calls") or ():
                             function = call.get("function") or {}
@@ -97,7 +102,11 @@ class OpenAIChatModel:
             raise LLMUnavailable(f"the model's stream failed: {exc!r}") from exc
         if finish_reason is None:
             raise LLMUnavailable("the model's stream ended without a finish reason")
-        yield Finish(finish_reason, assembler.calls(), usage)
+        calls = assembler.calls()
+        if usage is None:
+            # Some OpenAI-compatible servers never report usage; clients of ours always get one.
+            usage = estimate_usage(request, written, calls)
+        yield Finish(finish_reason, calls, usage)
 
     async def close(self) -> None:
         await self._client.close()

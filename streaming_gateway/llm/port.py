@@ -6,6 +6,8 @@ or Azure OpenAI through the `openai` SDK).
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,6 +53,9 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    max_tokens_field: str = "max_tokens"
+    #: Further request parameters for the model, passed as they are (seed, stop, response_format...).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,3 +120,20 @@ class ToolCallAssembler:
             )
             for index, part in sorted(self._parts.items())
         ]
+
+
+#: Characters per token for the estimate: OpenAI's rule of thumb for English text.
+CHARS_PER_TOKEN = 4
+#: Tokens each message costs beyond its text (role and separators), as OpenAI's chat format counts.
+TOKENS_PER_MESSAGE = 3
+
+
+def estimate_usage(request: ChatRequest, written: list[str], calls: list[ToolCall]) -> dict[str, int]:
+    """Token usage estimated when the model reported none: about four characters a token for the
+    prompt (messages and tools), and for the answer at least one token per streamed delta."""
+    prompt_chars = sum(len(json.dumps(message.get("content") or "")) for message in request.messages)
+    prompt_chars += len(json.dumps(request.tools)) if request.tools else 0
+    prompt = math.ceil(prompt_chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(request.messages)
+    answer_chars = sum(len(text) for text in written) + sum(len(c.name) + len(c.arguments) for c in calls)
+    completion = max(len(written), math.ceil(answer_chars / CHARS_PER_TOKEN)) + len(calls)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

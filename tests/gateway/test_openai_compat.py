@@ -150,15 +150,15 @@ async def test_sdk_sees_upstream_errors(gateway: Gateway, script) -> None:
 
 
 async def test_sdk_bad_token_and_bad_request(gateway: Gateway) -> None:
-    """A bad key is the SDK's AuthenticationError; an invalid request its UnprocessableEntityError."""
+    """A bad key is the SDK's AuthenticationError; an invalid request its BadRequestError (400)."""
     async with sdk(gateway, token="not-a-jwt") as client:
         with pytest.raises(openai.AuthenticationError):
             await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}])
     async with sdk(gateway) as client:
-        with pytest.raises(openai.UnprocessableEntityError) as raised:
+        with pytest.raises(openai.BadRequestError) as raised:
             await client.chat.completions.create(model="any", messages=[{"role": "wizard", "content": "x"}])
-        assert raised.value.body["param"] == "messages.0.role"
-        with pytest.raises(openai.UnprocessableEntityError) as raised:
+        assert raised.value.body["param"] == "messages[0].role"
+        with pytest.raises(openai.BadRequestError) as raised:
             await client.chat.completions.create(
                 model="any", messages=[{"role": "assistant", "content": "x"}]
             )

@@ -54,7 +54,6 @@ async def test_completion_is_a_valid_chat_completion(gateway: Gateway, script) -
     usage_is_consistent(answer.body["usage"])
 
 
-@NOT_YET
 async def test_completion_names_its_configuration_in_system_fingerprint(gateway: Gateway, script) -> None:
     """system_fingerprint names the agent configuration that answered, streamed and not."""
     await script([{"match": "", "reply": "fingerprinted"}])
@@ -67,7 +66,6 @@ async def test_completion_names_its_configuration_in_system_fingerprint(gateway:
     assert {chunk["system_fingerprint"] for chunk in streamed.chunks} == {answer.body["system_fingerprint"]}
 
 
-@NOT_YET
 async def test_completion_counts_usage_the_upstream_did_not_report(gateway: Gateway, script) -> None:
     """An upstream that reports no usage still gives a usage object, counted by the gateway."""
     await script([{"match": "", "reply": "Three words here", "usage": False}])
@@ -135,7 +133,6 @@ async def test_include_usage_ends_with_a_usage_chunk(gateway: Gateway, script) -
     assert all(chunk.get("usage") is None for chunk in streamed.chunks[:-1])
 
 
-@NOT_YET
 async def test_include_usage_counts_when_the_upstream_does_not(gateway: Gateway, script) -> None:
     """The usage chunk comes even from an upstream that reports no usage."""
     await script([{"match": "", "reply": "Counted answer", "usage": False}])
@@ -148,7 +145,6 @@ async def test_include_usage_counts_when_the_upstream_does_not(gateway: Gateway,
     usage_is_consistent(last["usage"])
 
 
-@NOT_YET
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -174,7 +170,6 @@ async def test_invalid_requests_are_400_with_openai_error_bodies(
     assert isinstance(error["code"], str) and error["message"]
 
 
-@NOT_YET
 async def test_a_body_that_is_not_json_is_400(gateway: Gateway) -> None:
     """A body that is not JSON is a 400 with an OpenAI error body."""
     async with gateway.request(
@@ -200,7 +195,6 @@ async def test_other_errors_have_openai_error_bodies(gateway: Gateway, script) -
     assert_valid("ErrorResponse", failed.body, strict=False)
 
 
-@NOT_YET
 async def test_stream_failure_is_an_error_event_then_the_end(gateway: Gateway, script) -> None:
     """An upstream failure mid-stream is one ErrorResponse event; no chunk with a finish_reason the API lacks."""
     await script([{"match": "", "reply": "one two three four", "drop_after": 2}])
