@@ -96,7 +96,7 @@ def script(tokens: int, delay_ms: float) -> list[dict[str, Any]]:
 
 async def profiled_load(stack: Stack, seconds: float, concurrency: int, out: Path) -> dict[str, Any]:
     spy = profile.start(stack.pid("gateway"), seconds, out)
-    target = Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True)
+    target = Target("gateway", f"{stack.urls['gateway']}/v1", model="default", jwt_per_user=True)
     deadline = time.monotonic() + seconds
     round_ = 0
     try:
@@ -147,7 +147,7 @@ async def main() -> int:
         if "overhead" in only:
             targets = [
                 Target("direct", stack.urls["upstream"]),
-                Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True),
+                Target("gateway", f"{stack.urls['gateway']}/v1", model="default", jwt_per_user=True),
             ]
             if "litellm" in stack.urls:
                 targets.append(

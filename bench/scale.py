@@ -110,7 +110,7 @@ async def measure(
     """Grow idle streams level by level, probing TTFT at each. Stops at the first level with probe
     errors or failed idle streams, and (unless stop_over_budget is False) at the first over budget."""
     idle = IdleStreams(gateway)
-    probe = Target("gateway", f"{gateway}/v1", jwt_per_user=True)
+    probe = Target("gateway", f"{gateway}/v1", model="default", jwt_per_user=True)
     rows: list[dict[str, Any]] = []
     try:
         await wave(probe, probe_concurrency, "scale", -1)

@@ -11,6 +11,7 @@ from streaming_gateway.api import (
     feedback,
     health,
     messages,
+    models,
     openapi,
     web_client,
     websocket,
@@ -58,6 +59,7 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
         messages,
         feedback,
         chat_completions,
+        models,
         websocket,
         web_client,
     ):

@@ -22,6 +22,7 @@ from action_bus.outbox import Outbox
 from agent_registry import AgentRegistry
 from agent_registry.canary import analysis_loop
 from observability.online import OnlineMetrics
+from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import RegistryAgentConfigs
 from streaming_gateway.auth.authenticator import Authenticator, JwksCache
 from streaming_gateway.chat.action_updates import consume_updates
@@ -31,6 +32,7 @@ from streaming_gateway.chat.running_answers import RunningAnswers
 from streaming_gateway.keys import (
     authenticator_key,
     bus_stop_key,
+    catalog_key,
     configs_key,
     engine_key,
     llm_key,
@@ -76,9 +78,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def config_ctx(app: web.Application) -> AsyncIterator[None]:
     # The versioned registry in Redis; AGENT_CONFIG_PATH seeds an agent with no active version.
-    app[configs_key] = RegistryAgentConfigs(
-        AgentRegistry(app[redis_key]), app[settings_key].agent_config_path, app[metrics_key]
-    )
+    registry = AgentRegistry(app[redis_key])
+    configs = RegistryAgentConfigs(registry, app[settings_key].agent_config_path, app[metrics_key])
+    app[configs_key] = configs
+    app[catalog_key] = AgentCatalog(registry, configs)
     yield
 
 

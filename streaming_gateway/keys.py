@@ -9,6 +9,7 @@ from aiohttp import web
 from action_bus.outbox import Outbox
 from action_bus.ports import ActionUpdateSource
 from observability.online import OnlineMetrics
+from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import AgentConfigStore
 from streaming_gateway.auth.authenticator import Authenticator
 from streaming_gateway.chat.engine import ChatEngine
@@ -23,6 +24,8 @@ settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", GatewayMetrics)
 redis_key = web.AppKey("redis", Redis)
 configs_key = web.AppKey("agent_configs", AgentConfigStore)
+#: The agents each caller may use, as OpenAI model ids.
+catalog_key = web.AppKey("agent_catalog", AgentCatalog)
 authenticator_key = web.AppKey("authenticator", Authenticator)
 llm_key = web.AppKey("llm", ChatModel)
 engine_key = web.AppKey("engine", ChatEngine)

@@ -6,7 +6,9 @@ refused. The conversation is named by `X-Conversation-Id` (created when absent, 
 response), so plain OpenAI clients get server-side history: the messages after the request's last
 assistant message are the new ones; the rest is already stored. Tools the caller passes are
 passed to the model and their calls returned in OpenAI's shape for the caller to run; the
-agent's backend actions belong to the conversation API (SSE/WebSocket).
+agent's backend actions belong to the conversation API (SSE/WebSocket). `model` names the agent
+(`GET /v1/models`): a new conversation pins that agent's active configuration, and a conversation
+named by the header keeps the configuration it has.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from streaming_gateway.api.request_models import read_raw
 from streaming_gateway.api.sse import comment_bytes
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.errors import BadRequest
-from streaming_gateway.keys import configs_key, engine_key, settings_key, streams_key
+from streaming_gateway.keys import catalog_key, configs_key, engine_key, settings_key, streams_key
 from streaming_gateway.state.conversation_store import new_id
 from streaming_gateway.state.log_follower import Follower
 
@@ -38,15 +40,26 @@ routes = web.RouteTableDef()
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings, engine = request.app[settings_key], request.app[engine_key]
-    user_id = principal(request).user_id
+    caller = principal(request)
+    user_id = caller.user_id
     body = parse_request(await read_raw(request, max_bytes=settings.max_body_bytes))
     new_messages, system_prompt = _new_messages(body, settings.max_message_chars)
     cid = request.headers.get("X-Conversation-Id")
     if cid:
         conversation = await engine.store.owned(cid, user_id)
+        agent = await request.app[catalog_key].resolve(caller, body.model)
+        pinned = await request.app[catalog_key].agent_of(conversation.agent_config_version)
+        if pinned != agent.agent:
+            raise BadRequest(
+                f"Invalid value for 'model': conversation {cid} belongs to model '{pinned}'.",
+                field="model",
+            )
     else:
+        agent = await request.app[catalog_key].resolve(caller, body.model)
         cid = new_id("conv")
-        config = await request.app[configs_key].for_new_conversation(cid)
+        configs = request.app[configs_key]
+        # The gateway's own agent may be running a canary: its registry picks the version per conversation.
+        config = await configs.for_new_conversation(cid) if agent.agent == configs.agent else agent
         conversation = await engine.store.create(user_id, config.version, cid=cid)
     overrides = Overrides(
         system_prompt=system_prompt,

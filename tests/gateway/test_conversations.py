@@ -87,7 +87,7 @@ async def test_other_users_conversation_is_not_found(gateway: Gateway) -> None:
             "POST",
             "/v1/chat/completions",
             {
-                "json": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                "json": {"model": "default", "messages": [{"role": "user", "content": "x"}]},
                 "headers": {"X-Conversation-Id": cid},
             },
         ),

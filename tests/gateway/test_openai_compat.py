@@ -19,7 +19,7 @@ async def test_sdk_completion_without_streaming(gateway: Gateway, script) -> Non
     await script([{"match": "", "reply": "Plain answer here"}])
     async with sdk(gateway) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="any", messages=[{"role": "user", "content": "hello"}]
+            model="default", messages=[{"role": "user", "content": "hello"}]
         )
         completion = raw.parse()
     assert completion.choices[0].message.content == "Plain answer here"
@@ -35,7 +35,7 @@ async def test_sdk_streaming_with_usage(gateway: Gateway, script) -> None:
     await script([{"match": "", "reply": "Streamed answer comes in pieces"}])
     async with sdk(gateway) as client:
         stream = await client.chat.completions.create(
-            model="any",
+            model="default",
             messages=[{"role": "user", "content": "hello"}],
             stream=True,
             stream_options={"include_usage": True},
@@ -54,7 +54,7 @@ async def test_conversation_header_gives_server_side_history(gateway: Gateway, s
     await script([{"match": "", "reply": "noted"}])
     async with sdk(gateway) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="any",
+            model="default",
             messages=[
                 {"role": "system", "content": "Be terse."},
                 {"role": "user", "content": "my name is Ada"},
@@ -62,13 +62,13 @@ async def test_conversation_header_gives_server_side_history(gateway: Gateway, s
         )
         cid = raw.headers["X-Conversation-Id"]
         await client.chat.completions.create(
-            model="any",
+            model="default",
             messages=[{"role": "user", "content": "what is my name?"}],
             extra_headers={"X-Conversation-Id": cid},
         )
         # A client that does keep history sends it all: nothing is stored twice.
         await client.chat.completions.create(
-            model="any",
+            model="default",
             extra_headers={"X-Conversation-Id": cid},
             messages=[
                 {"role": "user", "content": "my name is Ada"},
@@ -110,7 +110,7 @@ async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) 
     ]
     async with sdk(gateway) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="any", tools=tools, messages=[{"role": "user", "content": "weather?"}]
+            model="default", tools=tools, messages=[{"role": "user", "content": "weather?"}]
         )
         completion = raw.parse()
         call = completion.choices[0].message.tool_calls[0]
@@ -118,7 +118,7 @@ async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) 
         assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
         cid = raw.headers["X-Conversation-Id"]
         answer = await client.chat.completions.create(
-            model="any",
+            model="default",
             tools=tools,
             extra_headers={"X-Conversation-Id": cid},
             messages=[{"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}],
@@ -126,7 +126,7 @@ async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) 
         assert answer.choices[0].message.content == "It is sunny"
 
         async with client.chat.completions.stream(
-            model="any", tools=tools, messages=[{"role": "user", "content": "weather again?"}]
+            model="default", tools=tools, messages=[{"role": "user", "content": "weather again?"}]
         ) as stream:
             final = await stream.get_final_completion()
     streamed_call = final.choices[0].message.tool_calls[0]
@@ -139,10 +139,10 @@ async def test_sdk_sees_upstream_errors(gateway: Gateway, script) -> None:
     await script([{"match": "", "error": {"status": 500, "message": "model exploded"}}])
     async with sdk(gateway) as client:
         with pytest.raises(openai.APIStatusError) as raised:
-            await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}])
+            await client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
         assert raised.value.status_code == 502 and "model exploded" in raised.value.message
         stream = await client.chat.completions.create(
-            model="any", messages=[{"role": "user", "content": "x"}], stream=True
+            model="default", messages=[{"role": "user", "content": "x"}], stream=True
         )
         with pytest.raises(openai.APIError, match="model exploded"):
             async for _ in stream:
@@ -153,13 +153,15 @@ async def test_sdk_bad_token_and_bad_request(gateway: Gateway) -> None:
     """A bad key is the SDK's AuthenticationError; an invalid request its BadRequestError (400)."""
     async with sdk(gateway, token="not-a-jwt") as client:
         with pytest.raises(openai.AuthenticationError):
-            await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}])
+            await client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
     async with sdk(gateway) as client:
         with pytest.raises(openai.BadRequestError) as raised:
-            await client.chat.completions.create(model="any", messages=[{"role": "wizard", "content": "x"}])
+            await client.chat.completions.create(
+                model="default", messages=[{"role": "wizard", "content": "x"}]
+            )
         assert raised.value.body["param"] == "messages[0].role"
         with pytest.raises(openai.BadRequestError) as raised:
             await client.chat.completions.create(
-                model="any", messages=[{"role": "assistant", "content": "x"}]
+                model="default", messages=[{"role": "assistant", "content": "x"}]
             )
         assert raised.value.body["param"] == "messages"

@@ -57,7 +57,7 @@ async def test_redis_down_gives_503_and_recovers(
         (
             "POST",
             "/v1/chat/completions",
-            {"json": {"model": "m", "messages": [{"role": "user", "content": "x"}]}},
+            {"json": {"model": "default", "messages": [{"role": "user", "content": "x"}]}},
         ),
     ]:
         async with gateway.request(method, path, **kwargs) as response:

@@ -25,7 +25,6 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 MODEL = "default"
-NOT_YET = pytest.mark.xfail(strict=True, reason="the gateway does not do this yet")
 #: Without X-Conversation-Id the gateway keeps only the messages after the request's last
 #: assistant message, so a stateless client's tool result arrives without the call it answers.
 STATELESS_HISTORY = pytest.mark.xfail(
@@ -239,7 +238,6 @@ async def test_curl_streaming(gateway: Gateway, script) -> None:
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Hello streaming curl"
 
 
-@NOT_YET
 async def test_curl_models(gateway: Gateway) -> None:
     """curl /v1/models lists the agent as a model."""
     _, out = await curl(gateway.url("/v1/models"), "-H", f"Authorization: Bearer {make_token()}")
