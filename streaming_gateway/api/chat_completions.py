@@ -4,9 +4,10 @@ The official `openai` SDK and other OpenAI clients work against it unchanged (ba
 the JWT as api key); docs/openai-compatibility.md lists what is supported, passed through or
 refused. The conversation is named by `X-Conversation-Id` (created when absent, returned on the
 response), so plain OpenAI clients get server-side history: the messages after the request's last
-assistant message are the new ones; the rest is already stored. Tools the caller passes are
-passed to the model and their calls returned in OpenAI's shape for the caller to run; the
-agent's backend actions belong to the conversation API (SSE/WebSocket). `model` names the agent
+assistant message are the new ones; the rest is already stored. A request without it starts a
+conversation with the whole history it sends, as stateless clients expect. Tools the caller
+passes are passed to the model and their calls returned in OpenAI's shape for the caller to run;
+the agent's backend actions belong to the conversation API (SSE/WebSocket). `model` names the agent
 (`GET /v1/models`): a new conversation pins that agent's active configuration, and a conversation
 named by the header keeps the configuration it has.
 """
@@ -43,8 +44,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     caller = principal(request)
     user_id = caller.user_id
     body = parse_request(await read_raw(request, max_bytes=settings.max_body_bytes))
-    new_messages, system_prompt = _new_messages(body, settings.max_message_chars)
     cid = request.headers.get("X-Conversation-Id")
+    new_messages, system_prompt = _new_messages(body, settings.max_message_chars, whole=not cid)
     if cid:
         conversation = await engine.store.owned(cid, user_id)
         agent = await request.app[catalog_key].resolve(caller, body.model)
@@ -99,11 +100,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             )
 
 
-def _new_messages(body: ChatCompletionIn, max_chars: int) -> tuple[list[dict[str, Any]], str | None]:
+def _new_messages(
+    body: ChatCompletionIn, max_chars: int, *, whole: bool
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The messages to store, and the client's system prompt.
+
+    With `whole` (a new conversation) that is the client's whole history: stateless clients
+    (LangChain's and litellm's tool loops) send it all on every request. Its assistant tool calls
+    may only name the request's own tools, whose results the client supplies anyway; the agent's
+    tools are called by the model alone. Otherwise only the messages after the last assistant
+    message are new: the rest is stored already.
+    """
     system = next((m.text() for m in body.messages if m.role in {"system", "developer"}), None)
     last_assistant = max((i for i, m in enumerate(body.messages) if m.role == "assistant"), default=-1)
-    fresh: list[dict[str, Any]] = []
-    for index in range(last_assistant + 1, len(body.messages)):
+    client_tools = {(tool.get("function") or {}).get("name") for tool in body.tools or []}
+    stored: list[dict[str, Any]] = []
+    for index in range(0 if whole else last_assistant + 1, len(body.messages)):
         message = body.messages[index]
         if message.role in {"system", "developer"}:
             continue
@@ -122,15 +134,57 @@ def _new_messages(body: ChatCompletionIn, max_chars: int) -> tuple[list[dict[str
                     code="missing_required_parameter",
                     field=f"messages[{index}].tool_call_id",
                 )
-            fresh.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": text})
+            stored.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": text})
+        elif message.role == "assistant":
+            stored.append(_assistant(index, text, message.tool_calls or [], client_tools))
         else:
-            fresh.append({"role": "user", "content": text})
-    if not fresh:
+            stored.append({"role": "user", "content": text})
+    if index_after(stored) is None:
         raise BadRequest(
             "Invalid value for 'messages': no user or tool message after the last assistant message.",
             field="messages",
         )
-    return fresh, system
+    return stored, system
+
+
+def index_after(stored: list[dict[str, Any]]) -> int | None:
+    """Where the new turn's messages start: after the last assistant message (None: nothing new)."""
+    last = max((i for i, m in enumerate(stored) if m["role"] == "assistant"), default=-1)
+    return last + 1 if last + 1 < len(stored) else None
+
+
+def _assistant(
+    index: int, text: str, calls: list[dict[str, Any]], client_tools: set[str | None]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    shaped = []
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        param = f"messages[{index}].tool_calls[{number}]"
+        if not (
+            isinstance(function, dict)
+            and isinstance(call.get("id"), str)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise BadRequest(
+                f"Invalid value for '{param}': a function call needs id, name and arguments.", field=param
+            )
+        if function["name"] not in client_tools:
+            raise BadRequest(
+                f"Invalid value for '{param}': {function['name']!r} is not one of the request's tools.",
+                field=f"{param}.function.name",
+            )
+        shaped.append(
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": function["arguments"]},
+            }
+        )
+    if shaped:
+        message["tool_calls"] = shaped
+    return message
 
 
 async def _stream(

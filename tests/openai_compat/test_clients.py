@@ -25,11 +25,6 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 MODEL = "default"
-#: Without X-Conversation-Id the gateway keeps only the messages after the request's last
-#: assistant message, so a stateless client's tool result arrives without the call it answers.
-STATELESS_HISTORY = pytest.mark.xfail(
-    strict=True, reason="a new conversation drops the history the client sent"
-)
 WEATHER_RULES = [
     {"match": "weather", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]},
     {"match": "clear", "on_tool_result": True, "reply": "It is sunny in Oslo"},
@@ -87,7 +82,6 @@ async def test_langchain_streaming(gateway: Gateway, script) -> None:
     assert usage and usage[-1]["total_tokens"] > 0
 
 
-@STATELESS_HISTORY
 async def test_langchain_tool_calling_round_trip(gateway: Gateway, script) -> None:
     """bind_tools: the model's call comes back as a LangChain tool call; the tool's result, sent with
     the whole history as LangChain does, gets the final answer."""
@@ -153,7 +147,6 @@ async def test_litellm_streaming(gateway: Gateway, script) -> None:
     assert any(u is not None and u.total_tokens > 0 for u in usage)
 
 
-@STATELESS_HISTORY
 async def test_litellm_tool_calling(gateway: Gateway, script) -> None:
     """litellm returns the call in OpenAI's shape, and the answer to the whole history with the result."""
     await script(WEATHER_RULES)

@@ -173,3 +173,40 @@ async def test_unsupported_parameter_is_a_400_naming_it(
     assert param.split("[")[0] in error["message"]
     assert (await upstream_stats(upstream))["requests"] == []
     assert "X-Conversation-Id" not in answer.headers
+
+
+async def test_stateless_history_is_kept_for_a_new_conversation(
+    gateway: Gateway, upstream: TestServer
+) -> None:
+    """Without X-Conversation-Id the whole history the client sends reaches the model, tool calls included."""
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    messages = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"sky": "clear"}'},
+    ]
+    answer = await wire.post(gateway, {"model": MODEL, "messages": messages, "tools": TOOLS})
+    assert answer.status == 200, answer.body
+    sent = (await upstream_stats(upstream))["requests"][-1]["messages"]
+    assert [m["role"] for m in sent if m["role"] != "system"] == ["user", "assistant", "tool"]
+    assert sent[-2]["tool_calls"] == [call]
+
+
+async def test_history_cannot_claim_calls_to_tools_the_request_lacks(
+    gateway: Gateway, upstream: TestServer
+) -> None:
+    """An assistant tool call in the client's history must name one of the request's tools (not the agent's)."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "create_ticket", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "open a ticket"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ticket_id": "T-1"}'},
+    ]
+    answer = await wire.post(gateway, {"model": MODEL, "messages": messages})
+    assert answer.status == 400
+    assert answer.body["error"]["param"] == "messages[1].tool_calls[0].function.name"
+    assert (await upstream_stats(upstream))["requests"] == []
