@@ -260,6 +260,27 @@ def build_spec() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "summary": "The agents the caller may use, as OpenAI models",
+                "responses": {"200": _json({"type": "object", "required": ["object", "data"]}), **common},
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "operationId": "retrieveModel",
+                "summary": "One agent the caller may use, as an OpenAI model",
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json({"type": "object", "required": ["id", "object", "created", "owned_by"]}),
+                    **common,
+                    "404": _error("No such agent for this caller (model_not_found)"),
+                },
+            }
+        },
         "/v1/ws": {
             "get": {
                 "operationId": "websocket",
