@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import Gateway, make_token
+from tests.fixtures.gateway import Gateway, make_token
 
 # litellm fetches a price list from the internet at import unless told to use its bundled copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

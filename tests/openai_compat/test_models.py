@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from agent_registry import AgentRegistry
-from tests.gateway.conftest import Gateway, upstream_stats
+from tests.fixtures.gateway import Gateway, upstream_stats
 from tests.openai_compat import wire
 
 ASK = [{"role": "user", "content": "hello"}]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.gateway.conftest import Gateway, upstream_stats
+from tests.fixtures.gateway import Gateway, upstream_stats
 from tests.openai_compat import wire
 from tests.openai_compat.openai_schema import assert_valid
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 from tests.openai_compat import wire
 from tests.openai_compat.openai_schema import assert_valid
 

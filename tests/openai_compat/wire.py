@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.gateway.conftest import Gateway
+from tests.fixtures.gateway import Gateway
 from tests.gateway.sse_client import SseParser
 
 
