@@ -1,0 +1,48 @@
+"""Back-to-back resume frames replace the socket's follower each time; the socket never wedges."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.gateway.conftest import Gateway, StartGateway, make_token
+
+
+async def answered_conversation(gateway: Gateway, script) -> tuple[str, int]:
+    await script([{"match": "", "reply": "one two three"}])
+    cid = await gateway.create_conversation()
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}
+    ) as response:
+        return cid, (await response.json())["last_event_id"]
+
+
+@pytest.mark.xfail(strict=True, reason="a resume can leave the cancelled follower stuck in a Redis read")
+async def test_back_to_back_resumes_leave_the_socket_answering(start_gateway: StartGateway, script) -> None:
+    """200 resume frames sent without waiting, alternating replay and idle follow, each get their ack;
+    the ping after them gets its pong, and only the last follower delivers events."""
+    gateway = await start_gateway(GATEWAY_RATE_LIMIT_PER_MINUTE="100000", GATEWAY_HEARTBEAT_SECONDS="5")
+    cid, last = await answered_conversation(gateway, script)
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    async with gateway.session.ws_connect(gateway.url("/v1/ws"), headers=headers) as ws:
+        for round_ in range(200):
+            await ws.send_json({"type": "resume", "conversation_id": cid, "after": last if round_ % 2 else 0})
+        await ws.send_json({"type": "resume", "conversation_id": cid, "after": last - 1})
+        await ws.send_json({"type": "ping"})
+        acks = 0
+        events: list[dict] = []
+        async with asyncio.timeout(20):
+            while True:
+                frame = await ws.receive_json()
+                if frame["type"] == "pong":
+                    break
+                if frame["type"] == "ack":
+                    acks += 1
+                    events.clear()  # a newer follower starts; only its events count
+                elif frame["type"] != "rejected":
+                    events.append(frame)
+        assert acks == 201
+        if not events:  # the last follower may not have sent its replay before the pong
+            events.append(await ws.receive_json(timeout=10))
+        assert [e["id"] for e in events] == [last]
