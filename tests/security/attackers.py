@@ -12,7 +12,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.gateway.conftest import SECRET
+from tests.fixtures.gateway import SECRET
 
 ISSUER = "https://login.example.test/tenant/v2.0"
 AUDIENCE = "api://agent-gateway"

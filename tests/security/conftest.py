@@ -1,7 +1,8 @@
 """The attack corpus runs against the real gateway: the app factory on a free port, the suite's
 Redis, the scripted upstream over HTTP, and (for the XSS corpus) Debian's Chromium.
 
-The fixtures are the gateway and browser suites' own, imported rather than copied.
+The gateway fixtures come from tests/fixtures (pytest_plugins); the browser ones are the web
+suite's own, imported rather than copied.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import socket
 
 import pytest
 
-from tests.gateway.conftest import gateway, gateway_env, script, start_gateway  # noqa: F401
 from tests.web.conftest import browser, page  # noqa: F401
 
 

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from agent_registry import AgentRegistry
 from tests.agent_registry.conftest import DEFAULT_CONFIG
-from tests.gateway.conftest import Gateway, StartGateway, make_token, upstream_stats
+from tests.fixtures.gateway import Gateway, StartGateway, make_token, upstream_stats
 
 OPERATOR = {"roles": ["Agents.Operator"]}
 INTERNAL_ROLE = "Agents.Internal"

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.gateway.conftest import Gateway, StartGateway, make_token
+from tests.fixtures.gateway import Gateway, StartGateway, make_token
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HUGE_INT = b'{"content": "hi", "n": ' + b"9" * 5000 + b"}"

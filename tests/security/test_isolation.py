@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.gateway.conftest import Gateway, make_token
+from tests.fixtures.gateway import Gateway, make_token
 from tests.gateway.helpers import read_events
 
 SSE = {"Accept": "text/event-stream"}

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.gateway.conftest import Gateway, StartGateway, make_token
+from tests.fixtures.gateway import Gateway, StartGateway, make_token
 from tests.security.attackers import (
     AUDIENCE,
     ISSUER,

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Page
 
 from local_stack.processes import free_port
-from tests.gateway import conftest as gateway_fixtures
-from tests.gateway.conftest import SECRET, Gateway, StartGateway, make_token
+from tests.fixtures import gateway as gateway_fixtures
+from tests.fixtures.gateway import SECRET, Gateway, StartGateway, make_token
 from tests.web.chat_page import last_answer, open_signed_in, send, wait_answer_done
 
 ROOT = Path(__file__).resolve().parents[2]

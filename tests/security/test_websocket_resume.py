@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from tests.gateway.conftest import Gateway, StartGateway, make_token
+from tests.fixtures.gateway import Gateway, StartGateway, make_token
 
 
 async def answered_conversation(gateway: Gateway, script) -> tuple[str, int]:
@@ -18,7 +16,6 @@ async def answered_conversation(gateway: Gateway, script) -> tuple[str, int]:
         return cid, (await response.json())["last_event_id"]
 
 
-@pytest.mark.xfail(strict=True, reason="a resume can leave the cancelled follower stuck in a Redis read")
 async def test_back_to_back_resumes_leave_the_socket_answering(start_gateway: StartGateway, script) -> None:
     """200 resume frames sent without waiting, alternating replay and idle follow, each get their ack;
     the ping after them gets its pong, and only the last follower delivers events."""

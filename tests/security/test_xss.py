@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
-from tests.gateway.conftest import StartGateway
+from tests.fixtures.gateway import StartGateway
 from tests.web.chat_page import last_answer, open_signed_in, send, wait_answer_done
 
 PAYLOADS = [
