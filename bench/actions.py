@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 FINAL = {"succeeded", "failed", "dead_lettered"}
 
-SCRIPT = [
+SCRIPT: list[dict[str, Any]] = [
     {
         "match": "ticket",
         "reply": "Opening it.",

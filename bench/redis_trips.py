@@ -55,7 +55,7 @@ class Recorder:
 def count(commands: list[dict[str, Any]]) -> dict[str, Any]:
     client = [c for c in commands if c["client_type"] != "lua"]
     lua = [c for c in commands if c["client_type"] == "lua"]
-    trips, last_seen = 0, {}
+    trips, last_seen = 0, dict[Any, Any]()
     for c in sorted(client, key=lambda c: c["time"]):
         port = c["client_port"]
         if port not in last_seen or c["time"] - last_seen[port] > PIPELINE_GAP_S:
@@ -73,7 +73,7 @@ def count(commands: list[dict[str, Any]]) -> dict[str, Any]:
 async def new_conversation(gateway: str, user: str) -> str:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(user)}"}) as session:
         async with session.post(f"{gateway}/v1/conversations", json={}) as response:
-            return (await response.json())["id"]
+            return str((await response.json())["id"])
 
 
 async def one_turn(gateway: str, user: str, cid: str, prompt: str) -> tuple[float, int]:

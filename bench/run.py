@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_LITELLM = ROOT / ".local" / "bench-litellm" / "bin" / "litellm"
 
-QUICK = {
+QUICK: dict[str, Any] = {
     "overhead": {1: 10, 64: 3, 512: 1},
     "trips": 3,
     "scale": [0, 250, 500, 1000, 1500, 2000],
@@ -55,7 +55,7 @@ QUICK = {
     "profile_s": 8,
     "targets": {"ttft_rounds": 40, "windows": 2, "window_s": 5.0, "scale": [0, 1000, 2500, 5000, 10000]},
 }
-FULL = {
+FULL: dict[str, Any] = {
     "overhead": {1: 100, 64: 10, 512: 4},
     "trips": 10,
     "scale": [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000],

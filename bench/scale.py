@@ -43,7 +43,7 @@ class IdleStreams:
             f"{self.gateway}/v1/conversations", json={}, headers=headers
         ) as response:
             response.raise_for_status()
-            return (await response.json())["id"]
+            return str((await response.json())["id"])
 
     async def _hold(self, user: str, cid: str, opened: asyncio.Event) -> None:
         headers = {"Authorization": f"Bearer {token(user)}", "Accept": "text/event-stream"}
@@ -130,7 +130,7 @@ async def measure(
             for round_ in range(probe_rounds):
                 samples += await wave(probe, probe_concurrency, "scale", round_)
             ok = [s.ttft_ms for s in samples if s.error is None and s.ttft_ms is not None]
-            row = {
+            row: dict[str, Any] = {
                 "idle_streams": level,
                 "open_by_gateway": await active_streams(gateway),
                 "rss_mb": rss / 2**20,

@@ -274,4 +274,5 @@ async def put_script(upstream_v1: str, rules: list[dict[str, Any]]) -> None:
 async def upstream_stats(upstream_v1: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{upstream_v1.removesuffix('/v1')}/_control/stats") as response:
-            return await response.json()
+            stats: dict[str, Any] = await response.json()
+            return stats

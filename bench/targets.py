@@ -81,7 +81,9 @@ async def added_ttft(targets: list[Target], rounds: int) -> dict[str, Any]:
                 samples[target.name].append(sample.ttft_ms)
             else:
                 errors[target.name] += 1
-    result = {name: {"ttft_ms": summary(got), "errors": errors[name]} for name, got in samples.items()}
+    result: dict[str, dict[str, Any]] = {
+        name: {"ttft_ms": summary(got), "errors": errors[name]} for name, got in samples.items()
+    }
     direct = result["direct"]["ttft_ms"]["p50"]
     for got in result.values():
         got["added_p50_ms"] = got["ttft_ms"]["p50"] - direct

@@ -31,7 +31,7 @@ class ServiceStartError(RuntimeError):
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def port_answers(port: int, host: str = "127.0.0.1") -> bool:

@@ -46,7 +46,8 @@ BODY = web.ResponseKey("body", dict)
 async def faults_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     state = request.app[STATE]
     if request.path.startswith("/_control"):
-        return await handler(request)
+        passed: web.StreamResponse = await handler(request)
+        return passed
     state.requests += 1
     state.recent = [
         *state.recent[-19:],
@@ -61,13 +62,13 @@ async def faults_middleware(request: web.Request, handler: Any) -> web.StreamRes
         response = await state.faults.apply(rule)
         if response is not None:
             return response
-    response = await handler(request)
+    handled: web.StreamResponse = await handler(request)
     rule = state.faults.take(request, "after")
     if rule is not None:
         injected = await state.faults.apply(rule)
         if injected is not None:
             return injected
-    return response
+    return handled
 
 
 async def create_ticket(request: web.Request) -> web.Response:

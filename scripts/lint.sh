@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
-# Packages mypy checks on every run. A package joins this list once it is clean; every package
-# named in pyproject.toml's [tool.mypy] `files` belongs here in the end.
-TYPED=(agent_contracts agent_registry evaluation scripted_upstream streaming_gateway action_bus function_app)
+# Packages mypy checks: every first-party package (pyproject.toml's [tool.mypy] `files`).
+TYPED=(
+  agent_contracts agent_registry evaluation scripted_upstream streaming_gateway action_bus function_app
+  observability local_stack sample_backend bench
+)
 
 "$BIN/ruff" check --no-fix .
 "$BIN/ruff" format --check .
