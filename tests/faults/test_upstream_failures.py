@@ -89,7 +89,11 @@ async def check_recovery(
         f"upstream active 0; fds {base_fds} -> {fds}; RSS {base_rss} -> {rss} KB"
     )
     assert ended == dict.fromkeys(KINDS, rounds)
-    assert fds <= base_fds + 5
+    # The upstream keep-alive pool and the Redis pool may each still be growing towards the round's
+    # concurrency (how many connections a round opens depends on timing); a leak grows with the
+    # number of streams (3 x rounds, more than `concurrency` in both scenarios) and is still caught.
+    assert len(KINDS) * rounds > concurrency
+    assert fds <= base_fds + concurrency
     assert rss <= base_rss + rss_slack_kb
 
 
@@ -112,7 +116,7 @@ async def test_upstream_failures_end_cleanly(
 @pytest.mark.scenario(
     "upstream drops / 429 / 500 (soak)",
     "300 x each failure kind, 50 at a time",
-    "every stream ends cleanly; RSS back within 8 MB of the warmed-up baseline, fds at baseline",
+    "every stream ends cleanly; RSS back within 8 MB of the warmed-up baseline, fds within the pools' bound",
 )
 async def test_upstream_failure_soak_returns_to_baseline(
     gateway_process: GatewayProcess, upstream: TestServer, script: Callable[..., Any], scenario: Scenario
