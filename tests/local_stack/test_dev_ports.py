@@ -4,23 +4,11 @@ do, and whatever fails, it leaves no process behind."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.local_stack.dev_stack import DevStack, free_ports
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[DevStack]]:
-    """Stacks a test starts; whatever a failed test left is killed afterwards."""
-    started: list[DevStack] = []
-    yield started
-    for stack in started:
-        if stack.process is not None and stack.process.poll() is None:
-            stack.process.kill()
-        stack.kill_leftovers()
 
 
 def listening_socket() -> socket.socket:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 
 from tests.local_stack.dev_stack import DevStack, free_ports
@@ -20,16 +18,6 @@ from tests.polling import eventually
 
 #: The first ticket request fails, and its retry waits a minute: the restart lands mid-action.
 FAULTS = [{"path": "/tickets", "method": "POST", "status": 503, "times": 1}]
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[DevStack]]:
-    started: list[DevStack] = []
-    yield started
-    for stack in started:
-        if stack.process is not None and stack.process.poll() is None:
-            stack.process.kill()
-        stack.kill_leftovers()
 
 
 async def conversation(session: aiohttp.ClientSession, base: str, cid: str) -> dict[str, Any]:
