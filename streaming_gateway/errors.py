@@ -85,7 +85,8 @@ class InvalidInput(GatewayError):
 
 class BadRequest(GatewayError):
     """An invalid request to the OpenAI-compatible API: 400, as OpenAI answers (its codes, e.g.
-    `missing_required_parameter`, `invalid_value`, `unsupported_parameter`)."""
+    `missing_required_parameter`, `invalid_value`, `unsupported_parameter`); on every route, a body
+    that cannot be parsed as JSON (`invalid_json`)."""
 
     status, code, kind = 400, "invalid_value", "invalid_request_error"
 

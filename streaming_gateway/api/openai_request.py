@@ -19,11 +19,11 @@ it (`messages[0].role`), `code` one of the API's (`missing_required_parameter`, 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streaming_gateway.api.request_models import loads_body
 from streaming_gateway.errors import BadRequest
 
 #: Passed to the model as the client sent them.
@@ -172,12 +172,7 @@ _CODES = {"missing": "missing_required_parameter"}
 
 def parse_request(raw: bytes) -> ChatCompletionIn:
     """The request body, or a 400 naming what is wrong with it."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise BadRequest(
-            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
-        ) from None
+    data = loads_body(raw)
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_type")
     try:

@@ -98,6 +98,12 @@ def build_spec() -> dict[str, Any]:
         "503": _error("Conversation state unavailable or shutting down"),
     }
     owned = {**common, "404": _error("No such conversation for this user")}
+    # Every route that reads a JSON body: unparseable is 400, valid JSON that fails the schema 422.
+    json_body = {
+        "400": _error("Body is not JSON: not UTF-8, malformed, nested too deeply (invalid_json)"),
+        "413": _error("Body too large"),
+        "422": _error("Invalid field"),
+    }
     sse = {
         "text/event-stream": {
             "schema": {
@@ -118,8 +124,7 @@ def build_spec() -> dict[str, Any]:
                 "responses": {
                     "201": _json(conversation, "Created"),
                     **common,
-                    "413": _error("Body too large"),
-                    "422": _error("Invalid field"),
+                    **json_body,
                 },
             },
             "get": {
@@ -197,8 +202,9 @@ def build_spec() -> dict[str, Any]:
                 "responses": {
                     "201": _json({"type": "object"}, "Recorded"),
                     "200": _json({"type": "object"}, "Replaced the earlier rating of this message"),
-                    "422": _error("Invalid rating, comment or message id"),
                     **owned,
+                    **json_body,
+                    "422": _error("Invalid rating, comment or message id"),
                 },
             },
         },
@@ -214,9 +220,8 @@ def build_spec() -> dict[str, Any]:
                         "content": {**sse, "application/json": {"schema": {"type": "object"}}},
                     },
                     **owned,
+                    **json_body,
                     "409": _error("Busy answering, or the conversation is full"),
-                    "413": _error("Body too large"),
-                    "422": _error("Invalid field"),
                 },
             },
         },

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streaming_gateway.errors import InvalidInput, PayloadTooLarge
+from streaming_gateway.errors import BadRequest, InvalidInput, PayloadTooLarge
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -54,11 +54,19 @@ async def read_body(request: web.Request, model: type[T], *, max_bytes: int, req
         if not required:
             return parse(model, {})
         raise InvalidInput("a JSON request body is required", field="body")
+    return parse(model, loads_body(raw))
+
+
+def loads_body(raw: bytes) -> Any:
+    """The body as JSON, or 400 `invalid_json`: not UTF-8, not JSON, nested too deep for the
+    parser (RecursionError) or an integer over Python's digit limit (ValueError) alike."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
-    return parse(model, data)
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise BadRequest(
+            f"We could not parse the JSON body of your request: {reason}", code="invalid_json", field="body"
+        ) from None
 
 
 def parse(model: type[T], data: Any) -> T:

@@ -36,7 +36,8 @@ async def test_body_too_large_is_413(start_gateway: StartGateway) -> None:
 
 
 async def test_invalid_bodies_are_422_naming_the_field(start_gateway: StartGateway) -> None:
-    """Missing, mistyped, unknown and too-long fields each get a 422 whose param names the field."""
+    """Missing, mistyped, unknown and too-long fields each get a 422 whose param names the field; a
+    body that is not JSON is a 400 invalid_json."""
     gateway = await start_gateway(GATEWAY_MAX_MESSAGE_CHARS="10")
     cid = await gateway.create_conversation()
     cases = [
@@ -56,7 +57,8 @@ async def test_invalid_bodies_are_422_naming_the_field(start_gateway: StartGatew
         data=b"{nope",
         headers={"Content-Type": "application/json"},
     ) as response:
-        assert response.status == 422 and (await error_of(response))["param"] == "body"
+        error = await error_of(response)
+        assert response.status == 400 and error["param"] == "body" and error["code"] == "invalid_json"
     async with gateway.request(
         "POST", "/v1/conversations", json={"agent_config_version": "nope@123"}
     ) as response:
