@@ -52,6 +52,7 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
         ]
     )
     app.on_shutdown.append(on_shutdown)
+    app.on_response_prepare.append(web_client.add_page_headers)
     for module in (
         health,
         openapi,

@@ -74,18 +74,31 @@ def content_security_policy(settings: Settings) -> str:
     )
 
 
+def page_headers(settings: Settings) -> dict[str, str]:
+    """What every HTML response carries, whichever route served it: no framing by another origin
+    (CSP frame-ancestors, and X-Frame-Options for older browsers), no MIME sniffing, no referrer,
+    and a browsing context of its own (no opener from another origin)."""
+    return {
+        "Content-Security-Policy": content_security_policy(settings),
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+
+
+async def add_page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the page's headers on every text/html response (`/`, `/web/index.html`
+    from the static route, or any HTML added later), so no path serves the page without them."""
+    if response.content_type == "text/html":
+        response.headers.update(page_headers(request.app[settings_key]))
+    else:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 @routes.get("/")
 async def index(request: web.Request) -> web.FileResponse:
-    settings = request.app[settings_key]
-    return web.FileResponse(
-        WEB_DIR / "index.html",
-        headers={
-            "Content-Security-Policy": content_security_policy(settings),
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-cache",
-        },
-    )
+    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 @routes.get("/client-config.json")

@@ -28,7 +28,6 @@ SECURITY_HEADERS = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="/web/index.html is served without the page's security headers")
 async def test_every_html_response_carries_the_security_headers(gateway: Gateway) -> None:
     """/ and /web/index.html answer with the same CSP (frame-ancestors 'none'), nosniff, DENY framing,
     no referrer and a same-origin opener policy."""
