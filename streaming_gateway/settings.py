@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,12 @@ class Settings:
             raise SettingsError(
                 "GATEWAY_DEV_TOKEN_ENDPOINT", "needs AUTH_JWT_SECRET (it signs local HS256 tokens)"
             )
+        if self.dev_token_endpoint and not is_loopback_host(self.host):
+            raise SettingsError(
+                "GATEWAY_DEV_TOKEN_ENDPOINT",
+                f"hands out tokens for any user: only with a loopback GATEWAY_HOST (127.0.0.1, ::1, "
+                f"localhost), not {self.host!r}",
+            )
         if bool(self.web_entra_client_id) != bool(self.web_entra_authority):
             raise SettingsError(
                 "WEB_ENTRA_CLIENT_ID", "set it together with WEB_ENTRA_AUTHORITY (or neither)"
@@ -162,3 +169,14 @@ class Settings:
                 "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
                 "set either it or SERVICEBUS_CONNECTION_STRING, not both",
             )
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether listening on `host` is reachable from this machine only: a loopback address or
+    `localhost`. Any other name may resolve to anything, so it is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False

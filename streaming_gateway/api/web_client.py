@@ -1,5 +1,6 @@
 """The web chat client: `GET /` (the page), `/web/*` (its static files), `GET /client-config.json`
-(how the page signs in), and `POST /dev/token` (local only: 404 unless GATEWAY_DEV_TOKEN_ENDPOINT).
+(how the page signs in), and `POST /dev/token` (local only: 404 unless GATEWAY_DEV_TOKEN_ENDPOINT, and
+404 to any caller that is not on this machine).
 
 None of these paths is under /v1/, so the auth middleware leaves them open; the page then calls
 the API with the bearer token it got from the user, the dev endpoint or MSAL.js (Entra ID).
@@ -7,6 +8,7 @@ the API with the bearer token it got from the user, the dev endpoint or MSAL.js 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from urllib.parse import urlparse
@@ -106,11 +108,32 @@ async def get_client_config(request: web.Request) -> web.Response:
     return web.json_response(client_config(request.app[settings_key]), headers={"Cache-Control": "no-store"})
 
 
+#: Headers a proxy adds: a request carrying one came from somewhere else, whatever the peer is.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
+
+
+def from_this_machine(request: web.Request) -> bool:
+    """The TCP peer is a loopback address and no proxy forwarded the request (a local reverse
+    proxy would make every remote caller look local)."""
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not peer:
+        return False  # a Unix socket or a closed connection: nothing proves it is local
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return address.is_loopback
+
+
 @routes.post("/dev/token")
 async def dev_token(request: web.Request) -> web.Response:
     """A short-lived local HS256 token for the named user; exists only where explicitly enabled."""
     settings = request.app[settings_key]
-    if not settings.dev_token_endpoint or not settings.auth_jwt_secret:
+    if not settings.dev_token_endpoint or not settings.auth_jwt_secret or not from_this_machine(request):
         raise web.HTTPNotFound()
     body = await read_body(request, DevTokenIn, max_bytes=MAX_DEV_TOKEN_BODY_BYTES, required=False)
     token = make_token(

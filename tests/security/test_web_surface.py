@@ -68,7 +68,6 @@ async def dev_token_status(url: str) -> int:
             return response.status
 
 
-@pytest.mark.xfail(strict=True, reason="/dev/token never checks the caller's address")
 async def test_dev_token_answers_only_a_loopback_peer(gateway_env: dict[str, str], lan_address: str) -> None:
     """With the endpoint enabled, a caller reaching the gateway over a non-loopback address gets 404,
     and so does a loopback caller whose request was forwarded (X-Forwarded-For, Forwarded)."""
@@ -88,7 +87,6 @@ async def test_dev_token_answers_only_a_loopback_peer(gateway_env: dict[str, str
         await server.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the dev token endpoint may be enabled on a non-loopback address")
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "gateway.internal"])
 def test_gateway_refuses_to_start_with_dev_tokens_on_a_non_loopback_host(host: str, redis_url: str) -> None:
     """`python -m streaming_gateway` exits 2 naming GATEWAY_DEV_TOKEN_ENDPOINT when GATEWAY_HOST is not loopback."""

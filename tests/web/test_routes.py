@@ -159,3 +159,13 @@ def test_dev_token_endpoint_needs_the_local_secret() -> None:
         Settings.from_env(
             {"AUTH_JWKS_URL": "https://login.example/keys", "GATEWAY_DEV_TOKEN_ENDPOINT": "true"}
         )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_dev_token_endpoint_is_allowed_on_a_loopback_host(host: str) -> None:
+    """Loopback addresses and `localhost` keep the dev endpoint (the non-loopback ones are refused:
+    tests/security/test_web_surface.py)."""
+    settings = Settings.from_env(
+        {"AUTH_JWT_SECRET": SECRET, "GATEWAY_HOST": host, "GATEWAY_DEV_TOKEN_ENDPOINT": "true"}
+    )
+    assert settings.dev_token_endpoint
