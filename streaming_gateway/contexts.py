@@ -135,7 +135,9 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     answers = RunningAnswers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
     app[engine_key] = ChatEngine(
         settings=settings,
-        store=ConversationStore(redis, ttl_s=settings.conversation_ttl_s),
+        store=ConversationStore(
+            redis, ttl_s=settings.conversation_ttl_s, max_per_user=settings.max_conversations_per_user
+        ),
         log_=stream_log,
         pending=PendingSteps(redis, ttl_s=max(settings.turn_timeout_s * 2, 3600)),
         llm=app[llm_key],

@@ -55,6 +55,11 @@ class Settings:
     max_messages_per_conversation: int = 500
     max_streams_per_user: int = 8
     rate_limit_per_minute: int = 120
+    max_metadata_keys: int = 16
+    max_metadata_key_chars: int = 64
+    max_metadata_value_chars: int = 512
+    max_metadata_bytes: int = 4096
+    max_conversations_per_user: int = 10_000
 
     # Redis state and the per-conversation stream log.
     redis_max_connections: int = 2000
@@ -123,6 +128,11 @@ class Settings:
             max_messages_per_conversation=env.int("GATEWAY_MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
             max_streams_per_user=env.int("GATEWAY_MAX_STREAMS_PER_USER", 8, minimum=1),
             rate_limit_per_minute=env.int("GATEWAY_RATE_LIMIT_PER_MINUTE", 120, minimum=1),
+            max_metadata_keys=env.int("GATEWAY_MAX_METADATA_KEYS", 16, minimum=0),
+            max_metadata_key_chars=env.int("GATEWAY_MAX_METADATA_KEY_CHARS", 64, minimum=1),
+            max_metadata_value_chars=env.int("GATEWAY_MAX_METADATA_VALUE_CHARS", 512, minimum=1),
+            max_metadata_bytes=env.int("GATEWAY_MAX_METADATA_BYTES", 4096, minimum=1),
+            max_conversations_per_user=env.int("GATEWAY_MAX_CONVERSATIONS_PER_USER", 10_000, minimum=1),
             redis_max_connections=env.int("GATEWAY_REDIS_MAX_CONNECTIONS", 2000, minimum=10),
             conversation_ttl_s=env.int("GATEWAY_CONVERSATION_TTL_SECONDS", 30 * 24 * 3600, minimum=60),
             event_log_ttl_s=env.int("GATEWAY_EVENT_LOG_TTL_SECONDS", 24 * 3600, minimum=60),

@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from streaming_gateway.api.middlewares import principal
-from streaming_gateway.api.request_models import MessageIn, check_length, read_body
+from streaming_gateway.api.request_models import MessageIn, check_length, check_metadata, read_body
 from streaming_gateway.api.sse import (
     comment_bytes,
     event_bytes,
@@ -45,6 +45,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     conversation = await engine.store.owned(request.match_info["conversation_id"], user_id)
     body = await read_body(request, MessageIn, max_bytes=settings.max_body_bytes)
     check_length(body.content, settings.max_message_chars, "content")
+    check_metadata(body.metadata, settings)
     message: dict[str, Any] = {"role": "user", "content": body.content}
     if body.metadata:
         message["metadata"] = body.metadata

@@ -125,6 +125,7 @@ def build_spec() -> dict[str, Any]:
                     "201": _json(conversation, "Created"),
                     **common,
                     **json_body,
+                    "409": _error("The caller has as many conversations as allowed (conversation_limit)"),
                 },
             },
             "get": {
@@ -259,7 +260,7 @@ def build_spec() -> dict[str, Any]:
                     },
                     **owned,
                     "400": _error("Invalid or unsupported parameter (OpenAI's codes)"),
-                    "409": _error("Busy answering"),
+                    "409": _error("Busy answering, or the caller's conversation limit (conversation_limit)"),
                     "413": _error("Body too large"),
                     "502": _error("The model failed"),
                 },

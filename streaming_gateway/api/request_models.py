@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streaming_gateway.errors import BadRequest, InvalidInput, PayloadTooLarge
+from streaming_gateway.settings import Settings
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -19,7 +20,8 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content: str = Field(min_length=1)
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    #: Bounded by the GATEWAY_MAX_METADATA_* settings (check_metadata), not here.
+    metadata: dict[str, str] | None = None
 
 
 class ConversationIn(BaseModel):
@@ -81,3 +83,31 @@ def check_length(text: str, limit: int, field: str) -> None:
         raise InvalidInput(
             f"{field} is {len(text)} characters; the limit is {limit}", field=field, code="message_too_long"
         )
+
+
+def check_metadata(metadata: dict[str, str] | None, settings: Settings) -> None:
+    """A message's metadata within the GATEWAY_MAX_METADATA_* limits (keys, key length, value
+    length, total UTF-8 bytes of keys and values), or a 422 whose param names it."""
+    if not metadata:
+        return
+
+    def too_large(message: str, field: str = "metadata") -> InvalidInput:
+        return InvalidInput(message, field=field, code="metadata_too_large")
+
+    if len(metadata) > settings.max_metadata_keys:
+        raise too_large(f"metadata has {len(metadata)} keys; the limit is {settings.max_metadata_keys}")
+    total = 0
+    for key, value in metadata.items():
+        if len(key) > settings.max_metadata_key_chars:
+            raise too_large(
+                f"a metadata key is {len(key)} characters; the limit is {settings.max_metadata_key_chars}"
+            )
+        if len(value) > settings.max_metadata_value_chars:
+            raise too_large(
+                f"metadata.{key} is {len(value)} characters; the limit is {settings.max_metadata_value_chars}",
+                f"metadata.{key}",
+            )
+        # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which strict UTF-8 cannot encode.
+        total += len(key.encode(errors="surrogatepass")) + len(value.encode(errors="surrogatepass"))
+    if total > settings.max_metadata_bytes:
+        raise too_large(f"metadata is {total} bytes; the limit is {settings.max_metadata_bytes}")

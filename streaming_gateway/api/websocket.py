@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from action_bus.ports import ActionBusError
 from streaming_gateway.api.middlewares import principal
-from streaming_gateway.api.request_models import check_length, validation_error
+from streaming_gateway.api.request_models import check_length, check_metadata, validation_error
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, as_gateway_error
 from streaming_gateway.keys import (
@@ -50,7 +50,7 @@ class SendFrame(_Frame):
     type: Literal["message"]
     content: str = Field(min_length=1)
     conversation_id: str | None = Field(default=None, max_length=128)
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: dict[str, str] | None = None  # bounded by check_metadata
 
 
 class CancelFrame(_Frame):
@@ -122,6 +122,7 @@ class WsSession:
             app[metrics_key].rate_limit_rejections.labels(exc.limit).inc()
             raise
         check_length(frame.content, app[settings_key].max_message_chars, "content")
+        check_metadata(frame.metadata, app[settings_key])
         store = self.engine.store
         if frame.conversation_id:
             conversation = await store.owned(frame.conversation_id, self.user_id)

@@ -58,6 +58,20 @@ return redis.call('DEL', KEYS[1])
 """
 
 
+# KEYS: the user's conversation index. ARGV: conversation id, score, limit, ttl s. Adds the
+# conversation when the user has fewer than `limit`; returns 1 when added, 0 when full.
+_CLAIM_SLOT = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+#: A user at the limit has the index checked for expired conversations at most this often: the
+#: check reads every member, so a user hammering at the limit costs one such pass per interval.
+PRUNE_INTERVAL_S = 60
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -99,10 +113,12 @@ class Conversation(BaseModel):
 
 
 class ConversationStore:
-    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int, max_per_user: int = 10_000) -> None:
         self._redis = redis
         self.redis = redis
         self._ttl_s = ttl_s
+        self._max_per_user = max_per_user
+        self._claim = redis.register_script(_CLAIM_SLOT)
         self._begin = redis.register_script(_BEGIN_TURN)
         self._append = redis.register_script(_APPEND_MESSAGES)
         self._release = redis.register_script(_RELEASE)
@@ -110,7 +126,13 @@ class ConversationStore:
     async def create(
         self, user_id: str, agent_config_version: str, title: str | None = None, *, cid: str | None = None
     ) -> Conversation:
-        """A new conversation; `cid` when the caller needed the id first (to pick its version)."""
+        """A new conversation; `cid` when the caller needed the id first (to pick its version).
+
+        Conflict `conversation_limit` when the user already has `max_per_user` conversations;
+        deleting one frees its slot at once, one that expired frees it at the next prune. The
+        conversation is written before its slot is claimed, so a prune never mistakes a
+        conversation being created for an expired one.
+        """
         cid = cid or new_id("conv")
         stamp = now_iso()
         fields: dict[EncodableT, EncodableT] = {
@@ -123,13 +145,19 @@ class ConversationStore:
         }
         if title:
             fields["title"] = title
-        index = redis_keys.user_conversations(user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(redis_keys.conversation(cid), mapping=fields)
             pipe.expire(redis_keys.conversation(cid), self._ttl_s)
-            pipe.zadd(index, {cid: int(time.time() * 1_000_000)})
-            pipe.expire(index, self._ttl_s)
             await pipe.execute()
+        if not await self._claim_slot(user_id, cid) and not (
+            await self._prune(user_id) and await self._claim_slot(user_id, cid)
+        ):
+            await self._redis.delete(redis_keys.conversation(cid))
+            raise Conflict(
+                f"you have {self._max_per_user} conversations, the most a user may keep; "
+                "delete one to start another",
+                code="conversation_limit",
+            )
         return Conversation(
             id=cid,
             user_id=user_id,
@@ -138,6 +166,28 @@ class ConversationStore:
             created_at=stamp,
             updated_at=stamp,
         )
+
+    async def _claim_slot(self, user_id: str, cid: str) -> bool:
+        args = [cid, int(time.time() * 1_000_000), self._max_per_user, self._ttl_s]
+        return bool(await self._claim(keys=[redis_keys.user_conversations(user_id)], args=args))
+
+    async def _prune(self, user_id: str) -> bool:
+        """Drop the index's expired conversations (at most once per PRUNE_INTERVAL_S per user);
+        True when any slot was freed."""
+        index = redis_keys.user_conversations(user_id)
+        if not await self._redis.set(
+            redis_keys.user_conversations_pruned(user_id), 1, nx=True, ex=PRUNE_INTERVAL_S
+        ):
+            return False
+        members = [str(cid) for cid in await self._redis.zrange(index, 0, -1)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cid in members:
+                pipe.exists(redis_keys.conversation(cid))
+            alive = await pipe.execute()
+        gone = [cid for cid, exists in zip(members, alive, strict=True) if not exists]
+        if gone:
+            await self._redis.zrem(index, *gone)
+        return bool(gone)
 
     async def get(self, cid: str) -> Conversation | None:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -56,6 +56,11 @@ def user_conversations(user_id: str) -> str:
     return f"{PREFIX}:user:{{{user_id}}}:convs"
 
 
+def user_conversations_pruned(user_id: str) -> str:
+    """Set for a while after the user's index was checked for expired conversations."""
+    return f"{PREFIX}:user:{{{user_id}}}:convs:pruned"
+
+
 def user_streams(user_id: str) -> str:
     return f"{PREFIX}:user:{{{user_id}}}:streams"
 

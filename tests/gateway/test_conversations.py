@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+import redis.asyncio as aioredis
+
+from streaming_gateway.errors import Conflict
 from streaming_gateway.keys import redis_key
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.conversation_store import ConversationStore
 from tests.fixtures.gateway import Gateway
 
 SSE = {"Accept": "text/event-stream"}
@@ -113,3 +119,25 @@ async def test_deleting_mid_answer_stops_it(gateway: Gateway, script) -> None:
             assert response.status == 204
     keys = [key async for key in gateway.app[redis_key].scan_iter(f"gw:conv:{{{cid}}}*")]
     assert keys == [] or all(k.endswith((":watchers", ":producing")) for k in keys)
+
+
+async def test_expired_conversations_free_their_slots(aredis: aioredis.Redis) -> None:
+    """At the per-user limit, conversations that expired are dropped from the user's index and their
+    slots reused; the check of the index runs at most once per interval, and a failed create leaves
+    no conversation behind."""
+    store = ConversationStore(aredis, ttl_s=600, max_per_user=2)
+    first = await store.create("alice", "default@000000000000")
+    await store.create("alice", "default@000000000000")
+    await aredis.delete(redis_keys.conversation(first.id))  # what its TTL running out does
+    third = await store.create("alice", "default@000000000000")
+    page, _ = await store.page("alice", 10)
+    assert third.id in {c.id for c in page} and first.id not in {c.id for c in page}
+    # Full again; a fresh expiry waits for the next prune interval.
+    await aredis.delete(redis_keys.conversation(third.id))
+    with pytest.raises(Conflict) as refused:
+        await store.create("alice", "default@000000000000")
+    assert refused.value.code == "conversation_limit"
+    assert await aredis.zcard(redis_keys.user_conversations("alice")) == 2
+    assert len(await aredis.keys(redis_keys.conversation("*"))) == 1  # the refused one was removed
+    await aredis.delete(redis_keys.user_conversations_pruned("alice"))  # the interval has passed
+    await store.create("alice", "default@000000000000")
