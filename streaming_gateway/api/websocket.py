@@ -1,9 +1,10 @@
 """The WebSocket API: `GET /v1/ws`, JSON frames both ways.
 
 Client frames: `{"type": "message", "content", "conversation_id"?}`, `{"type": "cancel"}`,
-`{"type": "resume", "conversation_id", "after"}`, `{"type": "ping"}`. Server frames: the same
-event JSON as SSE, plus control frames without an id: `ack` (a message or resume was taken,
-with the id to resume after), `pong`, and `rejected` (code, message, param, status, kind; the
+`{"type": "resume", "conversation_id", "after"}`, `{"type": "ping"}`; each counts as one request
+against the user's rate limit. Server frames: the same event JSON as SSE, plus control frames
+without an id: `ack` (a message or resume was taken, with the id to resume after), `pong`, and
+`rejected` (code, message, param, status, kind, and `retry_after` when rate limited; the
 connection stays open). One connection follows one conversation at a time. On shutdown the
 server closes with 1012 (service restart) once the client has every event; it resumes after
 the last id it saw.
@@ -83,6 +84,16 @@ class WsSession:
         self._following: asyncio.Task[None] | None = None
         self._follower: Follower | None = None
 
+    async def count_frame(self) -> None:
+        """Every client frame (message, resume, cancel, ping, even an invalid one) is one request
+        against the user's GATEWAY_RATE_LIMIT_PER_MINUTE, counted before it is read."""
+        app = self.request.app
+        try:
+            await app[rate_limiter_key].hit(self.user_id)
+        except RateLimited as exc:
+            app[metrics_key].rate_limit_rejections.labels(exc.limit).inc()
+            raise
+
     async def handle_text(self, text: str) -> None:
         try:
             frame = _frames.validate_json(text)
@@ -116,11 +127,6 @@ class WsSession:
 
     async def _send(self, frame: SendFrame) -> None:
         app = self.request.app
-        try:
-            await app[rate_limiter_key].hit(self.user_id)
-        except RateLimited as exc:
-            app[metrics_key].rate_limit_rejections.labels(exc.limit).inc()
-            raise
         check_length(frame.content, app[settings_key].max_message_chars, "content")
         check_metadata(frame.metadata, app[settings_key])
         store = self.engine.store
@@ -205,16 +211,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         shutdown_watch = asyncio.create_task(session.end_for_shutdown())
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    try:
-                        await session.handle_text(msg.data)
-                    except (GatewayError, ActionBusError, RedisError) as exc:
-                        error = as_gateway_error(exc)
-                        if error is not exc:
-                            log.warning("websocket frame failed: %s: %s", error.code, exc)
-                        await ws.send_json(_rejected(error))
-                elif msg.type == WSMsgType.BINARY:
-                    await ws.send_json(_rejected(InvalidInput("frames are JSON text", code="invalid_frame")))
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                try:
+                    await session.count_frame()
+                    if msg.type == WSMsgType.BINARY:
+                        raise InvalidInput("frames are JSON text", code="invalid_frame")
+                    await session.handle_text(msg.data)
+                except (GatewayError, ActionBusError, RedisError) as exc:
+                    error = as_gateway_error(exc)
+                    if error is not exc:
+                        log.warning("websocket frame failed: %s: %s", error.code, exc)
+                    await ws.send_json(_rejected(error))
         except ConnectionResetError:
             pass
         finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from streaming_gateway.keys import redis_key
+from streaming_gateway.state import redis_keys
 from tests.fixtures.gateway import Gateway, StartGateway
 from tests.gateway.helpers import read_events
 from tests.polling import eventually
@@ -88,6 +90,25 @@ async def test_requests_per_minute_is_429_with_retry_after(start_gateway: StartG
     async with gateway.request("GET", "/v1/conversations", user="someone-else") as response:
         assert response.status == 200
     assert gateway.metric("gateway_rate_limit_rejections_total", {"limit": "requests_per_minute"}) == 1
+
+
+async def test_requests_past_the_limit_cost_no_redis_command(start_gateway: StartGateway) -> None:
+    """Once over the limit, a user's further requests in that minute are refused by the pod itself:
+    the window's counter in Redis stops at the limit plus one, however long the flood."""
+    gateway = await start_gateway(GATEWAY_RATE_LIMIT_PER_MINUTE="3")
+    redis = gateway.app[redis_key]
+    for attempt in range(3):  # a minute boundary inside the burst starts a new window: try again
+        user = f"flood-{attempt}"
+        window = int(time.time() // 60)
+        statuses = []
+        for _ in range(30):
+            async with gateway.request("GET", "/v1/conversations", user=user) as response:
+                statuses.append(response.status)
+        if int(time.time() // 60) == window:
+            break
+    assert statuses == [200] * 3 + [429] * 27
+    assert int(await redis.get(redis_keys.user_rate(user, window))) == 4
+    assert gateway.metric("gateway_rate_limit_rejections_total", {"limit": "requests_per_minute"}) >= 27
 
 
 async def test_concurrent_streams_per_user_is_429(start_gateway: StartGateway) -> None:

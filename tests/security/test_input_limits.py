@@ -172,7 +172,6 @@ async def test_conversations_per_user_are_bounded(start_gateway: StartGateway, s
     await gateway.create_conversation()
 
 
-@pytest.mark.xfail(strict=True, reason="WebSocket control frames bypass the rate limit")
 async def test_every_websocket_frame_counts_against_the_rate_limit(start_gateway: StartGateway) -> None:
     """With 5 requests a minute, a flood of ping, resume and cancel frames is refused with rate_limited
     frames (retry_after given) after the limit, and the socket stays open."""
