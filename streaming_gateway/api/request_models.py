@@ -102,10 +102,10 @@ def check_metadata(metadata: dict[str, str] | None, settings: Settings) -> None:
             raise too_large(
                 f"a metadata key is {len(key)} characters; the limit is {settings.max_metadata_key_chars}"
             )
-        if len(value) > settings.max_metadata_value_chars:
+        limit = settings.max_metadata_value_chars
+        if len(value) > limit:
             raise too_large(
-                f"metadata.{key} is {len(value)} characters; the limit is {settings.max_metadata_value_chars}",
-                f"metadata.{key}",
+                f"metadata.{key} is {len(value)} characters; the limit is {limit}", f"metadata.{key}"
             )
         # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which strict UTF-8 cannot encode.
         total += len(key.encode(errors="surrogatepass")) + len(value.encode(errors="surrogatepass"))

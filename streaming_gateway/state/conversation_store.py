@@ -168,7 +168,7 @@ class ConversationStore:
         )
 
     async def _claim_slot(self, user_id: str, cid: str) -> bool:
-        args = [cid, int(time.time() * 1_000_000), self._max_per_user, self._ttl_s]
+        args: list[str | int] = [cid, int(time.time() * 1_000_000), self._max_per_user, self._ttl_s]
         return bool(await self._claim(keys=[redis_keys.user_conversations(user_id)], args=args))
 
     async def _prune(self, user_id: str) -> bool:
