@@ -19,12 +19,15 @@ from observability import context as log_ctx
 from observability.config import TelemetryConfig
 from observability.redaction import MASK, SECRET_KEY_RE, redact, redact_text
 
-#: Loggers that log every HTTP request the exporters themselves make: at INFO they would be
-#: exported too, each export logging again, without end.
+#: Loggers that log every HTTP request at INFO: the exporters' own (exported too, each export
+#: logging again, without end) and the `openai` SDK's HTTP client (httpx2; httpx for older SDKs),
+#: which would write a line per model request on the gateway's hot path.
 QUIET_LOGGERS = (
     "azure",
     "azure.core.pipeline.policies.http_logging_policy",
     "azure.monitor.opentelemetry",
+    "httpx",
+    "httpx2",
     "opentelemetry",
     "urllib3",
 )

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from streaming_gateway.api.following import follow
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.openai_request import ChatCompletionIn, parse_request
 from streaming_gateway.api.openai_response import Completion
@@ -72,32 +73,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         traceparent=request.headers.get("traceparent"),
     )
     streams = request.app[streams_key]
-    async with streams.open("openai", user_id) as handle:
-        follower = Follower(
-            engine.log,
-            engine.answers,
+    async with (
+        streams.open("openai", user_id) as handle,
+        follow(request.app, handle, conversation.id) as follower,
+    ):
+        after = await engine.start_turn(conversation, new_messages, overrides)
+        completion = Completion(
             conversation.id,
-            heartbeat_s=settings.heartbeat_s,
-            stop=handle.stop,
+            conversation.agent_config_version,
+            body.model,
+            include_usage=body.include_usage(),
         )
-        async with follower:
-            after = await engine.start_turn(conversation, new_messages, overrides)
-            completion = Completion(
-                conversation.id,
-                conversation.agent_config_version,
-                body.model,
-                include_usage=body.include_usage(),
-            )
-            if body.stream:
-                return await _stream(request, follower, after, completion)
-            async for entry in follower.entries(after, until_end=False, until_step_end=True):
-                if entry is not None:
-                    completion.add(entry)
-            return web.json_response(
-                completion.as_json(),
-                status=502 if completion.error else 200,
-                headers={"X-Conversation-Id": conversation.id},
-            )
+        if body.stream:
+            return await _stream(request, follower, after, completion)
+        async for entry in follower.entries(after, until_end=False, until_step_end=True):
+            if entry is not None:
+                completion.add(entry)
+        return web.json_response(
+            completion.as_json(),
+            status=502 if completion.error else 200,
+            headers={"X-Conversation-Id": conversation.id},
+        )
 
 
 def _new_messages(

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from streaming_gateway.api.following import follow
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.request_models import MessageIn, check_length, check_metadata, read_body
 from streaming_gateway.api.sse import (
@@ -51,31 +52,27 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         message["metadata"] = body.metadata
     sse = wants_sse(request)
     streams = request.app[streams_key]
-    async with streams.open("sse" if sse else "json", user_id) as handle:
-        follower = Follower(
-            engine.log,
-            engine.answers,
-            conversation.id,
-            heartbeat_s=settings.heartbeat_s,
-            stop=handle.stop,
-        )
-        async with follower:
-            after = await engine.start_turn(conversation, [message])
-            if sse:
-                return await _stream(
-                    request,
-                    follower,
-                    handle,
-                    after,
-                    until_end=True,
-                    headers={"X-Conversation-Id": conversation.id},
-                )
-            return await _collect(follower, conversation.id, after)
+    transport = "sse" if sse else "json"
+    async with (
+        streams.open(transport, user_id) as handle,
+        follow(request.app, handle, conversation.id) as follower,
+    ):
+        after = await engine.start_turn(conversation, [message])
+        if sse:
+            return await _stream(
+                request,
+                follower,
+                handle,
+                after,
+                until_end=True,
+                headers={"X-Conversation-Id": conversation.id},
+            )
+        return await _collect(follower, conversation.id, after)
 
 
 @routes.get("/v1/conversations/{conversation_id}/events")
 async def get_events(request: web.Request) -> web.StreamResponse:
-    settings, engine = request.app[settings_key], request.app[engine_key]
+    engine = request.app[engine_key]
     user_id = principal(request).user_id
     conversation = await engine.store.owned(request.match_info["conversation_id"], user_id)
     after = _after(request, conversation.last_event_id)
@@ -85,23 +82,18 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             "until must be 'end' (stop after the answer in progress ends) or absent", field="until"
         )
     streams = request.app[streams_key]
-    async with streams.open("sse", user_id) as handle:
-        follower = Follower(
-            engine.log,
-            engine.answers,
-            conversation.id,
-            heartbeat_s=settings.heartbeat_s,
-            stop=handle.stop,
+    async with (
+        streams.open("sse", user_id) as handle,
+        follow(request.app, handle, conversation.id) as follower,
+    ):
+        return await _stream(
+            request,
+            follower,
+            handle,
+            after,
+            until_end=until == "end",
+            headers={"X-Conversation-Id": conversation.id},
         )
-        async with follower:
-            return await _stream(
-                request,
-                follower,
-                handle,
-                after,
-                until_end=until == "end",
-                headers={"X-Conversation-Id": conversation.id},
-            )
 
 
 def _after(request: web.Request, last_event_id: int) -> int:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 
 from action_bus.ports import ActionBusError
+from streaming_gateway.api.following import follow
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.request_models import check_length, check_metadata, validation_error
 from streaming_gateway.chat.engine import ChatEngine
@@ -83,6 +84,8 @@ class WsSession:
         self.conversation_id: str | None = None
         self._following: asyncio.Task[None] | None = None
         self._follower: Follower | None = None
+        #: Holds the follower's watcher lease until the connection follows something else or closes.
+        self._following_cm: contextlib.AsyncExitStack | None = None
 
     async def count_frame(self) -> None:
         """Every client frame (message, resume, cancel, ping, even an invalid one) is one request
@@ -151,15 +154,9 @@ class WsSession:
     async def _follow_new(self, cid: str) -> Follower:
         await self._stop_following()
         self.conversation_id = cid
-        follower = Follower(
-            self.engine.log,
-            self.engine.answers,
-            cid,
-            heartbeat_s=self.request.app[settings_key].heartbeat_s,
-            stop=self.handle.stop,
-        )
-        await follower.__aenter__()
-        self._follower = follower
+        following = contextlib.AsyncExitStack()
+        follower = await following.enter_async_context(follow(self.request.app, self.handle, cid))
+        self._follower, self._following_cm = follower, following
         return follower
 
     def _start_following(self, follower: Follower, after: int) -> None:
@@ -179,14 +176,14 @@ class WsSession:
             )
 
     async def _stop_following(self) -> None:
-        task, follower = self._following, self._follower
-        self._following = self._follower = None
+        task, following = self._following, self._following_cm
+        self._following, self._follower, self._following_cm = None, None, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if follower is not None:
-            await follower.__aexit__(None, None, None)
+        if following is not None:
+            await following.aclose()
 
     async def close(self) -> None:
         await self._stop_following()

@@ -156,16 +156,7 @@ class ActionFlow:
                     error=json.loads(refused[call.id])["error"] if failed else None,
                 )
             )
-        events.append(
-            MessageEndEvent(
-                id=1,
-                conversation_id=cid,
-                message_id=message_id,
-                finish_reason="tool_calls",
-                usage=finish.usage,
-                agent_config_version=config.version,
-            )
-        )
+        events.append(tool_calls_end(cid, message_id, finish, config))
         await self.log.append(cid, *events)
         if len(refused) == len(pending):
             await self._continue(cid, message_id)
@@ -255,3 +246,15 @@ def arguments_or_raw(call: ToolCall) -> dict[str, Any]:
         return parse_arguments(call.arguments)
     except InvalidToolCall:
         return {"_raw": call.arguments}
+
+
+def tool_calls_end(cid: str, message_id: str, finish: Finish, config: AgentConfig) -> MessageEndEvent:
+    """The end of a step that asked for tool calls (the agent's actions or the caller's own tools)."""
+    return MessageEndEvent(
+        id=1,
+        conversation_id=cid,
+        message_id=message_id,
+        finish_reason="tool_calls",
+        usage=finish.usage,
+        agent_config_version=config.version,
+    )

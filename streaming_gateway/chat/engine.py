@@ -24,7 +24,7 @@ from agent_contracts.events import ErrorEvent, MessageEndEvent, TokenEvent, Tool
 from agent_registry import AgentConfig
 from observability.online import OnlineMetrics
 from streaming_gateway.agents.registry_store import AgentConfigStore
-from streaming_gateway.chat.action_flow import ActionFlow, ActionOutbox, arguments_or_raw
+from streaming_gateway.chat.action_flow import ActionFlow, ActionOutbox, arguments_or_raw, tool_calls_end
 from streaming_gateway.chat.history import to_model_messages
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.chat.pending_steps import PendingSteps
@@ -404,15 +404,6 @@ class ChatEngine:
             )
             for call in finish.tool_calls
         ]
-        events.append(
-            MessageEndEvent(
-                id=1,
-                conversation_id=cid,
-                message_id=message_id,
-                finish_reason="tool_calls",
-                usage=finish.usage,
-                agent_config_version=config.version,
-            )
-        )
+        events.append(tool_calls_end(cid, message_id, finish, config))
         await self.log.append(cid, *events)
         await self.store.release_turn(cid, control.turn_id)

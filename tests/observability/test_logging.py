@@ -163,6 +163,23 @@ def test_configure_logging_filters_every_root_handler() -> None:
         root.setLevel(saved_level)
 
 
+def test_http_client_request_lines_are_quiet() -> None:
+    """The openai SDK's HTTP client logs each request at INFO: configure_logging leaves only its warnings."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        configure_logging(TelemetryConfig(service_name="svc", log_format="json", log_level="INFO"), stream)
+        for name in ("httpx2", "httpx"):
+            logging.getLogger(name).info('HTTP Request: POST http://upstream/v1/chat/completions "200 OK"')
+            logging.getLogger(name).warning("%s retrying", name)
+        logging.getLogger("tests.any").info("ours")
+        assert [line["message"] for line in _lines(stream)] == ["httpx2 retrying", "httpx retrying", "ours"]
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
 def test_text_format_is_readable() -> None:
     """LOG_FORMAT=text gives one plain line with the conversation appended."""
     record = logging.LogRecord("gw", logging.INFO, __file__, 1, "hello", None, None)
