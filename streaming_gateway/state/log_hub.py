@@ -20,8 +20,11 @@ two appends handed over out of order, a write the reader has not seen yet) or th
 so every event is delivered exactly once and in order whichever way it arrived.
 
 A follower waits on an asyncio event, never in a Redis read: cancelling it is immediate whatever
-Redis does. When the reader cannot reach Redis it tells every follower (they end as before, with
-a resumable close) and retries with backoff.
+Redis does. When an append or the reader fails to reach Redis, the followers concerned are told to
+read the log themselves: when Redis is down that read fails and they end as before (a resumable
+close); when it was one bad connection (the first command after a Redis restart fails on a pooled
+connection from before it) they carry on. The reader retries with backoff, at once when a follower
+arrives (a client resuming after an outage is read for without waiting out the backoff).
 
 The reader's `XREAD` names many conversations in one command, which a Redis Cluster refuses across
 hash slots; the gateway talks to one Redis (or a proxy that presents one), as its client does.
@@ -55,6 +58,8 @@ SHARD_SIZE = 250
 #: which ends the reader's blocked XREAD (it names this stream too) so the next one includes it.
 WAKE_MAXLEN = 16
 WAKE_TTL_S = 3600
+#: The reader's wait after a failed read, doubling up to MAX_BACKOFF_S (a new follower cuts it short).
+MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 2.0
 
 
@@ -84,15 +89,15 @@ def entry_from_fields(entry_id: str, fields: dict[str, str]) -> LogEntry:
 class Subscription:
     """One follower's inbox: the entries that continue its position, bounded; woken on arrival."""
 
-    __slots__ = ("_entries", "conversation_id", "failure", "overflowed", "tail", "wake")
+    __slots__ = ("_entries", "conversation_id", "overflowed", "tail", "wake")
 
     def __init__(self, conversation_id: str, after: int) -> None:
         self.conversation_id = conversation_id
         #: The highest id buffered or known consumed: older arrivals are duplicates.
         self.tail = after
         self._entries: list[LogEntry] = []
+        #: Set when the follower must read the log itself (a slow client, or Redis may be down).
         self.overflowed = False
-        self.failure: BaseException | None = None
         self.wake = asyncio.Event()
 
     def offer(self, entries: Sequence[LogEntry]) -> None:
@@ -110,17 +115,17 @@ class Subscription:
             self.tail = entry.id
         self.wake.set()
 
-    def fail(self, exc: BaseException) -> None:
-        self.failure = exc
+    def recheck(self) -> None:
+        """Something failed to reach Redis: the follower reads the log itself, which tells whether
+        it is down (the read raises and the follower ends resumably) or not (it carries on)."""
+        self.overflowed = True
+        self._entries.clear()
         self.wake.set()
 
     def take(self, last_id: int) -> list[LogEntry] | None:
         """The buffered entries after last_id, in order; None when the follower must read the log
-        (the buffer overflowed, or the next entry is not last_id + 1). Raises the reader's failure."""
+        (the buffer overflowed, a recheck, or the next entry is not last_id + 1)."""
         self.wake.clear()
-        if self.failure is not None:
-            failure, self.failure = self.failure, None
-            raise failure
         entries, self._entries = self._entries, []
         if self.overflowed:
             self.overflowed = False
@@ -245,14 +250,19 @@ class LogHub:
             self.publish(cid, [entry_from_fields(entry_id, fields) for entry_id, fields in items])
 
     def _fail(self, conversations: Iterable[str], exc: BaseException) -> None:
-        """Redis is unreachable: these followers end (resumably), as their own reads would have."""
+        """The reader could not read these conversations: their followers read the log themselves."""
         for cid in list(conversations):
             self.fail(cid, exc)
 
     def fail(self, conversation_id: str, exc: BaseException) -> None:
-        """The log of this conversation cannot be written or read now: its followers end resumably."""
+        """Writing or reading this conversation's log failed (`exc`): its followers read the log
+        themselves and end resumably if their own read fails too, as it does while Redis is down.
+        One failed command is not proof of an outage: after a Redis restart the first command on a
+        pooled connection fails while the next ones work, and a follower that resumed meanwhile
+        must not be ended by a producer's retry that hit it."""
+        log.debug("log of %s failed (%s): its followers re-read it", conversation_id, exc)
         for sub in self._subs.get(conversation_id, ()):
-            sub.fail(exc)
+            sub.recheck()
 
     async def close(self) -> None:
         self._closed = True
@@ -312,7 +322,7 @@ class _Reader:
     async def _run(self) -> None:
         hub = self._hub
         connection = hub._redis.client()  # this reader's one connection, held for its life
-        backoff = 0.1
+        backoff = MIN_BACKOFF_S
         try:
             while not hub._closed:
                 targets = hub._targets(self.conversations)
@@ -328,15 +338,18 @@ class _Reader:
                     log.warning("log hub read timed out; reading again: %s", exc)
                     continue
                 except (RedisError, OSError) as exc:
-                    log.warning("log hub cannot read Redis (its followers end resumably): %s", exc)
+                    log.warning("log hub cannot read Redis (its followers re-read the log): %s", exc)
                     hub._fail(self.conversations, exc)
                     with contextlib.suppress(RedisError, OSError):
                         await connection.aclose()
                     connection = hub._redis.client()
-                    await asyncio.sleep(backoff)
+                    # A new follower (a client resuming once Redis is back) cuts the wait short.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff):
+                            await self._changed.wait()
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
                     continue
-                backoff = 0.1
+                backoff = MIN_BACKOFF_S
                 for key, items in answer or []:
                     if key == self._wake_key:
                         self._wake_seen = items[-1][0]

@@ -81,7 +81,7 @@ class StreamLog:
                 )
             )
         except (RedisError, OSError) as exc:
-            # Its local followers end now (resumably), as their own read of the log would have.
+            # Its local followers read the log themselves: they end (resumably) if Redis is down.
             self.hub.fail(conversation_id, exc)
             raise
         if last == 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from agent_contracts.events import TokenEvent
@@ -265,6 +266,63 @@ async def test_a_failed_append_ends_the_local_followers(own_redis: processes.Ser
     await pod.close()
     with contextlib.suppress(RedisError):
         await client.aclose()
+
+
+async def test_a_failed_append_does_not_end_followers_while_redis_answers(
+    aredis: aioredis.Redis, pod: StreamLog
+) -> None:
+    """One failed command (a stale pooled connection after a Redis restart) is no outage: the local
+    followers read the log themselves, find it readable, and get the producer's next appends."""
+    cid = await new_conversation(aredis)
+    with pod.hub.local_producer(cid):
+        entries = follower(pod, cid).entries(0, until_end=False)
+        await pod.append(cid, *tokens(cid, "a"))
+        first = await anext(entries)
+        assert first is not None and first.id == 1
+        second = asyncio.create_task(anext(entries))
+        pod.hub.fail(cid, RedisConnectionError("Connection closed by server."))
+        await pod.append(cid, *tokens(cid, "b"))
+        entry = await second
+        assert entry is not None and entry.id == 2
+    await entries.aclose()
+
+
+async def test_reader_reads_for_a_new_follower_at_once_after_an_outage(
+    own_redis: processes.Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed read the reader backs off, but a follower arriving (a client resuming once Redis
+    is back) is read for at once: the backoff here is an hour, and the follower still gets its event."""
+    monkeypatch.setattr(log_hub, "MIN_BACKOFF_S", 3600.0)
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    pod = StreamLog(client, maxlen=1000, ttl_s=600)
+    before = await new_conversation(client)
+    waiting = asyncio.create_task(collect(follower(pod, before), 0, 1))
+    await subscription(pod, before)
+    own_redis.stop()
+    with pytest.raises(RedisError):
+        await waiting  # its reader failed; its own read of the log failed too
+    own_redis.start()
+
+    async def pod_answers() -> bool:  # the pod's pooled connections from before fail once
+        try:
+            return bool(await client.ping())
+        except RedisError:
+            return False
+
+    await eventually(pod_answers, "the pod's Redis client answering again")
+    other = aioredis.Redis.from_url(url, decode_responses=True)
+    other_pod = StreamLog(other, maxlen=1000, ttl_s=600)
+    cid = await new_conversation(other)
+    resumed = asyncio.create_task(collect(follower(pod, cid), 0, 1))
+    await subscription(pod, cid)
+    await other_pod.append(cid, *tokens(cid, "after the outage"))
+    [entry] = await asyncio.wait_for(resumed, 30)  # a bound on waiting, not a timing check
+    assert entry.id == 1
+    await pod.close()
+    await other_pod.close()
+    await other.aclose()
+    await client.aclose()
 
 
 async def test_readers_take_a_bounded_share_of_the_conversations(
