@@ -16,15 +16,18 @@ from agent_registry.errors import (
     RegistryUnavailable,
     RolloutRefused,
     UnknownVersion,
+    VersionWithdrawn,
+    WithdrawRefused,
     WrongAgent,
 )
 from agent_registry.loader import read_document
 from agent_registry.registry import Activation, AgentRegistry, PublishedVersion, Rollout
-from agent_registry.schema import AgentConfig, Limits, ToolSpec, validate_document
+from agent_registry.schema import Access, AgentConfig, Limits, ToolSpec, validate_document
 from agent_registry.store import RegistryConfigStore
 from agent_registry.versioning import content_hash, version_of
 
 __all__ = [
+    "Access",
     "Activation",
     "AgentConfig",
     "AgentRegistry",
@@ -41,6 +44,8 @@ __all__ = [
     "RolloutRefused",
     "ToolSpec",
     "UnknownVersion",
+    "VersionWithdrawn",
+    "WithdrawRefused",
     "WrongAgent",
     "content_hash",
     "read_document",

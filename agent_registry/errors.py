@@ -30,6 +30,23 @@ class WrongAgent(RegistryError):
         self.agent, self.version, self.owner = agent, version, owner
 
 
+class VersionWithdrawn(RegistryError):
+    """The version was withdrawn: nobody may use, activate or roll out it again."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"agent config version {version!r} was withdrawn")
+        self.version = version
+
+
+class WithdrawRefused(RegistryError):
+    """A version that cannot be withdrawn now (the active one)."""
+
+    def __init__(self, version: str, problem: str) -> None:
+        super().__init__(f"cannot withdraw {version!r}: {problem}")
+        self.version = version
+        self.problem = problem
+
+
 class NoActiveVersion(RegistryError):
     def __init__(self, agent: str) -> None:
         super().__init__(f"agent {agent!r} has no active version (publish one with --activate)")

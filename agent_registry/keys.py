@@ -55,6 +55,11 @@ def rollout(agent: str) -> str:
     return f"{PREFIX}:{{{agent}}}:rollout"
 
 
+def withdrawn(agent: str) -> str:
+    """SET of the agent's withdrawn versions: never pinned, activated or rolled out again."""
+    return f"{PREFIX}:{{{agent}}}:withdrawn"
+
+
 def analyses(agent: str) -> str:
     """LIST of canary analysis records, newest first (bounded)."""
     return f"{PREFIX}:{{{agent}}}:analyses"

@@ -1,4 +1,4 @@
-"""Versioned agent configurations in Redis: publish (immutable), list, activate, roll back.
+"""Versioned agent configurations in Redis: publish (immutable), list, activate, roll back, withdraw.
 
 A published version never changes: its record is written once (SET NX) under its id
 `<label>@<content hash>`. Each agent has one active version; activating or rolling back is
@@ -26,6 +26,8 @@ from agent_registry.errors import (
     RegistryUnavailable,
     RolloutRefused,
     UnknownVersion,
+    VersionWithdrawn,
+    WithdrawRefused,
     WrongAgent,
 )
 from agent_registry.schema import AgentConfig, validate_document
@@ -38,12 +40,17 @@ MAX_PREVIOUS = 100
 MAX_LOG = 500
 MAX_ANALYSES = 200
 
+# KEYS: history, active, previous, log, epoch, rollout, withdrawn (one agent's, one hash tag).
+# ARGV: mode (activate | seed | rollback | promote), version, log entry prefix, max previous, max log.
 _ACTIVATE = """
 local current = redis.call('GET', KEYS[2])
 local target
 if ARGV[1] == 'rollback' then
-  target = redis.call('LPOP', KEYS[3])
-  if not target then return {'empty', ''} end
+  -- withdraw removes a version from this stack; skipping here too keeps rollback safe regardless.
+  repeat
+    target = redis.call('LPOP', KEYS[3])
+    if not target then return {'empty', ''} end
+  until redis.call('SISMEMBER', KEYS[7], target) == 0
 else
   if ARGV[1] == 'promote' then
     target = redis.call('HGET', KEYS[6], 'candidate')
@@ -52,6 +59,7 @@ else
     target = ARGV[2]
   end
   if not redis.call('ZSCORE', KEYS[1], target) then return {'unknown', ''} end
+  if redis.call('SISMEMBER', KEYS[7], target) == 1 then return {'withdrawn', target} end
   if ARGV[1] == 'seed' and current then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
   if current == target then return {'unchanged', current, redis.call('GET', KEYS[5]) or '0'} end
   if current then
@@ -71,9 +79,9 @@ redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return {'changed', current or '', tostring(epoch), target}
 """
 
-# KEYS: history, active, rollout, log, epoch. ARGV: mode (set | abort), candidate, percent, log entry
-# prefix, max log, now, baseline JSON ('' keeps the current one). Every change bumps the epoch so
-# gateways reread the split.
+# KEYS: history, active, rollout, log, epoch, withdrawn. ARGV: mode (set | abort), candidate,
+# percent, log entry prefix, max log, now, baseline JSON ('' keeps the current one). Every change
+# bumps the epoch so gateways reread the split.
 _ROLLOUT = """
 local current = redis.call('GET', KEYS[2])
 local candidate = redis.call('HGET', KEYS[3], 'candidate')
@@ -85,6 +93,7 @@ if ARGV[1] == 'abort' then
 else
   if not current then return {'noactive'} end
   if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return {'unknown'} end
+  if redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 1 then return {'withdrawn'} end
   if current == ARGV[2] then return {'isactive'} end
   if candidate and candidate ~= ARGV[2] then return {'busy', candidate} end
   if not candidate then
@@ -98,6 +107,27 @@ local epoch = redis.call('INCR', KEYS[5])
 redis.call('LPUSH', KEYS[4], ARGV[4] .. entry .. '","epoch":' .. epoch .. '}')
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return {'changed', tostring(epoch), candidate or ARGV[2]}
+"""
+
+# KEYS: history, active, rollout, log, epoch, withdrawn, previous (one agent's, one hash tag).
+# ARGV: version, log entry prefix, max log. The active version cannot be withdrawn; withdrawing
+# the rollout's candidate ends the rollout; rollback never returns to a withdrawn version.
+_WITHDRAW = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'unknown'} end
+local current = redis.call('GET', KEYS[2]) or ''
+if current == ARGV[1] then return {'isactive'} end
+if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return {'unchanged'} end
+redis.call('LREM', KEYS[7], 0, ARGV[1])
+local ended = ''
+if redis.call('HGET', KEYS[3], 'candidate') == ARGV[1] then
+  ended = ARGV[1]
+  redis.call('DEL', KEYS[3])
+end
+local epoch = redis.call('INCR', KEYS[5])
+redis.call('LPUSH', KEYS[4], ARGV[2] .. ',"version":"' .. ARGV[1] .. '","previous":"' .. current
+  .. '","rollout_ended":"' .. ended .. '","epoch":' .. epoch .. '}')
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+return {'changed', tostring(epoch), ended}
 """
 
 
@@ -200,6 +230,7 @@ class AgentRegistry:
         self._redis = client
         self._activate_script = client.register_script(_ACTIVATE)
         self._rollout_script = client.register_script(_ROLLOUT)
+        self._withdraw_script = client.register_script(_WITHDRAW)
 
     async def publish(
         self, document: dict[str, Any], source: str = "<document>"
@@ -347,6 +378,8 @@ class AgentRegistry:
             raise NoActiveVersion(agent)
         if status == "unknown":
             raise UnknownVersion(record.version)
+        if status == "withdrawn":
+            raise VersionWithdrawn(record.version)
         if status == "isactive":
             raise RolloutRefused(agent, f"{record.version} is already the active version")
         if status == "busy":
@@ -419,11 +452,56 @@ class AgentRegistry:
                     keys.rollout(agent),
                     keys.log(agent),
                     keys.epoch(agent),
+                    keys.withdrawn(agent),
                 ],
                 args=[mode, candidate, repr(float(percent)), prefix, MAX_LOG, now, baseline],
             )
         )
         return result
+
+    async def withdraw(self, version: str, *, actor: str = "cli", reason: str = "") -> bool:
+        """Make a published version unusable by everyone, for good: it cannot be pinned, activated,
+        rolled out or rolled back to, and conversations pinned to it take no further messages.
+        The active version cannot be withdrawn (activate or roll back first); withdrawing the
+        rollout's candidate ends the rollout. False when it was withdrawn already."""
+        record = await self.get(version)
+        agent = record.agent
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        prefix = json.dumps({"at": at, "action": "withdraw", "actor": actor, "reason": reason[:2000]})[:-1]
+        result = await self._call(
+            self._withdraw_script(
+                keys=[
+                    keys.history(agent),
+                    keys.active(agent),
+                    keys.rollout(agent),
+                    keys.log(agent),
+                    keys.epoch(agent),
+                    keys.withdrawn(agent),
+                    keys.previous(agent),
+                ],
+                args=[record.version, prefix, MAX_LOG],
+            )
+        )
+        status = _text(result[0])
+        if status == "unknown":
+            raise UnknownVersion(record.version)
+        if status == "isactive":
+            raise WithdrawRefused(record.version, "it is the active version; activate another one first")
+        if status == "unchanged":
+            return False
+        log.warning("agent %s: version %s withdrawn by %s: %s", agent, record.version, actor, reason)
+        active = await self.active_version(agent)
+        if active is not None:
+            await self._announce(agent, active, int(_text(result[1])))
+        return True
+
+    async def is_withdrawn(self, agent: str, version: str) -> bool:
+        """Whether this version (full id) of the agent was withdrawn; one read."""
+        return bool(await self._call(self._redis.sismember(keys.withdrawn(agent), version)))
+
+    async def withdrawn(self, agent: str) -> frozenset[str]:
+        """Every withdrawn version of the agent."""
+        return frozenset(_text(v) for v in await self._call(self._redis.smembers(keys.withdrawn(agent))))
 
     async def activation_log(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
         raws = await self._call(self._redis.lrange(keys.log(agent), 0, max(0, limit - 1)))
@@ -441,6 +519,7 @@ class AgentRegistry:
                     keys.log(agent),
                     keys.epoch(agent),
                     keys.rollout(agent),
+                    keys.withdrawn(agent),
                 ],
                 args=[mode, version, prefix, MAX_PREVIOUS, MAX_LOG],
             )
@@ -450,6 +529,8 @@ class AgentRegistry:
             raise NothingToRollBack(agent)
         if status == "unknown":
             raise UnknownVersion(version)
+        if status == "withdrawn":
+            raise VersionWithdrawn(_text(result[1]))
         if status == "norollout":
             raise RolloutRefused(agent, "has no rollout under way to promote")
         if status == "unchanged":

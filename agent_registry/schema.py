@@ -6,7 +6,7 @@ configuration is for (one active version per agent) and defaults to "default".
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -57,6 +57,27 @@ class Limits(BaseModel):
     max_tool_rounds: int = Field(default=4, ge=0, le=32)
 
 
+#: One claim value an `access` block names (an app role, a group object id, a delegated scope).
+ClaimValue = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Access(BaseModel):
+    """Who may use the agent: a signed-in caller whose token carries any one of these.
+
+    `roles` are app roles (the token's `roles` claim), `groups` group object ids (`groups`),
+    `scopes` delegated scopes (`scp`, space-separated). `everyone` opens the agent to every
+    signed-in user. An empty block opens it to nobody. Without a block at all, the gateway's own
+    agent (the one AGENT_CONFIG_PATH seeds) is open to everyone and other agents to nobody.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    everyone: bool = False
+    roles: list[ClaimValue] = Field(default_factory=list, max_length=64)
+    groups: list[ClaimValue] = Field(default_factory=list, max_length=64)
+    scopes: list[ClaimValue] = Field(default_factory=list, max_length=64)
+
+
 class AgentConfig(BaseModel):
     """One immutable agent configuration; `version` is set by the registry, never by the file."""
 
@@ -70,6 +91,12 @@ class AgentConfig(BaseModel):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     limits: Limits = Field(default_factory=Limits)
     tools: list[ToolSpec] = Field(default_factory=list, max_length=MAX_TOOLS)
+    #: Who may use this agent (see Access); None: the gateway's default rule.
+    access: Access | None = None
+    #: What the OpenAI-compatible API does with a client's system/developer messages: `refuse`
+    #: them (400), or `append` them after this config's system prompt. None: the gateway's
+    #: GATEWAY_CLIENT_SYSTEM_MESSAGES.
+    client_system_messages: Literal["refuse", "append"] | None = None
     version: str = ""
 
     @model_validator(mode="after")

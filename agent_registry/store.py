@@ -3,9 +3,9 @@
 Implements the gateway's `AgentConfigStore` protocol (`active()`, `get(version)`,
 `for_new_conversation(id)`). Activations and canary rollouts are picked up without a restart:
 `active()` reads the agent's epoch (one GET) at most once per `poll_interval_s` and reloads the
-active version and the rollout only when it moved. Published versions are immutable, so they are
-cached forever in a small LRU. When Redis is briefly unreachable the last known active config
-keeps serving.
+active version, the rollout and the withdrawn versions only when it moved. Published versions
+are immutable, so they are cached forever in a small LRU. When Redis is briefly unreachable the
+last known active config keeps serving.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class RegistryConfigStore:
         self._cache_size = cache_size
         self._active: AgentConfig | None = None
         self._rollout: Rollout | None = None
+        self._withdrawn: frozenset[str] = frozenset()
         self._epoch = -1
         self._checked_at = float("-inf")
 
@@ -84,6 +85,8 @@ class RegistryConfigStore:
                 elif rollout is None and self._rollout is not None:
                     log.info("agent %s: rollout of %s ended", self.agent, self._rollout.candidate)
                 self._rollout = rollout
+                # Withdrawing bumps the epoch too, so this set is as fresh as the active version.
+                self._withdrawn = await self._registry.withdrawn(self.agent)
                 changed = self._active is None or config.version != self._active.version
                 if self._active is not None and changed:
                     log.info(
@@ -127,6 +130,11 @@ class RegistryConfigStore:
     def rollout(self) -> Rollout | None:
         """The rollout as last read (None when none is under way)."""
         return self._rollout
+
+    @property
+    def withdrawn(self) -> frozenset[str]:
+        """The agent's withdrawn versions as last read (with the active version)."""
+        return self._withdrawn
 
     async def get(self, version: str) -> AgentConfig:
         """The config of one version (raises UnknownVersion); immutable, so cached."""

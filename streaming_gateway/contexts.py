@@ -81,7 +81,7 @@ async def config_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = AgentRegistry(app[redis_key])
     configs = RegistryAgentConfigs(registry, app[settings_key].agent_config_path, app[metrics_key])
     app[configs_key] = configs
-    app[catalog_key] = AgentCatalog(registry, configs)
+    app[catalog_key] = AgentCatalog(registry, configs, operator_role=app[settings_key].auth_operator_role)
     yield
 
 

@@ -103,6 +103,35 @@ class ModelNotFound(GatewayError):
         self.model = model
 
 
+class Forbidden(GatewayError):
+    """The caller is known but may not do this (403)."""
+
+    status, code, kind = 403, "forbidden", "permission_error"
+
+
+class AgentNotAllowed(Forbidden):
+    """The agent's `access` does not admit the caller (to pin it, or to continue a conversation)."""
+
+    code = "agent_not_allowed"
+
+    def __init__(self, agent: str, *, field: str | None = None) -> None:
+        super().__init__(f"you may not use agent {agent!r}", field=field)
+        self.agent = agent
+
+
+class OperatorRoleRequired(Forbidden):
+    """Pinning a version other than the one the agent serves new conversations needs the operator role."""
+
+    code = "operator_role_required"
+
+    def __init__(self, version: str, role: str) -> None:
+        super().__init__(
+            f"agent config version {version!r} is not the agent's active version;"
+            f" pinning it needs the {role!r} role",
+            field="agent_config_version",
+        )
+
+
 class RateLimited(GatewayError):
     status, code, kind = 429, "rate_limited", "rate_limit_error"
 
@@ -122,6 +151,18 @@ class Unavailable(GatewayError):
 
 class UnknownAgentConfig(GatewayError):
     status, code, kind = 422, "unknown_agent_config", "invalid_request_error"
+
+
+class AgentConfigWithdrawn(GatewayError):
+    """The version was withdrawn from the registry: nobody may pin it or continue on it."""
+
+    status, code, kind = 422, "agent_config_withdrawn", "invalid_request_error"
+
+    def __init__(self, version: str) -> None:
+        super().__init__(
+            f"agent config version {version!r} was withdrawn; start a new conversation",
+            field="agent_config_version",
+        )
 
 
 class ActionsUnavailable(Unavailable):

@@ -45,9 +45,14 @@ class Settings:
     auth_leeway_s: float = 30.0
     auth_jwks_cache_s: float = 3600.0
     auth_jwks_min_refresh_s: float = 10.0
+    #: The app role (token `roles` claim) that may pin agent versions other than the active one.
+    auth_operator_role: str = "Agents.Operator"
 
     # The file that seeds the agent registry when the agent has no active version yet.
     agent_config_path: str = str(DEFAULT_AGENT_CONFIG_PATH)
+    #: A client's system/developer message on /v1/chat/completions, unless the agent's config says:
+    #: `refuse` (400) or `append` (after the agent's system prompt, never instead of it).
+    client_system_messages: str = "refuse"
 
     # Limits, each answered with a clear status.
     max_body_bytes: int = 1024 * 1024
@@ -122,7 +127,11 @@ class Settings:
             auth_leeway_s=env.float("AUTH_LEEWAY_SECONDS", 30.0, minimum=0.0),
             auth_jwks_cache_s=env.float("AUTH_JWKS_CACHE_SECONDS", 3600.0, minimum=0.0),
             auth_jwks_min_refresh_s=env.float("AUTH_JWKS_MIN_REFRESH_SECONDS", 10.0, minimum=0.0),
+            auth_operator_role=env.str("AUTH_OPERATOR_ROLE", "Agents.Operator") or "Agents.Operator",
             agent_config_path=env.str("AGENT_CONFIG_PATH", str(DEFAULT_AGENT_CONFIG_PATH)) or "",
+            client_system_messages=env.choice(
+                "GATEWAY_CLIENT_SYSTEM_MESSAGES", "refuse", ("refuse", "append")
+            ),
             max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             max_message_chars=env.int("GATEWAY_MAX_MESSAGE_CHARS", 32_000, minimum=1),
             max_messages_per_conversation=env.int("GATEWAY_MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),

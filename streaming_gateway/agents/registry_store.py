@@ -47,6 +47,10 @@ class AgentConfigStore(Protocol):
         its share of ids, else the active one."""
         ...
 
+    async def is_withdrawn(self, version: str) -> bool:
+        """Whether this version of the agent was withdrawn (as of the last poll of its epoch)."""
+        ...
+
 
 class RegistryAgentConfigs:
     def __init__(self, registry: AgentRegistry, seed_path: str, metrics: GatewayMetrics) -> None:
@@ -72,6 +76,10 @@ class RegistryAgentConfigs:
             return await self._store.for_new_conversation(conversation_id)
         except NoActiveVersion as exc:
             raise Unavailable(str(exc), code="no_active_agent_config") from None
+
+    async def is_withdrawn(self, version: str) -> bool:
+        await self.active()  # rereads the withdrawn set when the epoch moved
+        return version in self._store.withdrawn
 
     async def get(self, version: str) -> AgentConfig:
         try:

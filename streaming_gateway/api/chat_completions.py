@@ -30,13 +30,17 @@ from streaming_gateway.api.request_models import read_raw
 from streaming_gateway.api.sse import comment_bytes
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.errors import BadRequest
-from streaming_gateway.keys import catalog_key, configs_key, engine_key, settings_key, streams_key
-from streaming_gateway.state.conversation_store import new_id
+from streaming_gateway.keys import catalog_key, engine_key, settings_key, streams_key
+from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id
 from streaming_gateway.state.log_follower import Follower
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+#: How many stored messages back the open tool calls are looked for: the last assistant message
+#: and the tool results after it (a step has at most as many calls as the request has tools).
+OPEN_CALLS_WINDOW = 256
 
 
 @routes.post("/v1/chat/completions")
@@ -45,26 +49,39 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     caller = principal(request)
     user_id = caller.user_id
     body = parse_request(await read_raw(request, max_bytes=settings.max_body_bytes))
+    catalog = request.app[catalog_key]
     cid = request.headers.get("X-Conversation-Id")
-    new_messages, system_prompt = _new_messages(body, settings.max_message_chars, whole=not cid)
+    conversation: Conversation | None = None
     if cid:
         conversation = await engine.store.owned(cid, user_id)
-        agent = await request.app[catalog_key].resolve(caller, body.model)
-        pinned = await request.app[catalog_key].agent_of(conversation.agent_config_version)
-        if pinned != agent.agent:
+        config = await catalog.check_turn(caller, conversation)
+        if body.model != config.agent:
+            await catalog.resolve(caller, body.model)  # 404 for a model the caller may not use
             raise BadRequest(
-                f"Invalid value for 'model': conversation {cid} belongs to model '{pinned}'.",
+                f"Invalid value for 'model': conversation {cid} belongs to model '{config.agent}'.",
                 field="model",
             )
+        open_calls = await _open_tool_calls(engine.store, cid) if _has_tool_messages(body) else set()
     else:
-        agent = await request.app[catalog_key].resolve(caller, body.model)
+        agent = await catalog.resolve(caller, body.model)
         cid = new_id("conv")
-        configs = request.app[configs_key]
         # The gateway's own agent may be running a canary: its registry picks the version per conversation.
-        config = await configs.for_new_conversation(cid) if agent.agent == configs.agent else agent
+        config = (
+            await catalog.for_new_conversation(caller, cid) if agent.agent == catalog.gateway_agent else agent
+        )
+        open_calls = set()
+    policy = config.client_system_messages or settings.client_system_messages
+    new_messages, client_system = _new_messages(
+        body,
+        settings.max_message_chars,
+        whole=conversation is None,
+        open_calls=open_calls,
+        system_policy=policy,
+    )
+    if conversation is None:
         conversation = await engine.store.create(user_id, config.version, cid=cid)
     overrides = Overrides(
-        system_prompt=system_prompt,
+        client_system=client_system,
         client_tools=body.tools or [],
         temperature=body.temperature,
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -97,20 +114,41 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def _new_messages(
-    body: ChatCompletionIn, max_chars: int, *, whole: bool
+    body: ChatCompletionIn,
+    max_chars: int,
+    *,
+    whole: bool,
+    open_calls: set[str],
+    system_policy: str,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The messages to store, and the client's system prompt.
+    """The messages to store, and the client's system text (to append after the agent's prompt).
 
     With `whole` (a new conversation) that is the client's whole history: stateless clients
     (LangChain's and litellm's tool loops) send it all on every request. Its assistant tool calls
     may only name the request's own tools, whose results the client supplies anyway; the agent's
     tools are called by the model alone. Otherwise only the messages after the last assistant
     message are new: the rest is stored already.
+
+    A system or developer message is refused (400 `client_system_message`) unless the agent's
+    policy is `append`. A tool message must answer a tool call still open: one the gateway issued
+    for the client's tools in this conversation (`open_calls`), or, in a whole history, one of
+    the assistant message just before it; each call is answered once (400 `unknown_tool_call`).
     """
-    system = next((m.text() for m in body.messages if m.role in {"system", "developer"}), None)
+    system: list[str] = []
+    for index, message in enumerate(body.messages):
+        if message.role in {"system", "developer"}:
+            if system_policy != "append":
+                raise BadRequest(
+                    f"Invalid value for 'messages[{index}].role': this agent's system prompt is the"
+                    f" operator's; {message.role} messages are not accepted.",
+                    code="client_system_message",
+                    field=f"messages[{index}].role",
+                )
+            system.append(message.text())
     last_assistant = max((i for i, m in enumerate(body.messages) if m.role == "assistant"), default=-1)
     client_tools = {(tool.get("function") or {}).get("name") for tool in body.tools or []}
     stored: list[dict[str, Any]] = []
+    open_calls = set(open_calls)
     for index in range(0 if whole else last_assistant + 1, len(body.messages)):
         message = body.messages[index]
         if message.role in {"system", "developer"}:
@@ -130,17 +168,46 @@ def _new_messages(
                     code="missing_required_parameter",
                     field=f"messages[{index}].tool_call_id",
                 )
+            if message.tool_call_id not in open_calls:
+                raise BadRequest(
+                    f"Invalid value for 'messages[{index}].tool_call_id': {message.tool_call_id!r} answers"
+                    " no open tool call of this conversation.",
+                    code="unknown_tool_call",
+                    field=f"messages[{index}].tool_call_id",
+                )
+            open_calls.discard(message.tool_call_id)
             stored.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": text})
         elif message.role == "assistant":
-            stored.append(_assistant(index, text, message.tool_calls or [], client_tools))
+            assistant = _assistant(index, text, message.tool_calls or [], client_tools)
+            open_calls = {call["id"] for call in assistant.get("tool_calls", [])}
+            stored.append(assistant)
         else:
+            open_calls = set()
             stored.append({"role": "user", "content": text})
     if index_after(stored) is None:
         raise BadRequest(
             "Invalid value for 'messages': no user or tool message after the last assistant message.",
             field="messages",
         )
-    return stored, system
+    return stored, "\n\n".join(system) or None
+
+
+def _has_tool_messages(body: ChatCompletionIn) -> bool:
+    return any(message.role == "tool" for message in body.messages)
+
+
+async def _open_tool_calls(store: ConversationStore, cid: str) -> set[str]:
+    """The tool calls of the conversation a client may still answer: those of its last assistant
+    message when the gateway returned them to the client (its own tools), less those answered."""
+    answered: set[str] = set()
+    for message in reversed(await store.messages(cid, last=OPEN_CALLS_WINDOW)):
+        if message.get("role") == "tool":
+            answered.add(message.get("tool_call_id", ""))
+            continue
+        if message.get("role") == "assistant" and message.get("client_tools"):
+            return {call["id"] for call in message.get("tool_calls") or []} - answered
+        return set()
+    return set()
 
 
 def index_after(stored: list[dict[str, Any]]) -> int | None:

@@ -9,7 +9,7 @@ from aiohttp import web
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.request_models import ConversationIn, read_body
 from streaming_gateway.errors import InvalidInput
-from streaming_gateway.keys import configs_key, engine_key, settings_key
+from streaming_gateway.keys import catalog_key, engine_key, settings_key
 from streaming_gateway.state.conversation_store import new_id
 
 log = logging.getLogger(__name__)
@@ -24,14 +24,14 @@ async def create_conversation(request: web.Request) -> web.Response:
     data = await read_body(
         request, ConversationIn, max_bytes=request.app[settings_key].max_body_bytes, required=False
     )
-    configs = request.app[configs_key]
+    catalog, caller = request.app[catalog_key], principal(request)
     cid = new_id("conv")
     if data.agent_config_version:
-        config = await configs.get(data.agent_config_version)
+        config = await catalog.pin(caller, data.agent_config_version, cid)
     else:
-        config = await configs.for_new_conversation(cid)
+        config = await catalog.for_new_conversation(caller, cid)
     conversation = await request.app[engine_key].store.create(
-        principal(request).user_id, config.version, data.title, cid=cid
+        caller.user_id, config.version, data.title, cid=cid
     )
     return web.json_response(
         conversation.public(),

@@ -26,7 +26,7 @@ from streaming_gateway.api.sse import (
     sse_response,
 )
 from streaming_gateway.errors import InvalidInput
-from streaming_gateway.keys import engine_key, settings_key, streams_key
+from streaming_gateway.keys import catalog_key, engine_key, settings_key, streams_key
 from streaming_gateway.state.client_streams import StreamHandle
 from streaming_gateway.state.log_follower import Follower
 
@@ -42,9 +42,11 @@ def wants_sse(request: web.Request) -> bool:
 @routes.post("/v1/conversations/{conversation_id}/messages")
 async def post_message(request: web.Request) -> web.StreamResponse:
     settings, engine = request.app[settings_key], request.app[engine_key]
-    user_id = principal(request).user_id
+    caller = principal(request)
+    user_id = caller.user_id
     conversation = await engine.store.owned(request.match_info["conversation_id"], user_id)
     body = await read_body(request, MessageIn, max_bytes=settings.max_body_bytes)
+    await request.app[catalog_key].check_turn(caller, conversation)
     check_length(body.content, settings.max_message_chars, "content")
     check_metadata(body.metadata, settings)
     message: dict[str, Any] = {"role": "user", "content": body.content}

@@ -28,7 +28,7 @@ from streaming_gateway.api.request_models import check_length, check_metadata, v
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.errors import GatewayError, InvalidInput, RateLimited, as_gateway_error
 from streaming_gateway.keys import (
-    configs_key,
+    catalog_key,
     engine_key,
     metrics_key,
     rate_limiter_key,
@@ -133,11 +133,13 @@ class WsSession:
         check_length(frame.content, app[settings_key].max_message_chars, "content")
         check_metadata(frame.metadata, app[settings_key])
         store = self.engine.store
+        caller = principal(self.request)
         if frame.conversation_id:
             conversation = await store.owned(frame.conversation_id, self.user_id)
+            await app[catalog_key].check_turn(caller, conversation)
         else:
             cid = new_id("conv")
-            config = await app[configs_key].for_new_conversation(cid)
+            config = await app[catalog_key].for_new_conversation(caller, cid)
             conversation = await store.create(self.user_id, config.version, cid=cid)
         message: dict[str, Any] = {"role": "user", "content": frame.content}
         if frame.metadata:

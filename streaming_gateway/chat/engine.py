@@ -175,7 +175,7 @@ class ChatEngine:
                 tools = config.openai_tools() or None
             request = ChatRequest(
                 model=config.model,
-                messages=to_model_messages(overrides.system_prompt or config.system_prompt, history),
+                messages=to_model_messages(overrides.system_prompt(config.system_prompt), history),
                 tools=tools,
                 temperature=overrides.temperature
                 if overrides.temperature is not None
@@ -392,6 +392,8 @@ class ChatEngine:
             version=config.version,
             finish_reason="tool_calls",
             tool_calls=[call.openai_shape() for call in finish.tool_calls],
+            # Only these calls may be answered by a client's tool message (api/chat_completions.py).
+            client_tools=True,
         )
         events: list[Any] = [
             ToolCallEvent(

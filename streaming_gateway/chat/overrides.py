@@ -8,9 +8,10 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Overrides:
-    """Per-request choices of the OpenAI-compatible API: its own system prompt and client-side tools."""
+    """Per-request choices of the OpenAI-compatible API: client-side tools, sampling, and a client's
+    system text where the agent allows it (after the agent's prompt, never instead of it)."""
 
-    system_prompt: str | None = None
+    client_system: str | None = None
     client_tools: list[dict[str, Any]] | None = None
     temperature: float | None = None
     max_tokens: int | None = None
@@ -20,3 +21,9 @@ class Overrides:
     #: Parameters passed to the model unchanged (api/openai_request.PASSED_THROUGH).
     options: dict[str, Any] = field(default_factory=dict)
     traceparent: str | None = None
+
+    def system_prompt(self, agent_prompt: str) -> str:
+        """The agent's system prompt, then the client's system text (when there is one)."""
+        if not self.client_system:
+            return agent_prompt
+        return f"{agent_prompt}\n\n{self.client_system}" if agent_prompt else self.client_system
