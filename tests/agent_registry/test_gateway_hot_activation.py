@@ -23,11 +23,11 @@ from tests.agent_registry.conftest import DEFAULT_CONFIG
 SECRET = "registry-tests-secret-0123456789abcdef-xyz"
 
 
-def _headers() -> dict[str, str]:
+def _headers(**claims: Any) -> dict[str, str]:
     now = int(time.time())
     return {
         "Authorization": "Bearer "
-        + jwt.encode({"sub": "alice", "iat": now, "exp": now + 600}, SECRET, algorithm="HS256")
+        + jwt.encode({"sub": "alice", "iat": now, "exp": now + 600, **claims}, SECRET, algorithm="HS256")
     }
 
 
@@ -52,8 +52,10 @@ async def gateway(
     await server.close()
 
 
-async def _create(session: aiohttp.ClientSession, base: str, **body: Any) -> tuple[int, dict[str, Any]]:
-    async with session.post(f"{base}/v1/conversations", json=body) as response:
+async def _create(
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None, **body: Any
+) -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{base}/v1/conversations", json=body, headers=headers) as response:
         return response.status, await response.json()
 
 
@@ -94,11 +96,14 @@ async def test_activation_switches_new_conversations_without_restart(gateway, ar
 
 
 async def test_pinning_a_published_version_and_refusing_unknown_ones(gateway, aredis: aioredis.Redis) -> None:
-    """A conversation may name any published version; an unpublished one is a 422."""
+    """An operator may pin any published version (others only the active one); an unpublished one is a 422."""
     base, session, _ = gateway
     registry = AgentRegistry(aredis)
     canary, _ = await registry.publish({**read_document(DEFAULT_CONFIG), "label": "canary"})
-    status, conversation = await _create(session, base, agent_config_version=canary.version)
+    status, body = await _create(session, base, agent_config_version=canary.version)
+    assert status == 403 and body["error"]["code"] == "operator_role_required"
+    operator = _headers(roles=["Agents.Operator"])
+    status, conversation = await _create(session, base, operator, agent_config_version=canary.version)
     assert status == 201 and conversation["agent_config_version"] == canary.version
     status, body = await _create(session, base, agent_config_version="nope@000000000000")
     assert status == 422 and body["error"]["code"] == "unknown_agent_config"
