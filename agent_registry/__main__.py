@@ -5,6 +5,7 @@
     python -m agent_registry activate AGENT VERSION
     python -m agent_registry rollback AGENT
     python -m agent_registry show VERSION
+    python -m agent_registry withdraw VERSION [--reason TEXT]    (unusable by everyone, for good)
     python -m agent_registry rollout AGENT VERSION --percent P   (start a canary, or change its share)
     python -m agent_registry promote AGENT                       (the candidate becomes active)
     python -m agent_registry abort AGENT [--reason TEXT]         (every new conversation on stable)
@@ -12,7 +13,8 @@
     python -m agent_registry analyze AGENT [--dry-run] [--json]  (compare; abort when worse)
 
 Redis is REDIS_URL (or --redis-url). Exit status: 0 done, 1 refused (unknown version, nothing
-to roll back, invalid file, no rollout), 2 bad usage, 3 Redis unreachable.
+to roll back, invalid file, no rollout, a withdrawn or active version), 2 bad usage, 3 Redis
+unreachable.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("agent")
     show = commands.add_parser("show", help="print one version's configuration")
     show.add_argument("version")
+    withdraw = commands.add_parser(
+        "withdraw", help="make a version unusable by everyone (not the active one); cannot be undone"
+    )
+    withdraw.add_argument("version")
+    withdraw.add_argument("--reason", default="", help="why (kept in the activation log)")
     rollout = commands.add_parser("rollout", help="send a share of new conversations to a candidate")
     rollout.add_argument("agent")
     rollout.add_argument("version")
@@ -99,6 +106,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 print(_activation_line(result), file=out)
         elif args.command == "list":
             active = await registry.active_version(args.agent)
+            withdrawn = await registry.withdrawn(args.agent)
             records = await registry.versions(args.agent)
             if args.json:
                 print(
@@ -109,6 +117,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                                 "label": r.label,
                                 "published_at": r.published_at,
                                 "active": r.version == active,
+                                "withdrawn": r.version in withdrawn,
                             }
                             for r in records
                         ],
@@ -120,7 +129,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 print(f"agent {args.agent} has no published versions", file=out)
             else:
                 for record in records:
-                    marker = "*" if record.version == active else " "
+                    marker = "*" if record.version == active else "x" if record.version in withdrawn else " "
                     print(
                         f"{marker} {record.version:<40} {record.published_at}"
                         f"  model={record.document.get('model')}",
@@ -142,6 +151,14 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                     },
                     indent=2,
                 ),
+                file=out,
+            )
+        elif args.command == "withdraw":
+            record = await registry.get(args.version)
+            changed = await registry.withdraw(record.version, reason=args.reason)
+            print(
+                f"agent {record.agent}: {record.version} "
+                + ("withdrawn" if changed else "was already withdrawn"),
                 file=out,
             )
         elif args.command in ("rollout", "promote", "abort", "status", "analyze"):
@@ -226,7 +243,7 @@ def _log_line(entry: dict[str, Any]) -> str:
     line = f"{entry.get('at', '?')} {action:<8} {entry.get('version', '')}"
     if action == "rollout":
         line += f" at {entry.get('percent'):g}% (stable {entry.get('previous')})"
-    elif action == "abort":
+    elif action in ("abort", "withdraw"):
         line += f" (stable {entry.get('previous')})"
     elif entry.get("previous"):
         line += f" (was {entry['previous']})"

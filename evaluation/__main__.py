@@ -12,7 +12,8 @@ JUDGE_API_KEY, else OPENAI_API_KEY); in-process, the gateway's own upstream by d
 By default `run`/`compare` start the real gateway in this process on a free port, with a
 private redis-server and the scripted upstream (`--script` to change its script,
 `--model-base-url` for any OpenAI-compatible endpoint with OPENAI_API_KEY). `--gateway-url`
-(with `--token` or EVAL_TOKEN) targets a running gateway instead; its registry is REDIS_URL.
+(with `--token` or EVAL_TOKEN, carrying the operator role: runs pin versions that are not the
+active one) targets a running gateway instead; its registry is REDIS_URL.
 Exit status: 0 passed, 1 below the threshold, 2 bad usage or input, 3 a service unreachable.
 """
 

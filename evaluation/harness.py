@@ -117,9 +117,9 @@ async def in_process_gateway(
         )
         base_url = await stack.enter_async_context(_site(create_app(settings)))
         log.info("evaluating against an in-process gateway at %s (model: %s)", base_url, model)
-        yield Target(
-            base_url, make_token(secret, "evaluation", 3600), redis_url, model, model_base_url, api_key
-        )
+        # The operator role: evaluation pins versions that are not (yet) the active one.
+        token = make_token(secret, "evaluation", 3600, roles=[settings.auth_operator_role])
+        yield Target(base_url, token, redis_url, model, model_base_url, api_key)
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""Print a local HS256 token: python -m streaming_gateway.token --user alice [--ttl 3600].
+"""Print a local HS256 token: python -m streaming_gateway.token --user alice [--ttl 3600] [--role R].
 
 Signed with AUTH_JWT_SECRET, with AUTH_ISSUER / AUTH_AUDIENCE when set, so the gateway started
 with the same environment accepts it. For local use only: production tokens come from Entra ID.
@@ -16,10 +16,17 @@ from agent_contracts.settings import Env
 
 
 def make_token(
-    secret: str, user: str, ttl_s: int, issuer: str | None = None, audience: str | None = None
+    secret: str,
+    user: str,
+    ttl_s: int,
+    issuer: str | None = None,
+    audience: str | None = None,
+    roles: list[str] | None = None,
 ) -> str:
     now = int(time.time())
     claims: dict[str, object] = {"sub": user, "iat": now, "nbf": now, "exp": now + ttl_s}
+    if roles:
+        claims["roles"] = roles
     if issuer:
         claims["iss"] = issuer
     if audience:
@@ -34,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", required=True, help="the user id (the token's sub claim)")
     parser.add_argument(
         "--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)"
+    )
+    parser.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        help="an app role for the token's roles claim (repeatable), e.g. Agents.Operator",
     )
     args = parser.parse_args(argv)
     if args.ttl <= 0:
@@ -55,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         secret = DEV_JWT_SECRET
-    print(make_token(secret, args.user, args.ttl, env.str("AUTH_ISSUER"), env.str("AUTH_AUDIENCE")))
+    print(
+        make_token(
+            secret, args.user, args.ttl, env.str("AUTH_ISSUER"), env.str("AUTH_AUDIENCE"), roles=args.role
+        )
+    )
     return 0
 
 

@@ -30,7 +30,7 @@ def may_use(principal: Principal, config: AgentConfig, *, gateway_agent: str) ->
     return bool(
         set(access.roles) & _values(claims.get("roles"))
         or set(access.groups) & _values(claims.get("groups"))
-        or set(access.scopes) & _values(claims.get("scp"))
+        or set(access.scopes) & _scopes(claims.get("scp"))
     )
 
 
@@ -39,10 +39,13 @@ def is_operator(principal: Principal, role: str) -> bool:
     return role in _values(principal.claims.get("roles"))
 
 
+def _scopes(claim: Any) -> set[str]:
+    """`scp`: one space-separated string."""
+    return set(claim.split()) if isinstance(claim, str) else set()
+
+
 def _values(claim: Any) -> set[str]:
-    """A claim as a set of strings: a list of strings, or one space-separated string (`scp`)."""
-    if isinstance(claim, str):
-        return set(claim.split())
+    """`roles`, `groups`: a list of strings (anything else carries none)."""
     if isinstance(claim, list):
         return {value for value in claim if isinstance(value, str)}
     return set()

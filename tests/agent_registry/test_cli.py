@@ -68,3 +68,23 @@ def test_unreachable_redis_exits_3(tmp_path: Path) -> None:
     result = _cli(url, "list", "default")
     assert result.returncode == 3
     assert url in result.stderr
+
+
+def test_withdraw_from_the_command_line(redis_url: str, tmp_path: Path, document: dict[str, Any]) -> None:
+    """`withdraw` marks a version in `list`, logs it with its reason, and refuses the active version."""
+    v1 = _cli(redis_url, "publish", str(DEFAULT_CONFIG), "--activate").stdout.split()[1]
+    variant = tmp_path / "v2.json"
+    variant.write_text(json.dumps({**document, "temperature": 0.9}))
+    v2 = _cli(redis_url, "publish", str(variant), "--label", "warmer").stdout.split()[1]
+    withdrawn = _cli(redis_url, "withdraw", v2, "--reason", "leaks the prompt")
+    assert withdrawn.returncode == 0 and f"{v2} withdrawn" in withdrawn.stdout
+    assert "already withdrawn" in _cli(redis_url, "withdraw", v2).stdout
+    assert _cli(redis_url, "list", "default").stdout.splitlines()[1].startswith(f"x {v2}")
+    listed = json.loads(_cli(redis_url, "list", "default", "--json").stdout)
+    assert [(v["active"], v["withdrawn"]) for v in listed] == [(True, False), (False, True)]
+    refused = _cli(redis_url, "activate", "default", v2)
+    assert refused.returncode == 1 and "withdrawn" in refused.stderr
+    active = _cli(redis_url, "withdraw", v1)
+    assert active.returncode == 1 and "active version" in active.stderr
+    status = _cli(redis_url, "status", "default").stdout
+    assert f"withdraw {v2}" in status and "leaks the prompt" in status

@@ -13,8 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from agent_registry import AgentRegistry
+from streaming_gateway.keys import configs_key
 from tests.agent_registry.conftest import DEFAULT_CONFIG
 from tests.fixtures.gateway import Gateway, StartGateway, make_token, upstream_stats
+from tests.polling import eventually
 
 OPERATOR = {"roles": ["Agents.Operator"]}
 INTERNAL_ROLE = "Agents.Internal"
@@ -291,3 +293,144 @@ async def test_tool_messages_answer_only_the_gateways_own_tool_calls(gateway: Ga
                 extra_headers={"X-Conversation-Id": cid},
                 messages=[{"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}],
             )
+
+
+async def test_access_groups_scopes_and_everyone(gateway: Gateway, aredis: aioredis.Redis) -> None:
+    """A listed group or scope admits the caller as a role does; `everyone` admits every signed-in
+    user; an empty block admits nobody, the gateway's own agent included. /v1/models follows."""
+    staff = internal_document(access={"groups": ["g-staff"], "scopes": ["records.admin"]})
+    version = await publish(aredis, staff, activate=True)
+    for claims in ({"groups": ["g-other", "g-staff"]}, {"scp": "openid records.admin"}):
+        status, body = await create(gateway, make_token("dora", **claims), agent_config_version=version)
+        assert status == 201, (claims, body)
+    for claims in ({"groups": "g-staff"}, {"scp": "records"}, {"roles": ["g-staff"]}):
+        assert (await create(gateway, make_token("dora", **claims), agent_config_version=version))[0] == 403
+
+    async def models(token: str) -> list[str]:
+        async with gateway.session.get(
+            gateway.url("/v1/models"), headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            return [model["id"] for model in (await response.json())["data"]]
+
+    assert await models(make_token("alice")) == ["default"]
+    assert await models(make_token("dora", groups=["g-staff"])) == ["default", "internal"]
+    await publish(aredis, internal_document(access={"everyone": True}), activate=True)
+    assert await models(make_token("alice")) == ["default", "internal"]
+    await publish(aredis, default_document(access={}), activate=True)
+    assert await models(make_token("alice")) == ["internal"]
+
+    async def refused() -> bool:
+        status, body = await create(gateway, make_token("alice"))
+        return status == 403 and body["error"]["code"] == "agent_not_allowed"
+
+    await eventually(refused, "the activation seen")  # within the gateway's poll interval
+
+
+async def test_the_canarys_pick_needs_no_operator_role(gateway: Gateway, aredis: aioredis.Redis) -> None:
+    """During a rollout the candidate is what new conversations get (at 100 %: all of them), so
+    anyone may pin it; once the rollout is aborted it needs the operator role again."""
+    await publish(aredis, default_document(), activate=True)
+    candidate = await publish(aredis, default_document(temperature=0.7), activate=False)
+    registry = AgentRegistry(aredis)
+    await registry.start_rollout("default", candidate, 100)
+    assert (await create(gateway, make_token("alice"), agent_config_version=candidate))[0] == 201
+    await registry.abort_rollout("default")
+    status, body = await create(gateway, make_token("alice"), agent_config_version=candidate)
+    assert status == 403 and body["error"]["code"] == "operator_role_required"
+
+
+async def test_a_conversation_on_a_withdrawn_version_takes_no_more_messages(
+    gateway: Gateway, script, aredis: aioredis.Redis
+) -> None:
+    """Withdrawing a version stops the conversations pinned to it (422 agent_config_withdrawn), on the
+    conversation API and the OpenAI API, for operators too; nothing reaches the model."""
+    await script([{"match": "", "reply": "ok"}])
+    await publish(aredis, default_document(), activate=True)
+    candidate = await publish(aredis, default_document(temperature=0.7), activate=False)
+    operator = make_token("olga", **OPERATOR)
+    status, body = await create(gateway, operator, agent_config_version=candidate)
+    assert status == 201
+    cid = body["id"]
+    await AgentRegistry(aredis).withdraw(candidate, actor="test")
+    headers = {"Authorization": f"Bearer {operator}"}
+
+    # The gateway rereads the withdrawn set with the agent's epoch (at most a second later).
+    await eventually(lambda: gateway.app[configs_key].is_withdrawn(candidate), "the withdrawal seen")
+    async with gateway.session.post(
+        gateway.url(f"/v1/conversations/{cid}/messages"), json={"content": "hi"}, headers=headers
+    ) as response:
+        assert response.status == 422
+        assert (await response.json())["error"]["code"] == "agent_config_withdrawn"
+    async with openai.AsyncOpenAI(base_url=gateway.url("/v1"), api_key=operator, max_retries=0) as client:
+        with pytest.raises(openai.UnprocessableEntityError):
+            await client.chat.completions.create(
+                model="default",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"X-Conversation-Id": cid},
+            )
+    async with gateway.session.get(gateway.url(f"/v1/conversations/{cid}"), headers=headers) as response:
+        assert (await response.json())["messages"] == []
+
+
+async def test_the_conversation_header_cannot_switch_agents(gateway: Gateway, aredis: aioredis.Redis) -> None:
+    """With X-Conversation-Id of a default-agent conversation, `model` naming another agent the caller
+    may use is a 400 on `model`: a conversation keeps its agent (and its tools)."""
+    await publish(aredis, internal_document(access={"everyone": True}), activate=True)
+    status, body = await create(gateway, make_token("alice"))
+    assert status == 201
+    async with openai.AsyncOpenAI(
+        base_url=gateway.url("/v1"), api_key=make_token("alice"), max_retries=0
+    ) as client:
+        with pytest.raises(openai.BadRequestError) as raised:
+            await client.chat.completions.create(
+                model="internal",
+                messages=[{"role": "user", "content": "wipe"}],
+                extra_headers={"X-Conversation-Id": body["id"]},
+            )
+    assert (
+        raised.value.body["param"] == "model" and "belongs to model 'default'" in raised.value.body["message"]
+    )
+
+
+async def test_the_openai_api_never_puts_an_agent_tool_on_the_bus(
+    gateway: Gateway, script, aredis: aioredis.Redis
+) -> None:
+    """The OpenAI API offers the model only the client's tools; a call of the agent's tool comes back
+    to the client as a tool call and no action request is accepted."""
+    await publish(aredis, internal_document(access={"everyone": True}), activate=True)
+    await script(WIPE_SCRIPT)
+    async with openai.AsyncOpenAI(
+        base_url=gateway.url("/v1"), api_key=make_token("alice"), max_retries=0
+    ) as client:
+        for model in ("default", "internal"):
+            answer = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "wipe"}]
+            )
+            assert answer.choices[0].message.tool_calls[0].function.name == "wipe_records"
+    assert await nothing_reached_the_bus(gateway, aredis)
+
+
+async def test_the_gateway_setting_decides_for_agents_that_do_not(
+    start_gateway: StartGateway, script, upstream, aredis: aioredis.Redis
+) -> None:
+    """GATEWAY_CLIENT_SYSTEM_MESSAGES=append appends for agents without a policy; an agent's own
+    `client_system_messages: refuse` still refuses."""
+    await script([{"match": "", "reply": "ok"}])
+    gateway = await start_gateway(GATEWAY_CLIENT_SYSTEM_MESSAGES="append")
+    messages: Any = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    async with openai.AsyncOpenAI(
+        base_url=gateway.url("/v1"), api_key=make_token("alice"), max_retries=0
+    ) as client:
+        await client.chat.completions.create(model="default", messages=messages)
+        [request] = (await upstream_stats(upstream))["requests"]
+        assert request["messages"][0]["content"].endswith("\n\nBe brief.")
+        await publish(aredis, default_document(client_system_messages="refuse"), activate=True)
+
+        async def refused() -> bool:
+            try:
+                await client.chat.completions.create(model="default", messages=messages)
+            except openai.BadRequestError as exc:
+                return exc.body["code"] == "client_system_message"
+            return False
+
+        await eventually(refused)  # the gateway picks up the activation within its poll interval
