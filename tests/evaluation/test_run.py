@@ -209,7 +209,11 @@ async def test_cli_against_a_running_gateway(redis_url: str, upstream_base_url: 
             json.dumps({**read_document(DEFAULT_CONFIG), "label": "variant", "temperature": 0.5})
         )
         report = tmp_path / "report.json"
-        env = {**os.environ, "REDIS_URL": redis_url, "EVAL_TOKEN": make_token(secret, "ci", 600)}
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "EVAL_TOKEN": make_token(secret, "ci", 600, roles=["Agents.Operator"]),
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
