@@ -1,7 +1,7 @@
 // Entra ID app registrations, through the Microsoft Graph Bicep extension (bicepconfig.json):
 // - the API: v2 access tokens (so `aud` is its application id and `iss` the tenant's v2 issuer,
 //   which is what the gateway and APIM check), a delegated scope for the web client, and the
-//   `operator` app role (for people and for automation);
+//   `Agents.Operator` app role (for people and for automation; the gateway's AUTH_OPERATOR_ROLE);
 // - the web client: a single-page application that asks for that scope.
 // The deploying identity needs Application.ReadWrite.OwnedBy (or Application Developer) in Entra ID.
 extension microsoftGraphV1
@@ -12,6 +12,7 @@ param spaRedirectUris array
 
 var apiName = 'agents-api-${environmentName}-${token}'
 var scopeId = guid(apiName, 'access_as_user')
+// The id stays what it was when the role's value was `operator`: Entra ID keys assignments by id.
 var operatorRoleId = guid(apiName, 'operator')
 var identifierUri = 'api://${apiName}'
 
@@ -38,9 +39,9 @@ resource api 'Microsoft.Graph/applications@v1.0' = {
   appRoles: [
     {
       id: operatorRoleId
-      value: 'operator'
+      value: 'Agents.Operator'
       displayName: 'Operator'
-      description: 'Publishes and activates agent configurations, reads dead letters.'
+      description: 'Pins agent versions other than the active one (canaries, evaluation); publishes and activates agent configurations, reads dead letters.'
       allowedMemberTypes: ['User', 'Application']
       isEnabled: true
     }

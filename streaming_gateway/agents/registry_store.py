@@ -55,7 +55,7 @@ class AgentConfigStore(Protocol):
 class RegistryAgentConfigs:
     def __init__(self, registry: AgentRegistry, seed_path: str, metrics: GatewayMetrics) -> None:
         # Read (and validated) now: a broken seed file stops the start, naming the file.
-        agent = read_document(seed_path).get("agent", "default")
+        agent: str = read_document(seed_path).get("agent", "default")
         self._store = RegistryConfigStore(
             registry,
             agent,

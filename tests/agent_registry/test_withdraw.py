@@ -80,4 +80,3 @@ async def test_the_store_sees_withdrawals_with_the_epoch(
     await registry.withdraw(v2)
     await store.active()
     assert store.withdrawn == {v2}
-

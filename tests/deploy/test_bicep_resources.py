@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from streaming_gateway.settings import Settings
 from tests.deploy.bicep import (
     INFRA,
     MAIN,
@@ -356,12 +357,14 @@ def test_function_app_connections_match_the_bindings() -> None:
 
 
 def test_api_registration_issues_v2_tokens_and_has_an_operator_role() -> None:
-    """requestedAccessTokenVersion 2, a user scope for the web client, an `operator` app role."""
+    """requestedAccessTokenVersion 2, a user scope for the web client, the `Agents.Operator` app role
+    (the gateway's default AUTH_OPERATOR_ROLE)."""
     api = next(r for r in resources("Microsoft.Graph/applications") if r.symbol == "api")
     assert api.body["api"]["requestedAccessTokenVersion"] == 2
     assert [s["value"] for s in api.body["api"]["oauth2PermissionScopes"]] == ["access_as_user"]
     roles = {r["value"]: r for r in api.body["appRoles"]}
-    assert set(roles["operator"]["allowedMemberTypes"]) == {"User", "Application"}
+    assert set(roles["Agents.Operator"]["allowedMemberTypes"]) == {"User", "Application"}
+    assert Settings().auth_operator_role in roles
     spa = next(r for r in resources("Microsoft.Graph/applications") if r.symbol == "spa")
     assert text(spa.body["requiredResourceAccess"][0]["resourceAppId"]) == "api.appId"
     assert {r.symbol for r in resources("Microsoft.Graph/servicePrincipals")} == {
