@@ -30,7 +30,6 @@ from streaming_gateway.errors import (
     OperatorRoleRequired,
     Unavailable,
 )
-from streaming_gateway.state.conversation_store import Conversation
 
 #: `owned_by` of every model the gateway lists: the agents are the operator's, not a provider's.
 OWNER = "agent-platform"
@@ -112,9 +111,9 @@ class AgentCatalog:
             raise _unavailable(exc) from None
         return config
 
-    async def check_turn(self, principal: Principal, conversation: Conversation) -> AgentConfig:
-        """The conversation's configuration when the caller may start a turn in it now."""
-        config = await self._configs.get(conversation.agent_config_version)
+    async def check_turn(self, principal: Principal, version: str) -> AgentConfig:
+        """The configuration a conversation pinned (`version`) when the caller may start a turn in it now."""
+        config = await self._configs.get(version)
         if not self.may_use(principal, config):
             raise AgentNotAllowed(config.agent)
         try:

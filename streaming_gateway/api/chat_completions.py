@@ -54,7 +54,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     conversation: Conversation | None = None
     if cid:
         conversation = await engine.store.owned(cid, user_id)
-        config = await catalog.check_turn(caller, conversation)
+        config = await catalog.check_turn(caller, conversation.agent_config_version)
         if body.model != config.agent:
             await catalog.resolve(caller, body.model)  # 404 for a model the caller may not use
             raise BadRequest(

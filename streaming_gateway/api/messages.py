@@ -46,7 +46,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     user_id = caller.user_id
     conversation = await engine.store.owned(request.match_info["conversation_id"], user_id)
     body = await read_body(request, MessageIn, max_bytes=settings.max_body_bytes)
-    await request.app[catalog_key].check_turn(caller, conversation)
+    await request.app[catalog_key].check_turn(caller, conversation.agent_config_version)
     check_length(body.content, settings.max_message_chars, "content")
     check_metadata(body.metadata, settings)
     message: dict[str, Any] = {"role": "user", "content": body.content}

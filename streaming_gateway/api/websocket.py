@@ -136,7 +136,7 @@ class WsSession:
         caller = principal(self.request)
         if frame.conversation_id:
             conversation = await store.owned(frame.conversation_id, self.user_id)
-            await app[catalog_key].check_turn(caller, conversation)
+            await app[catalog_key].check_turn(caller, conversation.agent_config_version)
         else:
             cid = new_id("conv")
             config = await app[catalog_key].for_new_conversation(caller, cid)
