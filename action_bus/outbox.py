@@ -59,8 +59,15 @@ class Outbox:
 
     async def accept(self, request: ActionRequest) -> bool:
         """Store the request durably; False when its idempotency key was already accepted."""
+        return (await self.accept_all([request]))[0]
+
+    async def accept_all(self, requests: list[ActionRequest]) -> list[bool]:
+        """Store a step's requests durably in one write: all of them or, when Redis fails, none. A
+        step half accepted would end in an error the client answers by sending the message again,
+        and the model's new tool calls (new idempotency keys) would repeat the half already taken.
+        Per request, False when its idempotency key was already accepted."""
         try:
-            return await self.queue.send(request.idempotency_key, request.to_json())
+            return await self.queue.send_all([(r.idempotency_key, r.to_json()) for r in requests])
         except BusUnavailable as exc:
             raise OutboxUnavailable(str(exc)) from exc
 

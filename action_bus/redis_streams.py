@@ -38,6 +38,22 @@ end
 return false
 """
 
+#: Several messages in one step (KEYS: stream, then one dedup key per message; ARGV: window, then
+#: id, body, props per message): all are appended or, if Redis fails, none is. Answers 1/0 per message.
+_SEND_ALL_ONCE = """
+local out = {}
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 3
+  if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', 'mid', ARGV[a], 'body', ARGV[a + 1], 'props', ARGV[a + 2])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
 #: The same, for a message to appear at a later time: it waits in a sorted set until due.
 _SCHEDULE_ONCE = """
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then
@@ -187,6 +203,31 @@ class StreamQueue:
             log.info("queue %s: dropped duplicate message %s", self.name, message_id)
             return False
         return True
+
+    async def send_all(self, messages: list[tuple[str, str]]) -> list[bool]:
+        """Append several (message id, body) at once, all or none (one script on one hash slot);
+        per message, False when its id was sent within the dedup window."""
+        if not messages:
+            return []
+        ids = [message_id for message_id, _ in messages]
+        args: list[str] = []
+        for message_id, body in messages:
+            args.extend((message_id, body, "{}"))
+        try:
+            sent = await self.redis.eval(
+                _SEND_ALL_ONCE,
+                1 + len(messages),
+                self.key,
+                *[self._dedup_key(i) for i in ids],
+                self.dedup_window_s,
+                *args,
+            )
+        except REDIS_DOWN as exc:
+            raise BusUnavailable(f"redis stream {self.name}: {exc}") from exc
+        for message_id, fresh in zip(ids, sent, strict=True):
+            if not fresh:
+                log.info("queue %s: dropped duplicate message %s", self.name, message_id)
+        return [bool(fresh) for fresh in sent]
 
     async def scheduled_count(self) -> int:
         return int(await self.redis.zcard(self.scheduled_key))

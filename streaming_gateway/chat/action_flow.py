@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class ActionOutbox(Protocol):
     """What the flow needs of action_bus.outbox.Outbox."""
 
-    async def accept(self, request: ActionRequest) -> bool: ...
+    async def accept_all(self, requests: list[ActionRequest]) -> list[bool]: ...
 
 
 #: Starts the model's next round of a turn: (conversation, turn id, round).
@@ -118,6 +118,10 @@ class ActionFlow:
             tool_calls=[call.openai_shape() for call in finish.tool_calls],
         )
         await self.store.extend_turn(cid, control.turn_id, self.turn_timeout_s)
+        # The step's requests go to the outbox in one write, all or none: a step half accepted ends
+        # in an error the client answers by sending again, and the model's new tool calls would
+        # repeat the half already taken under new idempotency keys.
+        traced: list[ActionRequest] = []
         for request in requests:
             # The queued event below is the client's; the pipeline's own queued update is then a repeat.
             await self.pending.first_sighting(str(request.action_id), f"{ActionStatus.queued.value}:0")
@@ -126,11 +130,13 @@ class ActionFlow:
                 f"action {request.name} queue",
                 {"agent.action_id": str(request.action_id), "agent.action": request.name},
             ) as (_, carrier):
-                request = request.model_copy(update={"trace_context": carrier or request.trace_context})
-                if await self.outbox.accept(request):
-                    self.metrics.actions_queued.labels(request.name).inc()
-                else:
-                    log.info("action %s was already accepted", request.idempotency_key)
+                traced.append(request.model_copy(update={"trace_context": carrier or request.trace_context}))
+        accepted = await self.outbox.accept_all(traced) if traced else []
+        for request, fresh in zip(traced, accepted, strict=True):
+            if fresh:
+                self.metrics.actions_queued.labels(request.name).inc()
+            else:
+                log.info("action %s was already accepted", request.idempotency_key)
         events: list[Any] = []
         for call, entry in zip(finish.tool_calls, pending, strict=False):
             events.append(

@@ -117,3 +117,15 @@ async def test_accept_fails_loudly_when_outbox_redis_is_down(bus_redis: aioredis
     with pytest.raises(OutboxUnavailable):
         await Outbox(dead, RedisStreamsActionBus(bus_redis)).accept(make_request())
     await dead.aclose()
+
+
+async def test_accept_all_takes_a_step_in_one_write(
+    aredis: aioredis.Redis, bus_redis: aioredis.Redis
+) -> None:
+    """A step's requests are stored together; a key already accepted is reported and not stored twice."""
+    outbox = Outbox(aredis, RedisStreamsActionBus(bus_redis))
+    assert await outbox.accept(make_request(idempotency_key="conv-1:call_a"))
+    step = [make_request(idempotency_key=f"conv-1:call_{c}") for c in "ab"]
+    assert await outbox.accept_all(step) == [True, False]
+    assert await outbox.pending() == 2
+    assert await outbox.accept_all([]) == []
