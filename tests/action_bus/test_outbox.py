@@ -126,6 +126,6 @@ async def test_accept_all_takes_a_step_in_one_write(
     outbox = Outbox(aredis, RedisStreamsActionBus(bus_redis))
     assert await outbox.accept(make_request(idempotency_key="conv-1:call_a"))
     step = [make_request(idempotency_key=f"conv-1:call_{c}") for c in "ab"]
-    assert await outbox.accept_all(step) == [True, False]
+    assert await outbox.accept_all(step) == [False, True]
     assert await outbox.pending() == 2
     assert await outbox.accept_all([]) == []
