@@ -1,14 +1,18 @@
 """Drive orchestrations as the Durable extension does: replay the orchestrator over its history,
-record the tasks it scheduled, run the activities (or wait for the timers and events), append each
-completion in the order it happened, and replay again until the orchestration is done.
+record the tasks it scheduled, run the activities (or wait for the timers, events and
+sub-orchestrations), append each completion in the order it happened, and replay again until the
+orchestration is done.
 
-What it runs faithfully: activities (`call_activity`), durable timers, `task_all`/`task_any` (all
-open activities run at once; completions are appended in completion order, so `task_any` sees
-the real winner), external events (`wait_for_external_event`, raised with
-`python -m function_app.worker.events raise ...`), continue-as-new and custom status. Anything
-else (activity retry options, sub-orchestrations, entities, HTTP) fails the instance at once with
-a reason naming the unsupported call, instead of being retried forever; so does an orchestrator
-that no longer schedules what its history recorded (non-determinism), as the host fails it.
+What it runs faithfully (with the task ids the host would give, function_app.worker.shim):
+activities, with or without retry options (`call_activity_with_retry`: a failed attempt waits the
+retry interval on a durable timer, as the host's retry loop does), durable timers,
+`task_all`/`task_any` (all open activities run at once; completions are appended in completion
+order, so `task_any` sees the real winner), sub-orchestrations (`call_sub_orchestrator`, with or
+without retry: a child instance of its own, whose end is queued in the parent's inbox), external
+events (`wait_for_external_event`, raised with `python -m function_app.worker.events raise ...`),
+continue-as-new and custom status. Anything else (entities, HTTP) fails the instance at once with a
+reason naming the unsupported call, instead of being retried forever; so does an orchestrator that
+no longer schedules what its history recorded (non-determinism), as the host fails it.
 
 At-least-once like the real host: an activity interrupted by a crash before its completion was
 appended runs again after a restart, which is why activities are idempotent (the backend gets the
@@ -26,18 +30,22 @@ import random
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from function_app.errors import InstanceAlreadyExists
 from function_app.worker import history as h
-from function_app.worker.instances import InstanceStore, LeaseLost
+from function_app.worker.instances import Instance, InstanceStore, LeaseLost
+from function_app.worker.shim import HostReplay, NonDeterministic, Replay, Task, Unsupported
 
 log = logging.getLogger(__name__)
 
 #: How long an instance that could not be advanced (store down) waits before the next try.
 BROKEN_RETRY_S = 30.0
-SUPPORTED = (h.CALL_ACTIVITY, h.CREATE_TIMER, h.WAIT_FOR_EXTERNAL_EVENT, h.CONTINUE_AS_NEW)
+#: A parent waiting on sub-orchestrations looks at them again after this long even if no end was
+#: queued (the worker may have stopped between a child's end and telling its parent).
+CHILD_RECHECK_S = 30.0
 
 
 def now() -> datetime:
@@ -81,45 +89,6 @@ class RedisStarter:
         )
         if not created:  # the atomic create refused: another delivery started it first
             raise InstanceAlreadyExists(instance_id)
-
-
-def numbered(actions: list[dict[str, Any]]) -> list[tuple[int | None, dict[str, Any]]]:
-    """Each action with the task id the SDK gave it: activities and timers take the next sequence
-    number; an external event is keyed by its name and takes none."""
-    out: list[tuple[int | None, dict[str, Any]]] = []
-    sequence = 0
-    for action in actions:
-        kind = action["actionType"]
-        if kind not in SUPPORTED:
-            name = h.ACTION_NAMES.get(kind, f"action type {kind}")
-            raise OrchestrationBroken(f"{name} is not supported by the local worker")
-        if kind in (h.CALL_ACTIVITY, h.CREATE_TIMER):
-            out.append((sequence, action))
-            sequence += 1
-        else:
-            out.append((None, action))
-    return out
-
-
-def check_determinism(tasks: list[tuple[int | None, dict[str, Any]]], events: list[dict[str, Any]]) -> None:
-    """The history's scheduled tasks must be what the orchestrator schedules now, id by id."""
-    scheduled = {e["EventId"]: e for e in events if e["EventType"] in (h.TASK_SCHEDULED, h.TIMER_CREATED)}
-    for task_id, action in tasks:
-        recorded = scheduled.pop(task_id, None) if task_id is not None else None
-        if recorded is None:
-            continue
-        if action["actionType"] == h.CALL_ACTIVITY and (
-            recorded["EventType"] != h.TASK_SCHEDULED or recorded.get("Name") != action["functionName"]
-        ):
-            raise OrchestrationBroken(
-                f"non-deterministic orchestrator: task {task_id} is {action['functionName']} now, "
-                f"the history has {recorded.get('Name') or 'a timer'}"
-            )
-        if action["actionType"] == h.CREATE_TIMER and recorded["EventType"] != h.TIMER_CREATED:
-            raise OrchestrationBroken(
-                f"non-deterministic orchestrator: task {task_id} is a timer now, "
-                f"the history has {recorded.get('Name')}"
-            )
 
 
 class Engine:
@@ -202,18 +171,38 @@ class Engine:
             if not await self.store.renew(iid, self.token, self.lease_ms):
                 return
 
-    async def _fail(self, iid: str, reason: str) -> None:
-        log.error("instance %s failed: %s", iid, reason)
+    async def _fail(self, instance: Instance, reason: str) -> None:
+        log.error("instance %s failed: %s", instance.instance_id, reason)
+        await self._finish(instance, "Failed", json.dumps({"error": reason}))
+
+    async def _finish(self, instance: Instance, status: str, output: str, custom: str = "") -> None:
         await self.store.append(
-            iid,
+            instance.instance_id,
             self.token,
             [h.orchestrator_completed(now())],
-            final_status="Failed",
-            output=json.dumps({"error": reason}),
+            final_status=status,
+            output=output,
+            custom_status=custom,
         )
+        await self._tell_parent(replace(instance, status=status, output=output))
+
+    async def _tell_parent(self, child: Instance) -> bool:
+        """A finished sub-orchestration's end goes to its parent's inbox (once, however often told);
+        True when this call told it."""
+        if child.parent_id is None or child.parent_task is None:
+            return False
+        at = now()
+        if child.status == "Completed":
+            end = h.sub_orchestration_completed(at, child.parent_task, child.output or "null")
+        else:
+            error = json.loads(child.output or "{}").get("error", "failed")
+            end = h.sub_orchestration_failed(
+                at, child.parent_task, f"sub-orchestration {child.instance_id} failed: {error}", ""
+            )
+        return await self.store.notify_parent(child.parent_id, child.instance_id, end)
 
     async def advance(self, iid: str) -> None:
-        """Run one instance until it finishes or waits for a timer or an event."""
+        """Run one instance until it finishes or waits for a timer, an event or a sub-orchestration."""
         while True:
             await self.store.take_inbox(iid, self.token)
             instance = await self.store.load(iid)
@@ -222,21 +211,20 @@ class Engine:
             events = list(instance.history)
             orchestrator = self.orchestrators.get(instance.name)
             if orchestrator is None:
-                await self._fail(iid, f"no orchestrator named {instance.name!r} is registered")
+                await self._fail(instance, f"no orchestrator named {instance.name!r} is registered")
                 return
-            turn = h.replay(orchestrator, iid, events, instance.input_json)
+            turn = h.replay(orchestrator, iid, events, instance.input_json, instance.parent_id)
             custom = "" if turn.custom_status is None else json.dumps(turn.custom_status)
             if turn.error is not None:
-                await self._fail(iid, turn.error)
+                await self._fail(instance, turn.error)
                 return
             try:
-                tasks = numbered(turn.actions)
-                check_determinism(tasks, events)
-            except OrchestrationBroken as exc:
-                await self._fail(iid, str(exc))
+                replay = HostReplay(turn.actions, events).run()
+            except (Unsupported, NonDeterministic) as exc:
+                await self._fail(instance, str(exc))
                 return
             if turn.done:
-                restart = next((a for _, a in tasks if a["actionType"] == h.CONTINUE_AS_NEW), None)
+                restart = next((a for a in turn.actions if a["actionType"] == h.CONTINUE_AS_NEW), None)
                 if restart is not None:
                     input_json = restart.get("input") or "null"
                     at = now()
@@ -248,76 +236,92 @@ class Engine:
                     )
                     log.info("instance %s continued as new", iid)
                     continue
-                await self.store.append(
-                    iid,
-                    self.token,
-                    [h.orchestrator_completed(now())],
-                    final_status="Completed",
-                    output=json.dumps(turn.output),
-                    custom_status=custom,
-                )
+                await self._finish(instance, "Completed", json.dumps(turn.output), custom)
                 log.info("instance %s completed: %s", iid, turn.output)
                 return
-            scheduled = self._schedule_new(tasks, events)
+            at = now()
+            new = [task.scheduled_event(at, self._child_prefix(instance)) for task in replay.new()]
+            scheduled = [*new, h.orchestrator_completed(at)] if new else []
             if scheduled or custom:
                 await self.store.append(iid, self.token, scheduled, custom_status=custom)
                 events.extend(scheduled)
-            waiting_until = await self._complete_open(iid, events, tasks)
+            waiting_until = await self._complete_open(instance, events, replay)
             if waiting_until is not None:
                 await self.store.append(iid, self.token, [], due_at=waiting_until)
                 return
 
     @staticmethod
-    def _schedule_new(
-        tasks: list[tuple[int | None, dict[str, Any]]], events: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        known = {e["EventId"] for e in events if e["EventType"] in (h.TASK_SCHEDULED, h.TIMER_CREATED)}
-        at, new = now(), []
-        for task_id, action in tasks:
-            if task_id is None or task_id in known:
-                continue
-            if action["actionType"] == h.CALL_ACTIVITY:
-                new.append(h.task_scheduled(at, task_id, action["functionName"]))
-            else:
-                new.append(h.timer_created(at, task_id, action["fireAt"]))
-        return [*new, h.orchestrator_completed(at)] if new else []
+    def _child_prefix(instance: Instance) -> str:
+        # A default child id differs per continue-as-new generation (task ids start over at 0).
+        return (
+            instance.instance_id
+            if instance.generation == 0
+            else f"{instance.instance_id}:g{instance.generation}"
+        )
 
     async def _complete_open(
-        self, iid: str, events: list[dict[str, Any]], tasks: list[tuple[int | None, dict[str, Any]]]
+        self, instance: Instance, events: list[dict[str, Any]], replay: Replay
     ) -> float | None:
-        """Run every open activity at once and fire every due timer, appending each completion as it
-        happens; the time to come back when only timers not yet due (or events) remain."""
-        done = {
-            e.get("TaskScheduledId", e.get("TimerId"))
-            for e in events
-            if e["EventType"] in (h.TASK_COMPLETED, h.TASK_FAILED, h.TIMER_FIRED)
-        }
-        open_tasks = [
-            e
-            for e in events
-            if e["EventType"] in (h.TASK_SCHEDULED, h.TIMER_CREATED) and e["EventId"] not in done
-        ]
-        inputs = {task_id: action.get("input") for task_id, action in tasks if task_id is not None}
-        timers = [e for e in open_tasks if e["EventType"] == h.TIMER_CREATED]
-        due_timers = [t for t in timers if h.parse_time(t["FireAt"]) <= self.clock()]
-        activities = [e for e in open_tasks if e["EventType"] == h.TASK_SCHEDULED]
-        if not activities and not due_timers:
-            if timers:
-                return min(h.parse_time(t["FireAt"]) for t in timers).timestamp()
-            if any(a["actionType"] == h.WAIT_FOR_EXTERNAL_EVENT for _, a in tasks):
+        """Run every open activity at once, fire every due timer and look at every open
+        sub-orchestration, appending each completion as it happens; the time to come back when only
+        timers not yet due, events or running sub-orchestrations remain."""
+        iid = instance.instance_id
+        open_tasks = replay.open()
+        timers = [t for t in open_tasks if t.kind == h.CREATE_TIMER]
+        due_timers = [t for t in timers if h.parse_time(t.fire_at) <= self.clock()]
+        activities = [t for t in open_tasks if t.kind == h.CALL_ACTIVITY]
+        children = [t for t in open_tasks if t.kind == h.CALL_SUB_ORCHESTRATOR]
+        progressed = False
+        for child in children:
+            progressed |= await self._start_or_check_child(instance, events, child)
+        if not activities and not due_timers and not progressed:
+            waits = [h.parse_time(t.fire_at).timestamp() for t in timers]
+            if children:
+                waits.append(self.clock().timestamp() + CHILD_RECHECK_S)
+            if waits:
+                return min(waits)
+            if replay.waiting_for_events:
                 return float("inf")  # made due again when an event is raised
             raise OrchestrationBroken(f"instance {iid}: not done and nothing scheduled")
         for timer in due_timers:
-            await self._append_completion(
-                iid, events, h.timer_fired(now(), timer["EventId"], timer["FireAt"])
-            )
-        runs = [
-            asyncio.create_task(self._run_activity(e["EventId"], e["Name"], inputs.get(e["EventId"])))
-            for e in activities
-        ]
+            await self._append_completion(iid, events, h.timer_fired(now(), timer.task_id, timer.fire_at))
+        runs = [asyncio.create_task(self._run_activity(t.task_id, t.name, t.input)) for t in activities]
         for finished in asyncio.as_completed(runs):
             await self._append_completion(iid, events, await finished)
         return None
+
+    async def _start_or_check_child(
+        self, instance: Instance, events: list[dict[str, Any]], task: Task
+    ) -> bool:
+        """Create the child instance (again after a crash: creating is idempotent), and tell the
+        parent (through its inbox) if the child already ended and that was not told yet; True when
+        the parent has something new to replay."""
+        child_id = task.child_instance_id(self._child_prefix(instance))
+        input_json = task.input or "null"
+        at = now()
+        created = await self.store.create(
+            child_id,
+            task.name,
+            input_json,
+            [h.orchestrator_started(at), h.execution_started(at, task.name, input_json)],
+            parent=(instance.instance_id, task.task_id),
+        )
+        if created:
+            log.info(
+                "instance %s: started sub-orchestration %s (%s)", instance.instance_id, child_id, task.name
+            )
+            return False
+        child = await self.store.load(child_id)
+        if child is None:
+            return False
+        if (child.parent_id, child.parent_task) != (instance.instance_id, task.task_id):
+            # Another instance holds the id the code asked for: the host refuses the start likewise.
+            reason = f"sub-orchestration instance {child_id} already exists"
+            await self._append_completion(
+                instance.instance_id, events, h.sub_orchestration_failed(now(), task.task_id, reason, "")
+            )
+            return True
+        return child.status != "Running" and await self._tell_parent(child)
 
     async def _append_completion(
         self, iid: str, events: list[dict[str, Any]], completion: dict[str, Any]

@@ -11,7 +11,13 @@ from typing import Any
 EXECUTION_STARTED, TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 0, 4, 5, 6
 TIMER_CREATED, TIMER_FIRED, ORCHESTRATOR_STARTED, ORCHESTRATOR_COMPLETED = 10, 11, 12, 13
 EVENT_RAISED = 15
+SUB_ORCHESTRATION_CREATED, SUB_ORCHESTRATION_COMPLETED, SUB_ORCHESTRATION_FAILED = 7, 8, 9
 CALL_ACTIVITY, CREATE_TIMER, CONTINUE_AS_NEW, WAIT_FOR_EXTERNAL_EVENT = 0, 5, 4, 6
+CALL_ACTIVITY_WITH_RETRY, CALL_SUB_ORCHESTRATOR, CALL_SUB_ORCHESTRATOR_WITH_RETRY = 1, 2, 3
+WHEN_ANY, WHEN_ALL = 11, 12
+#: The replay schema the extension offers (upperSchemaVersion V2, upperSchemaVersionNew V3): the SDK
+#: then answers one action per yield, task_all/task_any as WhenAll/WhenAny with their children.
+UPPER_SCHEMA_VERSION, UPPER_SCHEMA_VERSION_NEW = 1, 2
 #: The SDK's action types by number, for error messages about the ones the local worker lacks.
 ACTION_NAMES = {
     0: "CallActivity",
@@ -75,6 +81,20 @@ def timer_fired(at: datetime, task_id: int, fire_at: str) -> dict[str, Any]:
     return event(TIMER_FIRED, at, TimerId=task_id, FireAt=fire_at)
 
 
+def sub_orchestration_created(
+    at: datetime, task_id: int, name: str, instance_id: str, input_json: str | None
+) -> dict[str, Any]:
+    return event(SUB_ORCHESTRATION_CREATED, at, task_id, Name=name, InstanceId=instance_id, Input=input_json)
+
+
+def sub_orchestration_completed(at: datetime, task_id: int, result_json: str) -> dict[str, Any]:
+    return event(SUB_ORCHESTRATION_COMPLETED, at, TaskScheduledId=task_id, Result=result_json)
+
+
+def sub_orchestration_failed(at: datetime, task_id: int, reason: str, details: str) -> dict[str, Any]:
+    return event(SUB_ORCHESTRATION_FAILED, at, TaskScheduledId=task_id, Reason=reason, Details=details)
+
+
 def event_raised(at: datetime, name: str, input_json: str | None) -> dict[str, Any]:
     return event(EVENT_RAISED, at, Name=name, Input=input_json)
 
@@ -85,15 +105,18 @@ def with_played_flags(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**e, "IsPlayed": i < last_start} for i, e in enumerate(history)]
 
 
-def context_json(instance_id: str, history: list[dict[str, Any]], input_json: str | None) -> str:
+def context_json(
+    instance_id: str, history: list[dict[str, Any]], input_json: str | None, parent_id: str | None = None
+) -> str:
     return json.dumps(
         {
             "history": with_played_flags(history),
             "instanceId": instance_id,
             "isReplaying": len(history) > 2,
-            "parentInstanceId": None,
+            "parentInstanceId": parent_id,
             "input": input_json,
-            "upperSchemaVersion": 0,
+            "upperSchemaVersion": UPPER_SCHEMA_VERSION,
+            "upperSchemaVersionNew": UPPER_SCHEMA_VERSION_NEW,
         }
     )
 
@@ -110,11 +133,16 @@ class Turn:
 
 
 def replay(
-    handle: Callable[[str], str], instance_id: str, history: list[dict[str, Any]], input_json: str | None
+    handle: Callable[[str], str],
+    instance_id: str,
+    history: list[dict[str, Any]],
+    input_json: str | None,
+    parent_id: str | None = None,
 ) -> Turn:
-    """Run the orchestrator over the history; a failed orchestration comes back as Turn.error."""
+    """Run the orchestrator over the history; a failed orchestration comes back as Turn.error.
+    Turn.actions holds one action per yield (a task_all/task_any as one compound action)."""
     try:
-        state = json.loads(handle(context_json(instance_id, history, input_json)))
+        state = json.loads(handle(context_json(instance_id, history, input_json, parent_id)))
     except Exception as exc:  # the SDK raises with its state appended: that is the orchestration's failure
         message = str(exc)
         if OUT_OF_PROC_MARKER not in message:

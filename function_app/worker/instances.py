@@ -18,17 +18,20 @@ import redis.asyncio as aioredis
 
 from action_bus.redis_streams import text
 
+#: ARGV: name, input, created, parent id ('' = none), parent task id, events...
 _CREATE = """
 if redis.call('HSETNX', KEYS[1], 'name', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'input', ARGV[2], 'status', 'Running', 'created', ARGV[3])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[4], 'parent_task', ARGV[5]) end
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('ZADD', KEYS[3], 0, KEYS[4])
 return 1
 """
 
-#: KEYS: lease, history, due, meta, failed; ARGV: token, iid, due_at ('' = finished, '+inf' = waits for
-#: an event), status, output, now, custom status ('' = unchanged), events... A Failed instance is also
-#: indexed, so the dead-letter command can list it.
+#: KEYS: lease, history, due, meta, failed, inbox; ARGV: token, iid, due_at ('' = finished, '+inf' =
+#: waits for an event), status, output, now, custom status ('' = unchanged), events... A Failed
+#: instance is also indexed, so the dead-letter command can list it. An instance with events in its
+#: inbox (raised, or a sub-orchestration's end, while it ran) stays due now, so none is overlooked.
 _APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 for i = 8, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
@@ -39,6 +42,8 @@ if ARGV[3] == '' then
   if ARGV[4] == 'Failed' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2]) end
   redis.call('EXPIRE', KEYS[4], 604800)
   redis.call('EXPIRE', KEYS[2], 604800)
+elseif redis.call('LLEN', KEYS[6]) > 0 then
+  redis.call('ZADD', KEYS[3], 0, ARGV[2])
 else
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 end
@@ -59,6 +64,17 @@ return #items
 _RAISE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'Running' then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+return 1
+"""
+
+#: A sub-orchestration's end, told to its parent once (the parent's `notified` set remembers the
+#: child). KEYS: parent meta, parent inbox, due, parent notified; ARGV: parent id, child id, event.
+_NOTIFY = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'Running' then return 0 end
+if redis.call('SADD', KEYS[4], ARGV[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[4], 604800)
+redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 return 1
 """
@@ -101,6 +117,11 @@ class Instance:
     history: list[dict[str, Any]]
     output: str | None = None
     custom_status: str | None = None
+    #: A sub-orchestration's parent instance and the parent's task id for it.
+    parent_id: str | None = None
+    parent_task: int | None = None
+    #: How many times it continued as new (part of its children's default ids).
+    generation: int = 0
 
 
 class InstanceStore:
@@ -122,8 +143,19 @@ class InstanceStore:
     def _inbox(self, iid: str) -> str:
         return f"{self.prefix}:{{{iid}}}:inbox"
 
-    async def create(self, iid: str, name: str, input_json: str, first_events: list[dict[str, Any]]) -> bool:
-        """Record a new instance with its first events and make it due now; False if it exists."""
+    def _notified(self, iid: str) -> str:
+        return f"{self.prefix}:{{{iid}}}:notified"
+
+    async def create(
+        self,
+        iid: str,
+        name: str,
+        input_json: str,
+        first_events: list[dict[str, Any]],
+        parent: tuple[str, int] | None = None,
+    ) -> bool:
+        """Record a new instance with its first events and make it due now; False if it exists.
+        `parent`: the parent instance and its task id, for a sub-orchestration."""
         created = await self.redis.eval(
             _CREATE,
             4,
@@ -134,6 +166,8 @@ class InstanceStore:
             name,
             input_json,
             f"{time.time():.3f}",
+            parent[0] if parent else "",
+            str(parent[1]) if parent else "",
             *[json.dumps(e) for e in first_events],
         )
         return bool(created)
@@ -147,7 +181,16 @@ class InstanceStore:
             return None
         history = [json.loads(text(e)) for e in await self.redis.lrange(self._history(iid), 0, -1)]
         return Instance(
-            iid, meta["name"], meta["input"], meta["status"], history, meta.get("output"), meta.get("custom")
+            iid,
+            meta["name"],
+            meta["input"],
+            meta["status"],
+            history,
+            meta.get("output"),
+            meta.get("custom"),
+            parent_id=meta.get("parent"),
+            parent_task=int(meta["parent_task"]) if meta.get("parent_task") else None,
+            generation=int(meta.get("generations", 0)),
         )
 
     async def append(
@@ -171,12 +214,13 @@ class InstanceStore:
             due = f"{due_at if due_at is not None else 0:.3f}"
         ok = await self.redis.eval(
             _APPEND,
-            5,
+            6,
             self._lease(iid),
             self._history(iid),
             self.due_key,
             self._meta(iid),
             self.failed_key,
+            self._inbox(iid),
             token,
             iid,
             due,
@@ -203,6 +247,23 @@ class InstanceStore:
         return bool(
             await self.redis.eval(
                 _RAISE, 3, self._meta(iid), self._inbox(iid), self.due_key, iid, json.dumps(event)
+            )
+        )
+
+    async def notify_parent(self, parent_id: str, child_id: str, event: dict[str, Any]) -> bool:
+        """Queue a sub-orchestration's end for its running parent, once per child; False when the
+        parent is not running or was told already."""
+        return bool(
+            await self.redis.eval(
+                _NOTIFY,
+                4,
+                self._meta(parent_id),
+                self._inbox(parent_id),
+                self.due_key,
+                self._notified(parent_id),
+                parent_id,
+                child_id,
+                json.dumps(event),
             )
         )
 

@@ -1,8 +1,9 @@
 """The local worker against orchestrators of the classic Durable Functions shapes, each replayed by
 the real azure-functions-durable code: chaining, fan-out/fan-in, human interaction (a timer raced by
-an external event), eternal with continue-as-new and custom status, task_any in completion order;
-and the calls it does not support, which fail the instance at once with the reason, as does an
-orchestrator that turned non-deterministic."""
+an external event), eternal with continue-as-new and custom status, task_any in completion order,
+retries (call_activity_with_retry) and sub-orchestrations (with and without retry), with histories
+shaped as the host writes them; and the calls it does not support, which fail the instance at once
+with the reason, as does an orchestrator that turned non-deterministic."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import azure.durable_functions as df
 import pytest
 import redis.asyncio as aioredis
 
+from function_app.worker import history as h
 from function_app.worker.engine import Engine, RedisStarter, registered_functions
 from function_app.worker.events import raise_event
 from function_app.worker.instances import InstanceStore
 
 app = df.DFApp()
 FLIP = {"first": "add"}
+#: Calls so far per key, for activities and orchestrators that fail their first n calls.
+CALLS: dict[str, int] = {}
 
 
 @app.activity_trigger(input_name="x")
@@ -37,6 +41,16 @@ def double(x: int) -> int:
 async def sleepy(x: list[Any]) -> Any:
     await asyncio.sleep(x[0])  # a slow activity, so the fast one finishes first
     return x[1]
+
+
+@app.activity_trigger(input_name="x")
+def flaky(x: list[Any]) -> str:
+    """Fails its first x[1] calls for key x[0], then answers."""
+    key, failures = x
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if CALLS[key] <= failures:
+        raise RuntimeError(f"{key}: failure {CALLS[key]}")
+    return f"{key} ok after {CALLS[key]}"
 
 
 @app.orchestration_trigger(context_name="context")
@@ -84,8 +98,60 @@ def race(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-de
 
 @app.orchestration_trigger(context_name="context")
 def with_retry(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    key, failures = context.get_input()
     options = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
-    return (yield context.call_activity_with_retry("add", options, [1, 1]))
+    try:
+        first = yield context.call_activity_with_retry("flaky", options, [key, failures])
+    except Exception as exc:  # the last attempt's error reaches the code once the attempts are spent
+        return f"gave up: {str(exc).splitlines()[0]}"
+    second = yield context.call_activity("double", 2)
+    return [first, second]
+
+
+@app.orchestration_trigger(context_name="context")
+def retry_in_fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=500, max_number_of_attempts=2)
+    key = context.get_input()
+    parts = yield context.task_all(
+        [context.call_activity_with_retry("flaky", options, [key, 1]), context.call_activity("double", 5)]
+    )
+    return [*parts, (yield context.call_activity("double", 7))]
+
+
+@app.orchestration_trigger(context_name="context")
+def child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    n = context.get_input()
+    doubled = yield context.call_activity("double", n)
+    if doubled < 0:
+        raise ValueError(f"negative: {doubled}")
+    return {"doubled": doubled, "parent": context.parent_instance_id}
+
+
+@app.orchestration_trigger(context_name="context")
+def flaky_child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield context.call_activity("flaky", context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
+def parent(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    first = yield context.call_sub_orchestrator("child", 3)
+    many = yield context.task_all([context.call_sub_orchestrator("child", n) for n in (1, 2)])
+    try:
+        yield context.call_sub_orchestrator("child", -1)
+    except Exception as exc:
+        failed = str(exc).splitlines()[0]
+    return {"first": first, "many": [m["doubled"] for m in many], "failed": failed}
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_with_retry(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=2)
+    return (yield context.call_sub_orchestrator_with_retry("flaky_child", options, context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
+def calls_http(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield context.call_http("GET", "http://127.0.0.1:9/never"))
 
 
 @app.orchestration_trigger(context_name="context")
@@ -182,14 +248,127 @@ async def test_task_any_takes_the_activity_that_finished_first(aredis: aioredis.
 
 
 async def test_unsupported_call_fails_at_once_with_the_reason(aredis: aioredis.Redis) -> None:
-    """call_activity_with_retry is not run here: the instance fails on the first step, saying so."""
-    engine, iid = await run(aredis, "with_retry")
+    """call_http is not run here: the instance fails on the first step, saying so."""
+    engine, iid = await run(aredis, "calls_http")
     instance = await engine.store.load(iid)
     assert instance is not None and instance.status == "Failed"
-    assert (
-        "CallActivityWithRetry is not supported by the local worker" in json.loads(instance.output)["error"]
-    )
+    assert "CallHttp is not supported by the local worker" in json.loads(instance.output)["error"]
     assert [i.instance_id for i in await engine.store.failed()] == [iid]
+
+
+def shape(history: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The scheduling and completion events of a history, as (kind, task id)."""
+    names = {
+        4: "scheduled",
+        5: "completed",
+        6: "failed",
+        10: "timer",
+        11: "fired",
+        7: "sub",
+        8: "sub-ok",
+        9: "sub-failed",
+    }
+    keys = {
+        5: "TaskScheduledId",
+        6: "TaskScheduledId",
+        8: "TaskScheduledId",
+        9: "TaskScheduledId",
+        11: "TimerId",
+    }
+    return [
+        (names[e["EventType"]], e[keys.get(e["EventType"], "EventId")])
+        for e in history
+        if e["EventType"] in names
+    ]
+
+
+def later() -> Clock:
+    """A clock an hour ahead: every retry interval has passed when the engine looks."""
+    clock = Clock()
+    clock.shift = timedelta(hours=1)
+    return clock
+
+
+async def test_activity_retry_waits_the_interval_between_attempts(aredis: aioredis.Redis) -> None:
+    """Two failures, then success on the third attempt: each failure is followed by a timer of the
+    first retry interval, then the next attempt, as the host's retry loop writes it."""
+    engine, iid = await run(aredis, "with_retry", ["retry-ok", 2], clock=later())
+    instance = await finished(engine, iid)
+    assert json.loads(instance.output) == ["retry-ok ok after 3", 4]
+    assert shape(instance.history) == [
+        ("scheduled", 0), ("failed", 0), ("timer", 1), ("fired", 1),
+        ("scheduled", 2), ("failed", 2), ("timer", 3), ("fired", 3),
+        ("scheduled", 4), ("completed", 4),
+        ("scheduled", 5), ("completed", 5),
+    ]  # fmt: skip
+    failures = [i for i, e in enumerate(instance.history) if e["EventType"] == 6]
+    timers = [e for e in instance.history if e["EventType"] == 10]
+    for failed_at, timer in zip(failures, timers, strict=True):
+        episode_start = max(
+            h.parse_time(e["Timestamp"]) for e in instance.history[:failed_at] if e["EventType"] == 12
+        )
+        assert h.parse_time(timer["FireAt"]) - episode_start == timedelta(seconds=1)
+
+
+async def test_activity_retry_gives_up_after_the_last_attempt(aredis: aioredis.Redis) -> None:
+    """Three failed attempts of three: the orchestrator gets the last error (after one more timer,
+    as DTFx waits one after the last attempt) and handles it."""
+    engine, iid = await run(aredis, "with_retry", ["retry-never", 5], clock=later())
+    instance = await finished(engine, iid)
+    assert json.loads(instance.output) == "gave up: RuntimeError: retry-never: failure 3 "
+    assert [kind for kind, _ in shape(instance.history)].count("scheduled") == 3
+    assert shape(instance.history)[-2:] == [("timer", 5), ("fired", 5)]
+
+
+async def test_retry_inside_task_all_numbers_tasks_as_the_sdk_does(aredis: aioredis.Redis) -> None:
+    """A retried call beside a plain one: the retry's timer and second attempt take the next ids
+    after both, and the call after the fan-in the one after that; every replay agrees."""
+    engine, iid = await run(aredis, "retry_in_fan_out", "fan-retry", clock=later())
+    instance = await finished(engine, iid)
+    assert json.loads(instance.output) == ["fan-retry ok after 2", 10, 14]
+    assert sorted(shape(instance.history)) == sorted(
+        [
+            ("scheduled", 0), ("scheduled", 1), ("failed", 0), ("completed", 1),
+            ("timer", 2), ("fired", 2), ("scheduled", 3), ("completed", 3),
+            ("scheduled", 4), ("completed", 4),
+        ]
+    )  # fmt: skip
+
+
+async def test_sub_orchestrations_run_as_child_instances(aredis: aioredis.Redis) -> None:
+    """One child, then two at once, then one that fails: results and the failure reach the parent,
+    each child is an instance of its own that knows its parent."""
+    engine, iid = await run(aredis, "parent")
+    instance = await finished(engine, iid, rounds=40)
+    output = json.loads(instance.output)
+    assert output["first"] == {"doubled": 6, "parent": iid}
+    assert output["many"] == [2, 4]
+    assert output["failed"].startswith(f"sub-orchestration {iid}:3 failed: negative: -2")
+    assert shape(instance.history)[:2] == [("sub", 0), ("sub-ok", 0)]
+    created = [e for e in instance.history if e["EventType"] == 7]
+    assert [(e["EventId"], e["Name"], e["InstanceId"]) for e in created] == [
+        (n, "child", f"{iid}:{n}") for n in range(4)
+    ]
+    first_child = await engine.store.load(f"{iid}:0")
+    assert first_child is not None and first_child.status == "Completed"
+    assert first_child.parent_id == iid and first_child.parent_task == 0
+
+
+async def test_sub_orchestration_retry_starts_a_new_child_per_attempt(aredis: aioredis.Redis) -> None:
+    """The first child fails; after the retry interval a second child (its own instance) succeeds."""
+    engine, iid = await run(aredis, "parent_with_retry", ["sub-retry", 1], clock=later())
+    instance = await finished(engine, iid, rounds=40)
+    assert json.loads(instance.output) == "sub-retry ok after 2"
+    assert shape(instance.history) == [
+        ("sub", 0),
+        ("sub-failed", 0),
+        ("timer", 1),
+        ("fired", 1),
+        ("sub", 2),
+        ("sub-ok", 2),
+    ]
+    assert (await engine.store.load(f"{iid}:0")).status == "Failed"
+    assert (await engine.store.load(f"{iid}:2")).status == "Completed"
 
 
 async def test_non_deterministic_replay_fails_the_instance(
