@@ -117,3 +117,14 @@ async def test_starting_twice_creates_one_instance(aredis: aioredis.Redis) -> No
         await starter.start(ORCHESTRATOR, iid, make_request().to_wire())
     assert await starter.exists(iid)
     assert json.loads((await store.load(iid)).input_json)["actionId"] == str(request.action_id)
+
+
+async def test_event_raised_while_the_instance_runs_keeps_it_due(aredis: aioredis.Redis) -> None:
+    """An event queued while a worker holds the instance is not overlooked: the worker's own
+    'wait for an event' write leaves it due now, since its inbox is not empty."""
+    store = InstanceStore(aredis)
+    await RedisStarter(store).start("approval", "raised-1", None)
+    assert await store.acquire("raised-1", "worker-a", 60_000)
+    assert await store.raise_event("raised-1", h.event_raised(now(), "Approval", '"yes"'))
+    await store.append("raised-1", "worker-a", [], due_at=float("inf"))
+    assert await store.due(now().timestamp()) == ["raised-1"]

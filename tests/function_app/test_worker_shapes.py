@@ -161,6 +161,11 @@ def drifting(context: df.DurableOrchestrationContext):  # type: ignore[no-untype
     return "done"
 
 
+@app.orchestration_trigger(context_name="context")
+def one_child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield context.call_sub_orchestrator("child", context.get_input()))
+
+
 ORCHESTRATORS, ACTIVITIES = registered_functions(app)
 
 
@@ -384,3 +389,27 @@ async def test_non_deterministic_replay_fails_the_instance(
     assert json.loads(instance.output)["error"] == (
         "non-deterministic orchestrator: task 0 is double now, the history has add"
     )
+
+
+async def test_parent_finds_a_child_that_ended_untold(
+    aredis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker stops between a child's end and telling its parent: the parent, looking at its
+    children again after the recheck interval, gets the result, once."""
+    clock = Clock()
+    engine, iid = await run(aredis, "one_child", 4, clock=clock)
+    telling = engine.store.notify_parent
+
+    async def lost(*_args: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(engine.store, "notify_parent", lost)
+    await engine.run_due()  # the child runs to its end; the parent is not told
+    assert (await engine.store.load(f"{iid}:0")).status == "Completed"
+    assert (await engine.store.load(iid)).status == "Running"
+    assert await engine.run_due() == 0  # nothing due: the parent waits for the recheck
+    monkeypatch.setattr(engine.store, "notify_parent", telling)
+    clock.shift = timedelta(seconds=31)
+    instance = await finished(engine, iid)
+    assert json.loads(instance.output) == {"doubled": 8, "parent": iid}
+    assert [kind for kind, _ in shape(instance.history)] == ["sub", "sub-ok"]
