@@ -2,7 +2,8 @@
 gateway accepts the action into its outbox (the client sees `action_status: queued`), the relay
 puts it on the local bus, the worker runs the function app's orchestrator and activities against
 the tickets backend and records the result in the Cosmos DB server, and the update comes back to
-the client as `action_status: succeeded`. Measured with 0% and 10% transient backend failures.
+the client as `action_status: succeeded`. Measured with 0% and 10% transient backend failures, each
+with one worker process and with two.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def render(results: dict[str, Any]) -> str:
     ]
     return table(
         [
-            "backend failures",
+            "failures, workers",
             "actions",
             "conc",
             "actions/s",

@@ -269,15 +269,26 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
 
 
 async def action_runs(stack: Stack, count: int, concurrency: int) -> dict[str, Any]:
+    """Each failure rate with one worker process, then with two (same run, same gateway)."""
     start_cosmos(stack)
     results: dict[str, Any] = {}
     for label, rate in (("0%", 0.0), ("10%", 0.1)):
         backend = start_backend(stack, f"backend-{rate}", rate)
-        start_worker(stack, "worker", pipeline_env(stack, backend))
         try:
-            results[label] = await actions.run(stack.urls["gateway"], count, concurrency)
+            for workers in (1, 2):
+                names = [f"worker-{n}" for n in range(1, workers + 1)]
+                for name in names:
+                    start_worker(stack, name, pipeline_env(stack, backend))
+                try:
+                    result = await actions.run(stack.urls["gateway"], count, concurrency)
+                    results[f"{label}, {workers} worker{'s' if workers > 1 else ''}"] = {
+                        **result,
+                        "workers": workers,
+                    }
+                finally:
+                    for name in names:
+                        stack.stop(name)
         finally:
-            stack.stop("worker")
             stack.stop(f"backend-{rate}")
     return results
 

@@ -18,6 +18,13 @@ Every path ends in a visible state:
 
 Time is the orchestration's own clock (`context.current_utc_datetime`), which is replay-safe and
 which tests advance by firing timers: hours of outage are simulated, never waited for.
+
+Versions: an instance keeps the orchestration version it was started with (`context.version`, from
+host.json's `defaultVersion`, `ORCHESTRATOR_VERSION` here). In-flight instances replay whatever code
+is deployed, so a change to what this generator schedules (an activity added, removed, reordered or
+renamed) bumps ORCHESTRATOR_VERSION and host.json together and keeps the old path for instances of
+the older version until they have drained (docs/deploy.md, "Orchestrator changes and in-flight
+instances"). Changes that schedule the same activities in the same order need no bump.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from typing import Any
 from function_app.registry import RetryPolicy
 
 ORCHESTRATOR = "action_orchestrator"
+#: The orchestration version new instances start with: host.json's durableTask.defaultVersion (a test
+#: checks they agree) and the local worker's. Bump both for a change in what the orchestrator schedules.
+ORCHESTRATOR_VERSION = "1.0"
 PLAN, DISPATCH, RECORD, DEAD_LETTER, PUBLISH = (
     "plan_action",
     "dispatch_action",

@@ -70,10 +70,12 @@ def registered_functions(app: Any) -> tuple[dict[str, Callable[[str], str]], dic
 
 
 class RedisStarter:
-    """OrchestrationStarter on the Redis instance store (the local worker's durable client)."""
+    """OrchestrationStarter on the Redis instance store (the local worker's durable client). New
+    instances carry `version`, as the host stamps host.json's defaultVersion on them."""
 
-    def __init__(self, store: InstanceStore) -> None:
+    def __init__(self, store: InstanceStore, version: str = "") -> None:
         self.store = store
+        self.version = version
 
     async def exists(self, instance_id: str) -> bool:
         return await self.store.exists(instance_id)
@@ -85,7 +87,7 @@ class RedisStarter:
             instance_id,
             orchestrator,
             input_json,
-            [h.orchestrator_started(at), h.execution_started(at, orchestrator, input_json)],
+            [h.orchestrator_started(at), h.execution_started(at, orchestrator, input_json, self.version)],
         )
         if not created:  # the atomic create refused: another delivery started it first
             raise InstanceAlreadyExists(instance_id)
@@ -100,8 +102,12 @@ class Engine:
         *,
         lease_ms: int = 30_000,
         clock: Callable[[], datetime] = now,
+        version: str = "",
     ) -> None:
         self.store = store
+        #: The orchestration version this code is (host.json's defaultVersion): instances of a newer
+        #: version are left to a worker that has it (versionMatchStrategy CurrentOrOlder, Reject).
+        self.version = version
         self.orchestrators = orchestrators
         self.activities = activities
         self.lease_ms = lease_ms
@@ -209,6 +215,16 @@ class Engine:
             if instance is None or instance.status != "Running":
                 return
             events = list(instance.history)
+            started_as = h.version_of(events)
+            if h.compare_versions(started_as, self.version) > 0:
+                log.warning(
+                    "instance %s is version %s, newer than this worker's %s: left for a newer worker",
+                    iid,
+                    started_as,
+                    self.version or "(none)",
+                )
+                await self.store.append(iid, self.token, [], due_at=self.clock().timestamp() + BROKEN_RETRY_S)
+                return
             orchestrator = self.orchestrators.get(instance.name)
             if orchestrator is None:
                 await self._fail(instance, f"no orchestrator named {instance.name!r} is registered")
@@ -232,7 +248,10 @@ class Engine:
                         iid,
                         self.token,
                         input_json,
-                        [h.orchestrator_started(at), h.execution_started(at, instance.name, input_json)],
+                        [
+                            h.orchestrator_started(at),
+                            h.execution_started(at, instance.name, input_json, started_as),
+                        ],
                     )
                     log.info("instance %s continued as new", iid)
                     continue
@@ -303,7 +322,10 @@ class Engine:
             child_id,
             task.name,
             input_json,
-            [h.orchestrator_started(at), h.execution_started(at, task.name, input_json)],
+            [
+                h.orchestrator_started(at),
+                h.execution_started(at, task.name, input_json, task.version or self.version),
+            ],
             parent=(instance.instance_id, task.task_id),
         )
         if created:

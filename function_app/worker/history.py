@@ -53,8 +53,30 @@ def orchestrator_started(at: datetime) -> dict[str, Any]:
     return event(ORCHESTRATOR_STARTED, at)
 
 
-def execution_started(at: datetime, name: str, input_json: str) -> dict[str, Any]:
-    return event(EXECUTION_STARTED, at, Name=name, Input=input_json, Version="")
+def execution_started(at: datetime, name: str, input_json: str, version: str = "") -> dict[str, Any]:
+    return event(EXECUTION_STARTED, at, Name=name, Input=input_json, Version=version)
+
+
+def version_of(history: list[dict[str, Any]]) -> str:
+    """The orchestration version the instance was started with ('' before versioning)."""
+    started = next((e for e in history if e["EventType"] == EXECUTION_STARTED), None)
+    return str((started or {}).get("Version") or "")
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as the extension compares orchestration versions: as dotted numbers when both are,
+    else as strings; no version is older than any."""
+    if a == b:
+        return 0
+    if not a or not b:
+        return -1 if not a else 1
+    try:
+        left, right = [int(p) for p in a.split(".")], [int(p) for p in b.split(".")]
+    except ValueError:
+        return -1 if a < b else 1
+    width = max(len(left), len(right))
+    left, right = left + [0] * (width - len(left)), right + [0] * (width - len(right))
+    return (left > right) - (left < right)
 
 
 def orchestrator_completed(at: datetime) -> dict[str, Any]:

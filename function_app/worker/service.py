@@ -18,6 +18,7 @@ from action_bus.redis_streams import REDIS_DOWN, Delivery, StreamQueue
 from function_app.accept import accept_message
 from function_app.app import build_app
 from function_app.errors import OrchestrationStartFailed, StoreError
+from function_app.orchestration import ORCHESTRATOR_VERSION
 from function_app.runtime import Runtime
 from function_app.worker.engine import Engine, RedisStarter, registered_functions
 from function_app.worker.instances import InstanceStore
@@ -49,8 +50,14 @@ class Worker:
         )
         self.store = InstanceStore(redis)
         orchestrators, activities = registered_functions(build_app())
-        self.engine = Engine(self.store, orchestrators, activities, lease_ms=settings.worker_lease_ms)
-        self.starter = RedisStarter(self.store)
+        self.engine = Engine(
+            self.store,
+            orchestrators,
+            activities,
+            lease_ms=settings.worker_lease_ms,
+            version=ORCHESTRATOR_VERSION,
+        )
+        self.starter = RedisStarter(self.store, ORCHESTRATOR_VERSION)
 
     async def intake_once(self, wait_s: float = 1.0) -> int:
         """Start orchestrations for the messages waiting, concurrently; each is completed once its

@@ -49,6 +49,7 @@ class Task:
     input: str | None = None
     fire_at: str = ""
     instance_id: str | None = None
+    version: str | None = None
     recorded: bool = False
     done: bool = False
 
@@ -182,6 +183,7 @@ class HostReplay:
             input=action.get("input"),
             fire_at=fire_at or action.get("fireAt", ""),
             instance_id=action.get("instanceId"),
+            version=action.get("version"),
         )
         self.result.tasks[task.task_id] = task
         self._leaves[task.task_id] = node

@@ -53,6 +53,19 @@ def test_host_json_never_overwrites_a_running_instance() -> None:
     assert host["extensions"]["durableTask"]["overridableExistingInstanceStates"] == "NonRunningStates"
 
 
+def test_host_json_versions_orchestrations_as_the_code_does() -> None:
+    """New instances start at the code's ORCHESTRATOR_VERSION; a worker runs its version and older
+    ones and leaves newer ones (a deployment in progress) for a newer worker, never failing them."""
+    from function_app.orchestration import ORCHESTRATOR_VERSION
+
+    durable = json.loads((ROOT / "host.json").read_text())["extensions"]["durableTask"]
+    assert durable["defaultVersion"] == ORCHESTRATOR_VERSION
+    assert (durable["versionMatchStrategy"], durable["versionFailureStrategy"]) == (
+        "CurrentOrOlder",
+        "Reject",
+    )
+
+
 def test_host_does_not_ship_the_workers_log_lines_a_second_time() -> None:
     """Every function's user log lines reach the host only at Critical (the settings alert, which the
     app's own exporter cannot ship); the app's exporter ships all the others, once."""

@@ -166,6 +166,15 @@ def one_child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyp
     return (yield context.call_sub_orchestrator("child", context.get_input()))
 
 
+@app.orchestration_trigger(context_name="context")
+def versioned(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Version 2.0 added a step; instances started before keep the 1.0 path."""
+    first = yield context.call_activity("double", 1)
+    if h.compare_versions(context.version or "", "2.0") >= 0:
+        first = yield context.call_activity("add", [first, 10])
+    return {"version": context.version, "result": first}
+
+
 ORCHESTRATORS, ACTIVITIES = registered_functions(app)
 
 
@@ -413,3 +422,31 @@ async def test_parent_finds_a_child_that_ended_untold(
     instance = await finished(engine, iid)
     assert json.loads(instance.output) == {"doubled": 8, "parent": iid}
     assert [kind for kind, _ in shape(instance.history)] == ["sub", "sub-ok"]
+
+
+async def test_a_new_version_runs_beside_in_flight_instances_of_the_old(aredis: aioredis.Redis) -> None:
+    """An instance started at 1.0 keeps its path under 2.0 code; a 2.0 instance is left alone by a
+    1.0 worker (a deployment in progress) and run by a 2.0 worker."""
+    store = InstanceStore(aredis)
+    old = Engine(store, ORCHESTRATORS, ACTIVITIES, lease_ms=5000, version="1.0")
+    new = Engine(store, ORCHESTRATORS, ACTIVITIES, lease_ms=5000, version="2.0")
+    await RedisStarter(store, "1.0").start("versioned", "v-old", None)
+    await RedisStarter(store, "2.0").start("versioned", "v-new", None)
+    await old.run_due()
+    assert (await store.load("v-old")).status == "Completed"
+    untouched = await store.load("v-new")
+    assert untouched.status == "Running" and len(untouched.history) == 2
+    later_now = (datetime.now(UTC) + timedelta(minutes=1)).timestamp()
+    assert await store.due(later_now) == ["v-new"]  # offered again later, not failed
+    new.clock = lambda: datetime.now(UTC) + timedelta(minutes=1)
+    instance = await finished(new, "v-new")
+    assert json.loads(instance.output) == {"version": "2.0", "result": 12}
+    assert json.loads((await store.load("v-old")).output) == {"version": "1.0", "result": 2}
+
+
+def test_versions_compare_as_the_extension_compares_them() -> None:
+    """Dotted numbers numerically, others as strings; no version is older than any."""
+    assert h.compare_versions("1.10", "1.9") == 1
+    assert h.compare_versions("2", "2.0") == 0
+    assert h.compare_versions("", "1.0") == -1 and h.compare_versions("1.0", "") == 1
+    assert h.compare_versions("beta", "alpha") == 1
