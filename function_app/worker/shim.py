@@ -209,6 +209,8 @@ class HostReplay:
                 f"the history has {describe(recorded, event.get('Name'))}"
             )
         task.recorded = True
+        if recorded == h.CREATE_TIMER:
+            task.fire_at = event["FireAt"]  # what the history holds is when it fires
 
     def _settle(self, task_id: int, ok: bool) -> None:
         task = self.result.tasks.get(task_id)
@@ -249,7 +251,7 @@ class HostReplay:
         if not waiters:
             self._raised[name] = self._raised.get(name, 0) + 1
             return
-        node = waiters.pop(0)
+        node = waiters.pop()  # the SDK hands an event to the latest waiter of that name
         self._set(node, "succeeded")
         self._invoke_next()
 
