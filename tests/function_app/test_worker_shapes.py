@@ -20,6 +20,7 @@ from function_app.worker import history as h
 from function_app.worker.engine import Engine, RedisStarter, registered_functions
 from function_app.worker.events import raise_event
 from function_app.worker.instances import InstanceStore
+from function_app.worker.shim import retry_delay
 
 app = df.DFApp()
 FLIP = {"first": "add"}
@@ -450,3 +451,28 @@ def test_versions_compare_as_the_extension_compares_them() -> None:
     assert h.compare_versions("2", "2.0") == 0
     assert h.compare_versions("", "1.0") == -1 and h.compare_versions("1.0", "") == 1
     assert h.compare_versions("beta", "alpha") == 1
+
+
+def test_retry_delay_follows_dtfx_back_off() -> None:
+    """First interval alone (what the Python SDK sends) waits it every time; a back-off coefficient
+    and a maximum interval, when an SDK sends them, grow the wait and cap it as DTFx does."""
+    python_sdk = {"firstRetryIntervalInMilliseconds": 1000, "maxNumberOfAttempts": 3}
+    assert [retry_delay(python_sdk, n).total_seconds() for n in (1, 2, 3)] == [1.0, 1.0, 1.0]
+    growing = {**python_sdk, "backoffCoefficient": 2, "maxRetryIntervalInMilliseconds": 5000}
+    assert [retry_delay(growing, n).total_seconds() for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+
+
+async def test_another_worker_continues_a_retry_from_the_history_alone(aredis: aioredis.Redis) -> None:
+    """The first worker stops while the retry timer waits; a second one, knowing nothing but the
+    history, fires it and runs the next attempt under the next id."""
+    first, iid = await run(aredis, "with_retry", ["retry-handover", 1])
+    waiting = await first.store.load(iid)
+    assert waiting.status == "Running" and shape(waiting.history)[-1] == ("timer", 1)
+    second = Engine(InstanceStore(aredis), ORCHESTRATORS, ACTIVITIES, lease_ms=5000, clock=later())
+    instance = await finished(second, iid)
+    assert json.loads(instance.output) == ["retry-handover ok after 2", 4]
+    assert [e for e in shape(instance.history) if e[0] == "scheduled"] == [
+        ("scheduled", 0),
+        ("scheduled", 2),
+        ("scheduled", 3),
+    ]
