@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from action_bus.local import (
     RedisMessageScheduler,
     RedisStreamsActionBus,
@@ -26,6 +24,7 @@ from action_bus.ports import (
     BusDeadLetters,
     MessageScheduler,
 )
+from agent_contracts.redis_connection import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def servicebus_client(settings: Any) -> tuple[Any, Any]:
     return ServiceBusClient(settings.servicebus_fully_qualified_namespace, credential), credential
 
 
-def create_action_bus(redis: aioredis.Redis, settings: Any) -> ActionBus:
+def create_action_bus(redis: AnyRedis, settings: Any) -> ActionBus:
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusActionBus
 
@@ -63,7 +62,7 @@ def create_action_bus(redis: aioredis.Redis, settings: Any) -> ActionBus:
     return RedisStreamsActionBus(redis, settings.servicebus_actions_queue)
 
 
-def create_update_sink(redis: aioredis.Redis, settings: Any) -> ActionUpdateSink:
+def create_update_sink(redis: AnyRedis, settings: Any) -> ActionUpdateSink:
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusUpdateSink
 
@@ -71,7 +70,7 @@ def create_update_sink(redis: aioredis.Redis, settings: Any) -> ActionUpdateSink
     return RedisUpdateSink(redis, updates_queue(settings))
 
 
-def create_message_scheduler(redis: aioredis.Redis, settings: Any) -> MessageScheduler:
+def create_message_scheduler(redis: AnyRedis, settings: Any) -> MessageScheduler:
     """Scheduled re-sends onto the actions queue (the function app's start back-off)."""
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusMessageScheduler
@@ -80,7 +79,7 @@ def create_message_scheduler(redis: aioredis.Redis, settings: Any) -> MessageSch
     return RedisMessageScheduler(redis, settings.servicebus_actions_queue)
 
 
-def create_bus_dead_letters(redis: aioredis.Redis, settings: Any) -> BusDeadLetters:
+def create_bus_dead_letters(redis: AnyRedis, settings: Any) -> BusDeadLetters:
     """The actions queue's dead-letter subqueue (the dead-letter command)."""
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusDeadLetters
@@ -89,7 +88,7 @@ def create_bus_dead_letters(redis: aioredis.Redis, settings: Any) -> BusDeadLett
     return StreamDeadLetters(redis, settings.servicebus_actions_queue)
 
 
-def create_update_source(redis: aioredis.Redis, settings: Any) -> ActionUpdateSource:
+def create_update_source(redis: AnyRedis, settings: Any) -> ActionUpdateSource:
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusUpdateSource
 

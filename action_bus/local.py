@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from action_bus.ports import DeadMessage
 from action_bus.redis_streams import StreamQueue
 from agent_contracts import ActionRequest, ActionResult
+from agent_contracts.redis_connection import AnyRedis
 from observability.propagation import to_application_properties
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def update_message_id(update: ActionResult) -> str:
 class RedisStreamsActionBus:
     """ActionBus adapter: XADD to the actions stream, deduplicated by the request's message id."""
 
-    def __init__(self, redis: aioredis.Redis, queue: str = "actions") -> None:
+    def __init__(self, redis: AnyRedis, queue: str = "actions") -> None:
         self.queue = StreamQueue(redis, queue, ACTIONS_GROUP)
 
     async def publish(self, request: ActionRequest) -> None:
@@ -51,7 +51,7 @@ class RedisStreamsActionBus:
 class RedisMessageScheduler:
     """MessageScheduler adapter: the local broker's scheduled enqueue on the actions stream."""
 
-    def __init__(self, redis: aioredis.Redis, queue: str = "actions") -> None:
+    def __init__(self, redis: AnyRedis, queue: str = "actions") -> None:
         self.queue = StreamQueue(redis, queue, ACTIONS_GROUP)
 
     async def schedule(
@@ -66,7 +66,7 @@ class RedisMessageScheduler:
 class RedisUpdateSink:
     """ActionUpdateSink adapter: each status change appended to the updates stream."""
 
-    def __init__(self, redis: aioredis.Redis, queue: str = "action-updates") -> None:
+    def __init__(self, redis: AnyRedis, queue: str = "action-updates") -> None:
         self.queue = StreamQueue(redis, queue, UPDATES_GROUP)
 
     async def publish_update(self, update: ActionResult) -> None:
@@ -85,7 +85,7 @@ class RedisUpdateSource:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         queue: str = "action-updates",
         *,
         consumer: str | None = None,
@@ -115,7 +115,7 @@ class RedisUpdateSource:
 class StreamDeadLetters:
     """BusDeadLetters adapter: the local broker's dead-letter stream of the actions queue."""
 
-    def __init__(self, redis: aioredis.Redis, queue: str = "actions") -> None:
+    def __init__(self, redis: AnyRedis, queue: str = "actions") -> None:
         self.queue = StreamQueue(redis, queue, ACTIONS_GROUP)
 
     async def peek(self, max_count: int = 100) -> list[DeadMessage]:

@@ -14,12 +14,12 @@ import contextlib
 import logging
 import random
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from action_bus.ports import ActionBus, ActionBusError, BusUnavailable
 from action_bus.redis_streams import REDIS_DOWN, Delivery, StreamQueue
 from agent_contracts import ActionRequest
+from agent_contracts.redis_connection import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class OutboxUnavailable(BusUnavailable):
 class Outbox:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         bus: ActionBus,
         *,
         name: str = "outbox",

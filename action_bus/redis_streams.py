@@ -21,12 +21,12 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from action_bus.ports import BusUnavailable
+from agent_contracts.redis_connection import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class StreamQueue:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         name: str,
         group: str,
         consumer: str | None = None,

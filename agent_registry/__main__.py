@@ -26,9 +26,9 @@ import os
 import sys
 from typing import Any, TextIO
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agent_contracts.redis_connection import AnyRedis, connect_from_env
 from agent_registry.canary import Policy, analyze, render
 from agent_registry.errors import RegistryError, RegistryUnavailable
 from agent_registry.loader import read_document
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    client = aioredis.Redis.from_url(args.redis_url, decode_responses=True, socket_connect_timeout=3)
+    client = await connect_from_env(args.redis_url, decode_responses=True, socket_connect_timeout=3)
     registry = AgentRegistry(client)
     try:
         if args.command == "publish":
@@ -178,7 +178,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 async def _canary_command(
-    args: argparse.Namespace, client: aioredis.Redis, registry: AgentRegistry, out: TextIO
+    args: argparse.Namespace, client: AnyRedis, registry: AgentRegistry, out: TextIO
 ) -> None:
     online = OnlineMetrics(client)
     if args.command == "rollout":

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agent_contracts.redis_connection import AnyRedis
 from agent_registry import keys
 from agent_registry.errors import (
     NoActiveVersion,
@@ -226,7 +226,7 @@ class Activation:
 class AgentRegistry:
     """The registry over one Redis client (the caller owns the client's lifetime)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self._redis = client
         self._activate_script = client.register_script(_ACTIVATE)
         self._rollout_script = client.register_script(_ROLLOUT)

@@ -30,9 +30,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agent_contracts.redis_connection import connect_from_env
 from agent_registry import AgentRegistry, RegistryError, RegistryUnavailable, read_document
 from evaluation.bisect import bisect_versions, render
 from evaluation.cases import Case, load_cases
@@ -115,7 +115,7 @@ async def _resolve(spec: str, registry_url: str) -> tuple[dict[str, Any], str]:
     if Path(spec).is_file():  # noqa: ASYNC240 (one stat before the run starts)
         document = read_document(spec)
         return document, version_of(document)
-    client = aioredis.Redis.from_url(registry_url, decode_responses=True, socket_connect_timeout=3)
+    client = await connect_from_env(registry_url, decode_responses=True, socket_connect_timeout=3)
     try:
         record = await AgentRegistry(client).get(spec)
     finally:
@@ -135,7 +135,7 @@ async def _publish_for_remote(args: argparse.Namespace, documents: list[dict[str
     """A config given as a file must be published where the running gateway looks it up."""
     if not args.gateway_url:
         return
-    client = aioredis.Redis.from_url(args.registry_url or _redis_url(), decode_responses=True)
+    client = await connect_from_env(args.registry_url or _redis_url(), decode_responses=True)
     try:
         registry = AgentRegistry(client)
         for document in documents:
@@ -236,7 +236,7 @@ async def command_compare(args: argparse.Namespace) -> int:
 
 
 async def command_online(args: argparse.Namespace) -> int:
-    client = aioredis.Redis.from_url(_redis_url(), decode_responses=True, socket_connect_timeout=3)
+    client = await connect_from_env(_redis_url(), decode_responses=True, socket_connect_timeout=3)
     try:
         metrics = OnlineMetrics(client)
         versions = args.versions or await metrics.versions()
@@ -270,7 +270,7 @@ async def command_online(args: argparse.Namespace) -> int:
 
 
 async def command_bisect(args: argparse.Namespace) -> int:
-    client = aioredis.Redis.from_url(_redis_url(), decode_responses=True, socket_connect_timeout=3)
+    client = await connect_from_env(_redis_url(), decode_responses=True, socket_connect_timeout=3)
     try:
         result = await bisect_versions(
             AgentRegistry(client),
@@ -289,7 +289,7 @@ async def command_bisect(args: argparse.Namespace) -> int:
 
 
 async def command_export_feedback(args: argparse.Namespace) -> int:
-    client = aioredis.Redis.from_url(_redis_url(), decode_responses=True, socket_connect_timeout=3)
+    client = await connect_from_env(_redis_url(), decode_responses=True, socket_connect_timeout=3)
     try:
         export = await export_feedback(client, max_rating=args.max_rating, versions=args.versions)
     finally:

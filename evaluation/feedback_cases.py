@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 import yaml
 
+from agent_contracts.redis_connection import AnyRedis
 from evaluation.cases import MAX_TURNS, Case
 from observability.online import FEEDBACK_SAMPLES, OnlineMetrics
 from observability.redaction import redact_text
@@ -95,9 +95,7 @@ def draft_case(entry: dict[str, Any], version: str, messages: list[dict[str, Any
     return case
 
 
-async def export_feedback(
-    client: aioredis.Redis, *, max_rating: int, versions: list[str] | None = None
-) -> Export:
+async def export_feedback(client: AnyRedis, *, max_rating: int, versions: list[str] | None = None) -> Export:
     """Draft cases for every sampled rating at or below max_rating, newest first, one per answer."""
     if not 1 <= max_rating <= 5:
         raise ValueError("--max-rating must be from 1 to 5")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
+from agent_contracts.redis_connection import connect_from_env
 from agent_registry import AgentRegistry
 from local_stack import processes
 
@@ -93,7 +93,7 @@ async def in_process_gateway(
             api_key, model = os.environ.get("OPENAI_API_KEY", ""), model_base_url
             if not api_key:
                 raise ValueError("OPENAI_API_KEY must be set to use --model-base-url")
-        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        client = await connect_from_env(redis_url, decode_responses=True)
         stack.push_async_callback(client.aclose)
         registry = AgentRegistry(client)
         for document in documents:

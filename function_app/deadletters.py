@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import aiohttp
-import redis.asyncio as aioredis
 
 from action_bus.factory import create_action_bus, create_bus_dead_letters
 from action_bus.ports import ActionBus, ActionBusError, BusDeadLetters, DeadMessage
@@ -35,7 +34,7 @@ from agent_contracts import ActionRequest
 from agent_contracts.settings import SettingsError
 from function_app.deadletters_store import DeadLetter, DeadLetterStore
 from function_app.errors import PipelineError
-from function_app.runtime import build_runtime
+from function_app.runtime import build_runtime, pipeline_redis
 from function_app.settings import Settings
 from function_app.task_hub import (
     DurableHttpFailedInstances,
@@ -208,7 +207,7 @@ async def run(
     if args.command == "replay" and bool(args.id) == bool(args.all):
         cli.error("replay takes an id or --all")
 
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = await pipeline_redis(settings)
     runtime = await build_runtime(settings, redis=redis)
     bus = create_action_bus(redis, settings)
     bus_dead_letters = create_bus_dead_letters(redis, settings)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
 from action_bus.factory import create_message_scheduler, create_update_sink
 from action_bus.ports import ActionUpdateSink, MessageScheduler
+from agent_contracts.redis_connection import AnyRedis, build, open_redis
 from agent_contracts.settings import SettingsError
 from function_app.deadletters_store import CosmosDeadLetterStore, DeadLetterStore
 from function_app.registry import ActionRegistry, default_registry
@@ -55,7 +55,14 @@ def cosmos_client(settings: Settings) -> CosmosClient:
     )
 
 
-async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = None) -> Runtime:
+async def pipeline_redis(settings: Settings) -> AnyRedis:
+    """The local bus's Redis; with Service Bus configured nothing uses it, so Redis is not asked."""
+    if settings.uses_servicebus:
+        return build(settings.redis_url, settings.redis_mode == "cluster")
+    return await open_redis(settings.redis_url, settings.redis_mode)
+
+
+async def build_runtime(settings: Settings, *, redis: AnyRedis | None = None) -> Runtime:
     cosmos = cosmos_client(settings)
     if settings.cosmos_create_if_missing:
         database = await cosmos.create_database_if_not_exists(settings.cosmos_database)
@@ -70,7 +77,7 @@ async def build_runtime(settings: Settings, *, redis: aioredis.Redis | None = No
         results = database.get_container_client(settings.cosmos_container)
         dead = database.get_container_client(settings.cosmos_deadletter_container)
     own_redis = redis is None
-    redis = redis or aioredis.Redis.from_url(settings.redis_url)  # connects only if the local bus is used
+    redis = redis or await pipeline_redis(settings)
     updates = create_update_sink(redis, settings)
     scheduler = create_message_scheduler(redis, settings)
     http = aiohttp.ClientSession()

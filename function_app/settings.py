@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agent_contracts.redis_connection import RedisMode, redis_mode
 from agent_contracts.settings import Env, SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -55,6 +56,7 @@ class Settings:
     servicebus_actions_queue: str = "actions"
     servicebus_updates_queue: str = "action-updates"
     redis_url: str = DEFAULT_REDIS_URL
+    redis_mode: RedisMode = "auto"
     applicationinsights_connection_string: str | None = None
     # Dispatch: where each action's backend lives, and how long one call may take.
     tickets_service_url: str = DEFAULT_TICKETS_URL
@@ -85,6 +87,7 @@ class Settings:
             servicebus_actions_queue=env.str("SERVICEBUS_ACTIONS_QUEUE", "actions"),
             servicebus_updates_queue=env.str("SERVICEBUS_UPDATES_QUEUE", "action-updates"),
             redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")),
+            redis_mode=redis_mode(env),
             applicationinsights_connection_string=env.str("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             tickets_service_url=env.url("TICKETS_SERVICE_URL", DEFAULT_TICKETS_URL),
             dispatch_timeout_s=env.float("DISPATCH_TIMEOUT_SECONDS", 10.0, minimum=0.1),

@@ -19,13 +19,13 @@ import json
 import logging
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from action_bus.local import RedisUpdateSink
 from agent_contracts import ActionRequest
 from agent_contracts.actions import ActionResult, ActionStatus, utcnow
+from agent_contracts.redis_connection import AnyRedis, connect_from_env
 from function_app.worker.instances import InstanceStore
 
 log = logging.getLogger("local_stack")
@@ -51,7 +51,7 @@ class Cleared:
 
 async def clear(redis_url: str, *, updates_queue: str | None = None, prefix: str = "durable") -> Cleared:
     """Delete every orchestration instance and report the unfinished ones as failed; log what was done."""
-    client = aioredis.from_url(redis_url)
+    client = await connect_from_env(redis_url)
     try:
         cleared = await clear_with(client, updates_queue=updates_queue or "action-updates", prefix=prefix)
     except (RedisError, OSError) as exc:
@@ -69,7 +69,7 @@ async def clear(redis_url: str, *, updates_queue: str | None = None, prefix: str
     return cleared
 
 
-async def clear_with(redis: aioredis.Redis, *, updates_queue: str, prefix: str = "durable") -> Cleared:
+async def clear_with(redis: AnyRedis, *, updates_queue: str, prefix: str = "durable") -> Cleared:
     store = InstanceStore(redis, prefix)
     unfinished = [_text(member) for member in await redis.zrange(store.due_key, 0, -1)]
     sink = RedisUpdateSink(redis, updates_queue)

@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from agent_contracts.redis_connection import AnyRedis
 from observability.errors import InvalidFeedback
 
 PREFIX = "online:{m}"  # one hash tag: the scripts touch the version hash and the index together
@@ -203,7 +202,7 @@ METRICS: dict[str, tuple[Any, Any, bool]] = {
 class OnlineMetrics:
     """Writes (gateway) and reads (operators, bisect) of the per-version aggregates."""
 
-    def __init__(self, client: aioredis.Redis, *, max_versions: int = MAX_VERSIONS) -> None:
+    def __init__(self, client: AnyRedis, *, max_versions: int = MAX_VERSIONS) -> None:
         self._redis = client
         self._max_versions = max_versions
         self._record = client.register_script(_RECORD)

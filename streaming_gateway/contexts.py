@@ -14,11 +14,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from action_bus.factory import create_action_bus, create_update_source
 from action_bus.outbox import Outbox
+from agent_contracts.redis_connection import open_redis
 from agent_registry import AgentRegistry
 from agent_registry.canary import analysis_loop
 from observability.online import OnlineMetrics
@@ -55,25 +55,25 @@ log = logging.getLogger(__name__)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    # No connection is made here: the gateway starts (and /healthz answers) while Redis is down,
-    # and /readyz reports it until Redis answers.
+    # The gateway starts (and /healthz answers) while Redis is down, and /readyz reports it until
+    # Redis answers; in REDIS_MODE=auto the client's kind is settled then (open_redis).
     # Every open client stream holds a connection while it waits in XREAD BLOCK (at most ~1 s at a
     # time), so the pool is sized for streams, and waits (bounded) rather than failing when full.
+    # On a cluster the limit is per node.
     settings = app[settings_key]
-    pool = aioredis.BlockingConnectionPool.from_url(
+    client = await open_redis(
         settings.redis_url,
+        settings.redis_mode,
+        pool_timeout=5,
         max_connections=settings.redis_max_connections,
-        timeout=5,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
     )
-    client = aioredis.Redis(connection_pool=pool)
     app[redis_key] = client
     yield
     await client.aclose()
-    await pool.disconnect()
 
 
 async def config_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,7 +22,7 @@ from streaming_gateway.state.redis_replies import Redis
 
 settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", GatewayMetrics)
-redis_key = web.AppKey("redis", Redis)
+redis_key: web.AppKey[Redis] = web.AppKey("redis")
 configs_key = web.AppKey("agent_configs", AgentConfigStore)
 #: The agents each caller may use, as OpenAI model ids.
 catalog_key = web.AppKey("agent_catalog", AgentCatalog)

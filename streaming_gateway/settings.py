@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_contracts.redis_connection import RedisMode, redis_mode
 from agent_contracts.settings import Env, SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -18,6 +19,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str = DEFAULT_REDIS_URL
+    #: auto: ask the server whether it runs in cluster mode; standalone or cluster force the client.
+    redis_mode: RedisMode = "auto"
 
     # LLM: Azure OpenAI when AZURE_OPENAI_ENDPOINT is set, else OpenAI (or any compatible endpoint).
     openai_api_key: str | None = None
@@ -108,6 +111,7 @@ class Settings:
             host=env.str("GATEWAY_HOST", "127.0.0.1"),
             port=env.int("GATEWAY_PORT", 8080, minimum=0, maximum=65535),
             redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")),
+            redis_mode=redis_mode(env),
             openai_api_key=env.str("OPENAI_API_KEY"),
             openai_base_url=env.url("OPENAI_BASE_URL"),
             azure_openai_endpoint=env.url("AZURE_OPENAI_ENDPOINT", schemes=("https", "http")),

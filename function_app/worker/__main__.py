@@ -9,8 +9,7 @@ import logging
 import signal
 import sys
 
-import redis.asyncio as aioredis
-
+from agent_contracts.redis_connection import open_redis
 from agent_contracts.settings import SettingsError
 from function_app.runtime import build_runtime, use_runtime
 from function_app.settings import Settings
@@ -21,7 +20,7 @@ log = logging.getLogger("function_app.worker")
 
 
 async def serve(settings: Settings) -> None:
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = await open_redis(settings.redis_url, settings.redis_mode)
     runtime = await build_runtime(settings, redis=redis)
     use_runtime(runtime)
     stop = asyncio.Event()

@@ -13,8 +13,7 @@ import asyncio
 import json
 import sys
 
-import redis.asyncio as aioredis
-
+from agent_contracts.redis_connection import AnyRedis, connect
 from agent_contracts.settings import SettingsError
 from function_app.settings import Settings
 from function_app.worker import history as h
@@ -22,7 +21,7 @@ from function_app.worker.engine import now
 from function_app.worker.instances import InstanceStore
 
 
-async def raise_event(redis: aioredis.Redis, instance_id: str, name: str, data: object) -> bool:
+async def raise_event(redis: AnyRedis, instance_id: str, name: str, data: object) -> bool:
     return await InstanceStore(redis).raise_event(instance_id, h.event_raised(now(), name, json.dumps(data)))
 
 
@@ -38,7 +37,7 @@ async def run(argv: list[str], settings: Settings) -> int:
         data = json.loads(args.data)
     except ValueError as exc:
         parser.error(f"data is not JSON: {exc}")
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = await connect(settings.redis_url, settings.redis_mode)
     try:
         if not await raise_event(redis, args.instance_id, args.name, data):
             print(f"error: {args.instance_id} is not a running instance", file=sys.stderr)

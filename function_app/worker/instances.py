@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from action_bus.redis_streams import text
+from agent_contracts.redis_connection import AnyRedis
 
 #: ARGV: name, input, created, parent id ('' = none), parent task id, events...
 _CREATE = """
@@ -125,7 +124,7 @@ class Instance:
 
 
 class InstanceStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "durable") -> None:
+    def __init__(self, redis: AnyRedis, prefix: str = "durable") -> None:
         self.redis = redis
         self.prefix = prefix
         self.due_key = f"{prefix}:due"

@@ -10,11 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from action_bus.local import ACTIONS_GROUP
 from action_bus.ports import BusUnavailable
 from action_bus.redis_streams import REDIS_DOWN, Delivery, StreamQueue
+from agent_contracts.redis_connection import AnyRedis
 from function_app.accept import accept_message
 from function_app.app import build_app
 from function_app.errors import OrchestrationStartFailed, StoreError
@@ -31,7 +30,7 @@ IDLE_POLL_S = 0.2
 class Worker:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         runtime: Runtime,
         *,
         consumer: str | None = None,

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import time
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from streaming_gateway.state.redis_replies import Redis
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ KEY_GRACE_S = 60
 
 
 class LeaseKeeper:
-    def __init__(self, redis: aioredis.Redis, *, every_s: float = RENEW_EVERY_S) -> None:
+    def __init__(self, redis: Redis, *, every_s: float = RENEW_EVERY_S) -> None:
         self._redis = redis
         self._every_s = every_s
         #: (sorted set key, member) -> lease length in seconds.

@@ -26,8 +26,11 @@ close); when it was one bad connection (the first command after a Redis restart 
 connection from before it) they carry on. The reader retries with backoff, at once when a follower
 arrives (a client resuming after an outage is read for without waiting out the backoff).
 
-The reader's `XREAD` names many conversations in one command, which a Redis Cluster refuses across
-hash slots; the gateway talks to one Redis (or a proxy that presents one), as its client does.
+On a Redis Cluster one command may name keys of one hash slot only, so there a reader takes the
+conversations of one slot (its wake stream is tagged into that slot too) and its XREAD goes, through
+the cluster client, to the node owning the slot (following MOVED and failovers). That costs a reader
+per followed slot rather than per SHARD_SIZE conversations: fine for thousands of streams per pod,
+not for the 10,000 the single-server layout carries on 40 connections.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_contracts.redis_connection import is_cluster
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.redis_replies import Redis
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +151,7 @@ class Subscription:
 class LogHub:
     """The pod's followers by conversation, the local hand-off, and the reader task."""
 
-    def __init__(self, redis: aioredis.Redis, *, block_ms: int = READ_BLOCK_MS) -> None:
+    def __init__(self, redis: Redis, *, block_ms: int = READ_BLOCK_MS) -> None:
         self._redis = redis
         self._block_ms = block_ms
         self._subs: dict[str, set[Subscription]] = {}
@@ -227,10 +232,14 @@ class LogHub:
 
     # --- the readers ------------------------------------------------------------------------------
     def _assign(self, conversation_id: str) -> None:
-        """Give a newly followed conversation to a reader with room (a new one when all are full)."""
-        reader = next((r for r in self._readers if len(r.conversations) < SHARD_SIZE), None)
+        """Give a newly followed conversation to a reader with room (a new one when all are full);
+        on a cluster, to one reading the conversation's hash slot."""
+        slot = key_slot(redis_keys.event_log(conversation_id).encode()) if is_cluster(self._redis) else None
+        reader = next(
+            (r for r in self._readers if r.slot == slot and len(r.conversations) < SHARD_SIZE), None
+        )
         if reader is None:
-            reader = _Reader(self, len(self._readers))
+            reader = _Reader(self, len(self._readers), slot, conversation_id)
             self._readers.append(reader)
         reader.conversations.add(conversation_id)
         self._shard_of[conversation_id] = reader
@@ -281,10 +290,14 @@ class _Reader:
     re-sends 250 keys, not 10,000. Each reader's XREAD also names its wake stream: an entry added
     there ends the blocked read at once, race-free (the read asks for ids after the last seen)."""
 
-    def __init__(self, hub: LogHub, index: int) -> None:
+    def __init__(self, hub: LogHub, index: int, slot: int | None, first: str) -> None:
         self._hub = hub
         self.conversations: set[str] = set()
-        self._wake_key = f"{redis_keys.PREFIX}:hub:{uuid.uuid4().hex}:{index}"
+        #: The cluster hash slot of every conversation here (None on a single server).
+        self.slot = slot
+        # On a cluster the wake stream shares the slot: it carries the first conversation's tag.
+        tag = f"{{{first}}}:" if slot is not None else ""
+        self._wake_key = f"{redis_keys.PREFIX}:hub:{tag}{uuid.uuid4().hex}:{index}"
         self._wake_seen = "0-0"
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -319,9 +332,20 @@ class _Reader:
         finally:
             self._waking = None
 
+    def _connect(self) -> Redis:
+        """This reader's own connection, held for its life; on a cluster the client itself, which
+        takes a connection to the slot's node for each read."""
+        redis = self._hub._redis
+        return redis if is_cluster(redis) else cast(Any, redis).client()
+
+    async def _release(self, connection: Redis | None) -> None:
+        if connection is not None and connection is not self._hub._redis:
+            with contextlib.suppress(RedisError, OSError):
+                await connection.aclose()
+
     async def _run(self) -> None:
         hub = self._hub
-        connection = hub._redis.client()  # this reader's one connection, held for its life
+        connection: Redis | None = None
         backoff = MIN_BACKOFF_S
         try:
             while not hub._closed:
@@ -332,6 +356,7 @@ class _Reader:
                     continue
                 targets[self._wake_key] = self._wake_seen
                 try:
+                    connection = connection or self._connect()
                     answer: Any = await connection.xread(cast(Any, targets), count=BATCH, block=hub._block_ms)
                 except RedisTimeoutError as exc:
                     # Slow, not gone (an overloaded host): read again; nobody is failed for it.
@@ -340,9 +365,8 @@ class _Reader:
                 except (RedisError, OSError) as exc:
                     log.warning("log hub cannot read Redis (its followers re-read the log): %s", exc)
                     hub._fail(self.conversations, exc)
-                    with contextlib.suppress(RedisError, OSError):
-                        await connection.aclose()
-                    connection = hub._redis.client()
+                    await self._release(connection)
+                    connection = None
                     # A new follower (a client resuming once Redis is back) cuts the wait short.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(backoff):
@@ -356,8 +380,7 @@ class _Reader:
                     else:
                         hub._deliver(key, items)
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await connection.aclose()
+            await self._release(connection)
 
     async def close(self) -> None:
         for task in (self._task, self._waking):

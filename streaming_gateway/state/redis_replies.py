@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias, cast
 
-import redis.asyncio as aioredis
+from agent_contracts.redis_connection import AnyRedis
 
-#: A `redis.asyncio.Redis` built with decode_responses=True: every reply is `str`.
-Redis: TypeAlias = aioredis.Redis
+#: A client built with decode_responses=True (one server, or a cluster): every reply is `str`.
+Redis: TypeAlias = AnyRedis
 
 #: XREAD's RESP2 reply, decoded: one [stream key, entries] pair per stream, each entry
 #: (entry id, {field: value}). The pair is a list at run time; it unpacks the same.
