@@ -213,6 +213,8 @@ class Engine:
             await self.store.take_inbox(iid, self.token)
             instance = await self.store.load(iid)
             if instance is None or instance.status != "Running":
+                # Finished (or expired) but still due: an append interrupted before its index step.
+                await self.store.settle(iid, instance.status if instance else "")
                 return
             events = list(instance.history)
             started_as = h.version_of(events)

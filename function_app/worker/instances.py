@@ -5,6 +5,12 @@ message redelivered within that time still finds it and starts nothing.
 
 Every history write checks the lease in the same Lua call, so a worker that lost its lease (it
 stalled, another took over) can never append to an instance it no longer owns.
+
+Each script touches one instance's keys only (its `{iid}` hash tag: one Redis Cluster slot); the
+shared `due` and `failed` indexes are written in a second step. Interrupted between the two, an
+instance is repaired by the next step that meets it: a create repeated by a redelivered start makes
+a Running instance that is in no index due again, and a finished instance still found due is
+taken off the index (`settle`) when the worker loads it.
 """
 
 from __future__ import annotations
@@ -17,36 +23,30 @@ from typing import Any
 from action_bus.redis_streams import text
 from agent_contracts.redis_connection import AnyRedis
 
-#: ARGV: name, input, created, parent id ('' = none), parent task id, events...
+#: KEYS: meta, history; ARGV: name, input, created, parent id ('' = none), parent task id, events...
+#: Returns 1 when created, else the existing instance's status.
 _CREATE = """
-if redis.call('HSETNX', KEYS[1], 'name', ARGV[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'name', ARGV[1]) == 0 then return redis.call('HGET', KEYS[1], 'status') end
 redis.call('HSET', KEYS[1], 'input', ARGV[2], 'status', 'Running', 'created', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'parent', ARGV[4], 'parent_task', ARGV[5]) end
 for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-redis.call('ZADD', KEYS[3], 0, KEYS[4])
 return 1
 """
 
-#: KEYS: lease, history, due, meta, failed, inbox; ARGV: token, iid, due_at ('' = finished, '+inf' =
-#: waits for an event), status, output, now, custom status ('' = unchanged), events... A Failed
-#: instance is also indexed, so the dead-letter command can list it. An instance with events in its
-#: inbox (raised, or a sub-orchestration's end, while it ran) stays due now, so none is overlooked.
+#: KEYS: lease, history, meta, inbox; ARGV: token, finished ('' = no, else 1), status, output, now,
+#: custom status ('' = unchanged), events... Returns 0 when the lease is lost, else 1 + the number
+#: of events waiting in the inbox (raised, or a sub-orchestration's end, while it ran): such an
+#: instance stays due now, so none is overlooked.
 _APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 8, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'custom', ARGV[7]) end
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('HSET', KEYS[4], 'status', ARGV[4], 'output', ARGV[5], 'updated', ARGV[6])
-  if ARGV[4] == 'Failed' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2]) end
-  redis.call('EXPIRE', KEYS[4], 604800)
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'custom', ARGV[6]) end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[3], 'status', ARGV[3], 'output', ARGV[4], 'updated', ARGV[5])
+  redis.call('EXPIRE', KEYS[3], 604800)
   redis.call('EXPIRE', KEYS[2], 604800)
-elseif redis.call('LLEN', KEYS[6]) > 0 then
-  redis.call('ZADD', KEYS[3], 0, ARGV[2])
-else
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 end
-return 1
+return 1 + redis.call('LLEN', KEYS[4])
 """
 
 #: Events raised from outside wait in an inbox; the lease holder moves them into the history.
@@ -59,34 +59,33 @@ redis.call('DEL', KEYS[2])
 return #items
 """
 
-#: KEYS: meta, inbox, due; ARGV: iid, event. Only a running instance takes events.
+#: KEYS: meta, inbox; ARGV: event. Only a running instance takes events (the caller makes it due).
 _RAISE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'Running' then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 """
 
 #: A sub-orchestration's end, told to its parent once (the parent's `notified` set remembers the
-#: child). KEYS: parent meta, parent inbox, due, parent notified; ARGV: parent id, child id, event.
+#: child). KEYS: parent meta, parent inbox, parent notified; ARGV: child id, event. Returns 1 when
+#: queued now, 2 when queued before (the caller makes the parent due either way: a repeat after an
+#: interruption repairs it), 0 when the parent is not running.
 _NOTIFY = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'Running' then return 0 end
-if redis.call('SADD', KEYS[4], ARGV[2]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[4], 604800)
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
+redis.call('EXPIRE', KEYS[3], 604800)
+redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
 
-#: Continue-as-new: a fresh history with the new input. KEYS: lease, history, meta, due;
-#: ARGV: token, iid, input, events...
+#: Continue-as-new: a fresh history with the new input. KEYS: lease, history, meta;
+#: ARGV: token, input, events...
 _RESTART = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-redis.call('HSET', KEYS[3], 'input', ARGV[3])
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[3], 'input', ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'generations', 1)
-redis.call('ZADD', KEYS[4], 0, ARGV[2])
 return 1
 """
 
@@ -157,11 +156,9 @@ class InstanceStore:
         `parent`: the parent instance and its task id, for a sub-orchestration."""
         created = await self.redis.eval(
             _CREATE,
-            4,
+            2,
             self._meta(iid),
             self._history(iid),
-            self.due_key,
-            iid,
             name,
             input_json,
             f"{time.time():.3f}",
@@ -169,7 +166,13 @@ class InstanceStore:
             str(parent[1]) if parent else "",
             *[json.dumps(e) for e in first_events],
         )
-        return bool(created)
+        if created == 1:
+            await self.redis.zadd(self.due_key, {iid: 0})
+            return True
+        if text(created) == "Running" and await self.redis.zscore(self.due_key, iid) is None:
+            # A create interrupted before its second step (every Running instance is in `due`).
+            await self.redis.zadd(self.due_key, {iid: 0}, nx=True)
+        return False
 
     async def exists(self, iid: str) -> bool:
         return bool(await self.redis.exists(self._meta(iid)))
@@ -205,32 +208,45 @@ class InstanceStore:
     ) -> None:
         """Append events (and reschedule, or finish the instance) if we still hold its lease;
         `due_at` infinite means it waits for an external event."""
-        if final_status:
-            due = ""
-        elif due_at is not None and due_at == float("inf"):
-            due = "+inf"
-        else:
-            due = f"{due_at if due_at is not None else 0:.3f}"
+        stamp = f"{time.time():.3f}"
         ok = await self.redis.eval(
             _APPEND,
-            6,
+            4,
             self._lease(iid),
             self._history(iid),
-            self.due_key,
             self._meta(iid),
-            self.failed_key,
             self._inbox(iid),
             token,
-            iid,
-            due,
+            "1" if final_status else "",
             final_status or "",
             output,
-            f"{time.time():.3f}",
+            stamp,
             custom_status,
             *[json.dumps(e) for e in events],
         )
         if not ok:
             raise LeaseLost(iid)
+        if final_status:
+            await self.settle(iid, final_status, stamp)
+            return
+        waiting = int(ok) > 1
+        # `+inf`: it waits for an external event (raise_event makes it due again).
+        await self.redis.zadd(
+            self.due_key, {iid: 0 if waiting else "+inf" if due_at == float("inf") else due_at or 0}
+        )
+        if not waiting and await self.redis.llen(self._inbox(iid)):
+            # An event arrived between the script and the line above, and its own "due now" may
+            # have come first: due now again (an event arriving after this check sets it itself).
+            await self.redis.zadd(self.due_key, {iid: 0})
+
+    async def settle(self, iid: str, status: str, stamp: str | None = None) -> None:
+        """A finished instance leaves the due index; a Failed one is listed for the dead-letter
+        command. Idempotent: the worker repeats it for a finished instance it still finds due."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if status == "Failed":
+                pipe.zadd(self.failed_key, {iid: float(stamp or time.time())}, nx=True)
+            pipe.zrem(self.due_key, iid)
+            await pipe.execute()
 
     async def take_inbox(self, iid: str, token: str) -> int:
         """Move raised events into the history (lease holder only); how many there were."""
@@ -243,45 +259,44 @@ class InstanceStore:
 
     async def raise_event(self, iid: str, event: dict[str, Any]) -> bool:
         """Queue an external event for a running instance and make it due; False if it is not running."""
-        return bool(
-            await self.redis.eval(
-                _RAISE, 3, self._meta(iid), self._inbox(iid), self.due_key, iid, json.dumps(event)
-            )
-        )
+        if not await self.redis.eval(_RAISE, 2, self._meta(iid), self._inbox(iid), json.dumps(event)):
+            return False
+        await self.redis.zadd(self.due_key, {iid: 0})
+        return True
 
     async def notify_parent(self, parent_id: str, child_id: str, event: dict[str, Any]) -> bool:
         """Queue a sub-orchestration's end for its running parent, once per child; False when the
         parent is not running or was told already."""
-        return bool(
+        told = int(
             await self.redis.eval(
                 _NOTIFY,
-                4,
+                3,
                 self._meta(parent_id),
                 self._inbox(parent_id),
-                self.due_key,
                 self._notified(parent_id),
-                parent_id,
                 child_id,
                 json.dumps(event),
             )
         )
+        if told:
+            await self.redis.zadd(self.due_key, {parent_id: 0})
+        return told == 1
 
     async def restart(self, iid: str, token: str, input_json: str, events: list[dict[str, Any]]) -> None:
         """Continue-as-new: replace the history with `events` and the input with `input_json`."""
         ok = await self.redis.eval(
             _RESTART,
-            4,
+            3,
             self._lease(iid),
             self._history(iid),
             self._meta(iid),
-            self.due_key,
             token,
-            iid,
             input_json,
             *[json.dumps(e) for e in events],
         )
         if not ok:
             raise LeaseLost(iid)
+        await self.redis.zadd(self.due_key, {iid: 0})
 
     async def failed(self, limit: int = 1000) -> list[Instance]:
         """Failed instances not yet replayed, oldest first."""

@@ -62,7 +62,11 @@ class PendingSteps:
         calls: list[PendingCall],
         local_results: dict[str, str],
     ) -> None:
-        """Record the step before any action is queued, so the fastest update finds it."""
+        """Record the step before any action is queued, so the fastest update finds it.
+
+        Two steps: the step (its conversation's hash slot, atomic), then each action's pointer to
+        it (a key of its own; on a cluster spread over the nodes). A crash between queues nothing,
+        so an unfinished registration only expires."""
         step_key, results_key = redis_keys.step(cid, step_id), redis_keys.step_results(cid, step_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
@@ -78,7 +82,13 @@ class PendingSteps:
             for call in calls:
                 if call.tool_call_id in local_results:
                     pipe.hset(results_key, call.tool_call_id, local_results[call.tool_call_id])
-                    continue
+            pipe.expire(results_key, self._ttl_s)
+            await pipe.execute()
+        queued = [call for call in calls if call.tool_call_id not in local_results]
+        if not queued:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in queued:
                 key = redis_keys.action(call.action_id)
                 pipe.hset(
                     key,
@@ -90,7 +100,6 @@ class PendingSteps:
                     },
                 )
                 pipe.expire(key, self._ttl_s)
-            pipe.expire(results_key, self._ttl_s)
             await pipe.execute()
 
     async def action(self, action_id: str) -> ActionInfo | None:

@@ -250,8 +250,10 @@ class ConversationStore:
                 redis_keys.busy(cid),
                 redis_keys.cancel(cid),
             )
-            pipe.zrem(redis_keys.user_conversations(conversation.user_id), cid)
             await pipe.execute()
+        # The user's index is in another hash slot: a second step. If it never runs, `page` drops
+        # the entry when it meets it (the conversation is gone).
+        await self._redis.zrem(redis_keys.user_conversations(conversation.user_id), cid)
 
     async def begin_turn(
         self, cid: str, turn_id: str, messages: list[dict[str, Any]], *, max_messages: int, busy_ttl_s: int
