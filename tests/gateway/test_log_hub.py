@@ -10,17 +10,22 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from agent_contracts.events import TokenEvent
+from agent_contracts.redis_connection import connect
 from local_stack import processes
-from streaming_gateway.state import log_hub
+from streaming_gateway.state import log_hub, redis_keys
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.log_follower import Follower
 from streaming_gateway.state.log_hub import BATCH, LogEntry, Subscription
 from streaming_gateway.state.stream_log import StreamLog
+from tests.fixtures.services import ON_BOTH, ON_CLUSTER, ON_SERVER
 from tests.polling import eventually
+
+pytestmark = ON_BOTH
 
 
 class _NoAnswers:
@@ -39,7 +44,7 @@ async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
 @pytest.fixture
 async def other_pod(redis_url: str) -> AsyncIterator[StreamLog]:
     """Another pod's stream log: its own Redis client and hub; its appends reach this pod only via Redis."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = await connect(redis_url, decode_responses=True)
     log = StreamLog(client, maxlen=10_000, ttl_s=600)
     yield log
     await log.close()
@@ -165,6 +170,7 @@ async def test_slow_follower_costs_one_bounded_batch(
     assert got == list(range(2, 5 * BATCH + 2))
 
 
+@ON_SERVER  # the pool of 4 is a single server's; a cluster client has one pool per node
 async def test_idle_followers_share_the_pods_connections(aredis: aioredis.Redis, redis_url: str) -> None:
     """200 idle followers on a pod whose pool has 4 connections all follow, and an event for any of
     them arrives: none holds a connection while it waits."""
@@ -325,6 +331,7 @@ async def test_reader_reads_for_a_new_follower_at_once_after_an_outage(
     await client.aclose()
 
 
+@ON_SERVER  # on a cluster readers go by hash slot (the next test)
 async def test_readers_take_a_bounded_share_of_the_conversations(
     aredis: aioredis.Redis, pod: StreamLog, other_pod: StreamLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,6 +346,28 @@ async def test_readers_take_a_bounded_share_of_the_conversations(
 
     await eventually(all_following, "7 followers subscribed")
     assert len(pod.hub._readers) == 3
+    for cid in reversed(cids):
+        await other_pod.append(cid, *tokens(cid, "x", "y"))
+    for got in await asyncio.gather(*readers):
+        assert [e.id for e in got] == [1, 2]
+
+
+@ON_CLUSTER
+async def test_on_a_cluster_readers_go_by_hash_slot(
+    aredis: aioredis.Redis, pod: StreamLog, other_pod: StreamLog
+) -> None:
+    """On a cluster each reader's XREAD names the conversations of one hash slot (a cluster refuses
+    more), and followers of conversations on every node get what another pod appends."""
+    cids = [await new_conversation(aredis) for _ in range(12)]
+    readers = [asyncio.create_task(collect(follower(pod, cid), 0, 2)) for cid in cids]
+
+    async def all_following() -> bool:
+        return pod.hub.followed() == 12
+
+    await eventually(all_following, "12 followers subscribed")
+    slots = {key_slot(redis_keys.event_log(cid).encode()) for cid in cids}
+    assert {reader.slot for reader in pod.hub._readers} == slots
+    assert len({aredis.get_node_from_key(redis_keys.event_log(cid)).port for cid in cids}) > 1
     for cid in reversed(cids):
         await other_pod.append(cid, *tokens(cid, "x", "y"))
     for got in await asyncio.gather(*readers):

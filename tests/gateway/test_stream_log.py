@@ -8,24 +8,29 @@ import pytest
 import redis.asyncio as aioredis
 
 from agent_contracts.events import TokenEvent
+from agent_contracts.redis_connection import connect
 from streaming_gateway.errors import ConversationGone
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.stream_log import StreamLog
+
+IN_FLIGHT = 10
 
 
 async def test_concurrent_appends_get_consecutive_ids(aredis: aioredis.Redis, redis_url: str) -> None:
     """300 appends racing from 3 clients (as from 3 pods) get ids 1..300, and the log is in id order."""
     store = ConversationStore(aredis, ttl_s=600)
     conversation = await store.create("alice", "default@000000000000")
-    clients = [
-        aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=200) for _ in range(3)
-    ]
+    # Ten appends in flight per client, on ten connections each: racing, without opening hundreds
+    # of connections (which a loaded machine answers with timeouts, not with a race).
+    clients = [await connect(redis_url, decode_responses=True, max_connections=IN_FLIGHT) for _ in range(3)]
     writers = [StreamLog(client, maxlen=10_000, ttl_s=600) for client in clients]
+    slots = [asyncio.Semaphore(IN_FLIGHT) for _ in clients]
 
     async def write(log: StreamLog, index: int) -> int:
-        return await log.append(
-            conversation.id, TokenEvent(id=1, conversation_id=conversation.id, text=f"t{index}")
-        )
+        async with slots[index % 3]:
+            return await log.append(
+                conversation.id, TokenEvent(id=1, conversation_id=conversation.id, text=f"t{index}")
+            )
 
     ids = await asyncio.gather(*(write(writers[i % 3], i) for i in range(300)))
     for client in clients:
