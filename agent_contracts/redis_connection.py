@@ -34,7 +34,7 @@ REDIS_MODES: tuple[RedisMode, ...] = ("auto", "standalone", "cluster")
 AnyRedis: TypeAlias = "aioredis.Redis | RedisCluster"
 
 
-class RedisConnectionError(RuntimeError):
+class RedisConnectionError(RedisConnectionFailure):
     """Redis could not be asked which mode it runs in; the message names the URL's host."""
 
 
@@ -50,8 +50,9 @@ async def cluster_enabled(url: str, *, probe_timeout: float = 3.0) -> bool:
     return bool(int(info.get("cluster_enabled", 0)))
 
 
-def redis_mode(env: Env) -> RedisMode:
+def redis_mode(environ: Mapping[str, str] | None = None) -> RedisMode:
     """REDIS_MODE: `auto` (ask the server), `standalone` or `cluster`; every deployable reads it."""
+    env = Env(environ)
     mode = env.choice("REDIS_MODE", "auto", REDIS_MODES)
     return "cluster" if mode == "cluster" else "standalone" if mode == "standalone" else "auto"
 
@@ -89,7 +90,7 @@ async def connect(url: str, mode: RedisMode = "auto", **options: Any) -> AnyRedi
 
 async def connect_from_env(url: str, environ: Mapping[str, str] | None = None, **options: Any) -> AnyRedis:
     """`connect` in the mode REDIS_MODE names (command-line tools: they fail at once if Redis is down)."""
-    return await connect(url, redis_mode(Env(environ)), **options)
+    return await connect(url, redis_mode(environ), **options)
 
 
 async def open_redis(url: str, mode: RedisMode = "auto", **options: Any) -> AnyRedis:

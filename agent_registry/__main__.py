@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from redis.exceptions import RedisError
 
 from agent_contracts.redis_connection import AnyRedis, connect_from_env
+from agent_contracts.settings import SettingsError
 from agent_registry.canary import Policy, analyze, render
 from agent_registry.errors import RegistryError, RegistryUnavailable
 from agent_registry.loader import read_document
@@ -92,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    client = await connect_from_env(args.redis_url, decode_responses=True, socket_connect_timeout=3)
+    try:
+        client = await connect_from_env(args.redis_url, decode_responses=True, socket_connect_timeout=3)
+    except SettingsError as exc:
+        print(f"agent_registry: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        print(f"agent_registry: Redis at {args.redis_url} is unreachable: {exc}", file=sys.stderr)
+        return 3
     registry = AgentRegistry(client)
     try:
         if args.command == "publish":

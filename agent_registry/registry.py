@@ -296,7 +296,12 @@ class AgentRegistry:
         ids = [_text(v) for v in await self._call(self._redis.zrange(keys.history(agent), 0, -1))]
         if not ids:
             return []
-        raws = await self._call(self._redis.mget([keys.version(v) for v in ids]))
+        # Records live in their own hash slots (MGET on a cluster takes one slot): a pipeline of
+        # GETs, one round trip per node; records never change, so nothing needs them read together.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for v in ids:
+                pipe.get(keys.version(v))
+            raws = await self._call(pipe.execute())
         return [PublishedVersion.from_record(raw) for raw in raws if raw is not None]
 
     async def history_between(self, agent: str, start: str, end: str) -> list[str]:

@@ -87,7 +87,7 @@ class Settings:
             servicebus_actions_queue=env.str("SERVICEBUS_ACTIONS_QUEUE", "actions"),
             servicebus_updates_queue=env.str("SERVICEBUS_UPDATES_QUEUE", "action-updates"),
             redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")),
-            redis_mode=redis_mode(env),
+            redis_mode=redis_mode(environ),
             applicationinsights_connection_string=env.str("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             tickets_service_url=env.url("TICKETS_SERVICE_URL", DEFAULT_TICKETS_URL),
             dispatch_timeout_s=env.float("DISPATCH_TIMEOUT_SECONDS", 10.0, minimum=0.1),

@@ -1,6 +1,7 @@
 """`make dev`: the whole system on loopback, in the foreground, on embedded defaults.
 
-Starts what is not already there (Redis when nothing answers on REDIS_URL, the scripted
+Starts what is not already there (Redis when nothing answers on REDIS_URL, a local 3-node Redis
+Cluster instead with REDIS_MODE=cluster, the scripted
 upstream when no OpenAI key is set, the action pipeline: Azurite, the Cosmos DB server, the sample
 tickets backend and the local action worker), then the gateway. Before it starts anything it checks
 that every port it will listen on is free, and names each one in use with what to do. Ctrl-C (or
@@ -19,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from urllib.parse import urlparse
 
 from agent_contracts.settings import Env, SettingsError
 from local_stack import pipeline_state, processes
+from local_stack.redis_cluster import LocalRedisCluster
 
 log = logging.getLogger("local_stack")
 
@@ -232,6 +235,27 @@ def pipeline_ports(services: list[processes.Service], settings: DevSettings) -> 
     return needs
 
 
+def local_cluster(env: dict[str, str], settings: DevSettings | None = None) -> LocalRedisCluster | None:
+    """With REDIS_MODE=cluster and nothing answering on a loopback REDIS_URL: a 3-node cluster on free
+    ports, started now (env's REDIS_URL then names one of its nodes); None otherwise."""
+    url = urlparse(env["REDIS_URL"])
+    if Env(env).choice("REDIS_MODE", "auto", ("auto", "standalone", "cluster")) != "cluster":
+        return None
+    if url.hostname not in {"127.0.0.1", "localhost"} or processes.port_answers(url.port or 6379):
+        return None
+    settings = settings or DevSettings.from_env(env)
+    data = settings.state_dir / "redis-cluster"
+    data.mkdir(parents=True, exist_ok=True)
+    cluster = LocalRedisCluster(primaries=3, data_dir=Path(tempfile.mkdtemp(dir=data)), log_dir=data)
+    log.info("REDIS_MODE=cluster: starting a local 3-node Redis Cluster")
+    cluster.start()
+    env["REDIS_URL"] = cluster.url
+    log.info(
+        "Redis Cluster nodes on 127.0.0.1:%s; REDIS_URL=%s", ",".join(map(str, cluster.ports)), cluster.url
+    )
+    return cluster
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -239,11 +263,13 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s local_stack %(levelname)s %(message)s")
     started: list[processes.Service] = []
+    cluster: LocalRedisCluster | None = None
     # SIGTERM (`kill`, `timeout`) and SIGHUP (the terminal closed) stop the stack like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     try:
         env = dev_environment()
+        cluster = local_cluster(env)
         services, needs = plan(env)
         check_ports(needs)
         for service in services:
@@ -277,6 +303,8 @@ def main() -> int:
             signal.signal(signum, signal.SIG_IGN)
         for service in reversed(started):
             service.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

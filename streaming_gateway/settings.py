@@ -111,7 +111,7 @@ class Settings:
             host=env.str("GATEWAY_HOST", "127.0.0.1"),
             port=env.int("GATEWAY_PORT", 8080, minimum=0, maximum=65535),
             redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")),
-            redis_mode=redis_mode(env),
+            redis_mode=redis_mode(environ),
             openai_api_key=env.str("OPENAI_API_KEY"),
             openai_base_url=env.url("OPENAI_BASE_URL"),
             azure_openai_endpoint=env.url("AZURE_OPENAI_ENDPOINT", schemes=("https", "http")),

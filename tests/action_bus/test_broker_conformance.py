@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from action_bus.redis_streams import StreamQueue
+from agent_contracts.redis_connection import connect
 
 MAX_DELIVERIES = 3
 
@@ -139,7 +140,7 @@ class ServiceBusBroker:
 @pytest.fixture(params=["local", "servicebus"])
 async def broker(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Broker]:
     if request.param == "local":
-        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        redis = await connect(redis_url, decode_responses=True)
         yield LocalBroker(redis, f"conformance-{uuid.uuid4().hex[:8]}")
         await redis.aclose()
         return

@@ -110,11 +110,11 @@ async def test_invalid_update_is_dead_lettered_not_returned(aredis: aioredis.Red
 
 CONSUME_AND_HANG = r"""
 import asyncio, sys
-import redis.asyncio as aioredis
 from action_bus.redis_streams import StreamQueue
+from agent_contracts.redis_connection import connect
 
 async def main():
-    queue = StreamQueue(aioredis.Redis.from_url(sys.argv[1]), "actions", "workers", "doomed")
+    queue = StreamQueue(await connect(sys.argv[1]), "actions", "workers", "doomed")
     got = await queue.receive(1, wait_s=5)
     print("received", got[0].message_id, flush=True)
     await asyncio.Event().wait()  # never acks: killed here

@@ -20,6 +20,7 @@ from agent_registry import (
 )
 from agent_registry.registry import MAX_PREVIOUS
 from tests.agent_registry.conftest import DEFAULT_CONFIG
+from tests.fixtures.services import ON_SERVER
 
 
 def _variant(document: dict[str, Any], n: int, **changes: Any) -> dict[str, Any]:
@@ -142,6 +143,7 @@ async def test_store_polls_at_most_once_per_interval(
     assert (await store.active()).version == first.version
 
 
+@ON_SERVER  # stops the single server
 async def test_store_keeps_serving_when_redis_goes_away(registry: AgentRegistry, redis_service) -> None:
     """With Redis down, the last active config keeps serving; a cold store reports unavailability."""
     store = RegistryConfigStore(registry, "default", poll_interval_s=0)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from agent_contracts.redis_connection import connect
 from agent_registry import AgentRegistry, read_document
 from evaluation.bisect import bisect_versions, render
 from evaluation.errors import UnknownMetric
@@ -148,7 +149,7 @@ def test_bisect_command(redis_url: str) -> None:
     import asyncio
 
     async def prepare() -> list[str]:
-        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        client = await connect(redis_url, decode_responses=True)
         try:
             versions = await _history(AgentRegistry(client), 3)
             metrics = OnlineMetrics(client)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent_contracts.redis_connection import connect
 from agent_registry import read_document, version_of
 from evaluation.cases import load_cases
 from evaluation.harness import in_process_gateway
@@ -128,13 +129,11 @@ async def test_turn_can_wait_for_its_actions(
     Streams bus and reports success through the real update sink, as the worker would."""
     import asyncio
 
-    import redis.asyncio as aioredis
-
     from action_bus.local import RedisUpdateSink
     from agent_contracts import ActionRequest, ActionResult, ActionStatus
 
     async def stand_in_worker(stop: asyncio.Event) -> None:
-        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        client = await connect(redis_url, decode_responses=True)
         done: set[str] = set()
         try:
             while not stop.is_set():

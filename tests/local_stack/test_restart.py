@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from tests.fixtures.services import ON_BOTH
 from tests.local_stack.dev_stack import DevStack, free_ports
 from tests.polling import eventually
 
@@ -35,6 +36,7 @@ def last_answer(stored: dict[str, Any]) -> str:
     return answers[-1]["content"] if answers else ""
 
 
+@ON_BOTH  # the whole pipeline (gateway, outbox, broker, worker, state clearing) on a cluster too
 async def test_restart_mid_action_leaves_a_consistent_stack(
     tmp_path: Path, redis_url: str, aredis: aioredis.Redis, stacks: list[DevStack]
 ) -> None:
