@@ -3,9 +3,10 @@
 `REDIS_URL` names any node. In `auto` mode the server is asked (`INFO cluster`) whether cluster
 mode is on, and the matching client is built: redis-py's `RedisCluster` follows MOVED/ASK
 redirections and routes each command to the node owning its key's hash slot, which a plain
-client cannot. `standalone` and `cluster` skip the question (a proxy in front of a cluster, e.g.
-Azure Managed Redis with the Enterprise cluster policy, looks like one server and must be used
-as one).
+client cannot. `standalone` and `cluster` skip the question. `proxy` is a single endpoint in front
+of a sharded store (Azure Managed Redis with the Enterprise cluster policy): it is used through the
+plain client, but a command there may still name keys of one hash slot only, as on a cluster (the
+gateway's log reader then groups its reads by slot).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from agent_contracts.settings import Env
 
 log = logging.getLogger(__name__)
 
-RedisMode: TypeAlias = Literal["auto", "standalone", "cluster"]
-REDIS_MODES: tuple[RedisMode, ...] = ("auto", "standalone", "cluster")
+RedisMode: TypeAlias = Literal["auto", "standalone", "cluster", "proxy"]
+REDIS_MODES: tuple[RedisMode, ...] = ("auto", "standalone", "cluster", "proxy")
 
 #: Either client: they share the command API the services use (with cluster rules on keys).
 AnyRedis: TypeAlias = "aioredis.Redis | RedisCluster"
@@ -51,10 +52,10 @@ async def cluster_enabled(url: str, *, probe_timeout: float = 3.0) -> bool:
 
 
 def redis_mode(environ: Mapping[str, str] | None = None) -> RedisMode:
-    """REDIS_MODE: `auto` (ask the server), `standalone` or `cluster`; every deployable reads it."""
+    """REDIS_MODE: `auto` (ask the server), `standalone`, `cluster` or `proxy`; every deployable reads it."""
     env = Env(environ)
     mode = env.choice("REDIS_MODE", "auto", REDIS_MODES)
-    return "cluster" if mode == "cluster" else "standalone" if mode == "standalone" else "auto"
+    return next(m for m in REDIS_MODES if m == mode)
 
 
 def build(url: str, use_cluster: bool, *, pool_timeout: float | None = None, **options: Any) -> AnyRedis:

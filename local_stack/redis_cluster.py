@@ -125,6 +125,41 @@ class LocalRedisCluster:
             info = client.cluster("info")
         return str(info.get("cluster_state", "")) if isinstance(info, dict) else ""
 
+    def primary_ports(self) -> list[int]:
+        return [port for port in self.ports if self._role(port) == "master"]
+
+    def fail_over(self, primary_port: int, timeout: float = 30.0) -> int:
+        """Promote a replica of the primary on `primary_port` (`CLUSTER FAILOVER`: coordinated, the
+        replica catches up first, so no acknowledged write is lost); returns the new primary's port
+        once every node agrees the cluster is ok again."""
+        replica = next(
+            (p for p in self.ports if p != primary_port and self._master_port(p) == primary_port), None
+        )
+        if replica is None:
+            raise processes.ServiceStartError("redis-cluster", f"no replica of 127.0.0.1:{primary_port}")
+        with redis.Redis(host="127.0.0.1", port=replica) as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._role(replica) == "master" and self._role(primary_port) == "slave":
+                self._wait_ok(max(1.0, deadline - time.monotonic()))
+                return replica
+            time.sleep(0.1)
+        raise processes.ServiceStartError(
+            "redis-cluster", f"failover of {primary_port} not done in {timeout:.0f}s"
+        )
+
+    @staticmethod
+    def _role(port: int) -> str:
+        with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
+            return str(client.info("replication").get("role", ""))
+
+    @staticmethod
+    def _master_port(port: int) -> int | None:
+        with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
+            info = client.info("replication")
+        return int(info["master_port"]) if info.get("role") == "slave" else None
+
     def flush(self) -> None:
         """Empty every primary (FLUSHALL goes to one node only)."""
         for port in self.ports:

@@ -131,7 +131,12 @@ async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, redis, metrics = app[settings_key], app[redis_key], app[metrics_key]
-    stream_log = StreamLog(redis, maxlen=settings.event_log_maxlen, ttl_s=settings.event_log_ttl_s)
+    stream_log = StreamLog(
+        redis,
+        maxlen=settings.event_log_maxlen,
+        ttl_s=settings.event_log_ttl_s,
+        by_slot=settings.redis_mode == "proxy",  # one hash slot per command behind a cluster proxy
+    )
     answers = RunningAnswers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
     app[engine_key] = ChatEngine(
         settings=settings,

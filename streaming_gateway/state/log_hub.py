@@ -30,7 +30,8 @@ On a Redis Cluster one command may name keys of one hash slot only, so there a r
 conversations of one slot (its wake stream is tagged into that slot too) and its XREAD goes, through
 the cluster client, to the node owning the slot (following MOVED and failovers). That costs a reader
 per followed slot rather than per SHARD_SIZE conversations: fine for thousands of streams per pod,
-not for the 10,000 the single-server layout carries on 40 connections.
+not for the 10,000 the single-server layout carries on 40 connections. Behind a cluster proxy
+(REDIS_MODE=proxy) the same grouping applies on the plain client.
 """
 
 from __future__ import annotations
@@ -151,8 +152,10 @@ class Subscription:
 class LogHub:
     """The pod's followers by conversation, the local hand-off, and the reader task."""
 
-    def __init__(self, redis: Redis, *, block_ms: int = READ_BLOCK_MS) -> None:
+    def __init__(self, redis: Redis, *, block_ms: int = READ_BLOCK_MS, by_slot: bool = False) -> None:
         self._redis = redis
+        #: Group reads by hash slot although the client is a plain one (REDIS_MODE=proxy).
+        self._by_slot = by_slot
         self._block_ms = block_ms
         self._subs: dict[str, set[Subscription]] = {}
         #: Per followed conversation: the highest id this pod has seen (read or handed over).
@@ -234,7 +237,8 @@ class LogHub:
     def _assign(self, conversation_id: str) -> None:
         """Give a newly followed conversation to a reader with room (a new one when all are full);
         on a cluster, to one reading the conversation's hash slot."""
-        slot = key_slot(redis_keys.event_log(conversation_id).encode()) if is_cluster(self._redis) else None
+        by_slot = self._by_slot or is_cluster(self._redis)
+        slot = key_slot(redis_keys.event_log(conversation_id).encode()) if by_slot else None
         reader = next(
             (r for r in self._readers if r.slot == slot and len(r.conversations) < SHARD_SIZE), None
         )

@@ -57,13 +57,13 @@ def _payload(event: Event) -> str:
 
 
 class StreamLog:
-    def __init__(self, redis: Redis, *, maxlen: int, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, maxlen: int, ttl_s: int, by_slot: bool = False) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._ttl_s = ttl_s
         self._append = redis.register_script(_APPEND)
         #: This pod's followers of any conversation, fed by the appends made here and by one reader.
-        self.hub = LogHub(redis)
+        self.hub = LogHub(redis, by_slot=by_slot)
         #: The pod's watcher and stream-slot leases, renewed together.
         self.leases = LeaseKeeper(redis)
 

@@ -22,6 +22,10 @@ import redis.asyncio as aioredis
 
 from action_bus.redis_streams import StreamQueue
 from agent_contracts.redis_connection import connect
+from tests.fixtures.services import ON_BOTH
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 MAX_DELIVERIES = 3
 

@@ -13,8 +13,12 @@ from action_bus.local import RedisStreamsActionBus
 from action_bus.outbox import Outbox
 from action_bus.redis_streams import StreamQueue
 from local_stack import processes
+from tests.fixtures.services import ON_BOTH
 from tests.function_app.helpers import make_request
 from tests.polling import eventually
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 
 async def bus_depth(bus_redis: aioredis.Redis) -> int:

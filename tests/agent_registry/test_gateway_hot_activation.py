@@ -19,6 +19,10 @@ from streaming_gateway.app import create_app
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from tests.agent_registry.conftest import DEFAULT_CONFIG
+from tests.fixtures.services import ON_BOTH
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 SECRET = "registry-tests-secret-0123456789abcdef-xyz"
 

@@ -20,7 +20,10 @@ from agent_registry import (
 )
 from agent_registry.registry import MAX_PREVIOUS
 from tests.agent_registry.conftest import DEFAULT_CONFIG
-from tests.fixtures.services import ON_SERVER
+from tests.fixtures.services import ON_BOTH, ON_SERVER
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 
 def _variant(document: dict[str, Any], n: int, **changes: Any) -> dict[str, Any]:

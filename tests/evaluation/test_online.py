@@ -17,6 +17,10 @@ from evaluation.bisect import bisect_versions, render
 from evaluation.errors import UnknownMetric
 from observability.errors import InvalidFeedback
 from observability.online import OnlineMetrics, feedback_key, version_key
+from tests.fixtures.services import ON_BOTH
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,11 @@ from function_app.runtime import Runtime
 from function_app.worker import history as h
 from function_app.worker.engine import Engine, RedisStarter, now, registered_functions
 from function_app.worker.instances import InstanceStore
+from tests.fixtures.services import ON_BOTH
 from tests.function_app.helpers import make_request
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 
 def engine_for(aredis: aioredis.Redis) -> Engine:

@@ -20,10 +20,14 @@ from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.actions import utcnow
 from streaming_gateway.keys import settings_key
 from tests.fixtures.gateway import Gateway, upstream_stats
+from tests.fixtures.services import ON_BOTH
 from tests.gateway.helpers import data, read_events
 from tests.gateway.helpers import read_until as read_events_until
 from tests.gateway.sse_client import SseEvent, SseParser
 from tests.polling import eventually
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 SSE = {"Accept": "text/event-stream"}
 TICKET_SCRIPT = [

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from tests.fixtures.gateway import Gateway, StartGateway, upstream_stats
+from tests.fixtures.services import ON_BOTH
 from tests.gateway.helpers import data, read_events
 from tests.polling import eventually
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 SSE = {"Accept": "text/event-stream"}
 LONG = [{"match": "", "tokens": 2000, "token_delay_ms": 10}]

@@ -10,6 +10,10 @@ from streaming_gateway.keys import redis_key
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import ConversationStore
 from tests.fixtures.gateway import Gateway
+from tests.fixtures.services import ON_BOTH
+
+#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
+pytestmark = ON_BOTH
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -372,3 +372,26 @@ async def test_on_a_cluster_readers_go_by_hash_slot(
         await other_pod.append(cid, *tokens(cid, "x", "y"))
     for got in await asyncio.gather(*readers):
         assert [e.id for e in got] == [1, 2]
+
+
+@ON_SERVER
+async def test_behind_a_cluster_proxy_readers_go_by_hash_slot(
+    aredis: aioredis.Redis, other_pod: StreamLog
+) -> None:
+    """REDIS_MODE=proxy (one endpoint, cluster rules on keys): readers group by slot on the plain client too."""
+    pod = StreamLog(aredis, maxlen=10_000, ttl_s=600, by_slot=True)
+    cids = [await new_conversation(aredis) for _ in range(6)]
+    readers = [asyncio.create_task(collect(follower(pod, cid), 0, 1)) for cid in cids]
+
+    async def all_following() -> bool:
+        return pod.hub.followed() == 6
+
+    await eventually(all_following, "6 followers subscribed")
+    assert {reader.slot for reader in pod.hub._readers} == {
+        key_slot(redis_keys.event_log(cid).encode()) for cid in cids
+    }
+    for cid in cids:
+        await other_pod.append(cid, *tokens(cid, "x"))
+    for got in await asyncio.gather(*readers):
+        assert [e.id for e in got] == [1]
+    await pod.close()
