@@ -59,6 +59,9 @@ class ErrorEvent(_Event):
     code: str
     message: str
     retryable: bool = False
+    #: The request parameter at fault, when the client's own (an upstream's 400 about a parameter
+    #: the client passed through): the OpenAI API answers it as a 400 naming it.
+    param: str | None = None
 
 
 StreamEvent = Annotated[

@@ -82,6 +82,11 @@ class ErrorSpec(BaseModel):
     status: int = 500
     message: str = "scripted upstream error"
     retry_after: float | None = None
+    #: OpenAI's error fields, as a provider fills them for a request it refuses (e.g. a 400 naming
+    #: the parameter at fault).
+    type: str = "server_error"
+    param: str | None = None
+    code: str | None = None
 
 
 class Rule(BaseModel):

@@ -51,9 +51,15 @@ state_key = web.AppKey("state", UpstreamState)
 
 
 def _error(
-    status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
 ) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -93,7 +99,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     rule = script.pick(messages)
     if rule.error is not None:
         headers = {"Retry-After": str(rule.error.retry_after)} if rule.error.retry_after is not None else None
-        return _error(rule.error.status, rule.error.message, "server_error", headers)
+        spec = rule.error
+        return _error(spec.status, spec.message, spec.type, headers, param=spec.param, code=spec.code)
 
     model = body.get("model") or request.match_info.get("deployment") or "scripted"
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")

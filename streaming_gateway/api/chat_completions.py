@@ -108,7 +108,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 completion.add(entry)
         return web.json_response(
             completion.as_json(),
-            status=502 if completion.error else 200,
+            status=completion.error_status if completion.error else 200,
             headers={"X-Conversation-Id": conversation.id},
         )
 
@@ -261,13 +261,33 @@ async def _stream(
             "X-Conversation-Id": follower.conversation_id,
         }
     )
-    await response.prepare(request)
+
+    async def start() -> None:
+        if not response.prepared:
+            await response.prepare(request)
+            await response.write(comment_bytes("connected"))
+            await response.write(completion.chunk({"role": "assistant", "content": ""}))
+
     try:
-        await response.write(comment_bytes("connected"))
-        await response.write(completion.chunk({"role": "assistant", "content": ""}))
         # The entries already in hand go out in one write (one syscall, not one per token).
         out: list[bytes] = []
         async for entry in follower.entries(after, until_end=False, until_step_end=True):
+            if not response.prepared:
+                # The response starts with the first event (or heartbeat): a model refusing a
+                # parameter the client passed does so before any token, and that is a 400, as the
+                # API answers it, not an error inside a 200 stream.
+                if entry is not None and entry.type == "error":
+                    completion.add(entry)
+                    if completion.error_status == 400:
+                        return web.json_response(
+                            {"error": completion.error},
+                            status=400,
+                            headers={"X-Conversation-Id": follower.conversation_id},
+                        )
+                await start()
+                if completion.error is not None:
+                    out.append(completion.error_event())
+                    continue
             if entry is None:
                 await response.write(comment_bytes("keep-alive"))
                 continue
@@ -285,6 +305,7 @@ async def _stream(
             if out and (not follower.ready or entry.type in {"message_end", "error"}):
                 await response.write(b"".join(out))
                 out.clear()
+        await start()  # the stream stopped (shutdown) before anything came
         if out:
             await response.write(b"".join(out))
         await response.write_eof()
@@ -299,6 +320,7 @@ async def _stream(
             "param": None,
         }
         with contextlib.suppress(ConnectionResetError):
+            await start()
             await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
             await response.write_eof()
     return response

@@ -62,11 +62,12 @@ class Completion:
             self.tool_calls.append(call)
             return {"tool_calls": [{"index": len(self.tool_calls) - 1, **call}]}
         if entry.type == "error":
+            param = event.get("param")
             self.error = {
                 "message": event["message"],
-                "type": "server_error",
+                "type": "invalid_request_error" if param else "server_error",
                 "code": event["code"],
-                "param": None,
+                "param": param,
             }
         elif entry.type == "message_end":
             self.ended = True
@@ -98,6 +99,11 @@ class Completion:
 
     def usage_chunk(self) -> bytes:
         return _data({**self._envelope(), "choices": [], "usage": self.usage_or_zero()})
+
+    @property
+    def error_status(self) -> int:
+        """The HTTP status of the error: 400 when it names the client's parameter, else 502."""
+        return 400 if self.error is not None and self.error.get("param") else 502
 
     def error_event(self) -> bytes:
         return _data({"error": self.error})

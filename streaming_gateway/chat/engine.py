@@ -185,6 +185,7 @@ class ChatEngine:
                 ),
                 max_tokens_field=overrides.max_tokens_field,
                 options=overrides.options,
+                client_params=overrides.client_params(),
             )
             finish: Finish | None = None
             telemetry.model_call(request)
@@ -258,6 +259,7 @@ class ChatEngine:
                         code=exc.code,
                         message=str(exc),
                         retryable=exc.retryable,
+                        param=exc.field,
                     ),
                 )
         except (RedisError, OSError, ActionBusError) as exc:

@@ -22,6 +22,17 @@ class Overrides:
     options: dict[str, Any] = field(default_factory=dict)
     traceparent: str | None = None
 
+    def client_params(self) -> frozenset[str]:
+        """The top-level request parameters the client chose for the model."""
+        chosen = set(self.options)
+        if self.max_tokens is not None:
+            chosen.add(self.max_tokens_field)
+        if self.temperature is not None:
+            chosen.add("temperature")
+        if self.client_tools:
+            chosen.add("tools")
+        return frozenset(chosen)
+
     def system_prompt(self, agent_prompt: str) -> str:
         """The agent's system prompt, then the client's system text (when there is one)."""
         if not self.client_system:

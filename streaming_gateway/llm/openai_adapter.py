@@ -19,6 +19,7 @@ from streaming_gateway.llm.port import (
     ChatDelta,
     ChatRequest,
     Finish,
+    LLMBadParameter,
     LLMError,
     LLMRejected,
     LLMTimeout,
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 #: The scripted upstream needs no key, but the SDK refuses to start without one.
 SCRIPTED_API_KEY = "scripted-local"
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+#: Upstream statuses that mean "this request is wrong" (not auth, quota or the provider's fault).
+CLIENT_ERROR_STATUSES = frozenset({400, 422})
 
 
 class OpenAIChatModel:
@@ -93,7 +96,7 @@ class OpenAIChatModel:
                 # Leaving the block (the end, a cancel, an early exit) closes the HTTP response:
                 # the upstream sees the disconnect and stops generating.
         except openai.APIError as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, request.client_params) from exc
         # Errors while reading the body, as the SDK's own stream reports them (APITimeoutError,
         # APIConnectionError): its HTTP client's, TLS, and the socket ending mid-read.
         except httpx2.TimeoutException as exc:
@@ -133,16 +136,28 @@ async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
         raise LLMUnavailable("the model's stream ended inside an event")
 
 
-def _translate(exc: openai.APIError) -> LLMError:
+def _translate(exc: openai.APIError, client_params: frozenset[str] = frozenset()) -> LLMError:
     if isinstance(exc, openai.APITimeoutError):
         return LLMTimeout("the model did not answer in time")
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailable(f"could not reach the model: {exc}")
+    if isinstance(exc, openai.APIStatusError) and exc.status_code in CLIENT_ERROR_STATUSES:
+        param = exc.param if isinstance(exc.param, str) else None
+        if param and _top_level(param) in client_params:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+            code = exc.code if isinstance(exc.code, str) else None
+            return LLMBadParameter(str(message), param=param, status_code=exc.status_code, code=code)
     if isinstance(exc, openai.APIStatusError):
         return LLMRejected(
             f"the model answered {exc.status_code}: {exc.message}", status_code=exc.status_code
         )
     return LLMUnavailable(f"the model's stream failed: {exc}")
+
+
+def _top_level(param: str) -> str:
+    """`tools[0].function.name` -> `tools`; `response_format.json_schema` -> `response_format`."""
+    return param.split("[", 1)[0].split(".", 1)[0]
 
 
 def create_chat_model(settings: Settings) -> OpenAIChatModel:

@@ -46,6 +46,20 @@ class LLMRejected(LLMError):
         self.retryable = status_code in {408, 409, 429} or (status_code or 500) >= 500
 
 
+class LLMBadParameter(LLMRejected):
+    """The model refused a parameter the client passed through (a 4xx naming it): the client's
+    error, answered as OpenAI would (400 with the upstream's message, code and param)."""
+
+    status, code, kind = 400, "invalid_value", "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str, status_code: int, code: str | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.field = param
+        if code:
+            self.code = code
+        self.retryable = False
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     model: str
@@ -56,6 +70,9 @@ class ChatRequest:
     max_tokens_field: str = "max_tokens"
     #: Further request parameters for the model, passed as they are (seed, stop, response_format...).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The top-level parameters the client chose (OpenAI API): the model refusing one of them is
+    #: the client's error (LLMBadParameter), not the gateway's.
+    client_params: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
