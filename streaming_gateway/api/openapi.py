@@ -125,7 +125,14 @@ def build_spec() -> dict[str, Any]:
                     "201": _json(conversation, "Created"),
                     **common,
                     **json_body,
+                    "403": _error(
+                        "The agent's access does not admit the caller (agent_not_allowed), or the named"
+                        " version is not the agent's current one (operator_role_required)"
+                    ),
                     "409": _error("The caller has as many conversations as allowed (conversation_limit)"),
+                    "422": _error(
+                        "Invalid field; unknown_agent_config or agent_config_withdrawn on agent_config_version"
+                    ),
                 },
             },
             "get": {
@@ -222,7 +229,9 @@ def build_spec() -> dict[str, Any]:
                     },
                     **owned,
                     **json_body,
+                    "403": _error("The conversation's agent no longer admits the caller (agent_not_allowed)"),
                     "409": _error("Busy answering, or the conversation is full"),
+                    "422": _error("Invalid field, or the conversation's version was withdrawn"),
                 },
             },
         },
@@ -259,7 +268,12 @@ def build_spec() -> dict[str, Any]:
                         "content": {**sse, "application/json": {"schema": {"type": "object"}}},
                     },
                     **owned,
-                    "400": _error("Invalid or unsupported parameter (OpenAI's codes)"),
+                    "400": _error(
+                        "Invalid or unsupported parameter (OpenAI's codes), a system message the agent"
+                        " refuses, a tool result for no open tool call, or a parameter the model refused"
+                    ),
+                    "403": _error("The conversation's agent no longer admits the caller (agent_not_allowed)"),
+                    "422": _error("The conversation's version was withdrawn (agent_config_withdrawn)"),
                     "409": _error("Busy answering, or the caller's conversation limit (conversation_limit)"),
                     "413": _error("Body too large"),
                     "502": _error("The model failed"),
