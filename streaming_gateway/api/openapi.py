@@ -131,7 +131,8 @@ def build_spec() -> dict[str, Any]:
                     ),
                     "409": _error("The caller has as many conversations as allowed (conversation_limit)"),
                     "422": _error(
-                        "Invalid field; unknown_agent_config or agent_config_withdrawn on agent_config_version"
+                        "Invalid field; unknown_agent_config or agent_config_withdrawn"
+                        " on agent_config_version"
                     ),
                 },
             },
