@@ -15,6 +15,10 @@ from agent_registry import (
     VersionWithdrawn,
     WithdrawRefused,
 )
+from tests.fixtures.services import ON_BOTH
+
+#: On the single server and on the 3-node cluster (each script touches one agent's slot).
+pytestmark = ON_BOTH
 
 
 async def _publish(registry: AgentRegistry, document: dict[str, Any], n: int) -> str:
