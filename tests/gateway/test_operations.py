@@ -94,7 +94,17 @@ def test_token_command_prints_a_token_the_gateway_accepts() -> None:
     claims = jwt.decode(
         result.stdout.strip(), SECRET, algorithms=["HS256"], audience="gateway", issuer="local"
     )
-    assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 120
+    assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 120 and "roles" not in claims
+    operator = subprocess.run(
+        [sys.executable, "-m", "streaming_gateway.token", "--user", "olga", "--role", "Agents.Operator"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    claims = jwt.decode(operator.stdout.strip(), SECRET, algorithms=["HS256"], audience="gateway")
+    assert claims["roles"] == ["Agents.Operator"]
     bad = subprocess.run(
         [sys.executable, "-m", "streaming_gateway.token", "--user", "alice", "--ttl", "0"],
         cwd=ROOT,
