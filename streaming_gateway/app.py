@@ -40,6 +40,7 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
     app[metrics_key] = metrics or GatewayMetrics()
     app.cleanup_ctx.extend(
         [
+            health.metrics_listener_ctx,
             redis_ctx,
             config_ctx,
             auth_ctx,
@@ -65,6 +66,8 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
         web_client,
     ):
         app.add_routes(module.routes)
+    if not settings.metrics_port:
+        app.router.add_get("/metrics", health.metrics)
     # Tracing outermost: its span covers auth and errors, and records the status the client got.
     app.middlewares.extend([tracing_middleware, error_middleware, auth_middleware])
     return app

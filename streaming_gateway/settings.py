@@ -18,6 +18,9 @@ DEFAULT_AGENT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "agent_conf
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    #: /metrics on a listener of its own (what the pod shows Prometheus only); 0: on the API's.
+    metrics_port: int = 0
+    metrics_host: str | None = None  # GATEWAY_HOST when unset
     redis_url: str = DEFAULT_REDIS_URL
     #: auto: ask the server whether it runs in cluster mode; standalone or cluster force the client.
     redis_mode: RedisMode = "auto"
@@ -85,6 +88,10 @@ class Settings:
     #: Seconds between background canary analyses (one pod per interval); 0 turns the loop off.
     canary_analysis_interval_s: float = 0.0
 
+    # WebSocket sign-in: single-use tickets from POST /v1/ws/tickets; the JWT in the URL only if enabled.
+    ws_ticket_ttl_s: int = 30
+    ws_query_token: bool = False
+
     # Web client (streaming_gateway/web): the local-only dev token endpoint, and MSAL.js for Entra ID.
     dev_token_endpoint: bool = False
     web_entra_client_id: str | None = None
@@ -110,6 +117,8 @@ class Settings:
         settings = cls(
             host=env.str("GATEWAY_HOST", "127.0.0.1"),
             port=env.int("GATEWAY_PORT", 8080, minimum=0, maximum=65535),
+            metrics_port=env.int("GATEWAY_METRICS_PORT", 0, minimum=0, maximum=65535),
+            metrics_host=env.str("GATEWAY_METRICS_HOST"),
             redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")),
             redis_mode=redis_mode(environ),
             openai_api_key=env.str("OPENAI_API_KEY"),
@@ -156,6 +165,8 @@ class Settings:
             orphan_grace_s=env.float("GATEWAY_ORPHAN_GRACE_SECONDS", 5.0, minimum=0.0),
             shutdown_grace_s=env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0),
             canary_analysis_interval_s=env.float("GATEWAY_CANARY_ANALYSIS_SECONDS", 0.0, minimum=0.0),
+            ws_ticket_ttl_s=env.int("GATEWAY_WS_TICKET_TTL_SECONDS", 30, minimum=1, maximum=60),
+            ws_query_token=env.bool("GATEWAY_WS_QUERY_TOKEN", False),
             dev_token_endpoint=env.bool("GATEWAY_DEV_TOKEN_ENDPOINT", False),
             web_entra_client_id=env.str("WEB_ENTRA_CLIENT_ID"),
             web_entra_authority=env.url("WEB_ENTRA_AUTHORITY", schemes=("https",)),
@@ -177,6 +188,8 @@ class Settings:
             raise SettingsError(
                 "GATEWAY_DEV_TOKEN_ENDPOINT", "needs AUTH_JWT_SECRET (it signs local HS256 tokens)"
             )
+        if self.metrics_port and self.metrics_port == self.port:
+            raise SettingsError("GATEWAY_METRICS_PORT", f"must differ from GATEWAY_PORT ({self.port})")
         if self.dev_token_endpoint and not is_loopback_host(self.host):
             raise SettingsError(
                 "GATEWAY_DEV_TOKEN_ENDPOINT",

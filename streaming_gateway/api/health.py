@@ -1,16 +1,21 @@
 """Operational endpoints: /healthz (the process serves), /readyz (dependencies answer and the pod
-takes new streams), /metrics (Prometheus text format)."""
+takes new streams), /metrics (Prometheus text format).
+
+/metrics is served with the API unless GATEWAY_METRICS_PORT is set: then only on a listener of its
+own (`metrics_listener_ctx`), which answers nothing else, so the API port never exposes it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from streaming_gateway.keys import metrics_key, redis_key, streams_key
+from streaming_gateway.keys import metrics_key, redis_key, settings_key, streams_key
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,25 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[metrics_key].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With GATEWAY_METRICS_PORT, a second listener serving only /metrics from the same registry,
+    on GATEWAY_METRICS_HOST (GATEWAY_HOST by default); it stops when the gateway does."""
+    settings = app[settings_key]
+    if not settings.metrics_port:
+        yield
+        return
+    metrics_app = web.Application()
+    metrics_app[metrics_key] = app[metrics_key]
+    metrics_app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    host = settings.metrics_host or settings.host
+    await web.TCPSite(runner, host, settings.metrics_port).start()
+    log.info("metrics on %s:%d", host, settings.metrics_port)
+    yield
+    await runner.cleanup()

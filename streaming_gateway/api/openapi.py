@@ -326,6 +326,7 @@ def build_spec() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "operationId": "metrics",
+                "summary": "Prometheus metrics; on GATEWAY_METRICS_PORT instead when that is set",
                 "security": [],
                 "responses": {
                     "200": {

@@ -162,6 +162,41 @@ def test_gateway_probes_hit_its_health_endpoints(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metrics_have_a_port_of_their_own_that_only_the_sidecar_reads(overlay: str) -> None:
+    """GATEWAY_METRICS_PORT is the container's `metrics` port and the one Istio's metrics merge reads;
+    no Service, NetworkPolicy or AuthorizationPolicy admits anyone to it, so the pod shows its metrics
+    only through the sidecar's merged endpoint that the PodMonitor scrapes."""
+    manifests = rendered(overlay)
+    template = gateway_pod(overlay)
+    metrics_port = int(gateway_settings(overlay)["GATEWAY_METRICS_PORT"])
+    container = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == metrics_port != ports["http"]
+    annotations = template["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == metrics_port
+    assert annotations["prometheus.io/path"] == "/metrics"
+    endpoint = find(manifests, "PodMonitor", "streaming-gateway")[0]["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["path"] == "/stats/prometheus" and endpoint["relabelings"][0]["replacement"] == "$1:15020"
+    service_ports = {p.get("targetPort") for s in find(manifests, "Service") for p in s["spec"]["ports"]}
+    assert not service_ports & {"metrics", metrics_port}
+    admitted = [
+        port["port"]
+        for policy in find(manifests, "NetworkPolicy")
+        for rule in policy["spec"].get("ingress", [])
+        for port in rule.get("ports", [])
+    ]
+    assert metrics_port not in admitted
+    allowed = [
+        port
+        for policy in find(manifests, "AuthorizationPolicy")
+        for rule in policy["spec"]["rules"]
+        for to in rule.get("to", [])
+        for port in to["operation"].get("ports", [])
+    ]
+    assert str(metrics_port) not in allowed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gateway_settings_are_accepted_by_the_gateway(overlay: str) -> None:
     """The ConfigMap, plus the REDIS_URL the pod assembles, passes the gateway's own settings check."""
     from streaming_gateway.settings import Settings
@@ -169,7 +204,7 @@ def test_gateway_settings_are_accepted_by_the_gateway(overlay: str) -> None:
     environ = dict(gateway_settings(overlay))
     environ["REDIS_URL"] = "redis://:0123abcd@redis.agents.svc.cluster.local:6379/0"
     settings = Settings.from_env(environ)
-    assert settings.host == "0.0.0.0"
+    assert settings.host == "0.0.0.0" and settings.metrics_port == 9090
     assert settings.uses_azure_openai and settings.uses_servicebus
     assert settings.auth_jwks_url and settings.auth_jwt_secret is None
 

@@ -111,7 +111,6 @@ def test_gateway_refuses_to_start_with_dev_tokens_on_a_non_loopback_host(host: s
     assert "GATEWAY_DEV_TOKEN_ENDPOINT" in result.stderr and "GATEWAY_HOST" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="/metrics can only be served with the API")
 async def test_metrics_on_their_own_port(start_gateway: StartGateway) -> None:
     """With GATEWAY_METRICS_PORT set, /metrics answers there (Prometheus text) and is 404 on the API port."""
     port = free_port()
