@@ -25,6 +25,7 @@ from observability.online import OnlineMetrics
 from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import RegistryAgentConfigs
 from streaming_gateway.auth.authenticator import Authenticator, JwksCache
+from streaming_gateway.auth.ws_tickets import WsTickets
 from streaming_gateway.chat.action_updates import consume_updates
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.chat.pending_steps import PendingSteps
@@ -44,6 +45,7 @@ from streaming_gateway.keys import (
     settings_key,
     streams_key,
     update_source_key,
+    ws_tickets_key,
 )
 from streaming_gateway.llm.openai_adapter import create_chat_model
 from streaming_gateway.state.client_streams import StreamRegistry
@@ -98,6 +100,7 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
             min_refresh_s=settings.auth_jwks_min_refresh_s,
         )
     app[authenticator_key] = Authenticator(settings, jwks)
+    app[ws_tickets_key] = WsTickets(app[redis_key], ttl_s=settings.ws_ticket_ttl_s)
     yield
     if session is not None:
         await session.close()

@@ -12,6 +12,7 @@ from observability.online import OnlineMetrics
 from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import AgentConfigStore
 from streaming_gateway.auth.authenticator import Authenticator
+from streaming_gateway.auth.ws_tickets import WsTickets
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.llm.port import ChatModel
 from streaming_gateway.metrics import GatewayMetrics
@@ -27,6 +28,7 @@ configs_key = web.AppKey("agent_configs", AgentConfigStore)
 #: The agents each caller may use, as OpenAI model ids.
 catalog_key = web.AppKey("agent_catalog", AgentCatalog)
 authenticator_key = web.AppKey("authenticator", Authenticator)
+ws_tickets_key = web.AppKey("ws_tickets", WsTickets)
 llm_key = web.AppKey("llm", ChatModel)
 engine_key = web.AppKey("engine", ChatEngine)
 online_key = web.AppKey("online_metrics", OnlineMetrics)

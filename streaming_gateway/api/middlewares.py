@@ -11,7 +11,13 @@ from redis.exceptions import RedisError
 from action_bus.ports import ActionBusError
 from streaming_gateway.auth.authenticator import Principal, bearer_token
 from streaming_gateway.errors import GatewayError, RateLimited, Unauthorized, as_gateway_error
-from streaming_gateway.keys import authenticator_key, metrics_key, rate_limiter_key
+from streaming_gateway.keys import (
+    authenticator_key,
+    metrics_key,
+    rate_limiter_key,
+    settings_key,
+    ws_tickets_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(body, status=exc.status, headers=headers)
 
 
+async def authenticate(request: web.Request) -> Principal:
+    """The bearer token; on the WebSocket, which browsers cannot give headers, a ticket from
+    `POST /v1/ws/tickets` instead, and the JWT in `?access_token=` only if GATEWAY_WS_QUERY_TOKEN."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None and request.path == WS_PATH:
+        ticket = request.query.get("ticket")
+        if ticket is not None:
+            return await request.app[ws_tickets_key].redeem(ticket)
+        token = request.query.get("access_token")
+        if token is not None and not request.app[settings_key].ws_query_token:
+            raise Unauthorized(
+                "a token in the URL is not accepted; open the WebSocket with ?ticket= from "
+                "POST /v1/ws/tickets",
+                reason="query_token",
+            )
+    return await request.app[authenticator_key].authenticate(token)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Only the API under /v1/ needs a token: health, metrics, the API description and the web
@@ -62,11 +86,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not request.path.startswith("/v1/"):
         return await handler(request)
     metrics = request.app[metrics_key]
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None and request.path == WS_PATH:
-        token = request.query.get("access_token")  # browsers cannot set headers on a WebSocket
     try:
-        request[PRINCIPAL] = await request.app[authenticator_key].authenticate(token)
+        request[PRINCIPAL] = await authenticate(request)
     except Unauthorized as exc:
         metrics.auth_failures.labels(exc.reason).inc()
         raise

@@ -306,8 +306,33 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 "operationId": "websocket",
                 "summary": "WebSocket (JSON frames of StreamEvent)",
-                "parameters": [{"name": "access_token", "in": "query", "schema": {"type": "string"}}],
+                "description": "Bearer token in Authorization, or a ticket from POST /v1/ws/tickets; "
+                "access_token only where GATEWAY_WS_QUERY_TOKEN is enabled.",
+                "parameters": [
+                    {"name": "ticket", "in": "query", "schema": {"type": "string"}},
+                    {"name": "access_token", "in": "query", "schema": {"type": "string"}},
+                ],
                 "responses": {"101": {"description": "Switching protocols"}, **common},
+            }
+        },
+        "/v1/ws/tickets": {
+            "post": {
+                "operationId": "issueWebSocketTicket",
+                "summary": "A short-lived, single-use ticket that opens one WebSocket (?ticket=)",
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["ticket", "expires_in"],
+                            "properties": {
+                                "ticket": {"type": "string"},
+                                "expires_in": {"type": "integer", "minimum": 1, "maximum": 60},
+                            },
+                        },
+                        "Issued",
+                    ),
+                    **common,
+                },
             }
         },
         "/healthz": {

@@ -34,6 +34,7 @@ from streaming_gateway.keys import (
     rate_limiter_key,
     settings_key,
     streams_key,
+    ws_tickets_key,
 )
 from streaming_gateway.state.client_streams import StreamHandle
 from streaming_gateway.state.conversation_store import new_id
@@ -198,6 +199,15 @@ class WsSession:
                 await asyncio.wait_for(asyncio.shield(self._following), 5)
         last = self._follower.last_id if self._follower is not None else 0
         await self.ws.close(code=WSCloseCode.SERVICE_RESTART, message=f"resume after {last}".encode())
+
+
+@routes.post("/v1/ws/tickets")
+async def issue_ticket(request: web.Request) -> web.Response:
+    """A single-use ticket that opens one WebSocket as the caller: `/v1/ws?ticket=<ticket>`."""
+    ticket, ttl = await request.app[ws_tickets_key].issue(principal(request))
+    return web.json_response(
+        {"ticket": ticket, "expires_in": ttl}, status=201, headers={"Cache-Control": "no-store"}
+    )
 
 
 @routes.get("/v1/ws")

@@ -61,6 +61,11 @@ def user_conversations_pruned(user_id: str) -> str:
     return f"{PREFIX}:user:{{{user_id}}}:convs:pruned"
 
 
+def ws_ticket(user_tag: str, digest: str) -> str:
+    """A WebSocket ticket (by its secret's hash), tagged with its user's tag (auth/ws_tickets.py)."""
+    return f"{PREFIX}:wsticket:{{{user_tag}}}:{digest}"
+
+
 def user_streams(user_id: str) -> str:
     return f"{PREFIX}:user:{{{user_id}}}:streams"
 

@@ -9,16 +9,22 @@ import aiohttp
 import pytest
 
 from agent_contracts import parse_event
+from streaming_gateway.auth.ws_tickets import user_tag
+from streaming_gateway.keys import redis_key
+from streaming_gateway.state import redis_keys
 from tests.fixtures.gateway import Gateway, make_token, upstream_stats
 from tests.polling import eventually
 
 
 async def connect(
-    gateway: Gateway, user: str = "alice", *, query: bool = False
+    gateway: Gateway, user: str = "alice", *, ticket: bool = False
 ) -> aiohttp.ClientWebSocketResponse:
     token = make_token(user)
-    if query:
-        return await gateway.session.ws_connect(gateway.url(f"/v1/ws?access_token={token}"))
+    if ticket:
+        async with gateway.request("POST", "/v1/ws/tickets", user) as response:
+            assert response.status == 201, await response.text()
+            issued = await response.json()
+        return await gateway.session.ws_connect(gateway.url(f"/v1/ws?ticket={issued['ticket']}"))
     return await gateway.session.ws_connect(
         gateway.url("/v1/ws"), headers={"Authorization": f"Bearer {token}"}
     )
@@ -51,11 +57,12 @@ async def test_send_and_receive_events(gateway: Gateway, script) -> None:
     assert all(e.conversation_id == ack["conversation_id"] for e in parsed)
 
 
-async def test_token_in_query_parameter_for_browsers(gateway: Gateway, script) -> None:
-    """Browsers pass the token as access_token; the same conversation continues by id."""
+async def test_ticket_in_query_parameter_for_browsers(gateway: Gateway, script) -> None:
+    """Browsers open the socket with a ticket from POST /v1/ws/tickets; it is the ticket's user: the
+    same conversation continues by id."""
     await script([{"match": "", "reply": "ok"}])
     cid = await gateway.create_conversation()
-    async with await connect(gateway, query=True) as ws:
+    async with await connect(gateway, ticket=True) as ws:
         await ws.send_json({"type": "message", "content": "hi", "conversation_id": cid})
         frames = await frames_until_end(ws)
     assert frames[0]["conversation_id"] == cid and frames[-1]["type"] == "message_end"
@@ -148,3 +155,24 @@ async def test_message_to_busy_conversation_is_rejected(gateway: Gateway, script
             if frame["type"] == "rejected":
                 break
     assert frame["status"] == 409 and frame["code"] == "conversation_busy"
+
+
+async def test_ticket_never_outlives_its_token_and_keeps_its_claims(gateway: Gateway) -> None:
+    """A ticket from a token about to expire lives no longer than the token; the socket it opens
+    belongs to the token's user with the token's claims."""
+    token = make_token("carol", ttl=3, roles=["Agents.Operator"])
+    async with gateway.session.post(
+        gateway.url("/v1/ws/tickets"), headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        issued = await response.json()
+    assert 1 <= issued["expires_in"] <= 3
+    redis = gateway.app[redis_key]
+    keys = await redis.keys(redis_keys.ws_ticket(user_tag("carol"), "*"))
+    stored = json.loads(await redis.get(keys[0]))
+    assert stored["user_id"] == "carol" and stored["claims"]["roles"] == ["Agents.Operator"]
+    assert issued["ticket"].split(".")[1] not in keys[0]  # Redis keeps only the secret's hash
+    carol_cid = await gateway.create_conversation("carol")
+    async with gateway.session.ws_connect(gateway.url(f"/v1/ws?ticket={issued['ticket']}")) as ws:
+        await ws.send_json({"type": "cancel", "conversation_id": carol_cid})
+        assert (await ws.receive_json(timeout=10))["type"] == "cancelled"
+    assert await redis.keys(redis_keys.ws_ticket(user_tag("carol"), "*")) == []

@@ -125,7 +125,6 @@ async def test_metrics_on_their_own_port(start_gateway: StartGateway) -> None:
             assert response.status == 404
 
 
-@pytest.mark.xfail(strict=True, reason="browsers can only authenticate a WebSocket with the JWT in its URL")
 async def test_websocket_ticket_is_single_use_and_the_query_token_is_off(
     gateway: Gateway, start_gateway
 ) -> None:
@@ -148,7 +147,6 @@ async def test_websocket_ticket_is_single_use_and_the_query_token_is_off(
         assert await ws.receive_json(timeout=10) == {"type": "pong"}
 
 
-@pytest.mark.xfail(strict=True, reason="the web client puts the JWT in the WebSocket URL")
 async def test_web_client_keeps_the_token_out_of_every_url(
     start_gateway: StartGateway, script, page: Page
 ) -> None:

@@ -128,18 +128,37 @@ export class Transport {
     this.ws.send(JSON.stringify(frame));
   }
 
+  /** A ticket that opens one WebSocket as the signed-in user (the bearer token goes in a header). */
+  async wsTicket() {
+    const token = await this.getToken(); // a sign-in failure has no status: the user must sign in
+    let response;
+    try {
+      response = await fetch("/v1/ws/tickets", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+    } catch (err) {
+      err.status = 0; // the network: retried
+      throw err;
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return (await response.json()).ticket;
+  }
+
   async openSocket() {
     if (this.closed) return;
     this.setState(this.attempt ? "reconnecting" : "connecting");
-    let token;
+    let ticket;
     try {
-      token = await this.getToken();
+      ticket = await this.wsTicket();
     } catch (err) {
-      this.setState("offline", `sign-in needed: ${err.message}`);
+      if (err.status === 401 || err.status === undefined) {
+        this.setState("offline", `sign-in needed: ${err.message}`);
+        return;
+      }
+      this.scheduleRetry(() => this.openSocket()); // 429, 5xx or the network: try again later
       return;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws?access_token=${encodeURIComponent(token)}`);
+    // A single-use ticket, never the token: URLs end up in proxy and gateway access logs.
+    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws?ticket=${encodeURIComponent(ticket)}`);
     let opened = false;
     this.ws = ws;
     ws.onopen = () => {
