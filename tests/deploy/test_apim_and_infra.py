@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -117,6 +118,34 @@ def test_apim_installs_both_policies_on_http_and_websocket_apis() -> None:
         template(INFRA / "modules" / "certificates.bicep")["outputs"]["apimClientSecretName"]["value"]
         == certificate
     )
+
+
+def test_websocket_handshake_takes_a_header_token_or_a_ticket_never_a_token_in_the_url() -> None:
+    """On the WebSocket API a handshake with `?ticket=` and no Authorization header skips validate-jwt
+    (only the gateway can redeem a ticket) but must match the ticket's shape and is limited per client
+    address; every other handshake is validate-jwt on the Authorization header, never a query token."""
+    from streaming_gateway.auth.ws_tickets import TICKET, user_tag
+
+    root = ET.parse(WS_POLICY).getroot()
+    choose = root.find("inbound/choose")
+    ticket_branch, jwt_branch = choose.find("when"), choose.find("otherwise")
+    assert 'ContainsKey("ticket")' in ticket_branch.get("condition")
+    assert '!context.Request.Headers.ContainsKey("Authorization")' in ticket_branch.get("condition")
+    assert ticket_branch.find(".//validate-jwt") is None
+    shape = ticket_branch.find("choose/when")
+    assert shape.find("return-response/set-status").get("code") == "401"
+    pattern = re.compile(re.search(r'IsMatch\(.*, "([^"]+)"\)', shape.get("condition")).group(1))
+    issued = f"{user_tag('alice')}.{secrets.token_urlsafe(32)}"  # as WsTickets.issue makes them
+    for ticket in (issued, "forged", issued + "x", issued.replace(".", "_"), "eyJhbGciOiJIUzI1NiJ9.e30.sig"):
+        assert bool(pattern.match(ticket)) == bool(TICKET.match(ticket)), ticket
+    assert "IpAddress" in ticket_branch.find("rate-limit-by-key").get("counter-key")
+    jwt = jwt_branch.find("validate-jwt")
+    assert jwt.get("header-name") == "Authorization" and jwt.get("token-value") is None
+    assert (
+        jwt.find("audiences/audience").text == policy().find("inbound/validate-jwt/audiences/audience").text
+    )
+    assert "access_token" not in ET.tostring(root, encoding="unicode").split("-->")[-1]
+    assert root.find("inbound/authentication-certificate") is not None
 
 
 def test_api_bodies_are_never_logged() -> None:
