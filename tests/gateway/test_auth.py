@@ -5,78 +5,34 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.fixtures.gateway import SECRET, Gateway, StartGateway, make_token
-
-
-class IdentityProvider:
-    """A JWKS endpoint with keys generated here; keys can be rotated while it runs."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, Any] = {}
-        self.fetches = 0
-
-    def add_rsa(self, kid: str) -> rsa.RSAPrivateKey:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.keys[kid] = key
-        return key
-
-    def add_ec(self, kid: str) -> ec.EllipticCurvePrivateKey:
-        key = ec.generate_private_key(ec.SECP256R1())
-        self.keys[kid] = key
-        return key
-
-    def jwks(self) -> dict[str, Any]:
-        out = []
-        for kid, key in self.keys.items():
-            if isinstance(key, rsa.RSAPrivateKey):
-                jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-            else:
-                jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-            out.append({**jwk, "kid": kid, "use": "sig"})
-        return {"keys": out}
-
-    def token(self, kid: str, alg: str, user: str = "alice", **claims: Any) -> str:
-        now = int(time.time())
-        body = {"sub": user, "iat": now, "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE, **claims}
-        return jwt.encode(body, self.keys[kid], algorithm=alg, headers={"kid": kid})
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.fetches += 1
-        return web.json_response(self.jwks())
-
-
-ISSUER = "https://login.example.test/tenant/v2.0"
-AUDIENCE = "api://agent-gateway"
+from tests.fixtures.identity import (
+    AUDIENCE,
+    ISSUER,
+    KeyServer,
+    claims,
+    hand_signed,
+    serving,
+    start_jwks_gateway,
+)
 
 
 @pytest.fixture
-async def idp() -> AsyncIterator[tuple[IdentityProvider, str]]:
-    provider = IdentityProvider()
-    app = web.Application()
-    app.router.add_get("/keys", provider.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield provider, str(server.make_url("/keys"))
-    await server.close()
+async def idp() -> AsyncIterator[tuple[KeyServer, str]]:
+    """The identity provider's JWKS endpoint, with no keys yet: each test publishes its own."""
+    provider = KeyServer()
+    async with serving(provider) as url:
+        yield provider, url
 
 
 @pytest.fixture
-async def jwks_gateway(
-    start_gateway: StartGateway, idp: tuple[IdentityProvider, str], gateway_env
-) -> Gateway:
-    gateway_env.pop("AUTH_JWT_SECRET")
-    return await start_gateway(
-        AUTH_JWKS_URL=idp[1], AUTH_ISSUER=ISSUER, AUTH_AUDIENCE=AUDIENCE, AUTH_JWKS_MIN_REFRESH_SECONDS="0"
-    )
+async def jwks_gateway(start_gateway: StartGateway, idp: tuple[KeyServer, str], gateway_env) -> Gateway:
+    return await start_jwks_gateway(start_gateway, gateway_env, idp[1], AUTH_JWKS_MIN_REFRESH_SECONDS="0")
 
 
 async def status_with(gateway: Gateway, token: str | None) -> int:
@@ -126,10 +82,9 @@ async def test_rs256_and_es256_from_jwks(jwks_gateway: Gateway, idp) -> None:
     provider.add_ec("ec-1")
     assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256")) == 200
     assert await status_with(jwks_gateway, provider.token("ec-1", "ES256")) == 200
-    assert (
-        await status_with(jwks_gateway, provider.token("rsa-1", "RS256", exp=int(time.time()) - 300)) == 401
-    )
-    assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256", aud="api://other")) == 401
+    expired = claims(exp=int(time.time()) - 300)
+    assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256", expired)) == 401
+    assert await status_with(jwks_gateway, provider.token("rsa-1", "RS256", claims(aud="api://other"))) == 401
 
 
 async def test_unknown_kid_refreshes_the_keys(jwks_gateway: Gateway, idp) -> None:
@@ -144,10 +99,10 @@ async def test_unknown_kid_refreshes_the_keys(jwks_gateway: Gateway, idp) -> Non
     provider.add_ec("rotated")
     assert await status_with(jwks_gateway, provider.token("rotated", "ES256")) == 200
     assert provider.fetches == fetches + 1
-    stranger = IdentityProvider()
+    stranger = KeyServer()
     stranger.add_rsa("unknown")
     assert await status_with(jwks_gateway, stranger.token("unknown", "RS256")) == 401
-    forged = IdentityProvider()
+    forged = KeyServer()
     forged.add_rsa("old")  # same kid, different key
     assert await status_with(jwks_gateway, forged.token("old", "RS256")) == 401
 
@@ -161,8 +116,8 @@ async def test_algorithm_confusion_is_refused(jwks_gateway: Gateway, idp) -> Non
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     now = int(time.time())
-    claims = {"sub": "alice", "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE}
-    hs_with_public = _hmac_token(claims, public_pem, "rsa-1")
+    payload = {"sub": "alice", "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE}
+    hs_with_public = hand_signed({"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}, payload, public_pem)
     assert await status_with(jwks_gateway, hs_with_public) == 401
     ec_signed_as_rsa_kid = provider.token("ec-1", "ES256").split(".")
     header = {"alg": "ES256", "kid": "rsa-1", "typ": "JWT"}
@@ -171,25 +126,9 @@ async def test_algorithm_confusion_is_refused(jwks_gateway: Gateway, idp) -> Non
     )
     assert await status_with(jwks_gateway, mixed) == 401
     assert (
-        await status_with(jwks_gateway, jwt.encode(claims, None, algorithm="none", headers={"kid": "rsa-1"}))
+        await status_with(jwks_gateway, jwt.encode(payload, None, algorithm="none", headers={"kid": "rsa-1"}))
         == 401
     )
-
-
-def _hmac_token(claims: dict[str, Any], key: bytes, kid: str) -> str:
-    """An HS256 token keyed with `key`, built by hand (PyJWT rightly refuses PEM keys as HMAC secrets)."""
-    import hashlib
-    import hmac
-
-    def b64(data: bytes) -> str:
-        return jwt.utils.base64url_encode(data).decode()
-
-    signing_input = (
-        f"{b64(json.dumps({'alg': 'HS256', 'kid': kid, 'typ': 'JWT'}).encode())}."
-        f"{b64(json.dumps(claims).encode())}"
-    )
-    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(signature)}"
 
 
 async def test_oid_claim_is_the_user_id(gateway: Gateway) -> None:

@@ -12,22 +12,19 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fixtures.gateway import Gateway, StartGateway, make_token
-from tests.security.attackers import (
-    AUDIENCE,
-    ISSUER,
+from tests.fixtures.identity import (
     KeyServer,
     b64,
     claims,
     hand_signed,
-    hs256,
-    rs256_signed,
-    unsigned,
+    serving,
+    start_jwks_gateway,
 )
+from tests.security.attackers import hs256, rs256_signed, unsigned
 
 
 @pytest.fixture
@@ -36,10 +33,8 @@ async def idp() -> AsyncIterator[tuple[KeyServer, str]]:
     keys = KeyServer()
     keys.add_rsa("rsa-1")
     keys.add_ec("ec-1")
-    server = TestServer(keys.app(), host="127.0.0.1")
-    await server.start_server()
-    yield keys, str(server.make_url("/discovery/keys"))
-    await server.close()
+    async with serving(keys, "/discovery/keys") as url:
+        yield keys, url
 
 
 @pytest.fixture
@@ -47,18 +42,15 @@ async def attacker() -> AsyncIterator[tuple[KeyServer, str]]:
     """The attacker's own key server: the gateway must never fetch from it."""
     keys = KeyServer()
     keys.add_rsa("rsa-1")
-    server = TestServer(keys.app(), host="127.0.0.1")
-    await server.start_server()
-    yield keys, str(server.make_url("/keys"))
-    await server.close()
+    async with serving(keys) as url:
+        yield keys, url
 
 
 @pytest.fixture
 async def jwks_gateway(
     start_gateway: StartGateway, idp: tuple[KeyServer, str], gateway_env: dict[str, str]
 ) -> Gateway:
-    gateway_env.pop("AUTH_JWT_SECRET")
-    return await start_gateway(AUTH_JWKS_URL=idp[1], AUTH_ISSUER=ISSUER, AUTH_AUDIENCE=AUDIENCE)
+    return await start_jwks_gateway(start_gateway, gateway_env, idp[1])
 
 
 async def status_with(gateway: Gateway, token: str | None, scheme: str = "Bearer") -> int:
