@@ -25,7 +25,6 @@ from observability.online import OnlineMetrics
 from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import RegistryAgentConfigs
 from streaming_gateway.auth.authenticator import Authenticator, JwksCache
-from streaming_gateway.auth.ws_tickets import WsTickets
 from streaming_gateway.chat.action_updates import consume_updates
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.chat.pending_steps import PendingSteps
@@ -52,6 +51,7 @@ from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.limits import RateLimiter, StreamSlots
 from streaming_gateway.state.stream_log import StreamLog
+from streaming_gateway.state.ws_tickets import WsTickets
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from observability.online import OnlineMetrics
 from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import AgentConfigStore
 from streaming_gateway.auth.authenticator import Authenticator
-from streaming_gateway.auth.ws_tickets import WsTickets
 from streaming_gateway.chat.engine import ChatEngine
 from streaming_gateway.llm.port import ChatModel
 from streaming_gateway.metrics import GatewayMetrics
@@ -20,6 +19,7 @@ from streaming_gateway.settings import Settings
 from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.limits import RateLimiter
 from streaming_gateway.state.redis_replies import Redis
+from streaming_gateway.state.ws_tickets import WsTickets
 
 settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", GatewayMetrics)

@@ -62,7 +62,7 @@ def user_conversations_pruned(user_id: str) -> str:
 
 
 def ws_ticket(user_tag: str, digest: str) -> str:
-    """A WebSocket ticket (by its secret's hash), tagged with its user's tag (auth/ws_tickets.py)."""
+    """A WebSocket ticket (by its secret's hash), tagged with its user's tag (state/ws_tickets.py)."""
     return f"{PREFIX}:wsticket:{{{user_tag}}}:{digest}"
 
 

@@ -124,7 +124,7 @@ def test_websocket_handshake_takes_a_header_token_or_a_ticket_never_a_token_in_t
     """On the WebSocket API a handshake with `?ticket=` and no Authorization header skips validate-jwt
     (only the gateway can redeem a ticket) but must match the ticket's shape and is limited per client
     address; every other handshake is validate-jwt on the Authorization header, never a query token."""
-    from streaming_gateway.auth.ws_tickets import TICKET, user_tag
+    from streaming_gateway.state.ws_tickets import TICKET, user_tag
 
     root = ET.parse(WS_POLICY).getroot()
     choose = root.find("inbound/choose")

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 
 from agent_contracts import parse_event
-from streaming_gateway.auth.ws_tickets import user_tag
 from streaming_gateway.keys import redis_key
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.ws_tickets import user_tag
 from tests.fixtures.gateway import Gateway, make_token, upstream_stats
 from tests.polling import eventually
 
