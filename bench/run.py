@@ -169,6 +169,8 @@ async def main() -> int:
             tables.append(
                 "Hot-path targets (50-token answers, sent at once)\n" + hot_path.render(report["targets"])
             )
+            for name, trips in report["targets"].get("trips", {}).items():
+                tables.append(f"Redis per turn, {name}\n" + redis_trips.render(trips))
             await put_script(stack.urls["upstream"], script(tokens, delay_ms))
 
         if "profile" in only:
@@ -219,8 +221,18 @@ async def main() -> int:
     return 1 if "error" in report else 0
 
 
+def export_baseline(rev: str, into: Path) -> Path:
+    """The tree of git revision `rev`, exported for a baseline gateway beside this checkout's."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dict[str, Any]:
-    """The issue's three targets in one run: every target behind the same upstream and client code."""
+    """The issue's three targets in one run: every target behind the same upstream and client code.
+    With BENCH_BASELINE=<git rev>, that revision's gateway runs beside this one (same Redis, same
+    upstream, alternating windows) for a before/after ratio in one run; the scale run is left out."""
     await put_script(stack.urls["upstream"], script(hot_path.TOKENS, 0))
     result: dict[str, Any] = {"fd_limit": fd_limit, "tokens": hot_path.TOKENS}
     sdk = [
@@ -231,6 +243,15 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
         hot_path.RawTarget("direct", stack.urls["upstream"], stack.pid("upstream")),
         hot_path.RawTarget("gateway", f"{stack.urls['gateway']}/v1", stack.pid("gateway"), jwt=True),
     ]
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        source = export_baseline(baseline, stack.workdir / "baseline-src")
+        url = stack.gateway("baseline", source)
+        result["baseline"] = subprocess.run(  # noqa: ASYNC221 (setup, before any load runs)
+            ["git", "rev-parse", "--short", baseline], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        sdk.append(Target("baseline", f"{url}/v1", jwt_per_user=True))
+        raw.append(hot_path.RawTarget("baseline", f"{url}/v1", stack.pid("baseline"), jwt=True))
     if "litellm" in stack.urls:
         sdk.append(Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY))
         raw.append(
@@ -254,6 +275,13 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
     )
     if "litellm" in stack.urls:
         stack.stop("litellm")
+    if baseline:
+        # Redis per turn of each (the same 50-token answer, one turn after another, MONITOR).
+        result["trips"] = {
+            name: await redis_trips.measure(stack.urls[name], stack.urls["redis"], 5)
+            for name in ("baseline", "gateway")
+        }
+        return result
     stack.stop("gateway")
     stack.gateway()
     result["scale"] = await scale.measure(

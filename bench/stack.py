@@ -120,7 +120,9 @@ class Stack:
         self.urls["upstream"] = f"http://127.0.0.1:{port}/v1"
         return self.urls["upstream"]
 
-    def gateway(self, **overrides: str) -> str:
+    def gateway(self, name: str = "gateway", source: Path | None = None, **overrides: str) -> str:
+        """Our gateway; with `source`, the one in that exported tree (an A/B baseline), run with
+        `python -P` so that tree's packages come first on the path, not this checkout's."""
         port = processes.free_port()
         env = {
             "AUTH_JWT_SECRET": JWT_SECRET,
@@ -136,13 +138,15 @@ class Stack:
             "GATEWAY_ORPHAN_GRACE_SECONDS": "1",
             **overrides,
         }
-        self.start(
-            processes.python_module(
-                "gateway", "streaming_gateway", port, env=env, log_path=self.workdir / "gateway.log"
-            )
+        service = processes.python_module(
+            name, "streaming_gateway", port, env=env, log_path=self.workdir / f"{name}.log"
         )
-        self.urls["gateway"] = f"http://127.0.0.1:{port}"
-        return self.urls["gateway"]
+        if source is not None:
+            service.argv.insert(1, "-P")
+            service.env["PYTHONPATH"] = str(source)
+        self.start(service)
+        self.urls[name] = f"http://127.0.0.1:{port}"
+        return self.urls[name]
 
     def litellm(self, binary: Path) -> str:
         """LiteLLM's proxy (from its own virtual environment) in front of the same scripted upstream."""

@@ -218,6 +218,13 @@ def render(result: dict[str, Any]) -> str:
         if "gateway" in tput and "litellm" in tput and tput["litellm"]["streams_per_s"]:
             times = tput["gateway"]["streams_per_s"] / tput["litellm"]["streams_per_s"]
             text += f"\ngateway / litellm streams/s: {times:.2f}x"
+        if "gateway" in tput and "baseline" in tput and tput["baseline"]["cpu_ms_per_stream"]:
+            gateway, baseline = tput["gateway"], tput["baseline"]
+            text += (
+                f"\ngateway / baseline ({result.get('baseline')}): streams/s"
+                f" {gateway['streams_per_s'] / baseline['streams_per_s']:.2f}x, CPU per stream"
+                f" {gateway['cpu_ms_per_stream'] / baseline['cpu_ms_per_stream']:.2f}x"
+            )
         parts.append(
             "Throughput at 16 concurrent (targets: >= 300 streams/s, >= 15,000 tokens/cpu-s, >= 6x LiteLLM)\n"
             + text
