@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_LITELLM = ROOT / ".local" / "bench-litellm" / "bin" / "litellm"
+#: The gateway's model id is its agent (GET /v1/models); another name is a 404 model_not_found.
+GATEWAY_MODEL = "default"
 
 QUICK: dict[str, Any] = {
     "overhead": {1: 10, 64: 3, 512: 1},
@@ -96,7 +99,7 @@ def script(tokens: int, delay_ms: float) -> list[dict[str, Any]]:
 
 async def profiled_load(stack: Stack, seconds: float, concurrency: int, out: Path) -> dict[str, Any]:
     spy = profile.start(stack.pid("gateway"), seconds, out)
-    target = Target("gateway", f"{stack.urls['gateway']}/v1", model="default", jwt_per_user=True)
+    target = Target("gateway", f"{stack.urls['gateway']}/v1", model=GATEWAY_MODEL, jwt_per_user=True)
     deadline = time.monotonic() + seconds
     round_ = 0
     try:
@@ -147,7 +150,7 @@ async def main() -> int:
         if "overhead" in only:
             targets = [
                 Target("direct", stack.urls["upstream"]),
-                Target("gateway", f"{stack.urls['gateway']}/v1", model="default", jwt_per_user=True),
+                Target("gateway", f"{stack.urls['gateway']}/v1", model=GATEWAY_MODEL, jwt_per_user=True),
             ]
             if "litellm" in stack.urls:
                 targets.append(
@@ -237,21 +240,26 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
     result: dict[str, Any] = {"fd_limit": fd_limit, "tokens": hot_path.TOKENS}
     sdk = [
         Target("direct", stack.urls["upstream"]),
-        Target("gateway", f"{stack.urls['gateway']}/v1", jwt_per_user=True),
+        Target("gateway", f"{stack.urls['gateway']}/v1", model=GATEWAY_MODEL, jwt_per_user=True),
     ]
     raw = [
         hot_path.RawTarget("direct", stack.urls["upstream"], stack.pid("upstream")),
-        hot_path.RawTarget("gateway", f"{stack.urls['gateway']}/v1", stack.pid("gateway"), jwt=True),
+        hot_path.RawTarget(
+            "gateway", f"{stack.urls['gateway']}/v1", stack.pid("gateway"), GATEWAY_MODEL, jwt=True
+        ),
     ]
     baseline = os.environ.get("BENCH_BASELINE")
     if baseline:
-        source = export_baseline(baseline, stack.workdir / "baseline-src")
+        # Outside the checkout: a second copy of the packages there would confuse ruff, mypy and pytest.
+        source = export_baseline(baseline, Path(tempfile.mkdtemp(prefix="bench-baseline-")))
         url = stack.gateway("baseline", source)
         result["baseline"] = subprocess.run(  # noqa: ASYNC221 (setup, before any load runs)
             ["git", "rev-parse", "--short", baseline], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        sdk.append(Target("baseline", f"{url}/v1", jwt_per_user=True))
-        raw.append(hot_path.RawTarget("baseline", f"{url}/v1", stack.pid("baseline"), jwt=True))
+        sdk.append(Target("baseline", f"{url}/v1", model=GATEWAY_MODEL, jwt_per_user=True))
+        raw.append(
+            hot_path.RawTarget("baseline", f"{url}/v1", stack.pid("baseline"), GATEWAY_MODEL, jwt=True)
+        )
     if "litellm" in stack.urls:
         sdk.append(Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY))
         raw.append(
