@@ -46,7 +46,15 @@ async def read_until(
     stop: Callable[[SseEvent], bool],
     events: list[SseEvent],
 ) -> None:
-    events.extend(await read_events_until(response, parser, lambda event, _events: stop(event)))
+    """Read into `events` until `stop(event)`; `events` is kept current while reading, so a stop
+    condition may count what it holds (it read to the end of the stream when it was not)."""
+    start = len(events)
+
+    def done(event: SseEvent, got: list[SseEvent]) -> bool:
+        events[start:] = got
+        return stop(event)
+
+    events[start:] = await read_events_until(response, parser, done)
 
 
 async def stream_outcome(
