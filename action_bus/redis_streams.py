@@ -259,6 +259,15 @@ class StreamQueue:
             return deliveries
         except REDIS_DOWN as exc:
             raise BusUnavailable(f"redis stream {self.name}: {exc}") from exc
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or its group vanished under us: Redis restarted without its data, failed
+            # over to an empty replica, or was flushed. The next receive makes the group again;
+            # whatever the lost stream held is gone with it and cannot be delivered.
+            log.warning("queue %s: consumer group %s is gone (%s); recreating it", self.name, self.group, exc)
+            self._group_ready = False
+            return []
 
     async def _to_delivery(self, entry_id: str, fields: Any) -> Delivery | None:
         if not fields:  # deleted after it was read

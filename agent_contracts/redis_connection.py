@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionFailure
 from redis.exceptions import RedisError
@@ -58,12 +60,27 @@ def redis_mode(environ: Mapping[str, str] | None = None) -> RedisMode:
     return next(m for m in REDIS_MODES if m == mode)
 
 
+def stale_connection_retry() -> Retry:
+    """Retries of a command whose connection failed: a client made with `from_url` (or on its own
+    pool) has none by default, so after a Redis restart or failover the first command on every
+    pooled connection fails, though the server is back and a fresh connection would work.
+    Connection errors only: a timeout is not retried (it would multiply the wait on a hung
+    server). A command is sent again only when its connection broke; if it broke after the server
+    ran the command, a write runs twice. That rare case (the outbox and the bus drop repeats by
+    idempotency key) is taken over failing once on every pooled connection after each failover."""
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3, supported_errors=(RedisConnectionFailure,)
+    )
+
+
 def build(url: str, use_cluster: bool, *, pool_timeout: float | None = None, **options: Any) -> AnyRedis:
     """The client of the given kind, without talking to Redis.
 
     `pool_timeout` (one server only) makes a full pool wait that long for a free connection
     instead of failing at once; a cluster client fails at once when a node's pool is full.
     """
+    if not use_cluster:
+        options.setdefault("retry", stale_connection_retry())
     if use_cluster:
         # A cluster has only database 0; a URL naming another would silently share keys.
         path = urlparse(url).path.strip("/")

@@ -150,3 +150,16 @@ async def test_message_held_by_a_killed_consumer_process_is_redelivered(
         if redelivered:
             break
     assert [(d.message_id, d.delivery_count) for d in redelivered] == [("m-killed", 2)]
+
+
+async def test_receiver_recreates_a_group_lost_with_the_data(aredis: aioredis.Redis) -> None:
+    """Redis loses its data under a running receiver (restart without persistence, failover to an
+    empty node): the receive that finds no group answers empty instead of raising, and the queue
+    works again from the next one on."""
+    queue = StreamQueue(aredis, "actions", "workers", "w")
+    await queue.send("before", "body-before")
+    assert [d.message_id for d in await queue.receive(1, wait_s=0.05)] == ["before"]
+    await aredis.flushall()
+    assert await queue.receive(1, wait_s=0.05) == []
+    await queue.send("after", "body-after")
+    assert [d.message_id for d in await queue.receive(1, wait_s=0.05)] == ["after"]
