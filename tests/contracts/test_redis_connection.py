@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -109,3 +110,24 @@ def test_flush_empties_every_primary(cluster: LocalRedisCluster) -> None:
     for port in cluster.ports:
         with redis.Redis(host="127.0.0.1", port=port) as node:
             assert node.dbsize() == 0
+
+
+@pytest.mark.parametrize("pool_timeout", [None, 1.0])
+async def test_pooled_connections_from_before_a_restart_are_replaced_on_first_use(
+    tmp_path: Path, pool_timeout: float | None
+) -> None:
+    """Redis restarts under a client holding pooled connections: every one of them is broken, and
+    each is replaced when next used instead of failing the command that finds it broken."""
+    server = processes.redis_server(data_dir=tmp_path)
+    server.start()
+    try:
+        options = {} if pool_timeout is None else {"pool_timeout": pool_timeout}
+        client = await connect(f"redis://127.0.0.1:{server.port}/0", "standalone", **options)
+        # Four connections in the pool, all idle once the reads are done.
+        await asyncio.gather(*(client.blpop([f"k{n}"], timeout=0.2) for n in range(4)))
+        server.stop()
+        server.start()
+        assert await asyncio.gather(*(client.set(f"k{n}", "v") for n in range(4))) == [True] * 4
+        await client.aclose()
+    finally:
+        server.stop()
