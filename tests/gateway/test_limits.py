@@ -7,12 +7,8 @@ import time
 from streaming_gateway.keys import redis_key
 from streaming_gateway.state import redis_keys
 from tests.fixtures.gateway import Gateway, StartGateway
-from tests.fixtures.services import ON_BOTH
 from tests.gateway.helpers import read_events
 from tests.polling import eventually
-
-#: On the single server and on the 3-node cluster (tests/fixtures/services.py).
-pytestmark = ON_BOTH
 
 SSE = {"Accept": "text/event-stream"}
 
