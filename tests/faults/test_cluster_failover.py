@@ -50,6 +50,7 @@ async def _entries_for(client: AnyRedis, queue: str, action_id: str) -> int:
     return found
 
 
+@pytest.mark.slow  # six redis-servers and two failovers: `make test-long`
 @pytest.mark.scenario(
     "Redis Cluster failover mid-stream",
     "CLUSTER FAILOVER of the primary holding a streaming conversation (and of the outbox's) "
