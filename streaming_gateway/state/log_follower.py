@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -22,6 +23,8 @@ from agent_contracts.events import ErrorEvent
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import new_id
 from streaming_gateway.state.stream_log import LogEntry, StreamLog
+
+log = logging.getLogger(__name__)
 
 BATCH = 100
 WATCH_LEASE_S = 15.0
@@ -129,9 +132,11 @@ class Follower:
                 # Wait in memory, never in Redis: a cancel (client gone, a new resume) ends it at once.
                 wait_s = last_sent + self._heartbeat_s - time.monotonic()
                 if wait_s > 0 and not self._stop.is_set():
+                    _stop_if_cancelled(cid)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait_s):
                             await inbox.wake.wait()
+                    _stop_if_cancelled(cid)
         finally:
             self._log.unsubscribe(inbox)
 
@@ -145,3 +150,18 @@ class Follower:
             retryable=False,
         )
         return LogEntry(gap_id, "error", event.to_json())
+
+
+def _stop_if_cancelled(conversation_id: str) -> None:
+    """End the follower when its task was asked to stop but no CancelledError ended this loop.
+
+    Seen under load: a WebSocket starting a new turn awaited its old follower's cancelled task for
+    ever, the task still counting the request (`cancelling()`) and the follower back in its wait.
+    The CancelledError was lost on its way (a cancel that lands as the wait's own timeout expires
+    can come out as TimeoutError, which this loop takes for "keep-alive due"). The request is
+    honoured here, before and after each wait.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        log.info("follower of %s: a lost cancel request honoured", conversation_id)
+        raise asyncio.CancelledError

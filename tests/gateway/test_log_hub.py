@@ -395,3 +395,31 @@ async def test_behind_a_cluster_proxy_readers_go_by_hash_slot(
     for got in await asyncio.gather(*readers):
         assert [e.id for e in got] == [1]
     await pod.close()
+
+
+async def test_a_cancel_lost_on_the_way_still_ends_the_follower(
+    aredis: aioredis.Redis, pod: StreamLog
+) -> None:
+    """A follower's task is asked to stop but the CancelledError is lost before it ends the
+    follower (here the consumer swallows it): the follower still ends at its next wait, so whoever awaits the cancelled task is not left
+    waiting (a WebSocket starting a new turn did, for ever)."""
+    cid = await new_conversation(aredis)
+    await pod.append(cid, *tokens(cid, "a"))
+    reached_wait = asyncio.Event()
+
+    async def follow_and_lose_the_cancel() -> list[int]:
+        seen: list[int] = []
+        entries = follower(pod, cid).entries(0, until_end=False)
+        async for entry in entries:
+            if entry is not None:
+                seen.append(entry.id)
+                reached_wait.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(30)  # the cancel lands here and is lost; the task still counts it
+        return seen
+
+    task = asyncio.create_task(follow_and_lose_the_cancel())
+    await reached_wait.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
