@@ -36,6 +36,7 @@ from streaming_gateway.keys import (
     configs_key,
     engine_key,
     llm_key,
+    log_compactor_key,
     metrics_key,
     online_key,
     outbox_key,
@@ -50,6 +51,7 @@ from streaming_gateway.llm.openai_adapter import create_chat_model
 from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.limits import RateLimiter, StreamSlots
+from streaming_gateway.state.log_compaction import LogCompactor
 from streaming_gateway.state.stream_log import StreamLog
 from streaming_gateway.state.ws_tickets import WsTickets
 
@@ -140,7 +142,11 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         ttl_s=settings.event_log_ttl_s,
         by_slot=settings.redis_mode == "proxy",  # one hash slot per command behind a cluster proxy
     )
-    answers = RunningAnswers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s)
+    compactor = LogCompactor(redis, delay_s=settings.log_compact_delay_s, enabled=settings.log_compaction)
+    app[log_compactor_key] = compactor
+    answers = RunningAnswers(
+        redis, stream_log, orphan_grace_s=settings.orphan_grace_s, on_end=compactor.schedule
+    )
     app[engine_key] = ChatEngine(
         settings=settings,
         store=ConversationStore(
@@ -161,6 +167,7 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await answers.drain(0)  # normally empty already: shutdown drained it within the grace period
+    await compactor.close()  # timers not yet due: those logs stay whole
     await stream_log.close()  # the pod's log reader
 
 

@@ -18,6 +18,7 @@ from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.limits import RateLimiter
+from streaming_gateway.state.log_compaction import LogCompactor
 from streaming_gateway.state.redis_replies import Redis
 from streaming_gateway.state.ws_tickets import WsTickets
 
@@ -36,5 +37,6 @@ outbox_key = web.AppKey("outbox", Outbox)
 update_source_key = web.AppKey("update_source", ActionUpdateSource)
 rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 streams_key = web.AppKey("streams", StreamRegistry)
+log_compactor_key = web.AppKey("log_compactor", LogCompactor)
 #: Set when the action bus tasks (outbox relay, update consumer) must stop.
 bus_stop_key = web.AppKey("bus_stop", asyncio.Event)

@@ -46,10 +46,19 @@ Step = Callable[[StepControl], Awaitable[None]]
 
 
 class RunningAnswers:
-    def __init__(self, redis: Redis, log_: StreamLog, *, orphan_grace_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        log_: StreamLog,
+        *,
+        orphan_grace_s: float,
+        on_end: Callable[[str], None] | None = None,
+    ) -> None:
         self._redis = redis
         self._log = log_
         self._orphan_grace_s = orphan_grace_s
+        #: Told the conversation id when a step has ended (the log compactor's timer).
+        self._on_end = on_end
         self._running: dict[str, tuple[asyncio.Task[None], StepControl]] = {}
 
     def __len__(self) -> int:
@@ -116,6 +125,8 @@ class RunningAnswers:
                 await watchdog
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(redis_keys.producing(control.conversation_id))
+            if self._on_end is not None:
+                self._on_end(control.conversation_id)
 
     async def _watch(self, control: StepControl, step_task: asyncio.Task[None]) -> None:
         cid = control.conversation_id

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from agent_contracts.events import ErrorEvent
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import new_id
+from streaming_gateway.state.log_compaction import first_id, resume_view
 from streaming_gateway.state.stream_log import LogEntry, StreamLog
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,8 @@ class Follower:
                 if from_log:
                     entries = await self._log.read(cid, self.last_id, count=BATCH)
                     from_log = len(entries) >= BATCH
-                    if first and entries and self.last_id and entries[0].id > self.last_id + 1:
-                        yield self._gap(entries[0].id - 1)
+                    if first and entries and self.last_id and first_id(entries[0]) > self.last_id + 1:
+                        yield self._gap(first_id(entries[0]) - 1)
                     first = False
                     inbox.caught_up(entries[-1].id if entries else self.last_id)
                 else:
@@ -109,7 +110,9 @@ class Follower:
                         from_log = True
                         continue
                     entries = taken
-                for index, entry in enumerate(entries):
+                for index, stored in enumerate(entries):
+                    # A compacted answer's merged tokens: only the text after what this reader has.
+                    entry = resume_view(stored, self.last_id)
                     self.last_id = entry.id
                     self.ready = len(entries) - index - 1
                     yield entry

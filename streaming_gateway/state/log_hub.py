@@ -71,12 +71,14 @@ MAX_BACKOFF_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
-    """One event of a conversation's log: its id, type, JSON (id included) and finish reason."""
+    """One event of a conversation's log: its id, type, JSON (id included) and finish reason; a
+    merged token run's spans (state/log_compaction.py)."""
 
     id: int
     type: str
     data: str
     finish: str = ""
+    spans: str = ""
 
     @property
     def ends_answer(self) -> bool:
@@ -89,7 +91,7 @@ def entry_from_fields(entry_id: str, fields: dict[str, str]) -> LogEntry:
     n = int(entry_id.split("-", 1)[1])
     payload = fields["e"]
     data = f'{{"id":{n},{payload[1:]}' if payload != "{}" else f'{{"id":{n}}}'
-    return LogEntry(n, fields["t"], data, fields.get("f", ""))
+    return LogEntry(n, fields["t"], data, fields.get("f", ""), fields.get("c", ""))
 
 
 class Subscription:
