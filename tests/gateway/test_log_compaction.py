@@ -47,8 +47,12 @@ async def conversation(aredis: aioredis.Redis) -> str:
     return (await ConversationStore(aredis, ttl_s=600).create("alice", "default@000000000000")).id
 
 
-async def answer(log: StreamLog, cid: str, words: list[str], message_id: str = "msg_1", finish: str = "stop") -> int:
-    await log.append(cid, *(TokenEvent(id=1, conversation_id=cid, message_id=message_id, text=w) for w in words))
+async def answer(
+    log: StreamLog, cid: str, words: list[str], message_id: str = "msg_1", finish: str = "stop"
+) -> int:
+    await log.append(
+        cid, *(TokenEvent(id=1, conversation_id=cid, message_id=message_id, text=w) for w in words)
+    )
     return await log.append(
         cid, MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason=finish)
     )
@@ -83,7 +87,11 @@ async def test_ended_answer_becomes_one_token_entry_and_its_end(
     assert [(e.id, e.type) for e in entries] == [(len(WORDS), "token"), (end, "message_end")]
     merged = json.loads(entries[0].data)
     assert merged == {
-        "id": len(WORDS), "conversation_id": cid, "message_id": "msg_1", "type": "token", "text": "".join(WORDS)
+        "id": len(WORDS),
+        "conversation_id": cid,
+        "message_id": "msg_1",
+        "type": "token",
+        "text": "".join(WORDS),
     }
     # Appends go on after it with the next ids.
     assert await log.append(cid, TokenEvent(id=1, conversation_id=cid, text="next")) == end + 1
@@ -111,7 +119,7 @@ async def test_reader_before_inside_and_after_the_merged_run(
     end = await answer(log, cid, WORDS)
     whole = await read_all(log, cid, 0)
     await compactor.compact(cid)
-    for after in range(0, end):
+    for after in range(end):
         seen = "".join(WORDS[:after])
         rest = await read_all(log, cid, after)
         assert seen + text(rest) == "".join(WORDS), after
@@ -138,7 +146,11 @@ async def test_pause_for_tool_calls_and_other_events_stay_in_place(
     assert (result.status, result.merged) == (1, 2)
     entries = await log.read(cid, 0)
     assert [(e.id, e.type) for e in entries] == [
-        (3, "token"), (pause, "message_end"), (status, "action_status"), (end - 1, "token"), (end, "message_end")
+        (3, "token"),
+        (pause, "message_end"),
+        (status, "action_status"),
+        (end - 1, "token"),
+        (end, "message_end"),
     ]
     assert text(await read_all(log, cid, 1)) == "bcde"
     assert text(await read_all(log, cid, status)) == "de"
@@ -190,7 +202,9 @@ async def test_compaction_racing_appends_keeps_every_event(
     async def next_answer() -> None:
         for i in range(60):
             await log.append(cid, TokenEvent(id=1, conversation_id=cid, message_id="msg_2", text=f"b{i}"))
-        await log.append(cid, MessageEndEvent(id=1, conversation_id=cid, message_id="msg_2", finish_reason="stop"))
+        await log.append(
+            cid, MessageEndEvent(id=1, conversation_id=cid, message_id="msg_2", finish_reason="stop")
+        )
 
     async def compactions() -> None:
         for _ in range(20):
@@ -226,7 +240,9 @@ async def test_failed_compaction_leaves_the_log_intact(
     assert await aredis.hget(redis_keys.conversation(cid), "cmp") is None
 
 
-async def test_gone_conversation_is_left_alone(aredis: aioredis.Redis, log: StreamLog, compactor: LogCompactor) -> None:
+async def test_gone_conversation_is_left_alone(
+    aredis: aioredis.Redis, log: StreamLog, compactor: LogCompactor
+) -> None:
     """A conversation deleted meanwhile: nothing is written (no mark on a hash that would recreate it)."""
     cid = await conversation(aredis)
     await answer(log, cid, ["a", "b"])
@@ -236,9 +252,7 @@ async def test_gone_conversation_is_left_alone(aredis: aioredis.Redis, log: Stre
     assert await aredis.xlen(redis_keys.event_log(cid)) == 3
 
 
-async def test_scheduled_compaction_runs_after_the_delay(
-    aredis: aioredis.Redis, log: StreamLog
-) -> None:
+async def test_scheduled_compaction_runs_after_the_delay(aredis: aioredis.Redis, log: StreamLog) -> None:
     """schedule() compacts once its delay has passed; close() cancels the timers not yet due."""
     cid, waiting = await conversation(aredis), await conversation(aredis)
     await answer(log, cid, ["a", "b"])
