@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from agent_contracts.redis_connection import AnyRedis, connect_from_env
 from agent_contracts.settings import SettingsError
-from agent_registry.canary import Policy, analyze, render
+from agent_registry.canary import Policy, analyze, outcome, render
 from agent_registry.errors import RegistryError, RegistryUnavailable
 from agent_registry.loader import read_document
 from agent_registry.registry import Activation, AgentRegistry, Rollout
@@ -224,7 +224,10 @@ async def _canary_command(
         print(f"agent {args.agent}: active {await registry.active_version(args.agent) or 'none'}", file=out)
         print(_rollout_line(rollout) if rollout else "no rollout under way", file=out)
         for record in analyses:
-            print(f"  analysis {record['at']}: {record['decision']}: {record['reason']}", file=out)
+            print(
+                f"  analysis {record['at']}: {record['decision']}: {record['reason']}{outcome(record)}",
+                file=out,
+            )
         print("activation log (newest first):", file=out)
         for entry in entries:
             print("  " + _log_line(entry), file=out)

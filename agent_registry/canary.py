@@ -88,6 +88,7 @@ class Analysis:
     metrics: list[MetricVerdict] = field(default_factory=list)
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     aborted: bool = False
+    dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +99,7 @@ class Analysis:
             "decision": self.decision,
             "reason": self.reason,
             "aborted": self.aborted,
+            "dry_run": self.dry_run,
             "at": self.at,
             "policy": asdict(self.policy),
             "metrics": [{**asdict(m), "samples": list(m.samples)} for m in self.metrics],
@@ -368,7 +370,15 @@ async def analyze(
     )
     decision, reason = decide(verdicts)
     result = Analysis(
-        agent, rollout.stable, rollout.candidate, rollout.percent, decision, reason, policy, verdicts
+        agent,
+        rollout.stable,
+        rollout.candidate,
+        rollout.percent,
+        decision,
+        reason,
+        policy,
+        verdicts,
+        dry_run=not apply,
     )
     log.info("canary %s: %s vs %s: %s (%s)", agent, rollout.candidate, rollout.stable, decision, reason)
     if decision == "abort" and apply:
@@ -446,6 +456,19 @@ def render(result: Analysis) -> str:
             f"{v.metric:<20} {v.test:<31} {_fmt(v.stable):>8} {_fmt(v.candidate):>8} {effect:>8} "
             f"{p_value:>8} {v.samples[0]:>7}/{v.samples[1]:<6}  {verdict}"
         )
-    outcome = "; rollout aborted" if result.aborted else ""
-    lines.append(f"decision: {result.decision.upper()}: {result.reason}{outcome}")
+    lines.append(f"decision: {result.decision.upper()}: {result.reason}{outcome(result.to_dict())}")
     return "\n".join(lines)
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """What became of an analysis's abort: a dry run or a rollout that had already ended stops nothing,
+    and `status` must not read as if it had."""
+    if record.get("decision") != "abort":
+        return ""
+    if record.get("aborted"):
+        return "; rollout aborted"
+    if "dry_run" not in record:  # kept before analyses said whether they were dry runs
+        return "; not aborted"
+    if record["dry_run"]:
+        return "; dry run, nothing aborted"
+    return "; not aborted: the rollout had already ended"

@@ -118,8 +118,11 @@ async def test_slower_first_tokens_abort(aredis: aioredis.Redis, document: dict[
     result = await analyze(registry, online, "default", apply=False)
     verdicts = {m.metric: m.status for m in result.metrics}
     assert verdicts["ttft_p95_ms"] == "worse" and verdicts["error_rate"] == "ok"
-    assert result.decision == "abort" and not result.aborted  # dry run
+    assert result.decision == "abort" and not result.aborted and result.dry_run
     assert await registry.rollout("default") is not None
+    [recorded] = await registry.analyses("default")
+    assert recorded["dry_run"] and not recorded["aborted"]
+    assert render(result).endswith("; dry run, nothing aborted")
 
 
 async def test_lower_feedback_aborts(aredis: aioredis.Redis, document: dict[str, Any]) -> None:
@@ -188,14 +191,25 @@ async def test_cli_rollout_status_analyze_abort(
     online = OnlineMetrics(aredis)
     await _serve(online, stable, 120, error_share=0.0, ttft_s=0.2, seed=10)
     await _serve(online, candidate, 120, error_share=0.2, ttft_s=0.2, seed=11)
+    dry = _cli(redis_url, "analyze", "default", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "decision: ABORT" in dry.stdout and "dry run, nothing aborted" in dry.stdout
+    status = _cli(redis_url, "status", "default")
+    assert f"rollout of {candidate} at 10%" in status.stdout
+    [dry_line] = [line for line in status.stdout.splitlines() if "analysis " in line]
+    assert dry_line.endswith("; dry run, nothing aborted"), status.stdout  # not read as an abort
     analysis = _cli(redis_url, "analyze", "default")
     assert analysis.returncode == 0, analysis.stderr
     assert "two-proportion z-test" in analysis.stdout and "decision: ABORT" in analysis.stdout
+    assert "; rollout aborted" in analysis.stdout
     status = _cli(redis_url, "status", "default")
     assert "no rollout under way" in status.stdout
+    applied = [line for line in status.stdout.splitlines() if "analysis " in line]
+    assert applied[0].endswith("; rollout aborted") and applied[1].endswith("dry run, nothing aborted")
     assert f"abort    {candidate}" in status.stdout and "canary-analysis" in status.stdout
     data = json.loads(_cli(redis_url, "status", "default", "--json").stdout)
     assert data["rollout"] is None and data["analyses"][0]["decision"] == "abort"
+    assert [a["dry_run"] for a in data["analyses"]] == [False, True]
     refused = _cli(redis_url, "promote", "default")
     assert refused.returncode == 1 and "no rollout under way to promote" in refused.stderr
     again = _cli(redis_url, "rollout", "default", candidate, "--percent", "5")
