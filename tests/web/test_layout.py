@@ -47,36 +47,50 @@ WIDE_SCRIPT = [
     {"match": "", "reply": REPLY},
 ]
 
-#: Elements whose right edge lies beyond the viewport: named in the failure message.
-OVERFLOW = """() => {
+#: The boxes that may scroll sideways: code blocks, an action's arguments and result, the composer.
+SCROLLING_BOXES = "pre, .action-args, .action-result, textarea"
+
+#: Elements whose right edge lies beyond the viewport (named in the failure message), and scroll
+#: containers other than SCROLLING_BOXES whose content is wider than they are: the message list
+#: scrolling sideways cuts off the start of every line just as a wide page does.
+OVERFLOW = """(allowed) => {
   const width = document.documentElement.clientWidth;
+  const name = (node) => `${node.tagName.toLowerCase()}${node.id ? '#' + node.id : ''}.${[...node.classList].join('.')}`;
   const wide = [];
+  const sideways = [];
   for (const node of document.querySelectorAll('body *')) {
     const box = node.getBoundingClientRect();
     if (box.width && box.right > width + 0.5) {
-      wide.push(`${node.tagName.toLowerCase()}${node.id ? '#' + node.id : ''}.${[...node.classList].join('.')} right=${Math.round(box.right)}`);
+      wide.push(`${name(node)} right=${Math.round(box.right)}`);
+    }
+    const overflowX = getComputedStyle(node).overflowX;
+    if ((overflowX === 'auto' || overflowX === 'scroll') && node.scrollWidth > node.clientWidth + 1
+        && !node.matches(allowed)) {
+      sideways.push(`${name(node)} content ${node.scrollWidth}px in ${node.clientWidth}px`);
     }
   }
   return {scrollWidth: document.documentElement.scrollWidth, bodyScrollWidth: document.body.scrollWidth,
-          viewport: window.innerWidth, wide: wide.slice(0, 12)};
+          viewport: window.innerWidth, wide: wide.slice(0, 12), sideways: sideways.slice(0, 12)};
 }"""
 
 
 async def measure_all(page: Page, output_dir: Path, label: str) -> list[str]:
-    """Resize through every screen; for each that scrolls sideways, a screenshot and a line of detail."""
+    """Resize through every screen; for each where the page or a part of it other than the wide boxes
+    scrolls sideways, a screenshot and a line of detail."""
     problems = []
     for width, height in SCREENS:
         await page.set_viewport_size({"width": width, "height": height})
         await page.evaluate(
             "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
         )
-        found = await page.evaluate(OVERFLOW)
-        if max(found["scrollWidth"], found["bodyScrollWidth"]) > found["viewport"]:
+        found = await page.evaluate(OVERFLOW, SCROLLING_BOXES)
+        if max(found["scrollWidth"], found["bodyScrollWidth"]) > found["viewport"] or found["sideways"]:
             shot = output_dir / f"web-overflow-{label}-{width}x{height}.png"
             await page.screenshot(path=str(shot), full_page=True)
             problems.append(
                 f"{label} at {width}x{height}: document {found['scrollWidth']}px wide; "
-                f"beyond the edge: {found['wide']} (screenshot {shot.name})"
+                f"beyond the edge: {found['wide']}; scrolling sideways: {found['sideways']} "
+                f"(screenshot {shot.name})"
             )
     return problems
 
