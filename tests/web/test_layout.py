@@ -106,8 +106,8 @@ async def test_no_horizontal_overflow_at_any_width(
     backend: TestServer,
     mobile: bool,
 ) -> None:
-    """Sign-in, an empty conversation, an answer with a long word, a long URL and a wide code block,
-    and an action card with wide arguments and a wide result: at 320, 390 and 768 px wide, portrait
+    """Sign-in, an empty conversation, questions and an answer with a long word, a long URL and a wide
+    code block, a long title in the list, and an action card with wide arguments and a wide result: at 320, 390 and 768 px wide, portrait
     and landscape, the document is never wider than the viewport; the wide parts scroll in their box."""
     await script(WIDE_SCRIPT)
     options = {"is_mobile": True, "has_touch": True} if mobile else {}
@@ -122,11 +122,12 @@ async def test_no_horizontal_overflow_at_any_width(
         await open_signed_in(page, web_gateway)
         problems += await measure_all(page, output_dir, f"{label}-empty")
         await page.set_viewport_size({"width": 390, "height": 844})
-        await send(page, "please open a wide ticket")
+        # The user's own words are long too: the first one titles the conversation in the list.
+        await send(page, f"please open a wide ticket about {LONG_URL}")
         card = page.get_by_role("region", name="Action create_ticket")
         await expect(card).to_have_attribute("data-status", "succeeded", timeout=30_000)
         await wait_answer_done(page, answers(page).last)
-        await send(page, "now the long text")
+        await send(page, f"now the long text, {LONG_WORD}")
         await wait_answer_done(page, answers(page).last)
         problems += await measure_all(page, output_dir, f"{label}-chat")
         assert not problems, "\n".join(problems)
