@@ -29,8 +29,8 @@ param kubernetesVersion string = '1.35'
 @description('Istio add-on revision (also the istio.io/rev label of aks/base/namespace.yaml). Supported ones: `az aks mesh get-revisions --location <region> -o table`.')
 param istioRevision string = 'asm-1-30'
 
-@description('Tag of the redis image imported into ACR; 7.4.9 is the first 7.4 release with the May 2026 fixes (CVE-2026-23479, CVE-2026-25243, CVE-2026-23631).')
-param redisImageTag string = '7.4.9-alpine'
+@description('Tag of the redis image imported into ACR. 7.4.10 is the urgent security release of July 2026 (remote code execution fixes in every line from 6.2 to 8.8; 7.4.9 and older are affected). Tags: docker.io/library/redis; release notes: github.com/redis/redis/releases.')
+param redisImageTag string = '7.4.10-alpine'
 
 @description('Azure OpenAI model, deployed under its own name (agent configs name the deployment). Available ones: `az cognitiveservices model list --location <region> -o table`.')
 param openAiModel string = 'gpt-4o-mini'

@@ -144,7 +144,7 @@ resource containerInsightsLink 'Microsoft.Insights/dataCollectionRuleAssociation
   properties: { dataCollectionRuleId: containerInsightsRuleId }
 }
 
-resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' existing = {
+resource registry 'Microsoft.ContainerRegistry/registries@2025-11-01' existing = {
   name: registryName
 }
 

@@ -33,7 +33,7 @@ var roles = {
 }
 var packageContainer = 'app-package'
 
-resource storage 'Microsoft.Storage/storageAccounts@2025-01-01' = {
+resource storage 'Microsoft.Storage/storageAccounts@2026-04-01' = {
   name: storageName
   location: location
   tags: tags
@@ -75,7 +75,7 @@ resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [fo
   }
 }]
 
-resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   name: 'plan-${appName}'
   location: location
   tags: tags
@@ -105,7 +105,7 @@ var appSettings = union({
   COSMOS_DEADLETTER_CONTAINER: cosmosContainers[1].name
 }, empty(ticketsServiceUrl) ? {} : { TICKETS_SERVICE_URL: ticketsServiceUrl })
 
-resource app 'Microsoft.Web/sites@2024-11-01' = {
+resource app 'Microsoft.Web/sites@2025-03-01' = {
   name: appName
   location: location
   tags: union(tags, { 'azd-service-name': 'functions' })
@@ -140,13 +140,13 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
 }
 
 // No publishing with basic credentials: deployments authenticate with Entra ID.
-resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-11-01' = {
+resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: app
   name: 'ftp'
   properties: { allow: false }
 }
 
-resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-11-01' = {
+resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: app
   name: 'scm'
   properties: { allow: false }

@@ -21,7 +21,7 @@ var roles = {
   secretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
+resource vault 'Microsoft.KeyVault/vaults@2026-02-01' = {
   name: name
   location: location
   tags: tags
@@ -67,7 +67,7 @@ resource certificateWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }]
 
-resource appInsightsSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+resource appInsightsSecret 'Microsoft.KeyVault/vaults/secrets@2025-05-01' = {
   parent: vault
   name: 'appinsights-connection-string'
   properties: {

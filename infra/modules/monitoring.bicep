@@ -41,7 +41,7 @@ resource prometheus 'Microsoft.Monitor/accounts@2023-04-03' = {
   tags: tags
 }
 
-resource prometheusEndpoint 'Microsoft.Insights/dataCollectionEndpoints@2023-03-11' = {
+resource prometheusEndpoint 'Microsoft.Insights/dataCollectionEndpoints@2024-03-11' = {
   name: 'dce-${prefix}-prometheus'
   location: location
   tags: tags

@@ -26,7 +26,7 @@ var apimRules = [
   { name: 'apim-out-monitor-443', direction: 'Outbound', source: 'VirtualNetwork', destination: 'AzureMonitor', port: '443' }
 ]
 
-resource apimNsg 'Microsoft.Network/networkSecurityGroups@2024-07-01' = {
+resource apimNsg 'Microsoft.Network/networkSecurityGroups@2025-07-01' = {
   name: 'nsg-${prefix}-apim'
   location: location
   tags: tags
@@ -47,7 +47,7 @@ resource apimNsg 'Microsoft.Network/networkSecurityGroups@2024-07-01' = {
   }
 }
 
-resource aksNsg 'Microsoft.Network/networkSecurityGroups@2024-07-01' = {
+resource aksNsg 'Microsoft.Network/networkSecurityGroups@2025-07-01' = {
   name: 'nsg-${prefix}-aks'
   location: location
   tags: tags
@@ -72,7 +72,7 @@ resource aksNsg 'Microsoft.Network/networkSecurityGroups@2024-07-01' = {
   }
 }
 
-resource vnet 'Microsoft.Network/virtualNetworks@2024-07-01' = {
+resource vnet 'Microsoft.Network/virtualNetworks@2025-07-01' = {
   name: 'vnet-${prefix}'
   location: location
   tags: tags
@@ -97,7 +97,7 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-07-01' = {
   }
 }
 
-resource apimPublicIp 'Microsoft.Network/publicIPAddresses@2024-07-01' = {
+resource apimPublicIp 'Microsoft.Network/publicIPAddresses@2025-05-01' = {
   name: 'pip-${prefix}-apim'
   location: location
   tags: tags

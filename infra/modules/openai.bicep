@@ -27,7 +27,7 @@ resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' = {
   }
 }
 
-resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2025-06-01' = {
+resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2026-05-01' = {
   parent: account
   name: model
   sku: { name: 'GlobalStandard', capacity: capacity }

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 NOT_RUN_HERE = (
-    "no Bicep compiler here: infra/*.bicep is parsed (pycep-parser) and checked, not compiled or type-checked "
+    "no Bicep compiler here (the Bicep CLI ships as a binary from GitHub releases or NuGet, "
+    "Azure.Bicep.CommandLine; neither is reachable from these machines, and no PyPI, npm or Debian package "
+    "carries it): infra/*.bicep is parsed (pycep-parser) and checked, not compiled, linted or type-checked "
     "against the resource providers",
     "no Azure subscription here: `azd up` (provision, hooks, deploy), a second `azd up` changing nothing, and "
     "`azd down` have not run",

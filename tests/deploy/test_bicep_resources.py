@@ -4,6 +4,7 @@ cluster, function app, Key Vault, registry, app registrations, APIM, versions th
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.deploy.bicep import (
     template,
     text,
 )
+from tests.deploy.manifests import ROOT
 
 
 def module_params(symbol: str) -> dict[str, str]:
@@ -209,6 +211,25 @@ def test_cluster_runs_the_istio_revision_the_namespace_labels() -> None:
             find(rendered(overlay), "Namespace", "agents")[0]["metadata"]["labels"]["istio.io/rev"]
             == revision
         )
+
+
+def test_namespace_revision_follows_the_deployed_parameter(tmp_path: Path) -> None:
+    """The label is not a second copy of the default: the postprovision hook writes the deployment's
+    AKS_ISTIO_REVISION output into azure.env, and the wiring component sets the label from it, so a
+    cluster provisioned with another revision gets sidecars from that revision."""
+    import shutil
+
+    from tests.deploy.manifests import AKS, find, render
+
+    assert text(outputs(MAIN)["AKS_ISTIO_REVISION"]["value"]) == "istioRevision"
+    hook = (ROOT / "infra" / "hooks" / "postprovision.sh").read_text()
+    assert "ISTIO_REVISION=${AKS_ISTIO_REVISION}" in hook
+    copy = tmp_path / "aks"
+    shutil.copytree(AKS, copy)
+    env = copy / "overlays" / "prod" / "azure.env"
+    env.write_text(re.sub(r"(?m)^ISTIO_REVISION=.*$", "ISTIO_REVISION=asm-1-31", env.read_text()))
+    namespace = find(render(copy / "overlays" / "prod"), "Namespace", "agents")[0]
+    assert namespace["metadata"]["labels"]["istio.io/rev"] == "asm-1-31"
 
 
 @pytest.mark.parametrize(
@@ -408,7 +429,8 @@ def test_data_services_send_diagnostics_to_log_analytics() -> None:
 
 
 def test_redis_image_is_a_patched_release() -> None:
-    """The Redis image tag is 7.4.9 or later in the 7.4 line (or a later minor)."""
+    """The Redis image tag is 7.4.10 or later in the 7.4 line (or a later minor): July 2026's urgent
+    security release; every 7.4 before it has remote code execution bugs."""
     tag = parameter_default(MAIN, "redisImageTag")
     major, minor, patch = (int(n) for n in re.match(r"(\d+)\.(\d+)\.(\d+)", tag).groups())
-    assert (major, minor, patch) >= (7, 4, 9), tag
+    assert (major, minor, patch) >= (7, 4, 10), tag

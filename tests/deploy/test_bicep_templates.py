@@ -34,10 +34,10 @@ from tests.deploy.manifests import ROOT
 API_FLOORS = {
     "Microsoft.Resources/resourceGroups": "2025-04-01",
     "Microsoft.Resources/deploymentScripts": "2023-08-01",  # newest stable
-    "Microsoft.OperationalInsights/workspaces": "2025-02-01",
+    "Microsoft.OperationalInsights/workspaces": "2025-07-01",
     "Microsoft.Insights/components": "2020-02-02",  # newest stable
     "Microsoft.Monitor/accounts": "2023-04-03",  # newest stable
-    "Microsoft.Insights/dataCollectionEndpoints": "2023-03-11",  # newest stable
+    "Microsoft.Insights/dataCollectionEndpoints": "2024-03-11",
     "Microsoft.Insights/dataCollectionRules": "2024-03-11",
     "Microsoft.Insights/dataCollectionRuleAssociations": "2024-03-11",
     "Microsoft.Insights/actionGroups": "2023-01-01",  # newest stable
@@ -49,14 +49,14 @@ API_FLOORS = {
     "Microsoft.Authorization/roleAssignments": "2022-04-01",  # newest stable
     "Microsoft.ManagedIdentity/userAssignedIdentities": "2024-11-30",
     "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials": "2024-11-30",
-    "Microsoft.Network/networkSecurityGroups": "2024-05-01",
-    "Microsoft.Network/virtualNetworks": "2024-05-01",
-    "Microsoft.Network/publicIPAddresses": "2024-05-01",
+    "Microsoft.Network/networkSecurityGroups": "2025-07-01",
+    "Microsoft.Network/virtualNetworks": "2025-07-01",
+    "Microsoft.Network/publicIPAddresses": "2025-05-01",
     "Microsoft.Network/privateDnsZones": "2024-06-01",
     "Microsoft.Network/privateDnsZones/virtualNetworkLinks": "2024-06-01",
-    "Microsoft.KeyVault/vaults": "2024-11-01",
-    "Microsoft.KeyVault/vaults/secrets": "2024-11-01",
-    "Microsoft.ContainerRegistry/registries": "2025-04-01",
+    "Microsoft.KeyVault/vaults": "2026-02-01",
+    "Microsoft.KeyVault/vaults/secrets": "2025-05-01",
+    "Microsoft.ContainerRegistry/registries": "2025-11-01",
     "Microsoft.ServiceBus/namespaces": "2024-01-01",
     "Microsoft.ServiceBus/namespaces/queues": "2024-01-01",
     "Microsoft.DocumentDB/databaseAccounts": "2025-04-15",
@@ -64,13 +64,13 @@ API_FLOORS = {
     "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers": "2025-04-15",
     "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments": "2025-04-15",
     "Microsoft.CognitiveServices/accounts": "2025-06-01",
-    "Microsoft.CognitiveServices/accounts/deployments": "2025-06-01",
-    "Microsoft.Storage/storageAccounts": "2025-01-01",
+    "Microsoft.CognitiveServices/accounts/deployments": "2026-05-01",
+    "Microsoft.Storage/storageAccounts": "2026-04-01",
     "Microsoft.Storage/storageAccounts/blobServices": "2025-01-01",
     "Microsoft.Storage/storageAccounts/blobServices/containers": "2025-01-01",
-    "Microsoft.Web/serverfarms": "2024-11-01",
-    "Microsoft.Web/sites": "2024-11-01",
-    "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2024-11-01",
+    "Microsoft.Web/serverfarms": "2025-03-01",
+    "Microsoft.Web/sites": "2025-03-01",
+    "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2025-03-01",
     "Microsoft.ContainerService/managedClusters": "2025-10-01",
     "Microsoft.ApiManagement/service": "2024-05-01",
     "Microsoft.ApiManagement/service/namedValues": "2024-05-01",
