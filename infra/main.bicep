@@ -32,6 +32,10 @@ param istioRevision string = 'asm-1-30'
 @description('Tag of the redis image imported into ACR. 7.4.10 is the urgent security release of July 2026 (remote code execution fixes in every line from 6.2 to 8.8; 7.4.9 and older are affected). Tags: docker.io/library/redis; release notes: github.com/redis/redis/releases.')
 param redisImageTag string = '7.4.10-alpine'
 
+@allowed(['aks', 'managed'])
+@description('Where Redis runs. aks: one primary in the cluster (StatefulSet on zone-redundant disk, aks/base/redis.yaml). managed: Azure Managed Redis with the OSS cluster policy, the choice that scales past one primary (docs/operations.md, Redis Cluster); the postprovision hook then switches the overlay to aks/components/azure-managed-redis.')
+param redisHosting string = 'aks'
+
 @description('Azure OpenAI model, deployed under its own name (agent configs name the deployment). Available ones: `az cognitiveservices model list --location <region> -o table`.')
 param openAiModel string = 'gpt-4o-mini'
 
@@ -156,6 +160,20 @@ module openAi 'modules/openai.bicep' = {
     modelVersion: openAiModelVersion
     gatewayPrincipalId: identities.outputs.gatewayPrincipalId
     logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module redisManaged 'modules/redis-managed.bicep' = if (redisHosting == 'managed') {
+  scope: rg
+  name: 'redis-managed'
+  params: {
+    location: location
+    tags: tags
+    name: 'redis-${prefix}-${token}'
+    profile: profile
+    keyVaultName: keyVault.outputs.name
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    actionGroupId: monitoring.outputs.actionGroupId
   }
 }
 
@@ -285,6 +303,8 @@ output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
 output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
 output AZURE_FUNCTION_APP_NAME string = functions.outputs.name
 output AKS_OVERLAY string = profile
+// The postprovision hook picks the overlay's Redis component from it (aks/overlays/<profile>/redis).
+output REDIS_HOSTING string = redisHosting
 output AKS_NAMESPACE string = namespace
 output AKS_ISTIO_REVISION string = istioRevision
 output AKS_KUBERNETES_VERSION string = kubernetesVersion

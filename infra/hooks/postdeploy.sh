@@ -20,7 +20,10 @@ az aks get-credentials -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_AKS_CLUSTER_NAME" -
 kubelogin convert-kubeconfig -l azurecli
 
 kubectl -n "$AKS_NAMESPACE" rollout status deployment/streaming-gateway --timeout=10m
-kubectl -n "$AKS_NAMESPACE" rollout status statefulset/redis --timeout=10m
+# With Azure Managed Redis (REDIS_HOSTING=managed) there is no in-cluster Redis to wait for.
+if [ "${REDIS_HOSTING:-aks}" != "managed" ]; then
+  kubectl -n "$AKS_NAMESPACE" rollout status statefulset/redis --timeout=10m
+fi
 kubectl -n aks-istio-ingress rollout status deployment/ingress-certificates --timeout=5m
 
 address=""

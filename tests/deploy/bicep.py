@@ -134,9 +134,12 @@ def modules(path: Path = MAIN) -> dict[str, dict[str, Any]]:
     """symbol -> {'path': module file, 'params': {...}} for each local module a file uses."""
     found = {}
     for symbol, raw in template(path).get("modules", {}).items():
+        config = raw["config"]
+        if "condition" in config and "config" in config:  # `= if (...) { ... }`
+            config = config["config"]
         found[symbol] = {
             "path": (path.parent / raw["detail"]["path"]).resolve(),
-            "params": raw["config"]["params"],
+            "params": config["params"],
         }
     return found
 

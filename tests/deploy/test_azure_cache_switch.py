@@ -47,8 +47,10 @@ def test_switch_reads_the_whole_url_from_key_vault(switched: list[Manifest]) -> 
     assert "objectName: redis-url" in provider["spec"]["parameters"]["objects"]
 
 
-def test_switch_opens_egress_to_the_cache_tls_port_only(switched: list[Manifest]) -> None:
-    """The gateway may reach port 6380 (TLS) and no longer an in-cluster Redis pod."""
+def test_switch_opens_egress_to_the_cache_tls_ports_only(switched: list[Manifest]) -> None:
+    """The gateway may reach port 6380 and the TLS shard ports of a clustered Premium cache
+    (15000-15999, named in MOVED replies), and no longer an in-cluster Redis pod."""
     egress = find(switched, "NetworkPolicy", "streaming-gateway")[0]["spec"]["egress"]
-    ports = [p["port"] for rule in egress for p in rule["ports"]]
-    assert 6380 in ports and 6379 not in ports
+    ports = [(p["port"], p.get("endPort")) for rule in egress for p in rule["ports"]]
+    assert (6380, None) in ports and (15000, 15999) in ports
+    assert all(port != 6379 for port, _ in ports)

@@ -19,7 +19,7 @@ def prometheus_alerts() -> dict[str, dict[str, str]]:
 
 def test_dead_letters_on_either_queue_alert() -> None:
     """A metric alert fires on any dead-lettered message on `actions` or `action-updates`."""
-    alert = one("Microsoft.Insights/metricAlerts")
+    alert = next(a for a in resources("Microsoft.Insights/metricAlerts") if a.symbol == "deadLetters")
     criterion = alert.properties["criteria"]["allOf"][0]
     assert criterion["metricName"] == "DeadletteredMessages"
     assert (criterion["operator"], criterion["threshold"], criterion["timeAggregation"]) == (
@@ -78,10 +78,8 @@ def test_redis_memory_alert_fires_before_redis_refuses_writes() -> None:
 
 def test_every_alert_notifies_the_action_group() -> None:
     """Metric, log and Prometheus alerts all send to the one action group."""
-    assert (
-        text(one("Microsoft.Insights/metricAlerts").properties["actions"])
-        == "[{actionGroupId: actionGroupId}]"
-    )
+    for alert in resources("Microsoft.Insights/metricAlerts"):
+        assert text(alert.properties["actions"]) == "[{actionGroupId: actionGroupId}]", alert.where
     assert (
         text(one("Microsoft.Insights/scheduledQueryRules").properties["actions"])
         == "{actionGroups: [actionGroupId]}"

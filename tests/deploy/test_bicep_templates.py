@@ -82,6 +82,8 @@ API_FLOORS = {
     "Microsoft.ApiManagement/service/apis/operations/policies": "2024-05-01",
     "Microsoft.ApiManagement/service/apis/diagnostics": "2024-05-01",
     "Microsoft.ApiManagement/service/loggers": "2024-05-01",
+    "Microsoft.Cache/redisEnterprise": "2025-07-01",
+    "Microsoft.Cache/redisEnterprise/databases": "2025-07-01",
     "Microsoft.Graph/applications": "v1.0",
     "Microsoft.Graph/servicePrincipals": "v1.0",
 }
