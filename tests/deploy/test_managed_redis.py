@@ -152,6 +152,22 @@ def test_gateway_uses_the_cluster_client_with_the_url_from_key_vault(managed: li
     assert any(ref["configMapRef"]["name"] == settings[0]["metadata"]["name"] for ref in container["envFrom"])
 
 
+def test_gateway_settings_select_the_cluster_client(managed: list[Manifest]) -> None:
+    """The rendered settings, with a URL of the shape Bicep writes, pass the gateway's own check in cluster mode."""
+    from streaming_gateway.settings import Settings
+
+    settings = next(
+        m
+        for m in managed
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].startswith("gateway-settings-")
+    )
+    environ = dict(settings["data"])
+    environ["REDIS_URL"] = "rediss://:a%2Bb%3D@redis-agents-prod-abc.westeurope.redis.azure.net:10000/0"
+    parsed = Settings.from_env(environ)
+    assert parsed.redis_mode == "cluster"
+    assert parsed.redis_url == environ["REDIS_URL"]
+
+
 def test_gateway_egress_reaches_the_cluster_endpoint_and_every_shard(managed: list[Manifest]) -> None:
     """10000 answers CLUSTER SLOTS; the shards it names listen on 8500-8599. Nothing else for Redis."""
     egress = find(managed, "NetworkPolicy", "streaming-gateway")[0]["spec"]["egress"]
