@@ -93,12 +93,14 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     name: toLower('kv-${take(environmentName, 10)}-${take(token, 10)}')
+    caName: toLower('kvca-${take(environmentName, 8)}-${take(token, 10)}')
     principalId: principalId
     principalType: principalType
     secretReaders: [identities.outputs.gatewayPrincipalId, identities.outputs.redisPrincipalId, identities.outputs.ingressCertsPrincipalId, identities.outputs.apimPrincipalId]
     certificateWriterPrincipalId: identities.outputs.scriptPrincipalId
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     logAnalyticsId: monitoring.outputs.logAnalyticsId
+    actionGroupId: monitoring.outputs.actionGroupId
   }
 }
 
@@ -109,6 +111,7 @@ module certificates 'modules/certificates.bicep' = {
     location: location
     tags: tags
     keyVaultName: keyVault.outputs.name
+    caKeyVaultName: keyVault.outputs.caName
     publicHost: publicHost
     scriptIdentityId: identities.outputs.scriptId
     azCliVersion: azCliVersion
@@ -263,7 +266,7 @@ module apim 'modules/apim.bicep' = {
     publicHost: publicHost
     keyVaultUri: keyVault.outputs.uri
     clientCertificateSecret: certificates.outputs.apimClientSecretName
-    ingressRootCertificate: certificates.outputs.ingressCertificate
+    ingressRootCertificate: certificates.outputs.ingressRootCertificate
     audience: entra.outputs.apiAppId
     appInsightsId: monitoring.outputs.appInsightsId
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString

@@ -2,8 +2,8 @@
 // the Istio internal ingress at https://<publicHost>. Two APIs with the policies in apim/:
 // HTTP (`agents`, SSE and JSON, unbuffered) and WebSocket (`agents-ws`, token checked on the
 // handshake). To the ingress it presents the `apim-client` certificate from Key Vault (mutual
-// TLS) and validates the ingress certificate's chain and name: the ingress certificate (self-
-// signed unless you issue it from your CA) is installed as a trusted root.
+// TLS) and validates the ingress certificate's chain and name against the private CA
+// (modules/certificates.bicep), installed as a trusted root.
 param location string
 param tags object
 param name string
@@ -16,7 +16,7 @@ param publicIpId string
 param publicHost string
 param keyVaultUri string
 param clientCertificateSecret string
-@description('Base64 DER of the ingress certificate, trusted as a root for the backend chain.')
+@description('Base64 DER of the private CA that issues the ingress certificate: the root of the backend chain. It outlives the certificates it issues, so a renewal changes nothing here.')
 param ingressRootCertificate string
 @description('The API app registration\'s application id: the `aud` of a v2 access token.')
 param audience string

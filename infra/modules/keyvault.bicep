@@ -5,6 +5,8 @@
 param location string
 param tags object
 param name string
+@description('The vault that holds only the private CA of the ingress certificates; the certificate script alone reads it.')
+param caName string
 param principalId string
 param principalType string
 @description('Principal ids of workload identities that read secrets.')
@@ -13,6 +15,8 @@ param certificateWriterPrincipalId string
 @secure()
 param appInsightsConnectionString string
 param logAnalyticsId string
+@description('Where the certificate expiry alert goes.')
+param actionGroupId string
 
 var roles = {
   administrator: '00482a5a-887f-4fb3-b363-3baf46a0f4a3'
@@ -86,6 +90,77 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   }
 }
 
+// The CA's key is kept apart: every workload identity reads secrets of the main vault, and none of
+// them may mint a certificate the ingress or APIM would trust.
+resource caVault 'Microsoft.KeyVault/vaults@2026-02-01' = {
+  name: caName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
+  }
+}
+
+resource caWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(caVault.id, certificateWriterPrincipalId, roles.secretsOfficer)
+  scope: caVault
+  properties: {
+    principalId: certificateWriterPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsOfficer)
+  }
+}
+
+resource caDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: caVault
+  properties: {
+    workspaceId: logAnalyticsId
+    logs: [{ categoryGroup: 'audit', enabled: true }]
+    metrics: [{ category: 'AllMetrics', enabled: true }]
+  }
+}
+
+// Key Vault raises CertificateNearExpiry 30 days before a certificate expires. The ingress and APIM
+// certificates are issued again by any provision within 90 days of expiry (modules/certificates.bicep),
+// so this fires only when nobody provisioned in the two months before: run `azd provision`.
+resource vaultEvents 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
+  name: 'evgt-${name}'
+  location: location
+  tags: tags
+  properties: {
+    source: vault.id
+    topicType: 'Microsoft.KeyVault.vaults'
+  }
+}
+
+resource expiryAlert 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
+  parent: vaultEvents
+  name: 'certificate-expiry'
+  properties: {
+    eventDeliverySchema: 'CloudEventSchemaV1_0'
+    filter: {
+      includedEventTypes: ['Microsoft.KeyVault.CertificateNearExpiry', 'Microsoft.KeyVault.CertificateExpired']
+    }
+    destination: {
+      endpointType: 'MonitorAlert'
+      properties: {
+        severity: 'Sev2'
+        actionGroups: [actionGroupId]
+        description: 'A certificate in ${name} expires within 30 days or has expired: run `azd provision`, which issues the ingress and APIM certificates again from the private CA.'
+      }
+    }
+  }
+}
+
 output name string = vault.name
+output caName string = caVault.name
 output id string = vault.id
 output uri string = vault.properties.vaultUri

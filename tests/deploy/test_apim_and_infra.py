@@ -85,15 +85,16 @@ def test_policy_streams_unbuffered_to_the_mtls_backend() -> None:
     assert not any(el.tag in {"validate-content", "cache-lookup", "cache-store"} for el in policy().iter())
 
 
-def test_backend_chain_is_validated_against_the_ingress_certificate() -> None:
-    """APIM trusts the ingress certificate as a root (it is self-signed unless issued by your CA)."""
+def test_backend_chain_is_validated_against_the_private_ca() -> None:
+    """APIM trusts the private CA that issues the ingress certificate (not a copy of the certificate,
+    which a renewal would replace); tests/deploy/test_certificates.py runs the handshakes."""
     service = one("Microsoft.ApiManagement/service")
     assert [text(c["encodedCertificate"]) for c in service.properties["certificates"]] == [
         "ingressRootCertificate"
     ]
     assert service.properties["certificates"][0]["storeName"] == "Root"
     params = {k: text(v) for k, v in modules()["apim"]["params"].items()}
-    assert params["ingressRootCertificate"] == "certificates.outputs.ingressCertificate"
+    assert params["ingressRootCertificate"] == "certificates.outputs.ingressRootCertificate"
 
 
 def test_apim_installs_both_policies_on_http_and_websocket_apis() -> None:
@@ -256,7 +257,10 @@ def test_key_vault_objects_are_created() -> None:
     script = (INFRA / "scripts" / "certificates.sh").read_text()
     created = {r.body["name"] for r in resources("Microsoft.KeyVault/vaults/secrets")}
     created |= set(re.findall(r"secret set --vault-name \"\$KEYVAULT_NAME\" -n ([a-z-]+)", script))
-    created |= set(re.findall(r"^ensure_certificate ([a-z-]+) ", script, re.M))
+    created |= set(re.findall(r"^ensure_leaf ([a-z-]+) ", script, re.M))
+    created |= set(
+        re.findall(r"secret set --vault-name \"\$KEYVAULT_NAME\" -n ([a-z-]+)", script.replace("\\\n", " "))
+    )
     for provider in find(rendered("prod"), "SecretProviderClass"):
         for entry in yaml.safe_load(provider["spec"]["parameters"]["objects"])["array"]:
             assert yaml.safe_load(entry)["objectName"] in created, provider["metadata"]["name"]

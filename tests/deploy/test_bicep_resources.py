@@ -165,11 +165,35 @@ def test_role_assignment_names_are_deterministic() -> None:
 
 
 def test_key_vault_uses_rbac_and_keeps_deleted_secrets() -> None:
-    """RBAC authorization, soft delete and purge protection."""
-    vault = one("Microsoft.KeyVault/vaults")
-    assert vault.properties["enableRbacAuthorization"] is True
-    assert vault.properties["enablePurgeProtection"] is True
-    assert vault.properties["enableSoftDelete"] is True
+    """RBAC authorization, soft delete and purge protection, on the main vault and the CA's."""
+    vaults = resources("Microsoft.KeyVault/vaults")
+    assert sorted(v.symbol for v in vaults) == ["caVault", "vault"]
+    for vault in vaults:
+        assert vault.properties["enableRbacAuthorization"] is True
+        assert vault.properties["enablePurgeProtection"] is True
+        assert vault.properties["enableSoftDelete"] is True
+
+
+def test_only_the_certificate_script_reads_the_ca_vault() -> None:
+    """The CA's key is out of reach of every workload identity (they read the main vault's secrets)."""
+    on_ca = [r for r in role_assignments() if text(r.body.get("scope")) == "caVault"]
+    assert [text(r.properties["principalId"]) for r in on_ca] == ["certificateWriterPrincipalId"]
+    assert module_params("keyVault")["certificateWriterPrincipalId"] == "identities.outputs.scriptPrincipalId"
+
+
+def test_certificate_expiry_raises_an_alert() -> None:
+    """Key Vault's near-expiry and expired events go to the action group through Event Grid."""
+    topic = one("Microsoft.EventGrid/systemTopics")
+    assert topic.properties["topicType"] == "Microsoft.KeyVault.vaults"
+    assert text(topic.properties["source"]) == "vault.id"
+    subscription = one("Microsoft.EventGrid/systemTopics/eventSubscriptions").properties
+    assert set(subscription["filter"]["includedEventTypes"]) == {
+        "Microsoft.KeyVault.CertificateNearExpiry",
+        "Microsoft.KeyVault.CertificateExpired",
+    }
+    assert subscription["destination"]["endpointType"] == "MonitorAlert"
+    assert text(subscription["destination"]["properties"]["actionGroups"]) == "[actionGroupId]"
+    assert module_params("keyVault")["actionGroupId"] == "monitoring.outputs.actionGroupId"
 
 
 def test_key_vault_readers_are_the_workload_identities() -> None:

@@ -84,6 +84,8 @@ API_FLOORS = {
     "Microsoft.ApiManagement/service/loggers": "2024-05-01",
     "Microsoft.Cache/redisEnterprise": "2025-07-01",
     "Microsoft.Cache/redisEnterprise/databases": "2025-07-01",
+    "Microsoft.EventGrid/systemTopics": "2025-02-15",
+    "Microsoft.EventGrid/systemTopics/eventSubscriptions": "2025-02-15",
     "Microsoft.Graph/applications": "v1.0",
     "Microsoft.Graph/servicePrincipals": "v1.0",
 }
@@ -150,6 +152,7 @@ def test_every_loaded_file_exists() -> None:
         "websocket-api-policy.xml",
         "workbook.json",
         "certificates.sh",
+        "certificates.py",
     }
     assert [p for p in loaded if not p.exists()] == []
 
