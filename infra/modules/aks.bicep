@@ -125,6 +125,23 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2025-10-01' = {
   }
 }
 
+// Control-plane logs: who changed what (audit without reads), Entra ID sign-ins, and why the
+// autoscaler did or did not add nodes. Resource-specific tables; the full kube-audit with every
+// read would cost more than the rest of the workspace.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: cluster
+  properties: {
+    workspaceId: logAnalyticsId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      { category: 'kube-audit-admin', enabled: true }
+      { category: 'guard', enabled: true }
+      { category: 'cluster-autoscaler', enabled: true }
+    ]
+  }
+}
+
 // Managed Prometheus: the cluster sends to the Azure Monitor workspace through these.
 resource prometheusEndpointLink 'Microsoft.Insights/dataCollectionRuleAssociations@2024-03-11' = {
   name: 'configurationAccessEndpoint'

@@ -115,6 +115,28 @@ def test_workbook_keys_match_what_the_gateway_records() -> None:
     assert '"conversation_id"' in observability
 
 
+def test_every_service_sends_diagnostics() -> None:
+    """Each service with control- or data-plane logs has a diagnostic setting scoped to it."""
+    scoped = {
+        (s.path.name, text(s.body["scope"])) for s in resources("Microsoft.Insights/diagnosticSettings")
+    }
+    expected = {
+        ("aks.bicep", "cluster"),
+        ("apim.bicep", "service"),
+        ("cosmos.bicep", "account"),
+        ("functions.bicep", "app"),
+        ("keyvault.bicep", "vault"),
+        ("keyvault.bicep", "caVault"),
+        ("messaging.bicep", "namespace"),
+        ("openai.bicep", "account"),
+        ("registry.bicep", "registry"),
+        ("redis-managed.bicep", "database"),
+    }
+    assert expected <= scoped, expected - scoped
+    aks = next(s for s in resources("Microsoft.Insights/diagnosticSettings") if s.path.name == "aks.bicep")
+    assert {log["category"] for log in aks.properties["logs"]} >= {"kube-audit-admin", "guard"}
+
+
 def test_diagnostic_settings_go_to_the_workspace() -> None:
     """Every diagnostic setting sends to the Log Analytics workspace passed in."""
     for setting in resources("Microsoft.Insights/diagnosticSettings"):
