@@ -108,15 +108,19 @@ def check_ports(needs: list[PortNeed]) -> None:
 
 
 def plan(
-    env: dict[str, str], settings: DevSettings | None = None
+    env: dict[str, str], settings: DevSettings | None = None, *, local_cluster: bool = False
 ) -> tuple[list[processes.Service], list[PortNeed]]:
-    """The services to start, in order, and the ports they need; mutates env with their addresses."""
+    """The services to start, in order, and the ports they need; mutates env with their addresses.
+    With `local_cluster` a Redis Cluster on free ports of its own stands in for Redis (started by
+    the caller once the ports are checked), so no Redis is planned."""
     settings = settings or DevSettings.from_env(env)
     services: list[processes.Service] = []
     needs: list[PortNeed] = []
     redis_url = urlparse(env["REDIS_URL"])
     redis_port = redis_url.port or 6379
-    if redis_url.hostname in {"127.0.0.1", "localhost"} and not processes.port_answers(redis_port):
+    if local_cluster:
+        pass
+    elif redis_url.hostname in {"127.0.0.1", "localhost"} and not processes.port_answers(redis_port):
         data = settings.state_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         services.append(processes.redis_server(port=redis_port, data_dir=data))
@@ -142,7 +146,8 @@ def plan(
     needs.extend(pipeline_ports(pipeline, settings))
 
     gateway_port = Env(env).int("GATEWAY_PORT", 8080, minimum=1, maximum=65535)
-    services.append(processes.python_module("gateway", "streaming_gateway", gateway_port, env=env))
+    # No env of its own: it gets the stack's at start, REDIS_URL included once a local cluster runs.
+    services.append(processes.python_module("gateway", "streaming_gateway", gateway_port))
     needs.append(PortNeed(gateway_port, "the gateway", "GATEWAY_PORT"))
     return services, needs
 
@@ -235,13 +240,18 @@ def pipeline_ports(services: list[processes.Service], settings: DevSettings) -> 
     return needs
 
 
-def local_cluster(env: dict[str, str], settings: DevSettings | None = None) -> LocalRedisCluster | None:
-    """With REDIS_MODE=cluster and nothing answering on a loopback REDIS_URL: a 3-node cluster on free
-    ports, started now (env's REDIS_URL then names one of its nodes); None otherwise."""
+def wants_local_cluster(env: dict[str, str]) -> bool:
+    """REDIS_MODE=cluster and nothing answering on a loopback REDIS_URL."""
     url = urlparse(env["REDIS_URL"])
     if Env(env).choice("REDIS_MODE", "auto", ("auto", "standalone", "cluster")) != "cluster":
-        return None
-    if url.hostname not in {"127.0.0.1", "localhost"} or processes.port_answers(url.port or 6379):
+        return False
+    return url.hostname in {"127.0.0.1", "localhost"} and not processes.port_answers(url.port or 6379)
+
+
+def local_cluster(env: dict[str, str], settings: DevSettings | None = None) -> LocalRedisCluster | None:
+    """When `wants_local_cluster`: a 3-node cluster on free ports, started now (env's REDIS_URL then
+    names one of its nodes); None otherwise."""
+    if not wants_local_cluster(env):
         return None
     settings = settings or DevSettings.from_env(env)
     data = settings.state_dir / "redis-cluster"
@@ -269,9 +279,9 @@ def main() -> int:
     signal.signal(signal.SIGHUP, _interrupt)
     try:
         env = dev_environment()
-        cluster = local_cluster(env)
-        services, needs = plan(env)
+        services, needs = plan(env, local_cluster=wants_local_cluster(env))
         check_ports(needs)
+        cluster = local_cluster(env)
         for service in services:
             service.env = {**env, **service.env}
             if service.name == "worker" and any(s.name == "cosmosdb-server" for s in started):

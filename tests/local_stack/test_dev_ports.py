@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from local_stack import processes
 from tests.local_stack.dev_stack import DevStack, free_ports
 
 
@@ -51,6 +52,24 @@ def test_every_busy_port_is_named_at_once(tmp_path: Path, redis_url: str, stacks
         assert stack.wait() == 1
     for variable, port in ports.items():
         assert f"port {port} " in stack.output and f"set {variable} " in stack.output, stack.output
+    assert stack.leftovers() == []
+
+
+def test_cluster_mode_checks_ports_before_starting_its_cluster(
+    tmp_path: Path, stacks: list[DevStack]
+) -> None:
+    """REDIS_MODE=cluster with a needed port taken: the error comes before the local Redis Cluster is
+    started, so nothing at all was started (the cluster's nodes included)."""
+    with listening_socket() as taken:
+        port = taken.getsockname()[1]
+        redis_url = f"redis://127.0.0.1:{processes.free_port()}/0"  # nothing answers: a cluster is wanted
+        env = {**free_ports(), "REDIS_URL": redis_url, "REDIS_MODE": "cluster", "GATEWAY_PORT": str(port)}
+        stack = DevStack(tmp_path, env)
+        stacks.append(stack.start())
+        assert stack.wait() == 1
+    output = stack.output
+    assert f"port {port} (the gateway) is already in use" in output, output
+    assert "Redis Cluster" not in output and "starting " not in output, output
     assert stack.leftovers() == []
 
 
