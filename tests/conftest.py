@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.gateway_process",
     "tests.fixtures.function_app",
     "tests.fixtures.evaluation",
+    "tests.fixtures.browser",
 ]

@@ -1,8 +1,7 @@
 """The attack corpus runs against the real gateway: the app factory on a free port, the suite's
 Redis, the scripted upstream over HTTP, and (for the XSS corpus) Debian's Chromium.
 
-The gateway fixtures come from tests/fixtures (pytest_plugins); the browser ones are the web
-suite's own, imported rather than copied.
+The gateway and browser fixtures come from tests/fixtures (pytest_plugins).
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-
-from tests.web.conftest import browser, page  # noqa: F401
 
 
 def non_loopback_address() -> str | None:

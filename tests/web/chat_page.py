@@ -2,37 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-from playwright.async_api import Browser, Locator, Page, Request, expect
+from playwright.async_api import Locator, Page, Request, expect
 
 from tests.fixtures.gateway import Gateway
-
-#: Playwright waits at most this long for any one expectation (a deadline, not a timing assertion).
-EXPECT_TIMEOUT_MS = 15_000
-#: Set by tests/web/conftest.py's report hook when a test fails: its pages leave their screenshots.
-FAILED = pytest.StashKey[bool]()
-
-
-async def web_page(
-    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, **context_options: object
-) -> AsyncIterator[Page]:
-    """A page in a fresh browser context; if the test fails, its screenshot and console go to
-    test-output/web-<test>.png / .console.txt."""
-    context = await browser.new_context(**context_options)
-    context.set_default_timeout(EXPECT_TIMEOUT_MS)
-    page = await context.new_page()
-    console: list[str] = []
-    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
-    yield page
-    if request.node.stash.get(FAILED, False):
-        stem = request.node.name.replace("/", "_")
-        await page.screenshot(path=str(output_dir / f"web-{stem}.png"), full_page=True)
-        (output_dir / f"web-{stem}.console.txt").write_text("\n".join(console))
-    await context.close()
 
 
 def record_failed_requests(page: Page) -> list[str]:

@@ -1,46 +1,21 @@
-"""Browser fixtures: Debian's headless Chromium driven by Playwright, against the real gateway app
-(its web client included) on a free port with the suite's Redis and the scripted upstream.
+"""The web client's own fixtures: the gateway as `make dev` runs it, and the local action worker.
 
-Reused, not copied: the gateway fixtures of tests/gateway (app factory on a TestServer, the
-scripted upstream's control endpoint) and, for action cards, the function app's fixtures (the
-Cosmos DB server, the sample tickets backend, the runtime) with the local worker running in-process.
+The browser and its pages (`browser`, `page`, `phone_page`), the gateway fixtures and the function
+app's (the Cosmos DB server, the sample tickets backend, the runtime) come from tests/fixtures
+(pytest_plugins).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, Page, async_playwright, expect
 
 from function_app.runtime import Runtime
 from function_app.worker.service import Worker
 from tests.fixtures.gateway import Gateway, StartGateway
-from tests.web.chat_page import EXPECT_TIMEOUT_MS, FAILED, web_page
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed:
-        item.stash[FAILED] = True
 
 
 @pytest.fixture
@@ -52,35 +27,6 @@ async def web_gateway(start_gateway: StartGateway) -> Gateway:
     return await start_gateway(
         GATEWAY_DEV_TOKEN_ENDPOINT="true", GATEWAY_ORPHAN_GRACE_SECONDS="10", GATEWAY_HEARTBEAT_SECONDS="5"
     )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def page(
-    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, start_gateway: StartGateway
-) -> AsyncIterator[Page]:
-    """A desktop-sized page; on failure its screenshot and console go to test-output/."""
-    async for page in web_page(browser, request, output_dir, viewport={"width": 1200, "height": 800}):
-        yield page
-
-
-@pytest.fixture
-async def phone_page(
-    browser: Browser, request: pytest.FixtureRequest, output_dir: Path, start_gateway: StartGateway
-) -> AsyncIterator[Page]:
-    async for page in web_page(
-        browser, request, output_dir, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
-    ):
-        yield page
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
 
 from function_app.worker.service import Worker
+from tests.fixtures.browser import web_page
 from tests.fixtures.gateway import Gateway
 from tests.web.chat_page import (
     answers,
@@ -21,7 +22,6 @@ from tests.web.chat_page import (
     record_failed_requests,
     send,
     wait_answer_done,
-    web_page,
 )
 
 #: Phones and a tablet, each in portrait and landscape (width x height).
