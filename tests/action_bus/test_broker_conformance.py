@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from action_bus.redis_streams import StreamQueue
 from agent_contracts.redis_connection import connect
 from tests.fixtures.services import ON_BOTH
+from tests.polling import eventually
 
 #: On the single server and on the 3-node cluster (tests/fixtures/services.py).
 pytestmark = ON_BOTH
@@ -162,12 +163,8 @@ async def broker(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
 
 
 async def receive_one(broker: Broker, receiver: int = 0, wait_s: float = 10.0) -> Received:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        got = await broker.receive(receiver, 1, 1.0)
-        if got:
-            return got[0]
-    raise AssertionError("nothing received")
+    got = await eventually(lambda: broker.receive(receiver, 1, 1.0), "a message to receive", timeout=wait_s)
+    return got[0]
 
 
 def mid() -> str:

@@ -20,6 +20,7 @@ from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from tests.agent_registry.conftest import DEFAULT_CONFIG
 from tests.fixtures.services import ON_BOTH
+from tests.polling import eventually
 
 #: On the single server and on the 3-node cluster (tests/fixtures/services.py).
 pytestmark = ON_BOTH
@@ -84,13 +85,12 @@ async def test_activation_switches_new_conversations_without_restart(gateway, ar
     )
     await registry.activate("default", warmer.version)
 
-    deadline = time.monotonic() + 20  # the gateway polls the registry's epoch about once a second
-    while True:
+    async def on_the_new_version() -> bool:
         _, new = await _create(session, base)
-        if new["agent_config_version"] == warmer.version:
-            break
-        assert time.monotonic() < deadline, "activation not picked up"
-        await asyncio.sleep(0.1)
+        return bool(new["agent_config_version"] == warmer.version)
+
+    # The gateway polls the registry's epoch about once a second.
+    await eventually(on_the_new_version, "a new conversation on the activated version")
 
     async with session.post(
         f"{base}/v1/conversations/{old['id']}/messages", json={"content": "hello"}

@@ -9,12 +9,12 @@ directory and variable names are the container's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +25,7 @@ import pytest
 from local_stack.processes import free_port
 from tests.deploy.dockerfile import copy_sources, stages
 from tests.deploy.manifests import ROOT, find, rendered
+from tests.polling import eventually
 
 STARTUP_DEADLINE_S = 60.0
 
@@ -54,22 +55,20 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for_status(process: subprocess.Popen[bytes], url: str, status: int) -> str:
-    """Poll until `url` answers `status`; fail at once if the process exits."""
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    last = "no answer"
-    while time.monotonic() < deadline:
+async def wait_for_status(process: subprocess.Popen[bytes], url: str, status: int) -> str:
+    """The body of `url` once it answers `status`; fails at once if the process exits."""
+
+    async def answered() -> tuple[str] | None:
         if process.poll() is not None:
             raise AssertionError(f"entrypoint exited with {process.returncode} before {url} answered")
         try:
-            code, body = get(url)
-            if code == status:
-                return body
-            last = f"{code} {body}"
-        except OSError as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {status} in time: {last}")
+            code, body = await asyncio.to_thread(get, url)
+        except OSError:
+            return None
+        return (body,) if code == status else None
+
+    (body,) = await eventually(answered, f"{url} to answer {status}", timeout=STARTUP_DEADLINE_S)
+    return body
 
 
 @pytest.fixture
@@ -128,31 +127,33 @@ def entrypoint(
         log.close()
 
 
-def test_entrypoint_serves_health_and_readiness_from_the_image_tree(
+async def test_entrypoint_serves_health_and_readiness_from_the_image_tree(
     entrypoint: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
     """`python -m streaming_gateway` in the image layout answers /healthz, then /readyz once Redis answers."""
     process, base, _ = entrypoint
-    assert json.loads(wait_for_status(process, f"{base}/healthz", 200))["status"] == "ok"
-    assert json.loads(wait_for_status(process, f"{base}/readyz", 200))["status"] == "ok"
+    assert json.loads(await wait_for_status(process, f"{base}/healthz", 200))["status"] == "ok"
+    assert json.loads(await wait_for_status(process, f"{base}/readyz", 200))["status"] == "ok"
 
 
-def test_entrypoint_writes_nothing_into_the_image(
+async def test_entrypoint_writes_nothing_into_the_image(
     entrypoint: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
     """The app tree is unchanged after serving (fit for readOnlyRootFilesystem: no byte code, no files)."""
     process, base, app = entrypoint
     before = snapshot(app)
-    wait_for_status(process, f"{base}/readyz", 200)
+    await wait_for_status(process, f"{base}/readyz", 200)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=STARTUP_DEADLINE_S)
     assert snapshot(app) == before
 
 
-def test_sigterm_stops_the_entrypoint_cleanly(entrypoint: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+async def test_sigterm_stops_the_entrypoint_cleanly(
+    entrypoint: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
     """SIGTERM, as the kubelet sends it after preStop, ends PID 1 with status 0 within the grace period."""
     process, base, _ = entrypoint
-    wait_for_status(process, f"{base}/healthz", 200)
+    await wait_for_status(process, f"{base}/healthz", 200)
     process.send_signal(signal.SIGTERM)
     grace = find(rendered("prod"), "Deployment", "streaming-gateway")[0]["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
