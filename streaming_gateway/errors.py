@@ -1,9 +1,12 @@
 """The gateway's errors: one root, small subclasses carrying what the client needs to know.
 
-Every error the gateway raises is a `GatewayError` (the LLM port's, the agent configs', the tool
-arguments' and a deleted conversation's included). `as_gateway_error` is the one place where the
-failures of dependencies (Redis, the action bus and its outbox) become gateway errors; the HTTP
-error middleware, the WebSocket session and the chat engine's error events all go through it.
+Every error the gateway raises is a `GatewayError` (the LLM port's and a deleted conversation's
+included). `as_gateway_error` is the one place where the failures of dependencies (Redis, the action
+bus and its outbox) become gateway errors; the HTTP error middleware, the WebSocket session and the
+chat engine's error events all go through it. The agent registry's own errors are caught where the
+gateway asks it something: a configuration it cannot serve becomes `Unavailable`/`UnknownAgentConfig`
+(agents/), a tool call whose arguments fail the tool's schema a failed action the model is told of
+(chat/action_flow.py).
 
 The body shape is OpenAI's (`{"error": {"message", "type", "code", "param"}}`) so the `openai`
 SDK pointed at the gateway raises its usual exceptions with our message.
