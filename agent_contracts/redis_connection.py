@@ -26,6 +26,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionFailure
 from redis.exceptions import RedisError
 
+from agent_contracts.errors import ContractError
 from agent_contracts.settings import Env
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ REDIS_MODES: tuple[RedisMode, ...] = ("auto", "standalone", "cluster", "proxy")
 AnyRedis: TypeAlias = "aioredis.Redis | RedisCluster"
 
 
-class RedisConnectionError(RedisConnectionFailure):
+class RedisConnectionError(ContractError, RedisConnectionFailure):
     """Redis could not be asked which mode it runs in; the message names the URL's host."""
 
 

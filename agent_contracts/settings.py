@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import TypeAlias, overload
 from urllib.parse import urlparse
 
+from agent_contracts.errors import ContractError
+
 # The reader's methods are named after the types they return; these aliases keep the builtins
 # reachable in its annotations.
 _str: TypeAlias = str
@@ -15,7 +17,7 @@ _float: TypeAlias = float
 _bool: TypeAlias = bool
 
 
-class SettingsError(ValueError):
+class SettingsError(ContractError, ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
     def __init__(self, name: str, problem: str) -> None:

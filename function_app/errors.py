@@ -43,6 +43,11 @@ class OrchestrationStartFailed(PipelineError):
         self.instance_id = instance_id
 
 
+class LocalHostError(PipelineError):
+    """The local worker (function_app/worker), standing in for the Durable Functions host, cannot go
+    on with an instance: its lease was lost, or the orchestrator cannot be replayed faithfully."""
+
+
 class InstanceAlreadyExists(PipelineError):
     """The start was refused: an instance with this id is pending or running (a duplicate delivery)."""
 

@@ -34,6 +34,7 @@ from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
+from function_app.errors import PipelineError
 from function_app.registry import RetryPolicy
 
 ORCHESTRATOR = "action_orchestrator"
@@ -60,7 +61,7 @@ BOOKKEEPING_GIVE_UP_AFTER_S = 6 * 3600.0
 FINAL_UPDATE_RETRY_DELAYS_S = (5.0, 30.0, 120.0)
 
 
-class BookkeepingExhausted(Exception):
+class BookkeepingExhausted(PipelineError):
     """A bookkeeping activity kept failing for BOOKKEEPING_GIVE_UP_AFTER_S."""
 
     def __init__(self, activity: str, tries: int, last_error: str) -> None:

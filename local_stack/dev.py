@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 from agent_contracts.settings import Env, SettingsError
 from local_stack import pipeline_state, processes
+from local_stack.errors import LocalStackError
 from local_stack.redis_cluster import LocalRedisCluster
 
 log = logging.getLogger("local_stack")
@@ -89,7 +90,7 @@ class PortNeed:
     variable: str
 
 
-class PortsInUse(RuntimeError):
+class PortsInUse(LocalStackError):
     def __init__(self, busy: list[PortNeed]) -> None:
         lines = [
             f"port {need.port} ({need.owner}) is already in use: stop what listens there (another "
@@ -300,7 +301,7 @@ def main() -> int:
         dead = [s.name for s in started if not s.running]
         log.error("%s exited; stopping the rest", ", ".join(dead))
         return 1
-    except (PortsInUse, SettingsError, processes.ServiceStartError, pipeline_state.PipelineStateError) as exc:
+    except (LocalStackError, SettingsError) as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:

@@ -27,6 +27,7 @@ from agent_contracts import ActionRequest
 from agent_contracts.actions import ActionResult, ActionStatus, utcnow
 from agent_contracts.redis_connection import AnyRedis, connect_from_env
 from function_app.worker.instances import InstanceStore
+from local_stack.errors import LocalStackError
 
 log = logging.getLogger("local_stack")
 
@@ -37,7 +38,7 @@ RESTART_REASON = (
 SCAN_BATCH = 500
 
 
-class PipelineStateError(RuntimeError):
+class PipelineStateError(LocalStackError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"the action pipeline's local state could not be cleared: {detail}")
 

@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from local_stack.errors import LocalStackError
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "node_modules"
 
 
-class ServiceStartError(RuntimeError):
+class ServiceStartError(LocalStackError):
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(f"{name} did not start: {detail}")
         self.name = name

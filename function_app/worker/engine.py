@@ -34,7 +34,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from function_app.errors import InstanceAlreadyExists
+from function_app.errors import InstanceAlreadyExists, LocalHostError
 from function_app.worker import history as h
 from function_app.worker.instances import Instance, InstanceStore, LeaseLost
 from function_app.worker.shim import HostReplay, NonDeterministic, Replay, Task, Unsupported
@@ -52,7 +52,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class OrchestrationBroken(Exception):
+class OrchestrationBroken(LocalHostError):
     """The orchestrator cannot be run faithfully here: the instance fails with this reason."""
 
 

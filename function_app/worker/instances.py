@@ -22,6 +22,7 @@ from typing import Any
 
 from action_bus.redis_streams import text
 from agent_contracts.redis_connection import AnyRedis
+from function_app.errors import LocalHostError
 
 #: KEYS: meta, history; ARGV: name, input, created, parent id ('' = none), parent task id, events...
 #: Returns 1 when created, else the existing instance's status.
@@ -100,7 +101,7 @@ return 0
 """
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(LocalHostError):
     def __init__(self, instance_id: str) -> None:
         super().__init__(f"lease on {instance_id} lost")
         self.instance_id = instance_id

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from function_app.errors import LocalHostError
 from function_app.worker import history as h
 
 #: What the local worker runs; anything else fails the instance at once with the reason.
@@ -31,11 +32,11 @@ RETRY_TYPES = {
 COMPOUND_TYPES = (h.WHEN_ALL, h.WHEN_ANY)
 
 
-class Unsupported(Exception):
+class Unsupported(LocalHostError):
     """The orchestrator asked for something the local worker does not run faithfully."""
 
 
-class NonDeterministic(Exception):
+class NonDeterministic(LocalHostError):
     """The history holds another task under an id than the orchestrator schedules now."""
 
 
