@@ -10,7 +10,7 @@ takes the next sequence number. History events are applied in order, and a retri
 a failed attempt schedules a timer (next number) for the retry interval; when it fires, the next
 attempt (next number) or, after the last attempt's timer, the failure. Numbers come out in the
 order the SDK gives them while it replays the same history, so its TaskScheduledId/TimerId lookups
-land on the right tasks; a recorded task that does not match the one the code asks for now is the
+land on the right tasks; a recorded task that does not match the one the code asks for at that point is the
 non-determinism the host fails an instance for.
 """
 
