@@ -1,14 +1,12 @@
 """Choose the action bus adapters from settings: Service Bus when configured, else Redis Streams.
 
-`settings` is any object with `servicebus_connection_string`, `servicebus_fully_qualified_namespace`
-and `servicebus_actions_queue`; `servicebus_updates_queue` is optional (default "action-updates"),
-so the gateway's and the function app's settings both fit.
+`settings` is a `BusSettings`: the gateway's and the function app's settings both are one.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from action_bus.local import (
     RedisMessageScheduler,
@@ -31,15 +29,28 @@ log = logging.getLogger(__name__)
 DEFAULT_UPDATES_QUEUE = "action-updates"
 
 
-def updates_queue(settings: Any) -> str:
-    return getattr(settings, "servicebus_updates_queue", None) or DEFAULT_UPDATES_QUEUE
+class BusSettings(Protocol):
+    """What the factory reads of a deployable's settings."""
+
+    @property
+    def servicebus_connection_string(self) -> str | None: ...
+    @property
+    def servicebus_fully_qualified_namespace(self) -> str | None: ...
+    @property
+    def servicebus_actions_queue(self) -> str: ...
+    @property
+    def servicebus_updates_queue(self) -> str: ...
 
 
-def uses_servicebus(settings: Any) -> bool:
+def updates_queue(settings: BusSettings) -> str:
+    return settings.servicebus_updates_queue or DEFAULT_UPDATES_QUEUE
+
+
+def uses_servicebus(settings: BusSettings) -> bool:
     return bool(settings.servicebus_connection_string or settings.servicebus_fully_qualified_namespace)
 
 
-def servicebus_client(settings: Any) -> tuple[Any, Any]:
+def servicebus_client(settings: BusSettings) -> tuple[Any, Any]:
     """A ServiceBusClient from a connection string, or Entra ID (managed identity) for a namespace;
     with the credential the caller closes (None for a connection string)."""
     from azure.servicebus.aio import ServiceBusClient
@@ -48,11 +59,13 @@ def servicebus_client(settings: Any) -> tuple[Any, Any]:
         return ServiceBusClient.from_connection_string(settings.servicebus_connection_string), None
     from azure.identity.aio import DefaultAzureCredential
 
+    namespace = settings.servicebus_fully_qualified_namespace
+    assert namespace, "called only when uses_servicebus(settings)"
     credential = DefaultAzureCredential()
-    return ServiceBusClient(settings.servicebus_fully_qualified_namespace, credential), credential
+    return ServiceBusClient(namespace, credential), credential
 
 
-def create_action_bus(redis: AnyRedis, settings: Any) -> ActionBus:
+def create_action_bus(redis: AnyRedis, settings: BusSettings) -> ActionBus:
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusActionBus
 
@@ -62,7 +75,7 @@ def create_action_bus(redis: AnyRedis, settings: Any) -> ActionBus:
     return RedisStreamsActionBus(redis, settings.servicebus_actions_queue)
 
 
-def create_update_sink(redis: AnyRedis, settings: Any) -> ActionUpdateSink:
+def create_update_sink(redis: AnyRedis, settings: BusSettings) -> ActionUpdateSink:
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusUpdateSink
 
@@ -70,7 +83,7 @@ def create_update_sink(redis: AnyRedis, settings: Any) -> ActionUpdateSink:
     return RedisUpdateSink(redis, updates_queue(settings))
 
 
-def create_message_scheduler(redis: AnyRedis, settings: Any) -> MessageScheduler:
+def create_message_scheduler(redis: AnyRedis, settings: BusSettings) -> MessageScheduler:
     """Scheduled re-sends onto the actions queue (the function app's start back-off)."""
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusMessageScheduler
@@ -79,7 +92,7 @@ def create_message_scheduler(redis: AnyRedis, settings: Any) -> MessageScheduler
     return RedisMessageScheduler(redis, settings.servicebus_actions_queue)
 
 
-def create_bus_dead_letters(redis: AnyRedis, settings: Any) -> BusDeadLetters:
+def create_bus_dead_letters(redis: AnyRedis, settings: BusSettings) -> BusDeadLetters:
     """The actions queue's dead-letter subqueue (the dead-letter command)."""
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusDeadLetters
@@ -88,7 +101,7 @@ def create_bus_dead_letters(redis: AnyRedis, settings: Any) -> BusDeadLetters:
     return StreamDeadLetters(redis, settings.servicebus_actions_queue)
 
 
-def create_update_source(redis: AnyRedis, settings: Any) -> ActionUpdateSource:
+def create_update_source(redis: AnyRedis, settings: BusSettings) -> ActionUpdateSource:
     if uses_servicebus(settings):
         from action_bus.servicebus import ServiceBusUpdateSource
 

@@ -111,6 +111,7 @@ class BusSettings:
     servicebus_connection_string: str | None = None
     servicebus_fully_qualified_namespace: str | None = None
     servicebus_actions_queue: str = "actions"
+    servicebus_updates_queue: str = ""
 
 
 async def test_factory_picks_redis_without_servicebus(aredis: Any) -> None:
