@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from streaming_gateway.api.following import follow
+from streaming_gateway.api.following import follow, start_turn
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.openai_request import ChatCompletionIn, parse_request
 from streaming_gateway.api.openai_response import Completion
@@ -92,9 +92,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     streams = request.app[streams_key]
     async with (
         streams.open("openai", user_id) as handle,
-        follow(request.app, handle, conversation.id) as follower,
+        follow(request.app, handle, conversation.id, turn_from=conversation.last_event_id) as follower,
     ):
-        after = await engine.start_turn(conversation, new_messages, overrides)
+        after = await start_turn(request.app, follower, conversation, new_messages, overrides)
         completion = Completion(
             conversation.id,
             conversation.agent_config_version,

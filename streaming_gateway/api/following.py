@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.keys import engine_key, settings_key
 from streaming_gateway.state.client_streams import StreamHandle
+from streaming_gateway.state.conversation_store import Conversation
 from streaming_gateway.state.log_follower import Follower
 
 
 @contextlib.asynccontextmanager
-async def follow(app: web.Application, handle: StreamHandle, conversation_id: str) -> AsyncIterator[Follower]:
+async def follow(
+    app: web.Application, handle: StreamHandle, conversation_id: str, *, turn_from: int | None = None
+) -> AsyncIterator[Follower]:
     """A follower of `conversation_id` for the open stream `handle` (it stops when the stream is
-    asked to stop), holding its watcher lease while the block runs."""
+    asked to stop), holding its watcher lease while the block runs. With `turn_from` (the
+    conversation's last event id as the caller knows it) it is for a turn started with
+    `start_turn` below, which takes the lease in the turn's own round trip."""
     engine = app[engine_key]
     follower = Follower(
         engine.log,
@@ -23,6 +30,21 @@ async def follow(app: web.Application, handle: StreamHandle, conversation_id: st
         conversation_id,
         heartbeat_s=app[settings_key].heartbeat_s,
         stop=handle.stop,
+        turn_from=turn_from,
     )
     async with follower:
         yield follower
+
+
+async def start_turn(
+    app: web.Application,
+    follower: Follower,
+    conversation: Conversation,
+    messages: list[dict[str, Any]],
+    overrides: Overrides | None = None,
+) -> int:
+    """Start the conversation's next turn followed by `follower` (opened with `turn_from`); returns
+    the log id its answer follows."""
+    after = await app[engine_key].start_turn(conversation, messages, overrides, watcher=follower.watcher)
+    follower.turn_started(after)
+    return after

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from streaming_gateway.api.following import follow
+from streaming_gateway.api.following import follow, start_turn
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.request_models import MessageIn, check_length, check_metadata, read_body
 from streaming_gateway.api.sse import (
@@ -57,9 +57,9 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     transport = "sse" if sse else "json"
     async with (
         streams.open(transport, user_id) as handle,
-        follow(request.app, handle, conversation.id) as follower,
+        follow(request.app, handle, conversation.id, turn_from=conversation.last_event_id) as follower,
     ):
-        after = await engine.start_turn(conversation, [message])
+        after = await start_turn(request.app, follower, conversation, [message])
         if sse:
             return await _stream(
                 request,

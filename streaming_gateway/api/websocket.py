@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 
 from action_bus.ports import ActionBusError
-from streaming_gateway.api.following import follow
+from streaming_gateway.api.following import follow, start_turn
 from streaming_gateway.api.middlewares import principal
 from streaming_gateway.api.request_models import check_length, check_metadata, validation_error
 from streaming_gateway.chat.engine import ChatEngine
@@ -145,20 +145,22 @@ class WsSession:
         message: dict[str, Any] = {"role": "user", "content": frame.content}
         if frame.metadata:
             message["metadata"] = frame.metadata
-        follower = await self._follow_new(conversation.id)
+        follower = await self._follow_new(conversation.id, turn_from=conversation.last_event_id)
         try:
-            after = await self.engine.start_turn(conversation, [message])
+            after = await start_turn(self.request.app, follower, conversation, [message])
         except GatewayError:
             await self._stop_following()
             raise
         await self.ws.send_json({"type": "ack", "conversation_id": conversation.id, "after": after})
         self._start_following(follower, after)
 
-    async def _follow_new(self, cid: str) -> Follower:
+    async def _follow_new(self, cid: str, *, turn_from: int | None = None) -> Follower:
         await self._stop_following()
         self.conversation_id = cid
         following = contextlib.AsyncExitStack()
-        follower = await following.enter_async_context(follow(self.request.app, self.handle, cid))
+        follower = await following.enter_async_context(
+            follow(self.request.app, self.handle, cid, turn_from=turn_from)
+        )
         self._follower, self._following_cm = follower, following
         return follower
 

@@ -35,7 +35,14 @@ from streaming_gateway.llm.port import ChatModel, ChatRequest, Finish, TextDelta
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from streaming_gateway.state import redis_keys
-from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id, now_iso
+from streaming_gateway.state.conversation_store import (
+    Conversation,
+    ConversationStore,
+    Watcher,
+    new_id,
+    now_iso,
+    stamped,
+)
 from streaming_gateway.state.stream_log import StreamLog
 
 log = logging.getLogger(__name__)
@@ -87,10 +94,16 @@ class ChatEngine:
         conversation: Conversation,
         new_messages: list[dict[str, Any]],
         overrides: Overrides | None = None,
+        *,
+        watcher: Watcher | None = None,
     ) -> int:
-        """Store the caller's messages and start answering; returns the log id clients read after."""
+        """Store the caller's messages and start answering; returns the log id clients read after.
+
+        One Redis round trip takes the turn (state/conversation_store.py begin_turn): the lock, the
+        messages, the `watcher` lease of the follower opened for it, and the model's history."""
+        config = await self._config(conversation)
         turn_id = new_id("turn")
-        stamped = [
+        new = [
             {
                 "id": new_id("msg"),
                 "created_at": now_iso(),
@@ -100,21 +113,23 @@ class ChatEngine:
             }
             for m in new_messages
         ]
-        after = await self.store.begin_turn(
+        start = await self.store.begin_turn(
             conversation.id,
             turn_id,
-            stamped,
+            new,
             max_messages=self.settings.max_messages_per_conversation,
             busy_ttl_s=self.settings.turn_timeout_s,
+            history=config.limits.max_history_messages,
+            watcher=watcher,
         )
         overrides = overrides or Overrides()
         self.answers.start(
             conversation.id,
             turn_id,
-            lambda control: self._step(conversation, control, 0, overrides),
+            lambda control: self._step(conversation, control, 0, overrides, start.history),
             watched=True,
         )
-        return after
+        return start.after
 
     async def cancel(self, conversation: Conversation) -> bool:
         """Stop the answer in progress (on any pod); False when nothing was being answered."""
@@ -156,8 +171,15 @@ class ChatEngine:
         return await self.configs.get(conversation.agent_config_version)
 
     async def _step(
-        self, conversation: Conversation, control: StepControl, round_: int, overrides: Overrides
+        self,
+        conversation: Conversation,
+        control: StepControl,
+        round_: int,
+        overrides: Overrides,
+        history: list[dict[str, Any]] | None = None,
     ) -> None:
+        """One model call into the log; `history` is the stored messages for the model when the
+        caller has them already (a turn's first step: begin_turn returned them), else read here."""
         cid, turn_id = conversation.id, control.turn_id
         message_id = new_id("msg")
         text: list[str] = []
@@ -169,7 +191,8 @@ class ChatEngine:
         try:
             config = await self._config(conversation)
             telemetry.config(config.version)
-            history = await self.store.messages(cid, last=config.limits.max_history_messages)
+            if history is None:
+                history = await self.store.messages(cid, last=config.limits.max_history_messages)
             tools = overrides.client_tools
             if tools is None and round_ < config.limits.max_tool_rounds:
                 tools = config.openai_tools() or None
@@ -216,8 +239,8 @@ class ChatEngine:
                     conversation, control, message_id, "".join(text), finish, config, round_, overrides
                 )
             else:
-                await self.store.save_message(
-                    cid,
+                # One round trip: the message saved, message_end appended, the conversation freed.
+                message = stamped(
                     message_id,
                     "assistant",
                     "".join(text),
@@ -234,8 +257,8 @@ class ChatEngine:
                         usage=finish.usage,
                         agent_config_version=config.version,
                     ),
+                    end=self.store.turn_end(turn_id, message),
                 )
-                await self.store.release_turn(cid, turn_id)
             telemetry.ok()
         except ConversationGone:
             log.info("conversation %s was deleted mid-answer", cid)
@@ -320,8 +343,8 @@ class ChatEngine:
                         message=MID_ANSWER_FAILURES[code],
                     ),
                     MessageEndEvent(id=1, conversation_id=cid, message_id=message_id, finish_reason="error"),
+                    end=self.store.turn_end(control.turn_id),
                 )
-                await self.store.release_turn(cid, control.turn_id)
                 log.info("answer in %s ended after Redis came back", cid)
                 return
             except ConversationGone:
@@ -344,36 +367,39 @@ class ChatEngine:
     ) -> None:
         """End a step early: keep what was said, tell the followers, free the conversation."""
         cid = conversation.id
-        try:
-            if text:
-                await self.store.save_message(
-                    cid,
-                    message_id,
-                    "assistant",
-                    "".join(text),
-                    version=conversation.agent_config_version,
-                    finish_reason=finish_reason,
-                )
-            events: list[Any] = [error] if error is not None else []
-            events.append(
-                MessageEndEvent(
-                    id=1,
-                    conversation_id=cid,
-                    message_id=message_id,
-                    finish_reason=finish_reason,
-                    agent_config_version=conversation.agent_config_version,
-                )
+        message = (
+            stamped(
+                message_id,
+                "assistant",
+                "".join(text),
+                version=conversation.agent_config_version,
+                finish_reason=finish_reason,
             )
-            await self.log.append(cid, *events)
+            if text
+            else None
+        )
+        events: list[Any] = [error] if error is not None else []
+        events.append(
+            MessageEndEvent(
+                id=1,
+                conversation_id=cid,
+                message_id=message_id,
+                finish_reason=finish_reason,
+                agent_config_version=conversation.agent_config_version,
+            )
+        )
+        try:
+            # What was said, the end and the lock's release in one script (the lock freed even
+            # when the conversation is gone).
+            await self.log.append(cid, *events, end=self.store.turn_end(turn_id, message))
         except ConversationGone:
             pass
         except (RedisError, OSError) as exc:
             log.error("could not record the end of an answer in %s: %s", cid, exc)
-        finally:
             try:
                 await self.store.release_turn(cid, turn_id)
-            except (RedisError, OSError) as exc:
-                log.error("could not release %s (its lock expires by itself): %s", cid, exc)
+            except (RedisError, OSError) as again:
+                log.error("could not release %s (its lock expires by itself): %s", cid, again)
 
     async def _end_with_client_tools(
         self,
@@ -386,8 +412,7 @@ class ChatEngine:
     ) -> None:
         """OpenAI-compatible API with caller-defined tools: the caller runs them and sends the results."""
         cid = conversation.id
-        await self.store.save_message(
-            cid,
+        message = stamped(
             message_id,
             "assistant",
             text,
@@ -409,5 +434,4 @@ class ChatEngine:
             for call in finish.tool_calls
         ]
         events.append(tool_calls_end(cid, message_id, finish, config))
-        await self.log.append(cid, *events)
-        await self.store.release_turn(cid, control.turn_id)
+        await self.log.append(cid, *events, end=self.store.turn_end(control.turn_id, message))

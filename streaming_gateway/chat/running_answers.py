@@ -40,6 +40,9 @@ class StepControl:
     #: Set when the step has ended: the watchdog must stop even if its cancel was swallowed
     #: (asyncio.wait_for on 3.11 can lose a cancel that races its inner wait's completion).
     finished: bool = False
+    #: Set once the watchdog has sent the producing lease: only then does the end delete it (an
+    #: answer shorter than a tick never wrote it, and its end costs no command for it).
+    producing_sent: bool = False
 
 
 Step = Callable[[StepControl], Awaitable[None]]
@@ -123,8 +126,9 @@ class RunningAnswers:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(redis_keys.producing(control.conversation_id))
+            if control.producing_sent:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._redis.delete(redis_keys.producing(control.conversation_id))
             if self._on_end is not None:
                 self._on_end(control.conversation_id)
 
@@ -141,6 +145,8 @@ class RunningAnswers:
             if control.finished:
                 return
             try:
+                # Marked before it is sent: a lease in flight when the step ends is deleted too.
+                control.producing_sent = True
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.set(redis_keys.producing(cid), control.turn_id, ex=PRODUCING_LEASE_S)
                     pipe.get(redis_keys.cancel(cid))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,27 +18,39 @@ from redis.typing import EncodableT
 
 from streaming_gateway.errors import Conflict, ConversationGone, NotFound
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.leases import KEY_GRACE_S
 from streaming_gateway.state.redis_replies import Redis, optional_text, scored
+from streaming_gateway.state.stream_log import TurnEnd
 
-# KEYS: conversation, messages, busy. ARGV: turn id, busy ttl ms, max messages, ttl s, now, title
-# ('' for none), messages... Returns {seq} on success, {-1} gone, {-2, holder} busy, {-3, count} full.
-# The title is set only with a conversation's first messages, and never over one it already has.
+# KEYS: conversation, messages, busy, watchers. ARGV: turn id, busy ttl ms, max messages, ttl s, now,
+# title ('' for none), history (how many messages to return; 0 for all), watcher ('' for none),
+# watcher lease expiry (unix s), watcher key ttl s, messages... Returns {seq, history...} on success,
+# {-1} gone, {-2, holder} busy, {-3, count} full. The title is set only with a conversation's first
+# messages, and never over one it already has. One round trip takes the turn: the lock, the user's
+# messages, the follower's watcher lease and the history the model is sent.
 _BEGIN_TURN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {-2, redis.call('GET', KEYS[3]) or ''}
 end
 local count = redis.call('LLEN', KEYS[2])
-if count + (#ARGV - 6) + 1 > tonumber(ARGV[3]) then  -- room for the reply too
+if count + (#ARGV - 10) + 1 > tonumber(ARGV[3]) then  -- room for the reply too
   redis.call('DEL', KEYS[3])
   return {-3, count}
 end
 if count == 0 and ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'title', ARGV[6]) end
-for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 11, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-return {tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')}
+if ARGV[8] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[9], ARGV[8])
+  redis.call('EXPIRE', KEYS[4], ARGV[10])
+end
+local last = tonumber(ARGV[7])
+local reply = redis.call('LRANGE', KEYS[2], last > 0 and -last or 0, -1)
+table.insert(reply, 1, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'))
+return reply
 """
 
 # KEYS: conversation, messages. ARGV: ttl s, now, messages... Returns 0 when the conversation is gone.
@@ -96,6 +109,34 @@ def title_from(messages: list[dict[str, Any]]) -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class Watcher:
+    """A follower's watcher lease taken with its turn: its member in the conversation's watchers."""
+
+    member: str
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What begin_turn returns: the log id the answer follows, and the history for the model."""
+
+    after: int
+    history: list[dict[str, Any]]
+
+
+def stamped(message_id: str, role: str, content: str, *, version: str | None, **extra: Any) -> dict[str, Any]:
+    """A message to store, stamped now."""
+    return {
+        "id": message_id,
+        "role": role,
+        "content": content,
+        "created_at": now_iso(),
+        "agent_config_version": version,
+        **extra,
+    }
 
 
 class Conversation(BaseModel):
@@ -256,21 +297,41 @@ class ConversationStore:
         await self._redis.zrem(redis_keys.user_conversations(conversation.user_id), cid)
 
     async def begin_turn(
-        self, cid: str, turn_id: str, messages: list[dict[str, Any]], *, max_messages: int, busy_ttl_s: int
-    ) -> int:
-        """Take the conversation's answer lock and append the new messages; returns the log id before
-        the answer (clients read after it). Raises Conflict when busy or full, NotFound when gone."""
-        args: list[str | int] = [
+        self,
+        cid: str,
+        turn_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        max_messages: int,
+        busy_ttl_s: int,
+        history: int,
+        watcher: Watcher | None = None,
+    ) -> TurnStart:
+        """Take the conversation's answer lock, append the new messages and take the follower's
+        watcher lease, in one round trip; returns the log id before the answer (clients read after
+        it) and the last `history` messages (0: all), the new ones included. Raises Conflict when
+        busy or full, NotFound when gone."""
+        args: list[str | int | float] = [
             turn_id,
             busy_ttl_s * 1000,
             max_messages,
             self._ttl_s,
             now_iso(),
             title_from(messages),
+            history,
+            watcher.member if watcher else "",
+            time.time() + watcher.lease_s if watcher else 0,
+            int(watcher.lease_s) + KEY_GRACE_S if watcher else 0,
             *(json.dumps(m) for m in messages),
         ]
         answer = await self._begin(
-            keys=[redis_keys.conversation(cid), redis_keys.messages(cid), redis_keys.busy(cid)], args=args
+            keys=[
+                redis_keys.conversation(cid),
+                redis_keys.messages(cid),
+                redis_keys.busy(cid),
+                redis_keys.watchers(cid),
+            ],
+            args=args,
         )
         code = int(answer[0])
         if code == -1:
@@ -285,7 +346,7 @@ class ConversationStore:
                 f"the conversation has reached its limit of {max_messages} messages; start a new one",
                 code="conversation_full",
             )
-        return code
+        return TurnStart(code, [json.loads(item) for item in answer[1:]])
 
     async def append_messages(self, cid: str, *messages: dict[str, Any]) -> bool:
         """Append assistant/tool messages; False when the conversation is gone."""
@@ -298,16 +359,12 @@ class ConversationStore:
         self, cid: str, message_id: str, role: str, content: str, *, version: str | None, **extra: Any
     ) -> None:
         """Append one message stamped now; ConversationGone when the conversation was deleted meanwhile."""
-        message = {
-            "id": message_id,
-            "role": role,
-            "content": content,
-            "created_at": now_iso(),
-            "agent_config_version": version,
-            **extra,
-        }
-        if not await self.append_messages(cid, message):
+        if not await self.append_messages(cid, stamped(message_id, role, content, version=version, **extra)):
             raise ConversationGone(cid)
+
+    def turn_end(self, turn_id: str, message: dict[str, Any] | None = None) -> TurnEnd:
+        """For the turn's last append (StreamLog.append): save `message` and free the turn's lock there."""
+        return TurnEnd(turn_id, json.dumps(message) if message else "", self._ttl_s, now_iso())
 
     async def messages(self, cid: str, last: int | None = None) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(redis_keys.messages(cid), -last if last else 0, -1)

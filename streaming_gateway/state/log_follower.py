@@ -6,6 +6,11 @@ over as they are persisted, the rest come from the pod's one reader. Nothing wai
 idle stream holds no Redis connection. Reads are bounded batches written with backpressure, so a
 slow client costs at most one batch of memory. While following, the reader holds a watcher lease
 in Redis: an answer nobody follows is stopped (chat/running_answers.py).
+
+A follower opened for a turn this pod is about to start (`turn_from`) subscribes before the turn
+and takes no lease itself: the turn's one round trip takes it (`watcher`, then `turn_started`).
+Its first entries are the producer's appends handed over, so it reads nothing from the log unless
+something written elsewhere meanwhile shows as a gap.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from redis.exceptions import RedisError
 
 from agent_contracts.events import ErrorEvent
 from streaming_gateway.state import redis_keys
-from streaming_gateway.state.conversation_store import new_id
+from streaming_gateway.state.conversation_store import Watcher, new_id
 from streaming_gateway.state.log_compaction import first_id, resume_view
-from streaming_gateway.state.stream_log import LogEntry, StreamLog
+from streaming_gateway.state.stream_log import LogEntry, StreamLog, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,10 @@ class Follower:
         *,
         heartbeat_s: float,
         stop: asyncio.Event,
+        turn_from: int | None = None,
     ) -> None:
+        """`turn_from`: this follower is for a turn about to start on this pod, and the log is
+        known to reach at least this id (see turn_started)."""
         self._log = log_
         self._answers = answers
         self.conversation_id = conversation_id
@@ -58,14 +66,45 @@ class Follower:
         self.last_id = 0
         #: Entries already in hand after the one just yielded: a writer flushes when it reaches 0.
         self.ready = 0
+        self._turn_from = turn_from
+        #: The inbox subscribed before the turn, and the id the turn's answer follows.
+        self._turn_inbox: Subscription | None = None
+        self._turn_after: int | None = None
+        self._leased = False
+
+    @property
+    def watcher(self) -> Watcher:
+        """The watcher lease the turn's begin_turn takes for this follower."""
+        return Watcher(self._reader_id, WATCH_LEASE_S)
 
     async def __aenter__(self) -> Follower:
+        if self._turn_from is not None:
+            # The turn's own appends reach it from the hub: nothing to wake the pod's reader for.
+            self._turn_inbox = self._log.hub.subscribe(self.conversation_id, self._turn_from, quiet=True)
+            return self
         await self._log.watch(self.conversation_id, self._reader_id, WATCH_LEASE_S)
-        # Renewed with every other lease of the pod in one round trip (state/leases.py).
-        self._log.leases.hold(redis_keys.watchers(self.conversation_id), self._reader_id, WATCH_LEASE_S)
+        self._hold_lease()
         return self
 
+    def turn_started(self, after: int) -> None:
+        """The turn began (its lease is taken) and its answer follows log id `after`."""
+        self._hold_lease()
+        self._turn_after = after
+        if self._turn_inbox is not None:
+            self._turn_inbox.caught_up(after)
+            self._log.hub.seen(self.conversation_id, after)
+
+    def _hold_lease(self) -> None:
+        # Renewed with every other lease of the pod in one round trip (state/leases.py).
+        self._log.leases.hold(redis_keys.watchers(self.conversation_id), self._reader_id, WATCH_LEASE_S)
+        self._leased = True
+
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._turn_inbox is not None:
+            self._log.unsubscribe(self._turn_inbox)
+            self._turn_inbox = None
+        if not self._leased:
+            return  # a turn that did not start: no lease was taken
         self._log.leases.drop(redis_keys.watchers(self.conversation_id), self._reader_id)
         # Left to a task: a follower's end (a cancel, a new resume on the socket) never waits for
         # Redis. The running answer is nudged once the lease is gone, to check for followers then.
@@ -88,11 +127,17 @@ class Follower:
         or once caught up after `stop` is set."""
         self.last_id = after
         cid = self.conversation_id
-        # Subscribed before the first read: whatever is appended after that read reaches the inbox.
-        inbox = self._log.subscribe(cid, after)
+        inbox = self._turn_inbox
+        if inbox is not None and after == self._turn_after:
+            # Subscribed before the turn began: the answer's entries come from the hub.
+            self._turn_inbox = None
+            from_log = False
+        else:
+            # Subscribed before the first read: whatever is appended after that read reaches the inbox.
+            inbox = self._log.subscribe(cid, after)
+            from_log = True  # replay from the log first; later only on a gap or an overflowed inbox
         last_sent = time.monotonic()
         first = True
-        from_log = True  # replay from the log first; later only on a gap or an overflowed inbox
         flushed = False  # once stopping: one last read of the log, then end when caught up
         try:
             while True:

@@ -170,13 +170,16 @@ class LogHub:
         self._closed = False
 
     # --- followers ---------------------------------------------------------------------------------
-    def subscribe(self, conversation_id: str, after: int) -> Subscription:
+    def subscribe(self, conversation_id: str, after: int, *, quiet: bool = False) -> Subscription:
+        """An inbox for entries after `after`. `quiet`: for a turn about to start on this pod, whose
+        producer's appends feed it: the reader is not woken to read the conversation now (it is
+        when the producer ends, see local_producer)."""
         sub = Subscription(conversation_id, after)
         subs = self._subs.get(conversation_id)
         if subs is None:
             self._subs[conversation_id] = {sub}
             self._cursor[conversation_id] = after
-            self._assign(conversation_id)
+            self._assign(conversation_id, wake=not quiet)
         else:
             subs.add(sub)
             # The reader keeps its position: this follower catches up from the log by itself.
@@ -192,6 +195,12 @@ class LogHub:
             del self._cursor[sub.conversation_id]
             self._shard_of.pop(sub.conversation_id).conversations.discard(sub.conversation_id)
             # The reader's XREAD in flight may still name it; what it brings back has nobody to go to.
+
+    def seen(self, conversation_id: str, last_id: int) -> None:
+        """The conversation's log is known up to last_id (a turn starts after it): the reader
+        need not read what comes before."""
+        if conversation_id in self._cursor and last_id > self._cursor[conversation_id]:
+            self._cursor[conversation_id] = last_id
 
     def wake_all(self) -> None:
         """Rouse every waiting follower (shutdown: they notice their stop and end once caught up)."""
@@ -221,9 +230,14 @@ class LogHub:
                 self._local[conversation_id] = left
             else:
                 del self._local[conversation_id]
-                reader = self._shard_of.get(conversation_id)
-                if reader is not None:
-                    reader.changed()
+                # On the next loop pass: a follower that has just been handed the answer's end has
+                # left by then, and a conversation nobody follows needs no new read.
+                asyncio.get_running_loop().call_soon(self._read_again, conversation_id)
+
+    def _read_again(self, conversation_id: str) -> None:
+        reader = self._shard_of.get(conversation_id)
+        if reader is not None and conversation_id not in self._local and not self._closed:
+            reader.changed()
 
     def publish(self, conversation_id: str, entries: Sequence[LogEntry]) -> None:
         """Entries just persisted to the conversation's log (or just read from it): to its local followers."""
@@ -236,7 +250,7 @@ class LogHub:
             sub.offer(entries)
 
     # --- the readers ------------------------------------------------------------------------------
-    def _assign(self, conversation_id: str) -> None:
+    def _assign(self, conversation_id: str, *, wake: bool = True) -> None:
         """Give a newly followed conversation to a reader with room (a new one when all are full);
         on a cluster, to one reading the conversation's hash slot."""
         by_slot = self._by_slot or is_cluster(self._redis)
@@ -249,7 +263,7 @@ class LogHub:
             self._readers.append(reader)
         reader.conversations.add(conversation_id)
         self._shard_of[conversation_id] = reader
-        if not self._closed:
+        if wake and not self._closed:
             reader.changed()
 
     def _targets(self, conversations: Iterable[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -31,22 +32,69 @@ from streaming_gateway.state.leases import LeaseKeeper
 from streaming_gateway.state.log_hub import LogEntry, LogHub, Subscription, entry_from_fields
 from streaming_gateway.state.redis_replies import Redis, stream_reply
 
-__all__ = ["ConversationGone", "LogEntry", "LogWriter", "StreamLog", "Subscription"]
+__all__ = ["ConversationGone", "LogEntry", "LogWriter", "StreamLog", "Subscription", "TurnEnd"]
 
-# KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
-# Returns the last id appended, or 0 when the conversation no longer exists.
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local last = redis.call('HINCRBY', KEYS[1], 'seq', (#ARGV - 2) / 3)
-local seq = last - (#ARGV - 2) / 3
-for i = 3, #ARGV, 3 do
+# Appends the (type, payload, finish) triples from ARGV[FIRST] on, with ids from the conversation's
+# counter; `seq` is the id of the last one.
+_XADD_EVENTS = """
+local last = redis.call('HINCRBY', KEYS[1], 'seq', (#ARGV - FIRST + 1) / 3)
+local seq = last - (#ARGV - FIRST + 1) / 3
+for i = FIRST, #ARGV, 3 do
   seq = seq + 1
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq,
              't', ARGV[i], 'e', ARGV[i + 1], 'f', ARGV[i + 2])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+"""
+
+# KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
+# Returns the last id appended, or 0 when the conversation no longer exists.
+_APPEND = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+"""
+    + _XADD_EVENTS.replace("FIRST", "3")
+    + """
 return seq
 """
+)
+
+# The last append of a turn, in one round trip: the answer's message saved, the events appended,
+# the turn lock freed. KEYS: conversation hash, log stream, messages, turn lock. ARGV: maxlen, log
+# ttl, message JSON ('' for none), conversation ttl, now, turn id, then the triples. Returns the last
+# id, or 0 when the conversation no longer exists (its lock is freed all the same).
+_END_TURN = (
+    """
+local function release()
+  if redis.call('GET', KEYS[4]) == ARGV[6] then redis.call('DEL', KEYS[4]) end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then release() return 0 end
+if ARGV[3] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+"""
+    + _XADD_EVENTS.replace("FIRST", "7")
+    + """
+release()
+return seq
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    """What the last append of a turn does besides: save the answer's message (JSON, '' for none;
+    with the conversation's TTL and `now` as its update time) and free the turn's lock if the turn
+    still holds it."""
+
+    turn_id: str
+    message: str
+    conversation_ttl_s: int
+    now: str
+
 
 #: What a producer hands to `append`: any agent_contracts event, its `id` ignored.
 Event = TokenEvent | ToolCallEvent | ActionStatusEvent | MessageEndEvent | ErrorEvent
@@ -62,24 +110,28 @@ class StreamLog:
         self._maxlen = maxlen
         self._ttl_s = ttl_s
         self._append = redis.register_script(_APPEND)
+        self._end_turn = redis.register_script(_END_TURN)
         #: This pod's followers of any conversation, fed by the appends made here and by one reader.
         self.hub = LogHub(redis, by_slot=by_slot)
         #: The pod's watcher and stream-slot leases, renewed together.
         self.leases = LeaseKeeper(redis)
 
-    async def append(self, conversation_id: str, *events: Event) -> int:
-        """Append events in order, atomically; returns the id of the last one."""
-        args: list[Any] = [self._maxlen, self._ttl_s]
+    async def append(self, conversation_id: str, *events: Event, end: TurnEnd | None = None) -> int:
+        """Append events in order, atomically; returns the id of the last one. With `end`, the same
+        script saves the answer's message first and frees the turn's lock after (TurnEnd)."""
+        triples: list[Any] = []
         for event in events:
             finish = event.finish_reason if isinstance(event, MessageEndEvent) else ""
-            args += [event.type, _payload(event), finish]
+            triples += [event.type, _payload(event), finish]
+        keys = [redis_keys.conversation(conversation_id), redis_keys.event_log(conversation_id)]
         try:
-            last = int(
-                await self._append(
-                    keys=[redis_keys.conversation(conversation_id), redis_keys.event_log(conversation_id)],
-                    args=args,
-                )
-            )
+            if end is None:
+                answer = await self._append(keys=keys, args=[self._maxlen, self._ttl_s, *triples])
+            else:
+                keys += [redis_keys.messages(conversation_id), redis_keys.busy(conversation_id)]
+                ends: list[Any] = [end.message, end.conversation_ttl_s, end.now, end.turn_id]
+                answer = await self._end_turn(keys=keys, args=[self._maxlen, self._ttl_s, *ends, *triples])
+            last = int(answer)
         except (RedisError, OSError) as exc:
             # Its local followers read the log themselves: they end (resumably) if Redis is down.
             self.hub.fail(conversation_id, exc)
@@ -92,10 +144,8 @@ class StreamLog:
             self.hub.publish(
                 conversation_id,
                 [
-                    entry_from_fields(
-                        f"0-{first + i}", {"t": args[2 + 3 * i], "e": args[3 + 3 * i], "f": args[4 + 3 * i]}
-                    )
-                    for i in range(len(events))
+                    entry_from_fields(f"0-{first + i}", {"t": kind, "e": payload, "f": finish})
+                    for i, (kind, payload, finish) in enumerate(zip(*[iter(triples)] * 3, strict=True))
                 ],
             )
         return last

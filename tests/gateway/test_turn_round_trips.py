@@ -1,0 +1,280 @@
+"""A turn's Redis traffic, counted by MONITOR: its setup is one script (lock, messages, the
+follower's watcher lease, history), its end another (message, message_end, the lock), and a
+follower opened for the turn reads nothing from the log: the producer hands it the entries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import pytest
+import redis.asyncio as aioredis
+
+from agent_contracts.events import ActionStatusEvent
+from agent_contracts.redis_connection import connect
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.stream_log import StreamLog
+from tests.fixtures.gateway import Gateway, make_token
+from tests.fixtures.services import ON_SERVER
+from tests.gateway.helpers import data, read_events, text_of
+from tests.polling import eventually
+
+# MONITOR shows one server's commands: the cluster runs take these scripts in test_key_slots and
+# the rest of the suite.
+pytestmark = ON_SERVER
+
+SSE = {"Accept": "text/event-stream"}
+
+
+@dataclass
+class Monitor:
+    """Every command Redis receives while the block runs, as MONITOR reports it."""
+
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+    def of(self, cid: str) -> list[list[str]]:
+        """The client commands (not those a script runs) naming this conversation's keys, split into words."""
+        tag = f"{{{cid}}}"
+        return [
+            c["command"].split(" ")
+            for c in self.commands
+            if c["client_type"] != "lua" and tag in c["command"]
+        ]
+
+    def named(self, prefix: str) -> list[str]:
+        return [c["command"] for c in self.commands if c["client_type"] != "lua" and prefix in c["command"]]
+
+
+@contextlib.asynccontextmanager
+async def monitoring(redis_url: str) -> AsyncIterator[Monitor]:
+    recorded = Monitor()
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    ready = asyncio.Event()
+
+    async def record() -> None:
+        async with client.monitor() as monitor:
+            ready.set()
+            while True:
+                recorded.commands.append(await monitor.next_command())
+
+    task = asyncio.create_task(record())
+    await ready.wait()
+    try:
+        yield recorded
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
+
+
+def scripts(commands: list[list[str]], cid: str) -> Counter[str]:
+    """The conversation's EVALSHA calls by what their keys say they are."""
+    kinds: Counter[str] = Counter()
+    for words in commands:
+        if words[0].upper().strip('"') != "EVALSHA":
+            continue
+        keys = {w.strip('"') for w in words[3 : 3 + int(words[2].strip('"'))]}
+        if redis_keys.watchers(cid) in keys:
+            kinds["begin_turn"] += 1
+        elif redis_keys.busy(cid) in keys and redis_keys.event_log(cid) in keys:
+            kinds["end_turn"] += 1
+        elif keys == {redis_keys.conversation(cid), redis_keys.event_log(cid)}:
+            kinds["append"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
+def names(commands: list[list[str]]) -> Counter[str]:
+    return Counter(words[0].upper().strip('"') for words in commands)
+
+
+async def settled(monitor: Monitor, cid: str) -> None:
+    """The follower's lease is removed after its stream ends: wait for that last command."""
+
+    async def removed() -> bool:
+        return any(
+            w[0].upper().strip('"') == "ZREM" and redis_keys.watchers(cid) in w[1] for w in monitor.of(cid)
+        )
+
+    await eventually(removed, "the watcher lease's removal")
+
+
+def check_turn(
+    monitor: Monitor, cid: str, *, reads: dict[str, int], stays: bool = False, stays_after: int = 0
+) -> None:
+    """One script starts the turn, one ends it, token appends between; nothing else names the
+    conversation but the `reads` of the conversation before it and the lease's removal. A follower
+    that `stays` after the answer (the WebSocket's) has the pod's reader read the conversation once
+    the producer is done (an XREAD BLOCK); none reads it during the turn."""
+    commands = monitor.of(cid)
+    kinds = scripts(commands, cid)
+    assert kinds["begin_turn"] == 1 and kinds["end_turn"] == 1 and kinds["other"] == 0, commands
+    assert kinds["append"] >= 1, commands
+    counted = names(commands)
+    # An answer that outlived a watchdog tick wrote the producing lease (and checked for a cancel
+    # and for followers in that pipeline): only then is the lease deleted at its end.
+    ticks = sum(1 for w in commands if w[0].upper().strip('"') == "SET" and redis_keys.producing(cid) in w[1])
+    deletes = sum(
+        1 for w in commands if w[0].upper().strip('"') == "DEL" and redis_keys.producing(cid) in w[1]
+    )
+    assert deletes == (1 if ticks else 0), commands
+    reader_reads = [
+        w for w in commands if w[0].upper().strip('"') == "XREAD" and "BLOCK" in (x.upper() for x in w)
+    ]
+    assert stays or not reader_reads, reader_reads
+    for name, n in (
+        ("SET", ticks),
+        ("GET", ticks),
+        ("ZCOUNT", ticks),
+        ("DEL", deletes),
+        ("XREAD", len(reader_reads)),
+    ):
+        counted[name] -= n
+    expected = Counter({"EVALSHA": sum(kinds.values()), "ZREM": 1}) + Counter(reads)
+    # No replay read, no history read, no separate lease.
+    assert +counted == expected, commands
+    if stays:
+        # The reader reads the conversation after the answer's last entry, never what the hand-off gave.
+        for words in reader_reads:
+            streams = [w.strip('"') for w in words[[w.upper() for w in words].index("STREAMS") + 1 :]]
+            keys, ids = streams[: len(streams) // 2], streams[len(streams) // 2 :]
+            after = ids[keys.index(redis_keys.event_log(cid))]
+            assert int(after.split("-")[1]) >= stays_after, words
+    else:
+        # Nobody follows the conversation once the answer ended: the pod's reader is never woken for it.
+        assert not monitor.named(f"{redis_keys.PREFIX}:hub:"), monitor.named(f"{redis_keys.PREFIX}:hub:")
+
+
+OWNED = {"HGETALL": 1, "LLEN": 1}  # the conversation read that authorises the request
+
+
+@pytest.fixture
+async def warm(gateway: Gateway, script) -> None:
+    """The gateway after one turn: Redis knows its scripts (a first call shows twice in MONITOR:
+    the EVALSHA Redis refuses, then again after SCRIPT LOAD)."""
+    await script([{"match": "", "reply": "warm"}])
+    cid = await gateway.create_conversation("warm-up")
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", "warm-up", json={"content": "hi"}, headers=SSE
+    ) as response:
+        await read_events(response)
+
+
+async def test_sse_turn_is_one_script_to_start_and_one_to_end(
+    gateway: Gateway, warm: None, script, redis_url: str
+) -> None:
+    """POST .../messages over SSE: begin_turn and the end script are the turn's only scripts but the
+    token appends, and the follower reads nothing from the log."""
+    await script([{"match": "", "reply": "one two three four"}])
+    cid = await gateway.create_conversation()
+    async with monitoring(redis_url) as monitor:
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}, headers=SSE
+        ) as response:
+            events = await read_events(response)
+        await settled(monitor, cid)
+    assert text_of(events) == "one two three four"
+    assert [int(e.id) for e in events if e.id] == list(range(1, len(events) + 1))
+    check_turn(monitor, cid, reads=OWNED)
+    stored = await (await gateway.request("GET", f"/v1/conversations/{cid}")).json()
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [
+        ("user", "hi"),
+        ("assistant", "one two three four"),
+    ]
+
+
+async def test_openai_turn_is_one_script_to_start_and_one_to_end(
+    gateway: Gateway, warm: None, script, redis_url: str
+) -> None:
+    """The OpenAI API's streamed completion takes its turn the same way (a new conversation: no read)."""
+    await script([{"match": "", "reply": "from the api"}])
+    async with (
+        monitoring(redis_url) as monitor,
+        openai.AsyncOpenAI(base_url=gateway.url("/v1"), api_key=make_token(), max_retries=0) as client,
+    ):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="default", messages=[{"role": "user", "content": "hello"}], stream=True
+        )
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in raw.parse() if chunk.choices])
+        cid = raw.headers["X-Conversation-Id"]
+        await settled(monitor, cid)
+    assert text == "from the api"
+    # The new conversation's creation (one transaction: HSET, EXPIRE) comes before the turn.
+    check_turn(monitor, cid, reads={"HSET": 1, "EXPIRE": 1})
+
+
+async def test_websocket_turn_is_one_script_to_start_and_one_to_end(
+    gateway: Gateway, warm: None, script, redis_url: str
+) -> None:
+    """A message frame on the WebSocket takes its turn the same way; the follower stays for the next."""
+    await script([{"match": "", "reply": "over the socket"}])
+    cid = await gateway.create_conversation()
+    token = make_token()
+    async with (
+        monitoring(redis_url) as monitor,
+        gateway.session.ws_connect(gateway.url("/v1/ws"), headers={"Authorization": f"Bearer {token}"}) as ws,
+    ):
+        await ws.send_json({"type": "message", "content": "hi", "conversation_id": cid})
+        frames = [await ws.receive_json(timeout=15)]
+        while frames[-1].get("type") != "message_end":
+            frames.append(await ws.receive_json(timeout=15))
+        await ws.close()
+        await settled(monitor, cid)
+    assert frames[0]["type"] == "ack"
+    assert "".join(f["text"] for f in frames if f.get("type") == "token") == "over the socket"
+    assert [f["id"] for f in frames[1:]] == list(range(1, len(frames)))
+    check_turn(monitor, cid, reads=OWNED, stays=True, stays_after=frames[-1]["id"])
+
+
+async def test_entry_written_elsewhere_during_a_turn_reaches_the_follower_once(
+    gateway: Gateway, warm: None, script, redis_url: str
+) -> None:
+    """An entry another pod appends mid-answer shows as a gap in the hand-off and is read from the
+    log: the client gets every event once, ids increasing without a hole."""
+    await script([{"match": "", "tokens": 30, "token_delay_ms": 20}])
+    cid = await gateway.create_conversation()
+    other = await connect(redis_url, decode_responses=True)
+    other_pod = StreamLog(other, maxlen=10_000, ttl_s=600)
+    try:
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+        ) as response:
+            first = await read_events(response, stop_after=3)
+            await other_pod.append(
+                cid, ActionStatusEvent(id=1, conversation_id=cid, action_id="a1", name="x", status="queued")
+            )
+            rest = await read_events(response)
+    finally:
+        await other_pod.close()
+        await other.aclose()
+    events = first + rest
+    ids = [int(e.id) for e in events if e.id]
+    assert ids == list(range(1, len(ids) + 1))
+    assert [data(e)["action_id"] for e in events if e.type == "action_status"] == ["a1"]
+    assert len([e for e in events if e.type == "token"]) == 30
+    assert json.loads(events[-1].data)["finish_reason"] == "stop"
+
+
+async def test_busy_conversation_takes_no_lease(gateway: Gateway, script, aredis: aioredis.Redis) -> None:
+    """A turn refused as busy takes no watcher lease and leaves the answer in progress alone."""
+    await script([{"match": "", "tokens": 50, "token_delay_ms": 20}])
+    cid = await gateway.create_conversation()
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "first"}, headers=SSE
+    ) as first:
+        await read_events(first, stop_after=1)
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "second"}, headers=SSE
+        ) as refused:
+            assert refused.status == 409 and (await refused.json())["error"]["code"] == "conversation_busy"
+        assert await aredis.zcard(redis_keys.watchers(cid)) == 1
+        rest = await read_events(first)
+    assert len([e for e in rest if e.type == "token"]) == 49
