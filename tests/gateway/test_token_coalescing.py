@@ -39,13 +39,13 @@ class GatedLog(StreamLog):
         self.writers.append(super().writer(conversation_id, max_batch=max_batch))
         return self.writers[-1]
 
-    async def append(self, conversation_id: str, *events: Any) -> int:
+    async def append(self, conversation_id: str, *events: Any, **options: Any) -> int:
         self.batches.append([getattr(e, "text", e.type) for e in events])
         if not self.gate.is_set():
             self.holding.set()
             await self.gate.wait()
             self.holding.clear()
-        return await super().append(conversation_id, *events)
+        return await super().append(conversation_id, *events, **options)
 
 
 def token(cid: str, text: str) -> TokenEvent:
