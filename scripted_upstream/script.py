@@ -3,7 +3,7 @@
 Replies and tool arguments are templates, so a script can behave like a small assistant and stay
 deterministic. `{name}` is replaced by:
 - for a rule that answers the user: `input` (the user's last message) or a named group of the
-  rule's `match` regex, trimmed of spaces and end punctuation;
+  rule's `match` regex, trimmed of spaces, of joining punctuation in front and end punctuation;
 - for a rule that answers a tool result: `input` (the tool message), `tool` (the name of the tool
   called) and, when the tool message is a JSON object, its fields by dotted path (`status`,
   `error`, `result.ticketId`).
@@ -137,9 +137,7 @@ class Rule(BaseModel):
         found = re.search(self.match, text, re.IGNORECASE)
         if found is None:
             return None
-        groups = {
-            name: value.strip().rstrip(".!?;,").strip() for name, value in found.groupdict().items() if value
-        }
+        groups = {name: _trim(value) for name, value in found.groupdict().items() if value}
         return {**groups, "input": text}
 
     def render_reply(self, messages: list[dict[str, Any]]) -> str:
@@ -154,6 +152,12 @@ class Rule(BaseModel):
     def render_tool_calls(self, messages: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         values = self.values(messages) or {}
         return [(spec.name, spec.render(values)) for spec in self.tool_calls]
+
+
+def _trim(words: str) -> str:
+    """A named group's words without the punctuation that joined them to the rest of the message
+    ("open a ticket, my screen is broken" is about "my screen is broken")."""
+    return words.strip().lstrip(",;:-").strip().rstrip(".!?;,").strip()
 
 
 def _tool_values(messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -75,6 +75,15 @@ def test_default_script_fills_the_ticket_from_the_users_words() -> None:
     assert answer(script, user("Please open a ticket for my broken laptop"))[1] == [
         ("create_ticket", {"title": "my broken laptop", "priority": "normal"})
     ]
+    # The subject may come first, or after a comma; a request with no subject keeps the user's words.
+    for asked, title, priority in [
+        ("My laptop won't boot, can you open a ticket?", "My laptop won't boot", "normal"),
+        ("The printer is on fire, could you please open a ticket", "The printer is on fire", "high"),
+        ("Please open a ticket, my screen is broken", "my screen is broken", "normal"),
+        ("could you open a ticket regarding the slow login page", "the slow login page", "normal"),
+        ("open a ticket", "open a ticket", "normal"),
+    ]:
+        assert answer(script, user(asked))[1] == [("create_ticket", {"title": title, "priority": priority})]
     assert answer(script, user("What is the status of ticket T-1A2B?")) == (
         "",
         [("get_ticket", {"ticket_id": "T-1A2B"})],
