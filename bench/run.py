@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import actions, overhead, profile, redis_trips, scale
+from bench import actions, overhead, profile, redis_trips, scale, stages
 from bench import targets as hot_path
 from bench.clients import Target, wave
 from bench.stack import (
@@ -57,6 +57,7 @@ QUICK: dict[str, Any] = {
     "actions": (40, 16),
     "profile_s": 8,
     "targets": {"ttft_rounds": 40, "windows": 2, "window_s": 5.0, "scale": [0, 1000, 2500, 5000, 10000]},
+    "stages": 40,
 }
 FULL: dict[str, Any] = {
     "overhead": {1: 100, 64: 10, 512: 4},
@@ -65,6 +66,7 @@ FULL: dict[str, Any] = {
     "actions": (300, 64),
     "profile_s": 20,
     "targets": {"ttft_rounds": 100, "windows": 4, "window_s": 10.0, "scale": [0, 1000, 2500, 5000, 10000]},
+    "stages": 100,
 }
 
 
@@ -174,6 +176,20 @@ async def main() -> int:
             )
             for name, trips in report["targets"].get("trips", {}).items():
                 tables.append(f"Redis per turn, {name}\n" + redis_trips.render(trips))
+            await put_script(stack.urls["upstream"], script(tokens, delay_ms))
+
+        if "stages" in only:
+            await put_script(stack.urls["upstream"], script(hot_path.TOKENS, 0))
+            baseline = os.environ.get("BENCH_BASELINE")
+            source = (
+                export_baseline(baseline, Path(tempfile.mkdtemp(prefix="bench-baseline-")))
+                if baseline
+                else None
+            )
+            report["stages"] = await stages.measure(stack, sizes["stages"], GATEWAY_MODEL, source)
+            tables.append(
+                "Added TTFT by stage, 1 stream (50 tokens sent at once)\n" + stages.render(report["stages"])
+            )
             await put_script(stack.urls["upstream"], script(tokens, delay_ms))
 
         if "profile" in only:

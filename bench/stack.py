@@ -120,9 +120,12 @@ class Stack:
         self.urls["upstream"] = f"http://127.0.0.1:{port}/v1"
         return self.urls["upstream"]
 
-    def gateway(self, name: str = "gateway", source: Path | None = None, **overrides: str) -> str:
+    def gateway(
+        self, name: str = "gateway", source: Path | None = None, script: Path | None = None, **overrides: str
+    ) -> str:
         """Our gateway; with `source`, the one in that exported tree (an A/B baseline), run with
-        `python -P` so that tree's packages come first on the path, not this checkout's."""
+        `python -P` so that tree's packages come first on the path, not this checkout's; with
+        `script`, started by that file (`<script> serve`, e.g. bench/staged_gateway.py)."""
         port = processes.free_port()
         env = {
             "AUTH_JWT_SECRET": JWT_SECRET,
@@ -141,6 +144,8 @@ class Stack:
         service = processes.python_module(
             name, "streaming_gateway", port, env=env, log_path=self.workdir / f"{name}.log"
         )
+        if script is not None:
+            service.argv[1:] = [str(script), "serve"]
         if source is not None:
             service.argv.insert(1, "-P")
             service.env["PYTHONPATH"] = str(source)
