@@ -21,6 +21,10 @@ class Sample:
     total_ms: float | None = None
     chunks: int = 0
     error: str | None = None
+    #: perf_counter (CLOCK_MONOTONIC: comparable with another process's on this machine) at the
+    #: request's start and at its first text.
+    started_at: float = 0.0
+    first_at: float | None = None
 
 
 @dataclass
@@ -55,7 +59,7 @@ class Target:
 async def stream_once(target: Target, user: str, prompt: str) -> Sample:
     """One streamed completion; TTFT is the first chunk that carries text."""
     sample = Sample()
-    started = time.perf_counter()
+    started = sample.started_at = time.perf_counter()
     try:
         stream = await target.client.chat.completions.create(
             model=target.model,
@@ -66,7 +70,8 @@ async def stream_once(target: Target, user: str, prompt: str) -> Sample:
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 if sample.ttft_ms is None:
-                    sample.ttft_ms = (time.perf_counter() - started) * 1000
+                    sample.first_at = time.perf_counter()
+                    sample.ttft_ms = (sample.first_at - started) * 1000
                 sample.chunks += 1
         sample.total_ms = (time.perf_counter() - started) * 1000
     except openai.APIError as exc:

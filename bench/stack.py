@@ -146,6 +146,7 @@ class Stack:
         )
         if script is not None:
             service.argv[1:] = [str(script), "serve"]
+            service.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's
         if source is not None:
             service.argv.insert(1, "-P")
             service.env["PYTHONPATH"] = str(source)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.clients import Target, stream_once
+from bench.clients import Sample, Target, stream_once
 from bench.stack import Stack
 from bench.stats import percentile, summary, table
 
@@ -18,6 +18,7 @@ STAGED = Path(__file__).resolve().parent / "staged_gateway.py"
 WARM_UP = 3
 #: Stages in request order (bench/staged_gateway.py names them).
 ORDER = [
+    "client_started",
     "arrived",
     "authenticated",
     "rate_limited",
@@ -33,7 +34,9 @@ ORDER = [
     "first_append_start",
     "first_append_done",
     "follower_first_entry",
+    "first_client_write",
     "client_first_token_written",
+    "client_got_first_token",
 ]
 
 
@@ -51,6 +54,7 @@ async def measure(stack: Stack, rounds: int, model: str, baseline: Path | None) 
         Target(name, f"{url}/v1", model=model, jwt_per_user=True) for name, (url, _) in gateways.items()
     ]
     ttft: dict[str, list[float]] = {t.name: [] for t in targets}
+    samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
     try:
         for target in targets:
             for _ in range(WARM_UP):
@@ -58,6 +62,7 @@ async def measure(stack: Stack, rounds: int, model: str, baseline: Path | None) 
         for round_ in range(rounds):
             for target in targets if round_ % 2 == 0 else list(reversed(targets)):
                 sample = await stream_once(target, "stages-user", f"stages {round_}")
+                samples[target.name].append(sample)
                 if sample.error is None and sample.ttft_ms is not None:
                     ttft[target.name].append(sample.ttft_ms)
     finally:
@@ -67,6 +72,11 @@ async def measure(stack: Stack, rounds: int, model: str, baseline: Path | None) 
     result: dict[str, Any] = {"direct_ttft_ms": summary(ttft["direct"])}
     for name, (_, out) in gateways.items():
         lines = [json.loads(line) for line in out.read_text().splitlines()][WARM_UP:]
+        for line, sample in zip(lines, samples[name], strict=False):
+            # The client's side on the same clock: its request's start and its first text.
+            line["client_started"] = (sample.started_at - line["arrived_at"]) * 1000
+            if sample.first_at is not None:
+                line["client_got_first_token"] = (sample.first_at - line["arrived_at"]) * 1000
         result[name] = {
             "ttft_ms": summary(ttft[name]),
             "added_p50_ms": percentile(ttft[name], 50) - direct,

@@ -64,11 +64,17 @@ class OpenAIChatModel:
         usage: dict[str, int] | None = None
         written: list[str] = []
         try:
-            # The SDK makes the request (auth, Azure, retries of the connect, status errors) and
-            # hands over the raw response; its chunks are read here as plain JSON, not built into
-            # SDK objects one by one (a large share of its CPU per token in the profile, bench/README.md).
-            async with self._client.chat.completions.with_streaming_response.create(**kwargs) as response:
-                async for chunk in _sse_json(response.iter_lines()):
+            # The SDK makes the request (auth, Azure's deployment path, retries of the connect, status
+            # errors) and hands over the raw HTTP response; its chunks are read here as plain JSON,
+            # not built into SDK objects one by one (a large share of its CPU per token in the
+            # profile), and the body, JSON already, is posted as it is: `chat.completions.create`
+            # would first walk it through the SDK's type transforms, half a millisecond of a
+            # stream's first token (bench/README.md).
+            response = await self._client.post(
+                "/chat/completions", body=kwargs, cast_to=httpx2.Response, stream=True, stream_cls=None
+            )
+            try:
+                async for chunk in _sse_json(response.aiter_lines()):
                     if chunk.get("error"):
                         raise LLMUnavailable(f"the model's stream failed: {chunk['error']}")
                     if chunk.get("usage"):
@@ -93,8 +99,10 @@ class OpenAIChatModel:
                             )
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
-                # Leaving the block (the end, a cancel, an early exit) closes the HTTP response:
-                # the upstream sees the disconnect and stops generating.
+            finally:
+                # However the reading ends (the end, a cancel, an early exit) the HTTP response is
+                # closed: the upstream sees the disconnect and stops generating.
+                await response.aclose()
         except openai.APIError as exc:
             raise _translate(exc, request.client_params) from exc
         # Errors while reading the body, as the SDK's own stream reports them (APITimeoutError,
