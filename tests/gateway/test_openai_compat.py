@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from tests.fixtures.gateway import Gateway, make_token, upstream_stats
+from tests.fixtures.gateway import Gateway, StartGateway, make_token, upstream_stats
 
 
 def sdk(gateway: Gateway, user: str = "alice", token: str | None = None) -> openai.AsyncOpenAI:
@@ -161,3 +161,29 @@ async def test_sdk_bad_token_and_bad_request(gateway: Gateway) -> None:
                 model="default", messages=[{"role": "assistant", "content": "x"}]
             )
         assert raised.value.body["param"] == "messages"
+
+
+async def test_stream_starts_before_the_first_token(start_gateway: StartGateway, script, aredis) -> None:
+    """With no parameter of the client's that the model could refuse, the headers and the opening
+    chunk come while the model is still silent (the client sets up its stream meanwhile), not with
+    its first token or a keep-alive; the answer follows on the same stream."""
+    gateway = await start_gateway(GATEWAY_HEARTBEAT_SECONDS="60")
+    await script([{"match": "", "reply": "late but whole", "first_token_delay_ms": 3000}])
+    async with gateway.session.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": "default", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"Authorization": f"Bearer {make_token()}"},
+    ) as response:
+        assert response.status == 200
+        cid = response.headers["X-Conversation-Id"]
+        opening = b""
+        while b'"role": "assistant"' not in opening and b'"role":"assistant"' not in opening:
+            opening += await response.content.readany()
+        assert await aredis.xlen(f"gw:conv:{{{cid}}}:log") == 0  # nothing from the model yet
+        rest = (await response.content.read()).decode()
+    chunks = [json.loads(line[6:]) for line in rest.splitlines() if line.startswith("data: {")]
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        == "late but whole"
+    )
+    assert rest.rstrip().endswith("data: [DONE]")
