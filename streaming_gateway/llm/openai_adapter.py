@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: The scripted upstream needs no key, but the SDK refuses to start without one.
 SCRIPTED_API_KEY = "scripted-local"
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+#: The model API's path under the client's base URL (Azure's client puts its deployment path in front).
+CHAT_COMPLETIONS = "/chat/completions"
 #: Upstream statuses that mean "this request is wrong" (not auth, quota or the provider's fault).
 CLIENT_ERROR_STATUSES = frozenset({400, 422})
 
@@ -71,7 +73,7 @@ class OpenAIChatModel:
             # would first walk it through the SDK's type transforms, half a millisecond of a
             # stream's first token (bench/README.md).
             response = await self._client.post(
-                "/chat/completions", body=kwargs, cast_to=httpx2.Response, stream=True, stream_cls=None
+                CHAT_COMPLETIONS, body=kwargs, cast_to=httpx2.Response, stream=True, stream_cls=None
             )
             try:
                 async for chunk in _sse_json(response.aiter_lines()):
