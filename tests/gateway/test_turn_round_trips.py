@@ -20,7 +20,7 @@ from agent_contracts.events import ActionStatusEvent
 from agent_contracts.redis_connection import connect
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.stream_log import StreamLog
-from tests.fixtures.gateway import Gateway, make_token
+from tests.fixtures.gateway import Gateway, StartGateway, make_token
 from tests.fixtures.services import ON_SERVER
 from tests.gateway.helpers import data, read_events, text_of
 from tests.polling import eventually
@@ -154,6 +154,12 @@ def check_turn(
 
 
 OWNED = {"HGETALL": 1, "LLEN": 1}  # the conversation read that authorises the request
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    """Log compaction off: its script, a while after an answer's end, is not part of the turn."""
+    return await start_gateway(GATEWAY_LOG_COMPACTION="false")
 
 
 @pytest.fixture
