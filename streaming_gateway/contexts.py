@@ -42,6 +42,7 @@ from streaming_gateway.keys import (
     outbox_key,
     rate_limiter_key,
     redis_key,
+    retention_key,
     settings_key,
     streams_key,
     update_source_key,
@@ -52,6 +53,7 @@ from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.limits import RateLimiter, StreamSlots
 from streaming_gateway.state.log_compaction import LogCompactor
+from streaming_gateway.state.retention import StatelessRetention
 from streaming_gateway.state.stream_log import StreamLog
 from streaming_gateway.state.ws_tickets import WsTickets
 
@@ -144,9 +146,14 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     compactor = LogCompactor(redis, delay_s=settings.log_compact_delay_s, enabled=settings.log_compaction)
     app[log_compactor_key] = compactor
-    answers = RunningAnswers(
-        redis, stream_log, orphan_grace_s=settings.orphan_grace_s, on_end=compactor.schedule
-    )
+    retention = StatelessRetention(redis, ttl_s=settings.stateless_ttl_s)
+    app[retention_key] = retention
+
+    def answer_ended(conversation_id: str) -> None:
+        retention.answer_ended(conversation_id)
+        compactor.schedule(conversation_id)
+
+    answers = RunningAnswers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s, on_end=answer_ended)
     app[engine_key] = ChatEngine(
         settings=settings,
         store=ConversationStore(
@@ -168,6 +175,7 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await answers.drain(0)  # normally empty already: shutdown drained it within the grace period
     await compactor.close()  # timers not yet due: those logs stay whole
+    await retention.close()
     await stream_log.close()  # the pod's log reader
 
 

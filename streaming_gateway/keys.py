@@ -20,6 +20,7 @@ from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.limits import RateLimiter
 from streaming_gateway.state.log_compaction import LogCompactor
 from streaming_gateway.state.redis_replies import Redis
+from streaming_gateway.state.retention import StatelessRetention
 from streaming_gateway.state.ws_tickets import WsTickets
 
 settings_key = web.AppKey("settings", Settings)
@@ -38,5 +39,6 @@ update_source_key = web.AppKey("update_source", ActionUpdateSource)
 rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 streams_key = web.AppKey("streams", StreamRegistry)
 log_compactor_key = web.AppKey("log_compactor", LogCompactor)
+retention_key = web.AppKey("stateless_retention", StatelessRetention)
 #: Set when the action bus tasks (outbox relay, update consumer) must stop.
 bus_stop_key = web.AppKey("bus_stop", asyncio.Event)

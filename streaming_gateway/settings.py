@@ -80,6 +80,8 @@ class Settings:
     #: Merge an ended answer's token entries into one (state/log_compaction.py), this long after its end.
     log_compaction: bool = True
     log_compact_delay_s: float = 30.0
+    #: A stateless OpenAI-style call's conversation, messages and log, after its answer (state/retention.py).
+    stateless_ttl_s: int = 3600
     token_batch_max: int = 64
     turn_timeout_s: int = 900
 
@@ -164,6 +166,7 @@ class Settings:
             event_log_maxlen=env.int("GATEWAY_EVENT_LOG_MAXLEN", 10_000, minimum=100),
             log_compaction=env.bool("GATEWAY_LOG_COMPACTION", True),
             log_compact_delay_s=env.float("GATEWAY_LOG_COMPACT_DELAY_SECONDS", 30.0, minimum=0.0),
+            stateless_ttl_s=env.int("GATEWAY_STATELESS_TTL_SECONDS", 3600, minimum=60),
             token_batch_max=env.int("GATEWAY_TOKEN_BATCH_MAX", 64, minimum=1, maximum=1000),
             turn_timeout_s=env.int("GATEWAY_TURN_TIMEOUT_SECONDS", 900, minimum=10),
             heartbeat_s=env.float("GATEWAY_HEARTBEAT_SECONDS", 15.0, minimum=0.1),

@@ -5,7 +5,8 @@ the JWT as api key); docs/openai-compatibility.md lists what is supported, passe
 refused. The conversation is named by `X-Conversation-Id` (created when absent, returned on the
 response), so plain OpenAI clients get server-side history: the messages after the request's last
 assistant message are the new ones; the rest is already stored. A request without it starts a
-conversation with the whole history it sends, as stateless clients expect. Tools the caller
+conversation with the whole history it sends, as stateless clients expect, kept only
+GATEWAY_STATELESS_TTL_SECONDS once answered (state/retention.py). Tools the caller
 passes are passed to the model and their calls returned in OpenAI's shape for the caller to run;
 the agent's backend actions belong to the conversation API (SSE/WebSocket). `model` names the agent
 (`GET /v1/models`): a new conversation pins that agent's active configuration, and a conversation
@@ -31,7 +32,7 @@ from streaming_gateway.api.request_models import read_raw
 from streaming_gateway.api.sse import comment_bytes
 from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.errors import BadRequest
-from streaming_gateway.keys import catalog_key, engine_key, settings_key, streams_key
+from streaming_gateway.keys import catalog_key, engine_key, retention_key, settings_key, streams_key
 from streaming_gateway.state.conversation_store import Conversation, ConversationStore, new_id
 from streaming_gateway.state.log_follower import Follower
 
@@ -79,7 +80,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         open_calls=open_calls,
         system_policy=policy,
     )
+    retention = request.app[retention_key]
+    stateless = conversation is None
     if conversation is None:
+        # Kept briefly once answered (state/retention.py); it counts towards the user's limit meanwhile.
         conversation = await engine.store.create(user_id, config.version, cid=cid)
     overrides = Overrides(
         client_system=client_system,
@@ -95,7 +99,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         streams.open("openai", user_id) as handle,
         follow(request.app, handle, conversation.id, turn_from=conversation.last_event_id) as follower,
     ):
-        after = await start_turn(request.app, follower, conversation, new_messages, overrides)
+        if stateless:
+            retention.mark(conversation.id)  # before the answer starts: it may end at once
+        try:
+            after = await start_turn(request.app, follower, conversation, new_messages, overrides)
+        except BaseException:
+            retention.forget(conversation.id)
+            raise
         completion = Completion(
             conversation.id,
             conversation.agent_config_version,
