@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import actions, overhead, profile, redis_trips, scale, stages
+from bench import actions, overhead, profile, redis_memory, redis_trips, scale, stages
 from bench import targets as hot_path
 from bench.clients import Target, wave
 from bench.stack import (
@@ -53,6 +53,7 @@ GATEWAY_MODEL = "default"
 QUICK: dict[str, Any] = {
     "overhead": {1: 10, 64: 3, 512: 1},
     "trips": 3,
+    "memory": 5,
     "scale": [0, 250, 500, 1000, 1500, 2000],
     "actions": (40, 16),
     "profile_s": 8,
@@ -62,6 +63,7 @@ QUICK: dict[str, Any] = {
 FULL: dict[str, Any] = {
     "overhead": {1: 100, 64: 10, 512: 4},
     "trips": 10,
+    "memory": 10,
     "scale": [0, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000],
     "actions": (300, 64),
     "profile_s": 20,
@@ -121,7 +123,9 @@ async def main() -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     full = os.environ.get("BENCH_FULL") == "1"
     sizes = FULL if full else QUICK
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "overhead,trips,scale,actions,profile").split(",")))
+    only = set(
+        filter(None, os.environ.get("BENCH_ONLY", "overhead,trips,memory,scale,actions,profile").split(","))
+    )
     tokens = int(os.environ.get("BENCH_TOKENS", "32"))
     delay_ms = float(os.environ.get("BENCH_TOKEN_DELAY_MS", "10"))
     litellm_path = Path(os.environ.get("BENCH_LITELLM", str(DEFAULT_LITELLM)))
@@ -212,6 +216,14 @@ async def main() -> int:
                 + redis_trips.render(report["redis_per_turn"])
             )
 
+        if "memory" in only:
+            report["redis_memory"] = await memory_runs(stack, sizes["memory"])
+            tables.append(
+                f"Redis memory per turn ({hot_path.TOKENS}-token answers; bytes, medians)\n"
+                + redis_memory.render(report["redis_memory"])
+            )
+            await put_script(stack.urls["upstream"], script(tokens, delay_ms))
+
         if "scale" in only:
             # A fresh gateway: RSS per stream must not hide under the high-water mark of earlier runs.
             stack.stop("gateway")
@@ -238,6 +250,33 @@ async def main() -> int:
     print("\n\n".join([f"versions: {report['versions']}  machine: {report['machine']}", *tables]))
     print(f"\nJSON: {out.relative_to(ROOT)}; logs: {stack.workdir.relative_to(ROOT)}")
     return 1 if "error" in report else 0
+
+
+async def memory_runs(stack: Stack, turns: int) -> dict[str, Any]:
+    """Redis bytes per stateful turn and per stateless call, right after the answer and once kept;
+    with BENCH_BASELINE=<git rev>, that revision's gateway measured the same way in the same run."""
+    await put_script(stack.urls["upstream"], script(hot_path.TOKENS, 0))
+    delay = redis_memory.COMPACT_DELAY_S
+    gateways = {"gateway": stack.gateway("memory", GATEWAY_LOG_COMPACT_DELAY_SECONDS=delay)}
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        source = export_baseline(baseline, Path(tempfile.mkdtemp(prefix="bench-baseline-")))
+        name = (
+            "baseline "
+            + subprocess.run(  # noqa: ASYNC221 (setup, before any load runs)
+                ["git", "rev-parse", "--short", baseline], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+        )
+        url = stack.gateway("memory-baseline", source, GATEWAY_LOG_COMPACT_DELAY_SECONDS=delay)
+        gateways = {name: url, **gateways}
+    results = {
+        name: await redis_memory.measure(url, stack.urls["redis"], turns, name.split()[0])
+        for name, url in gateways.items()
+    }
+    for service in ("memory", "memory-baseline"):
+        if service in stack.urls:
+            stack.stop(service)
+    return results
 
 
 def export_baseline(rev: str, into: Path) -> Path:
