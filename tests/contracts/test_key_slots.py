@@ -25,7 +25,7 @@ IDS = ["conv_0123456789abcdef", "a", "x:y", "user@example.com", "42", "a}b", "{t
 def _groups() -> dict[str, Callable[[str], list[str]]]:
     store = InstanceStore(None, "durable")  # type: ignore[arg-type]  # only its key names are used
     return {
-        "conversation (state/conversation_store.py, stream_log.py, log_compaction.py, chat/pending_steps.py)": lambda cid: [
+        "conversation (state/conversation_store.py, stream_log.py, log_compaction.py, retention.py, chat/pending_steps.py)": lambda cid: [
             redis_keys.conversation(cid),
             redis_keys.messages(cid),
             redis_keys.event_log(cid),
