@@ -31,24 +31,25 @@ from bench.stats import table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1024**3
-#: Of the listed memory, what is kept free (maxmemory-reserved, fragmentation, replication buffers).
-RESERVE = 0.25
+#: Of the listed memory, what is kept free: the deployment's memory alert fires above 65 % used
+#: (docs/deploy.md), which leaves room for fragmentation, replication buffers and a burst.
+RESERVE = 0.35
 #: The share of one primary's single thread the model lets the gateway's traffic use.
 CPU_TARGET = 0.5
-#: Listed memory per primary or per cache, GB, as the SKU names give it (Azure Cache for Redis
-#: Premium P1-P5 per shard; Azure Managed Redis per instance, Balanced and Memory Optimized). Check
-#: Azure's pricing page for the region before buying; edit here to recompute.
+#: Listed memory per cache or per shard, GB, as the SKU names give it (Azure Managed Redis, the sizes
+#: infra/ deploys first; Azure Cache for Redis Premium per shard, being retired). Check Azure's
+#: pricing page for the region before buying; edit here to recompute.
 SKUS: dict[str, float] = {
+    "Managed Balanced B1 (dev)": 1,
+    "Managed Balanced B20 (prod)": 24,
+    "Managed Balanced B50": 60,
+    "Managed Balanced B100": 120,
+    "Managed Memory Optimized M250": 240,
     "Premium P1 (per shard)": 6,
     "Premium P2 (per shard)": 13,
     "Premium P3 (per shard)": 26,
     "Premium P4 (per shard)": 53,
     "Premium P5 (per shard)": 120,
-    "Managed Balanced B10": 12,
-    "Managed Balanced B50": 60,
-    "Managed Balanced B100": 120,
-    "Managed Memory Optimized M100": 120,
-    "Managed Memory Optimized M250": 240,
 }
 
 
