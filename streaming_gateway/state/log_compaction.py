@@ -203,8 +203,10 @@ class LogCompactor:
         self._script = redis.register_script(_COMPACT)
         self._delay_s = delay_s
         self._enabled = enabled
-        #: One timer per conversation: an end while one waits is covered by its run.
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        #: One timer per conversation: an end while one waits is covered by its run. Timers, not
+        #: sleeping tasks: thousands of answers ending within the delay cost a heap entry each.
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task[None]] = set()
 
     async def compact(self, conversation_id: str) -> Compaction:
         """Merge the token runs of the conversation's ended answers not compacted yet."""
@@ -223,31 +225,33 @@ class LogCompactor:
         """An answer of this conversation ended: compact its log after the delay."""
         if not self._enabled or conversation_id in self._pending:
             return
-        task = asyncio.create_task(self._later(conversation_id), name=f"compact:{conversation_id}")
-        self._pending[conversation_id] = task
+        self._pending[conversation_id] = asyncio.get_running_loop().call_later(
+            self._delay_s, self._due, conversation_id
+        )
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Compactions waiting for their time or running."""
+        return len(self._pending) + len(self._running)
 
-    async def _later(self, conversation_id: str) -> None:
+    def _due(self, conversation_id: str) -> None:
+        # From here a new end schedules another run: this one may read the log before it.
+        del self._pending[conversation_id]
+        task = asyncio.create_task(self._run(conversation_id), name=f"compact:{conversation_id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, conversation_id: str) -> None:
         try:
-            await asyncio.sleep(self._delay_s)
-            # From here a new end schedules another run: this one may read the log before it.
-            del self._pending[conversation_id]
             await self.compact(conversation_id)
         except (RedisError, OSError) as exc:
             # The log stays whole (the script writes all or nothing); the next end tries again.
             log.warning("log of %s not compacted: %s", conversation_id, exc)
-        finally:
-            if self._pending.get(conversation_id) is asyncio.current_task():
-                del self._pending[conversation_id]
 
     async def close(self) -> None:
-        tasks = list(self._pending.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        for handle in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
+        for task in list(self._running):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._pending.clear()
