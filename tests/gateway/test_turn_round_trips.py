@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from agent_contracts.events import ActionStatusEvent
 from agent_contracts.redis_connection import connect
+from streaming_gateway.keys import retention_key
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.gateway import Gateway, StartGateway, make_token
@@ -87,6 +88,8 @@ def scripts(commands: list[list[str]], cid: str) -> Counter[str]:
             kinds["end_turn"] += 1
         elif keys == {redis_keys.conversation(cid), redis_keys.event_log(cid)}:
             kinds["append"] += 1
+        elif keys == {redis_keys.conversation(cid), redis_keys.messages(cid), redis_keys.event_log(cid)}:
+            kinds["stateless_ttl"] += 1  # state/retention.py, after a stateless call's answer
         else:
             kinds["other"] += 1
     return kinds
@@ -108,7 +111,13 @@ async def settled(monitor: Monitor, cid: str) -> None:
 
 
 def check_turn(
-    monitor: Monitor, cid: str, *, reads: dict[str, int], stays: bool = False, stays_after: int = 0
+    monitor: Monitor,
+    cid: str,
+    *,
+    reads: dict[str, int],
+    stays: bool = False,
+    stays_after: int = 0,
+    stateless: bool = False,
 ) -> None:
     """One script starts the turn, one ends it, token appends between; nothing else names the
     conversation but the `reads` of the conversation before it and the lease's removal. A follower
@@ -118,6 +127,8 @@ def check_turn(
     kinds = scripts(commands, cid)
     assert kinds["begin_turn"] == 1 and kinds["end_turn"] == 1 and kinds["other"] == 0, commands
     assert kinds["append"] >= 1, commands
+    # After its end a stateless call's keys are cut to their short TTL, in one more script.
+    assert kinds["stateless_ttl"] == (1 if stateless else 0), commands
     counted = names(commands)
     # An answer that outlived a watchdog tick wrote the producing lease (and checked for a cancel
     # and for followers in that pipeline): only then is the lease deleted at its end.
@@ -164,14 +175,23 @@ async def gateway(start_gateway: StartGateway) -> Gateway:
 
 @pytest.fixture
 async def warm(gateway: Gateway, script) -> None:
-    """The gateway after one turn: Redis knows its scripts (a first call shows twice in MONITOR:
-    the EVALSHA Redis refuses, then again after SCRIPT LOAD)."""
+    """The gateway after one turn and one stateless call: Redis knows its scripts (a first call
+    shows twice in MONITOR: the EVALSHA Redis refuses, then again after SCRIPT LOAD)."""
     await script([{"match": "", "reply": "warm"}])
     cid = await gateway.create_conversation("warm-up")
     async with gateway.request(
         "POST", f"/v1/conversations/{cid}/messages", "warm-up", json={"content": "hi"}, headers=SSE
     ) as response:
         await read_events(response)
+    async with gateway.request(
+        "POST",
+        "/v1/chat/completions",
+        "warm-up",
+        json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+    ) as response:
+        stateless = response.headers["X-Conversation-Id"]
+    retention = gateway.app[retention_key]
+    await eventually(lambda: retention.shorten(stateless), "the stateless TTL's script loaded")
 
 
 async def test_sse_turn_is_one_script_to_start_and_one_to_end(
@@ -212,9 +232,14 @@ async def test_openai_turn_is_one_script_to_start_and_one_to_end(
         text = "".join([chunk.choices[0].delta.content or "" async for chunk in raw.parse() if chunk.choices])
         cid = raw.headers["X-Conversation-Id"]
         await settled(monitor, cid)
+
+        async def cut() -> int:
+            return scripts(monitor.of(cid), cid)["stateless_ttl"]
+
+        await eventually(cut, "the stateless TTL's script")
     assert text == "from the api"
     # The new conversation's creation (one transaction: HSET, EXPIRE) comes before the turn.
-    check_turn(monitor, cid, reads={"HSET": 1, "EXPIRE": 1})
+    check_turn(monitor, cid, reads={"HSET": 1, "EXPIRE": 1}, stateless=True)
 
 
 async def test_websocket_turn_is_one_script_to_start_and_one_to_end(
