@@ -45,6 +45,8 @@ async def start_turn(
 ) -> int:
     """Start the conversation's next turn followed by `follower` (opened with `turn_from`); returns
     the log id its answer follows."""
-    after = await app[engine_key].start_turn(conversation, messages, overrides, watcher=follower.watcher)
+    after = await app[engine_key].start_turn(
+        conversation, messages, overrides, watcher=follower.lease_for_turn()
+    )
     follower.turn_started(after)
     return after

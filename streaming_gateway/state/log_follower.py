@@ -72,9 +72,12 @@ class Follower:
         self._turn_after: int | None = None
         self._leased = False
 
-    @property
-    def watcher(self) -> Watcher:
-        """The watcher lease the turn's begin_turn takes for this follower."""
+    def lease_for_turn(self) -> Watcher:
+        """The watcher lease the turn's begin_turn takes for this follower. From here on the
+        follower removes it when it ends: the script may have run although its answer never came
+        back (the request cancelled meanwhile), and a lease left behind would keep an answer nobody
+        follows running until it expired."""
+        self._leased = True
         return Watcher(self._reader_id, WATCH_LEASE_S)
 
     async def __aenter__(self) -> Follower:
@@ -104,7 +107,7 @@ class Follower:
             self._log.unsubscribe(self._turn_inbox)
             self._turn_inbox = None
         if not self._leased:
-            return  # a turn that did not start: no lease was taken
+            return  # no turn was asked for: no lease was taken
         self._log.leases.drop(redis_keys.watchers(self.conversation_id), self._reader_id)
         # Left to a task: a follower's end (a cancel, a new resume on the socket) never waits for
         # Redis. The running answer is nudged once the lease is gone, to check for followers then.

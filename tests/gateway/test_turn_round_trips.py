@@ -18,8 +18,10 @@ import redis.asyncio as aioredis
 
 from agent_contracts.events import ActionStatusEvent
 from agent_contracts.redis_connection import connect
-from streaming_gateway.keys import retention_key
+from streaming_gateway.api.following import follow
+from streaming_gateway.keys import engine_key, retention_key
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.client_streams import StreamHandle
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.gateway import Gateway, StartGateway, make_token
 from tests.fixtures.services import ON_SERVER
@@ -309,3 +311,31 @@ async def test_busy_conversation_takes_no_lease(gateway: Gateway, script, aredis
         assert await aredis.zcard(redis_keys.watchers(cid)) == 1
         rest = await read_events(first)
     assert len([e for e in rest if e.type == "token"]) == 49
+
+
+async def test_lease_taken_for_a_turn_is_removed_even_if_its_start_never_returned(
+    gateway: Gateway, aredis: aioredis.Redis
+) -> None:
+    """Once a follower has given its lease to a turn's script, ending the follower removes it even
+    when the script's answer never came back to it (its request was cancelled meanwhile): no lease
+    is left to keep an answer nobody follows running."""
+    engine = gateway.app[engine_key]
+    cid = await gateway.create_conversation()
+    handle = StreamHandle("sse", "alice", "stream_test")
+    async with follow(gateway.app, handle, cid, turn_from=0) as follower:
+        # The turn's script runs with the follower's lease; its answer is not handed back.
+        await engine.store.begin_turn(
+            cid,
+            "turn_test",
+            [],
+            max_messages=100,
+            busy_ttl_s=60,
+            history=0,
+            watcher=follower.lease_for_turn(),
+        )
+        assert await aredis.zcard(redis_keys.watchers(cid)) == 1
+
+    async def removed() -> bool:
+        return await aredis.zcard(redis_keys.watchers(cid)) == 0
+
+    await eventually(removed, "the lease's removal")
