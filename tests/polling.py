@@ -15,14 +15,15 @@ POLL_S = 0.02
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     what: str = "the condition",
     *,
     timeout: float = DEADLINE_S,
     tick: Callable[[], Awaitable[Any]] | None = None,
 ) -> T:
     """Poll `check` until it returns something truthy, and return that; before each check run `tick`
-    when given (e.g. one step of a local worker). Fails naming `what` once `timeout` has passed."""
+    when given (e.g. one step of a local worker). Fails naming `what` once `timeout` has passed.
+    A check that answers None until ready gives the value's own type (T, not T | None)."""
     deadline = time.monotonic() + timeout
     while True:
         if tick is not None:

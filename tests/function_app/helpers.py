@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,9 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from agent_contracts import ActionRequest, ActionResult
+from function_app.results import ResultStore
 from function_app.runtime import Runtime
+from function_app.worker.instances import Instance, InstanceStore
 
 
 def make_request(**overrides: Any) -> ActionRequest:
@@ -74,3 +77,23 @@ def final_result(
         return None
 
     return check
+
+
+async def stored(store: InstanceStore, iid: str) -> Instance:
+    """The instance the test started (so it exists)."""
+    instance = await store.load(iid)
+    assert instance is not None, f"{iid} was never started"
+    return instance
+
+
+def output_of(instance: Instance) -> Any:
+    """The finished instance's output, decoded."""
+    assert instance.output is not None, f"{instance.instance_id} has no output"
+    return json.loads(instance.output)
+
+
+async def read_stored(results: ResultStore, conversation_id: str, action_id: str) -> tuple[ActionResult, str]:
+    """The result document (and its etag) the test wrote, so it exists."""
+    found = await results.read(conversation_id, action_id)
+    assert found is not None, f"no result document for {action_id}"
+    return found

@@ -17,7 +17,7 @@ from function_app.dispatch import dispatch_once
 from function_app.registry import ActionRegistry
 from function_app.runtime import Runtime
 from local_stack.processes import free_port
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, read_stored
 
 
 async def set_faults(backend: TestServer, *rules: dict[str, Any]) -> None:
@@ -141,7 +141,7 @@ async def test_record_writes_cosmos_and_hands_over_the_update(runtime: Runtime, 
     await record_and_publish(
         runtime, {"request": request.to_wire(), "status": "running", "attempts": 1, "maxAttempts": 3}
     )
-    stored, _ = await runtime.results.read(request.conversation_id, str(request.action_id))
+    stored, _ = await read_stored(runtime.results, request.conversation_id, str(request.action_id))
     assert stored.status is ActionStatus.running and stored.max_attempts == 3
     source = RedisUpdateSource(aredis, runtime.settings.servicebus_updates_queue)
     updates = await source.next_updates(10, wait_s=1)
@@ -203,4 +203,5 @@ async def test_dead_letter_activity_stores_reason_and_history(runtime: Runtime) 
     letters = await runtime.dead_letters.list()
     assert len(letters) == 1
     assert letters[0].reason == "gave up" and [a.attempt for a in letters[0].attempt_history] == [1, 2]
+    assert letters[0].request is not None
     assert letters[0].request["actionId"] == str(request.action_id)

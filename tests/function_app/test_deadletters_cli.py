@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -123,7 +124,7 @@ async def test_durable_api_adapter_pages_and_purges() -> None:
     async def instances(request: web.Request) -> web.Response:
         seen.append(("GET", dict(request.query)))
         page = request.headers.get("x-ms-continuation-token")
-        items = [
+        items: list[dict[str, Any]] = [
             {"instanceId": "b" if page else "a", "name": "action_orchestrator", "input": {}, "output": "x"}
         ]
         return web.json_response(items, headers={} if page else {"x-ms-continuation-token": "p2"})

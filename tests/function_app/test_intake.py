@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from azure.durable_functions.models.utils.http_utils import _close_session
 from azure.functions.meta import Datum
-from azure.functions.servicebus import ServiceBusMessageInConverter
+from azure.functions.servicebus import ServiceBusMessage, ServiceBusMessageInConverter
 
 from action_bus.redis_streams import StreamQueue
 from agent_contracts.settings import SettingsError
@@ -113,7 +113,9 @@ def servicebus_message(
         "UserProperties": Datum(json.dumps(user_properties), "json"),
         "ApplicationProperties": Datum(json.dumps(user_properties), "json"),
     }
-    return ServiceBusMessageInConverter.decode(Datum(body, "bytes"), trigger_metadata=metadata)
+    message = ServiceBusMessageInConverter.decode(Datum(body, "bytes"), trigger_metadata=metadata)
+    assert isinstance(message, ServiceBusMessage)  # one message: the trigger is not in batch mode
+    return message
 
 
 def accept_action() -> Any:
@@ -176,7 +178,7 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def scheduled_copies(runtime: Runtime) -> list[tuple[dict[str, Any], float]]:
     queue = StreamQueue(runtime.scheduler.queue.redis, runtime.settings.servicebus_actions_queue, "g")  # type: ignore[attr-defined]
-    raw = await queue.redis.zrange(queue.scheduled_key, 0, -1, withscores=True)
+    raw: list[tuple[bytes, float]] = await queue.redis.zrange(queue.scheduled_key, 0, -1, withscores=True)
     return [(json.loads(member), score) for member, score in raw]
 
 

@@ -9,10 +9,10 @@ import pytest
 from azure.cosmos import exceptions as cosmos_errors
 
 from agent_contracts import ActionResult, ActionStatus
-from function_app.errors import Throttled
-from function_app.results import StaleWrite, honour_throttling, write_transition
+from function_app.errors import StaleWrite, Throttled
+from function_app.results import honour_throttling, write_transition
 from function_app.runtime import Runtime
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, read_stored
 
 
 def status(base: ActionResult, value: str, attempts: int = 0, **extra: object) -> ActionResult:
@@ -25,7 +25,7 @@ async def test_first_write_creates_the_document(runtime: Runtime) -> None:
     # missing item, see test_missing_item_read_answers_500_on_local_server_404_on_cosmos.
     queued = ActionResult.queued_for(make_request())
     outcome = await write_transition(runtime.results, queued)
-    stored, etag = await runtime.results.read(queued.conversation_id, queued.id)
+    stored, etag = await read_stored(runtime.results, queued.conversation_id, queued.id)
     assert outcome.applied and stored.status is ActionStatus.queued and etag
 
 
@@ -44,9 +44,9 @@ async def test_repeated_transition_is_not_applied_twice(runtime: Runtime) -> Non
     await write_transition(runtime.results, queued)
     running = status(queued, "running", 1)
     assert (await write_transition(runtime.results, running)).applied
-    _, etag = await runtime.results.read(queued.conversation_id, queued.id)
+    _, etag = await read_stored(runtime.results, queued.conversation_id, queued.id)
     again = await write_transition(runtime.results, running)
-    _, etag_after = await runtime.results.read(queued.conversation_id, queued.id)
+    _, etag_after = await read_stored(runtime.results, queued.conversation_id, queued.id)
     assert not again.applied and etag_after == etag
 
 
@@ -57,7 +57,7 @@ async def test_status_never_moves_backwards(runtime: Runtime) -> None:
     await write_transition(runtime.results, status(queued, "succeeded", 1, result={"ticketId": "T-1"}))
     late = await write_transition(runtime.results, status(queued, "running", 1))
     repeated = await write_transition(runtime.results, queued)
-    stored, _ = await runtime.results.read(queued.conversation_id, queued.id)
+    stored, _ = await read_stored(runtime.results, queued.conversation_id, queued.id)
     assert not late.applied and not repeated.applied
     assert stored.status is ActionStatus.succeeded and stored.result == {"ticketId": "T-1"}
 
@@ -66,7 +66,7 @@ async def test_stale_etag_is_refused(runtime: Runtime) -> None:
     """A replace with an ETag from before a concurrent write fails with StaleWrite (412)."""
     queued = ActionResult.queued_for(make_request())
     await write_transition(runtime.results, queued)
-    _, old_etag = await runtime.results.read(queued.conversation_id, queued.id)
+    _, old_etag = await read_stored(runtime.results, queued.conversation_id, queued.id)
     await write_transition(runtime.results, status(queued, "running", 1))
     with pytest.raises(StaleWrite):
         await runtime.results.replace(status(queued, "running", 2), old_etag)
@@ -78,7 +78,7 @@ async def test_concurrent_transitions_end_at_the_most_forward(runtime: Runtime) 
     await write_transition(runtime.results, queued)
     writes = [status(queued, "running", n) for n in range(1, 5)] + [status(queued, "succeeded", 4)]
     await asyncio.gather(*(write_transition(runtime.results, w) for w in writes))
-    stored, _ = await runtime.results.read(queued.conversation_id, queued.id)
+    stored, _ = await read_stored(runtime.results, queued.conversation_id, queued.id)
     assert stored.status is ActionStatus.succeeded and stored.attempts == 4
 
 
@@ -90,7 +90,7 @@ async def test_replay_run_replaces_a_final_document(runtime: Runtime) -> None:
     replay = ActionResult.queued_for(make_request(replay_count=1)).model_copy(update={"id": queued.id})
     assert (await write_transition(runtime.results, replay)).applied
     assert not (await write_transition(runtime.results, status(queued, "running", 2))).applied
-    stored, _ = await runtime.results.read(queued.conversation_id, queued.id)
+    stored, _ = await read_stored(runtime.results, queued.conversation_id, queued.id)
     assert stored.status is ActionStatus.queued and stored.replay_count == 1
 
 

@@ -16,7 +16,7 @@ from function_app.worker import history as h
 from function_app.worker.engine import Engine, RedisStarter, now, registered_functions
 from function_app.worker.instances import InstanceStore
 from tests.fixtures.services import ON_BOTH
-from tests.function_app.helpers import make_request
+from tests.function_app.helpers import make_request, output_of, stored
 
 #: On the single server and on the 3-node cluster (tests/fixtures/services.py).
 pytestmark = ON_BOTH
@@ -45,7 +45,7 @@ async def test_history_is_shaped_like_the_hosts(
     iid = instance_id_for(request.idempotency_key)
     await RedisStarter(engine.store).start(ORCHESTRATOR, iid, request.to_wire())
     await run_until_done(engine, iid)
-    instance = await engine.store.load(iid)
+    instance = await stored(engine.store, iid)
     types = [e["EventType"] for e in instance.history]
     assert types[:4] == [
         h.ORCHESTRATOR_STARTED,
@@ -68,7 +68,7 @@ async def test_history_is_shaped_like_the_hosts(
     ]
     completed = [e for e in instance.history if e["EventType"] == h.TASK_COMPLETED]
     assert [e["TaskScheduledId"] for e in completed] == list(range(len(scheduled)))
-    assert json.loads(instance.output)["status"] == "succeeded"
+    assert output_of(instance)["status"] == "succeeded"
 
 
 async def test_instance_leased_by_another_worker_is_left_alone(
@@ -81,7 +81,7 @@ async def test_instance_leased_by_another_worker_is_left_alone(
     await RedisStarter(engine.store).start(ORCHESTRATOR, iid, request.to_wire())
     assert await engine.store.acquire(iid, "someone-else", 60_000)
     assert await engine.run_due() == 0
-    assert len((await engine.store.load(iid)).history) == 2
+    assert len((await stored(engine.store, iid)).history) == 2
 
 
 async def test_unrunnable_instance_fails_at_once_and_others_proceed(
@@ -102,10 +102,10 @@ async def test_unrunnable_instance_fails_at_once_and_others_proceed(
     healthy = instance_id_for(request.idempotency_key)
     await RedisStarter(engine.store).start(ORCHESTRATOR, healthy, request.to_wire())
     await run_until_done(engine, healthy)
-    assert (await engine.store.load(healthy)).status == "Completed"
-    failed = await engine.store.load(broken)
+    assert (await stored(engine.store, healthy)).status == "Completed"
+    failed = await stored(engine.store, broken)
     assert failed.status == "Failed"
-    assert json.loads(failed.output)["error"] == "no orchestrator named 'no_such_orchestrator' is registered"
+    assert output_of(failed)["error"] == "no orchestrator named 'no_such_orchestrator' is registered"
     assert await aredis.zscore(engine.store.due_key, broken) is None
     assert [i.instance_id for i in await engine.store.failed()] == [broken]
 
@@ -120,7 +120,7 @@ async def test_starting_twice_creates_one_instance(aredis: aioredis.Redis) -> No
     with pytest.raises(InstanceAlreadyExists):
         await starter.start(ORCHESTRATOR, iid, make_request().to_wire())
     assert await starter.exists(iid)
-    assert json.loads((await store.load(iid)).input_json)["actionId"] == str(request.action_id)
+    assert json.loads((await stored(store, iid)).input_json)["actionId"] == str(request.action_id)
 
 
 async def test_event_raised_while_the_instance_runs_keeps_it_due(aredis: aioredis.Redis) -> None:

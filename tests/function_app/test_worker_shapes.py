@@ -19,8 +19,9 @@ import redis.asyncio as aioredis
 from function_app.worker import history as h
 from function_app.worker.engine import Engine, RedisStarter, registered_functions
 from function_app.worker.events import raise_event
-from function_app.worker.instances import InstanceStore
+from function_app.worker.instances import Instance, InstanceStore
 from function_app.worker.shim import retry_delay
+from tests.function_app.helpers import output_of, stored
 
 app = df.DFApp()
 FLIP = {"first": "add"}
@@ -55,20 +56,20 @@ def flaky(x: list[Any]) -> str:
 
 
 @app.orchestration_trigger(context_name="context")
-def chaining(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def chaining(context: df.DurableOrchestrationContext):
     a = yield context.call_activity("add", [1, 2])
     b = yield context.call_activity("add", [a, 3])
     return (yield context.call_activity("double", b))
 
 
 @app.orchestration_trigger(context_name="context")
-def fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def fan_out(context: df.DurableOrchestrationContext):
     parts = yield context.task_all([context.call_activity("double", i) for i in range(6)])
     return (yield context.call_activity("add", parts))
 
 
 @app.orchestration_trigger(context_name="context")
-def approval(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def approval(context: df.DurableOrchestrationContext):
     deadline = context.create_timer(context.current_utc_datetime + timedelta(hours=1))
     answer = context.wait_for_external_event("Approval")
     winner = yield context.task_any([answer, deadline])
@@ -79,7 +80,7 @@ def approval(context: df.DurableOrchestrationContext):  # type: ignore[no-untype
 
 
 @app.orchestration_trigger(context_name="context")
-def eternal(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def eternal(context: df.DurableOrchestrationContext):
     n = context.get_input()
     total = yield context.call_activity("add", [n, 1])
     context.set_custom_status({"round": n})
@@ -90,7 +91,7 @@ def eternal(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped
 
 
 @app.orchestration_trigger(context_name="context")
-def race(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def race(context: df.DurableOrchestrationContext):
     slow = context.call_activity("sleepy", [0.5, "slow"])
     fast = context.call_activity("sleepy", [0.0, "fast"])
     winner = yield context.task_any([slow, fast])
@@ -98,7 +99,7 @@ def race(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-de
 
 
 @app.orchestration_trigger(context_name="context")
-def with_retry(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def with_retry(context: df.DurableOrchestrationContext):
     key, failures = context.get_input()
     options = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
     try:
@@ -110,7 +111,7 @@ def with_retry(context: df.DurableOrchestrationContext):  # type: ignore[no-unty
 
 
 @app.orchestration_trigger(context_name="context")
-def retry_in_fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def retry_in_fan_out(context: df.DurableOrchestrationContext):
     options = df.RetryOptions(first_retry_interval_in_milliseconds=500, max_number_of_attempts=2)
     key = context.get_input()
     parts = yield context.task_all(
@@ -120,7 +121,7 @@ def retry_in_fan_out(context: df.DurableOrchestrationContext):  # type: ignore[n
 
 
 @app.orchestration_trigger(context_name="context")
-def child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def child(context: df.DurableOrchestrationContext):
     n = context.get_input()
     doubled = yield context.call_activity("double", n)
     if doubled < 0:
@@ -129,12 +130,12 @@ def child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-d
 
 
 @app.orchestration_trigger(context_name="context")
-def flaky_child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def flaky_child(context: df.DurableOrchestrationContext):
     return (yield context.call_activity("flaky", context.get_input()))
 
 
 @app.orchestration_trigger(context_name="context")
-def parent(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def parent(context: df.DurableOrchestrationContext):
     first = yield context.call_sub_orchestrator("child", 3)
     many = yield context.task_all([context.call_sub_orchestrator("child", n) for n in (1, 2)])
     try:
@@ -145,30 +146,30 @@ def parent(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-
 
 
 @app.orchestration_trigger(context_name="context")
-def parent_with_retry(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def parent_with_retry(context: df.DurableOrchestrationContext):
     options = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=2)
     return (yield context.call_sub_orchestrator_with_retry("flaky_child", options, context.get_input()))
 
 
 @app.orchestration_trigger(context_name="context")
-def calls_http(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def calls_http(context: df.DurableOrchestrationContext):
     return (yield context.call_http("GET", "http://127.0.0.1:9/never"))
 
 
 @app.orchestration_trigger(context_name="context")
-def drifting(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def drifting(context: df.DurableOrchestrationContext):
     yield context.call_activity(FLIP["first"], [1])
     yield context.create_timer(context.current_utc_datetime + timedelta(seconds=1))
     return "done"
 
 
 @app.orchestration_trigger(context_name="context")
-def one_child(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def one_child(context: df.DurableOrchestrationContext):
     return (yield context.call_sub_orchestrator("child", context.get_input()))
 
 
 @app.orchestration_trigger(context_name="context")
-def versioned(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+def versioned(context: df.DurableOrchestrationContext):
     """Version 2.0 added a step; instances started before keep the 1.0 path."""
     first = yield context.call_activity("double", 1)
     if h.compare_versions(context.version or "", "2.0") >= 0:
@@ -200,10 +201,9 @@ async def run(
     return engine, iid
 
 
-async def finished(engine: Engine, iid: str, rounds: int = 20) -> Any:
+async def finished(engine: Engine, iid: str, rounds: int = 20) -> Instance:
     for _ in range(rounds):
-        instance = await engine.store.load(iid)
-        assert instance is not None
+        instance = await stored(engine.store, iid)
         if instance.status != "Running":
             return instance
         await engine.run_due()
@@ -214,14 +214,14 @@ async def test_chaining(aredis: aioredis.Redis) -> None:
     """Three activities in sequence, each fed the last result."""
     engine, iid = await run(aredis, "chaining")
     instance = await finished(engine, iid)
-    assert (instance.status, json.loads(instance.output)) == ("Completed", 12)
+    assert (instance.status, output_of(instance)) == ("Completed", 12)
 
 
 async def test_fan_out_fan_in(aredis: aioredis.Redis) -> None:
     """Six activities at once, then one over all their results."""
     engine, iid = await run(aredis, "fan_out")
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == 30
+    assert output_of(instance) == 30
     scheduled = [e for e in instance.history if e["EventType"] == 4]
     assert len(scheduled) == 7
 
@@ -232,7 +232,7 @@ async def test_human_interaction_event_wins(aredis: aioredis.Redis) -> None:
     assert await engine.run_due() == 0  # waiting for the event or the hour: nothing to do
     assert await raise_event(aredis, iid, "Approval", "carol")
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == "approved by carol"
+    assert output_of(instance) == "approved by carol"
 
 
 async def test_human_interaction_timer_wins(aredis: aioredis.Redis) -> None:
@@ -241,7 +241,7 @@ async def test_human_interaction_timer_wins(aredis: aioredis.Redis) -> None:
     engine, iid = await run(aredis, "approval", clock=clock)
     clock.shift = timedelta(hours=1, seconds=1)
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == "timed out"
+    assert output_of(instance) == "timed out"
     assert not await raise_event(aredis, iid, "Approval", "late")  # a finished instance takes no events
 
 
@@ -249,7 +249,8 @@ async def test_eternal_continue_as_new_with_custom_status(aredis: aioredis.Redis
     """Continue-as-new restarts with the new input and a fresh history until the bound; custom status is kept."""
     engine, iid = await run(aredis, "eternal", 0)
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == 4
+    assert output_of(instance) == 4
+    assert instance.custom_status is not None
     assert json.loads(instance.custom_status) == {"round": 3}
     assert [e["EventType"] for e in instance.history][:2] == [12, 0]
     assert json.loads(instance.input_json) == 3
@@ -259,15 +260,15 @@ async def test_task_any_takes_the_activity_that_finished_first(aredis: aioredis.
     """Of a slow and a fast activity scheduled together, task_any returns the fast one."""
     engine, iid = await run(aredis, "race")
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == "fast"
+    assert output_of(instance) == "fast"
 
 
 async def test_unsupported_call_fails_at_once_with_the_reason(aredis: aioredis.Redis) -> None:
     """call_http is not run here: the instance fails on the first step, saying so."""
     engine, iid = await run(aredis, "calls_http")
-    instance = await engine.store.load(iid)
+    instance = await stored(engine.store, iid)
     assert instance is not None and instance.status == "Failed"
-    assert "CallHttp is not supported by the local worker" in json.loads(instance.output)["error"]
+    assert "CallHttp is not supported by the local worker" in output_of(instance)["error"]
     assert [i.instance_id for i in await engine.store.failed()] == [iid]
 
 
@@ -309,7 +310,7 @@ async def test_activity_retry_waits_the_interval_between_attempts(aredis: aiored
     first retry interval, then the next attempt, as the host's retry loop writes it."""
     engine, iid = await run(aredis, "with_retry", ["retry-ok", 2], clock=later())
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == ["retry-ok ok after 3", 4]
+    assert output_of(instance) == ["retry-ok ok after 3", 4]
     assert shape(instance.history) == [
         ("scheduled", 0), ("failed", 0), ("timer", 1), ("fired", 1),
         ("scheduled", 2), ("failed", 2), ("timer", 3), ("fired", 3),
@@ -330,7 +331,7 @@ async def test_activity_retry_gives_up_after_the_last_attempt(aredis: aioredis.R
     as DTFx waits one after the last attempt) and handles it."""
     engine, iid = await run(aredis, "with_retry", ["retry-never", 5], clock=later())
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == "gave up: RuntimeError: retry-never: failure 3 "
+    assert output_of(instance) == "gave up: RuntimeError: retry-never: failure 3 "
     assert [kind for kind, _ in shape(instance.history)].count("scheduled") == 3
     assert shape(instance.history)[-2:] == [("timer", 5), ("fired", 5)]
 
@@ -340,7 +341,7 @@ async def test_retry_inside_task_all_numbers_tasks_as_the_sdk_does(aredis: aiore
     after both, and the call after the fan-in the one after that; every replay agrees."""
     engine, iid = await run(aredis, "retry_in_fan_out", "fan-retry", clock=later())
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == ["fan-retry ok after 2", 10, 14]
+    assert output_of(instance) == ["fan-retry ok after 2", 10, 14]
     assert sorted(shape(instance.history)) == sorted(
         [
             ("scheduled", 0), ("scheduled", 1), ("failed", 0), ("completed", 1),
@@ -355,7 +356,7 @@ async def test_sub_orchestrations_run_as_child_instances(aredis: aioredis.Redis)
     each child is an instance of its own that knows its parent."""
     engine, iid = await run(aredis, "parent")
     instance = await finished(engine, iid, rounds=40)
-    output = json.loads(instance.output)
+    output = output_of(instance)
     assert output["first"] == {"doubled": 6, "parent": iid}
     assert output["many"] == [2, 4]
     assert output["failed"].startswith(f"sub-orchestration {iid}:3 failed: negative: -2")
@@ -364,8 +365,8 @@ async def test_sub_orchestrations_run_as_child_instances(aredis: aioredis.Redis)
     assert [(e["EventId"], e["Name"], e["InstanceId"]) for e in created] == [
         (n, "child", f"{iid}:{n}") for n in range(4)
     ]
-    first_child = await engine.store.load(f"{iid}:0")
-    assert first_child is not None and first_child.status == "Completed"
+    first_child = await stored(engine.store, f"{iid}:0")
+    assert first_child.status == "Completed"
     assert first_child.parent_id == iid and first_child.parent_task == 0
 
 
@@ -373,7 +374,7 @@ async def test_sub_orchestration_retry_starts_a_new_child_per_attempt(aredis: ai
     """The first child fails; after the retry interval a second child (its own instance) succeeds."""
     engine, iid = await run(aredis, "parent_with_retry", ["sub-retry", 1], clock=later())
     instance = await finished(engine, iid, rounds=40)
-    assert json.loads(instance.output) == "sub-retry ok after 2"
+    assert output_of(instance) == "sub-retry ok after 2"
     assert shape(instance.history) == [
         ("sub", 0),
         ("sub-failed", 0),
@@ -382,8 +383,8 @@ async def test_sub_orchestration_retry_starts_a_new_child_per_attempt(aredis: ai
         ("sub", 2),
         ("sub-ok", 2),
     ]
-    assert (await engine.store.load(f"{iid}:0")).status == "Failed"
-    assert (await engine.store.load(f"{iid}:2")).status == "Completed"
+    assert (await stored(engine.store, f"{iid}:0")).status == "Failed"
+    assert (await stored(engine.store, f"{iid}:2")).status == "Completed"
 
 
 async def test_non_deterministic_replay_fails_the_instance(
@@ -396,7 +397,7 @@ async def test_non_deterministic_replay_fails_the_instance(
     clock.shift = timedelta(seconds=5)
     instance = await finished(engine, iid)
     assert instance.status == "Failed"
-    assert json.loads(instance.output)["error"] == (
+    assert output_of(instance)["error"] == (
         "non-deterministic orchestrator: task 0 is double now, the history has add"
     )
 
@@ -415,13 +416,13 @@ async def test_parent_finds_a_child_that_ended_untold(
 
     monkeypatch.setattr(engine.store, "notify_parent", lost)
     await engine.run_due()  # the child runs to its end; the parent is not told
-    assert (await engine.store.load(f"{iid}:0")).status == "Completed"
-    assert (await engine.store.load(iid)).status == "Running"
+    assert (await stored(engine.store, f"{iid}:0")).status == "Completed"
+    assert (await stored(engine.store, iid)).status == "Running"
     assert await engine.run_due() == 0  # nothing due: the parent waits for the recheck
     monkeypatch.setattr(engine.store, "notify_parent", telling)
     clock.shift = timedelta(seconds=31)
     instance = await finished(engine, iid)
-    assert json.loads(instance.output) == {"doubled": 8, "parent": iid}
+    assert output_of(instance) == {"doubled": 8, "parent": iid}
     assert [kind for kind, _ in shape(instance.history)] == ["sub", "sub-ok"]
 
 
@@ -434,15 +435,15 @@ async def test_a_new_version_runs_beside_in_flight_instances_of_the_old(aredis: 
     await RedisStarter(store, "1.0").start("versioned", "v-old", None)
     await RedisStarter(store, "2.0").start("versioned", "v-new", None)
     await old.run_due()
-    assert (await store.load("v-old")).status == "Completed"
-    untouched = await store.load("v-new")
+    assert (await stored(store, "v-old")).status == "Completed"
+    untouched = await stored(store, "v-new")
     assert untouched.status == "Running" and len(untouched.history) == 2
     later_now = (datetime.now(UTC) + timedelta(minutes=1)).timestamp()
     assert await store.due(later_now) == ["v-new"]  # offered again later, not failed
     new.clock = lambda: datetime.now(UTC) + timedelta(minutes=1)
     instance = await finished(new, "v-new")
-    assert json.loads(instance.output) == {"version": "2.0", "result": 12}
-    assert json.loads((await store.load("v-old")).output) == {"version": "1.0", "result": 2}
+    assert output_of(instance) == {"version": "2.0", "result": 12}
+    assert output_of(await stored(store, "v-old")) == {"version": "1.0", "result": 2}
 
 
 def test_versions_compare_as_the_extension_compares_them() -> None:
@@ -466,11 +467,11 @@ async def test_another_worker_continues_a_retry_from_the_history_alone(aredis: a
     """The first worker stops while the retry timer waits; a second one, knowing nothing but the
     history, fires it and runs the next attempt under the next id."""
     first, iid = await run(aredis, "with_retry", ["retry-handover", 1])
-    waiting = await first.store.load(iid)
+    waiting = await stored(first.store, iid)
     assert waiting.status == "Running" and shape(waiting.history)[-1] == ("timer", 1)
     second = Engine(InstanceStore(aredis), ORCHESTRATORS, ACTIVITIES, lease_ms=5000, clock=later())
     instance = await finished(second, iid)
-    assert json.loads(instance.output) == ["retry-handover ok after 2", 4]
+    assert output_of(instance) == ["retry-handover ok after 2", 4]
     assert [e for e in shape(instance.history) if e[0] == "scheduled"] == [
         ("scheduled", 0),
         ("scheduled", 2),

@@ -22,6 +22,7 @@ from observability.online import OnlineMetrics
 from streaming_gateway.app import create_app
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
+from tests.observability.span_fields import attribute, parent_span_id
 from tests.polling import eventually
 
 SECRET = "observability-tests-secret-0123456789abcdef"
@@ -106,10 +107,10 @@ async def test_turn_is_one_trace_down_to_the_queued_action(
     step, model = by_name["agent step"], by_name["chat gpt-4o-mini"]
     queue = by_name["action create_ticket queue"]
     assert {format(s.context.trace_id, "032x") for s in (http, step, model, queue)} == {TRACE_ID}
-    assert step.parent.span_id == http.context.span_id
-    assert model.parent.span_id == step.context.span_id and model.kind is SpanKind.CLIENT
-    assert queue.parent.span_id == step.context.span_id and queue.kind is SpanKind.PRODUCER
-    assert step.attributes["agent.config_version"] == answer["agent_config_version"]
+    assert parent_span_id(step) == http.context.span_id
+    assert parent_span_id(model) == step.context.span_id and model.kind is SpanKind.CLIENT
+    assert parent_span_id(queue) == step.context.span_id and queue.kind is SpanKind.PRODUCER
+    assert attribute(step, "agent.config_version") == answer["agent_config_version"]
     _, trace_id, parent_id, _ = request.trace_context["traceparent"].split("-")
     assert trace_id == TRACE_ID and parent_id == format(queue.context.span_id, "016x")
 

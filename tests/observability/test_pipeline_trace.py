@@ -18,6 +18,7 @@ from function_app.runtime import Runtime
 from function_app.worker.service import Worker
 from observability import producer_span
 from tests.function_app.helpers import final_result, make_request, worker_tick
+from tests.observability.span_fields import attribute, parent_span_id
 from tests.polling import eventually
 
 
@@ -44,9 +45,9 @@ async def test_action_trace_continues_from_gateway_to_cosmos(
     names = [span.name for span in finished]
     receive = next(span for span in finished if span.name == "actions receive create_ticket")
     assert receive.kind is SpanKind.CONSUMER
-    assert receive.parent.span_id == queue_span.get_span_context().span_id
-    assert receive.attributes["agent.start_outcome"] == "started"
+    assert parent_span_id(receive) == queue_span.get_span_context().span_id
+    assert attribute(receive, "agent.start_outcome") == "started"
     assert "dispatch create_ticket" in names
     writes = [span for span in finished if span.name == "cosmos upsert action_results"]
-    assert {span.attributes["agent.action_status"] for span in writes} >= {"queued", "running", "succeeded"}
+    assert {attribute(span, "agent.action_status") for span in writes} >= {"queued", "running", "succeeded"}
     assert all(span.kind is SpanKind.CLIENT for span in writes)

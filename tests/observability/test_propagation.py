@@ -18,6 +18,7 @@ from observability import (
     producer_span,
     to_application_properties,
 )
+from tests.observability.span_fields import parent_span_id
 
 
 def _request(trace_context: dict[str, str]) -> ActionRequest:
@@ -78,11 +79,11 @@ async def test_one_trace_spans_gateway_bus_and_worker(
     }
     assert len({span.context.trace_id for span in finished.values()}) == 1
     publish = finished["actions publish"]
-    assert publish.parent.span_id == finished["POST /v1/conversations/{id}/messages"].context.span_id
-    assert finished["orchestration start"].parent.span_id == publish.context.span_id
+    assert parent_span_id(publish) == finished["POST /v1/conversations/{id}/messages"].context.span_id
+    assert parent_span_id(finished["orchestration start"]) == publish.context.span_id
     assert finished["orchestration start"].kind is SpanKind.CONSUMER
     assert (
-        finished["cosmos upsert action_results"].parent.span_id
+        parent_span_id(finished["cosmos upsert action_results"])
         == finished["activity dispatch"].context.span_id
     )
 
