@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -166,7 +167,7 @@ def two_proportion_worse(bad_stable: float, n_stable: int, bad_candidate: float,
     return normal_sf(difference / math.sqrt(variance))
 
 
-def mann_whitney_worse(stable: list[float], candidate: list[float]) -> float:
+def mann_whitney_worse(stable: Sequence[float], candidate: Sequence[float]) -> float:
     """One-sided p-value of "candidate values are larger" from counts per ordered bucket.
 
     Values within one bucket are ties: each gets the bucket's mid-rank, and the variance of U is

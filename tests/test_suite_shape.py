@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import TypeGuard
 
 TESTS = Path(__file__).resolve().parent
 POLLING = TESTS / "polling.py"
@@ -23,7 +24,7 @@ def module_path(module: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def is_fixture(node: ast.AST) -> bool:
+def is_fixture(node: ast.AST) -> TypeGuard[ast.FunctionDef | ast.AsyncFunctionDef]:
     """A function decorated `@pytest.fixture` or `@pytest.fixture(...)`."""
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return False

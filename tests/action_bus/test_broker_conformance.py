@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
-import redis.asyncio as aioredis
 
 from action_bus.redis_streams import StreamQueue
-from agent_contracts.redis_connection import connect
+from agent_contracts.redis_connection import AnyRedis, connect
 from tests.fixtures.services import ON_BOTH
 from tests.polling import eventually
 
@@ -54,7 +53,7 @@ class Broker(Protocol):
 class LocalBroker:
     lock_s = 1.0
 
-    def __init__(self, redis: aioredis.Redis, name: str) -> None:
+    def __init__(self, redis: AnyRedis, name: str) -> None:
         self.queues = [
             StreamQueue(
                 redis,

@@ -138,6 +138,7 @@ async def test_message_held_by_a_killed_consumer_process_is_redelivered(
     doomed = subprocess.Popen(
         [sys.executable, "-c", CONSUME_AND_HANG, redis_url], cwd=root, stdout=subprocess.PIPE, text=True
     )
+    assert doomed.stdout is not None
     try:
         line = await asyncio.get_running_loop().run_in_executor(None, doomed.stdout.readline)
         assert line.strip() == "received m-killed"

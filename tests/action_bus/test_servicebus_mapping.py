@@ -51,6 +51,7 @@ def test_request_maps_to_message_with_dedup_id_and_trace() -> None:
     assert message.message_id == request.idempotency_key
     assert message.content_type == "application/json"
     assert message.subject == "create_ticket" and message.correlation_id == "conv-1"
+    assert message.application_properties is not None
     assert message.application_properties["traceparent"] == request.trace_context["traceparent"]
     assert ActionRequest.model_validate_json(str(message)) == request
 
@@ -71,6 +72,7 @@ def test_update_maps_to_message_per_status_change() -> None:
     first, second = update_to_servicebus_message(result), update_to_servicebus_message(running)
     assert first.message_id != second.message_id
     assert json.loads(str(second))["status"] == "running"
+    assert second.application_properties is not None
     assert second.application_properties["action_id"] == result.id
 
 

@@ -89,6 +89,7 @@ async def test_concurrent_activations_lose_no_step(registry: AgentRegistry, docu
     results = await asyncio.gather(*(registry.activate("default", v) for v in versions))
     assert sorted(r.epoch for r in results) == list(range(1, 11))
     final = await registry.active_version("default")
+    assert final is not None
     seen = [final]
     while True:
         try:

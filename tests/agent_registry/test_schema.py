@@ -19,7 +19,8 @@ def test_shipped_default_config_is_valid_and_versioned_by_its_content() -> None:
     document = read_document(DEFAULT_CONFIG)
     config = validate_document(document)
     assert config.agent == "default"
-    assert config.tool("create_ticket").action == "create_ticket"
+    tool = config.tool("create_ticket")
+    assert tool is not None and tool.action == "create_ticket"
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert version_of(document) == f"default@{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 

@@ -61,7 +61,11 @@ async def test_auto_mode_picks_the_cluster_client_and_reaches_every_slot(
     for key in KEYS:
         await cluster_client.set(key, key)
     assert [await cluster_client.get(key) for key in KEYS] == KEYS
-    owners = {cluster_client.get_node_from_key(key).port for key in KEYS}
+    owners = set()
+    for key in KEYS:
+        node = cluster_client.get_node_from_key(key)
+        assert node is not None, f"no node owns {key}"
+        owners.add(node.port)
     assert owners == set(cluster.ports), "the keys should land on all three primaries"
 
 

@@ -121,7 +121,7 @@ async def test_bisect_finds_where_time_to_first_token_moved(
     )
     assert result.baseline == versions[0]
     assert result.first_moved == versions[3]
-    assert result.largest_step[:2] == (versions[2], versions[3])
+    assert result.largest_step is not None and result.largest_step[:2] == (versions[2], versions[3])
     text = render(result)
     assert f"ttft_mean_ms moved at {versions[3]}" in text and "worse" in text
 

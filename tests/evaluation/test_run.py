@@ -15,6 +15,7 @@ from evaluation.harness import in_process_gateway
 from evaluation.report import run_table
 from evaluation.runner import run_cases
 from tests.fixtures.evaluation import DEFAULT_CASES, DEFAULT_CONFIG, ROOT
+from tests.redis_reads import stream_entries
 
 
 async def test_default_cases_pass_on_the_default_config(
@@ -64,7 +65,7 @@ async def test_unknown_version_fails_the_case_cleanly(
     async with in_process_gateway([default_document], redis_url=redis_url) as target:
         run = await run_cases(target, load_cases(DEFAULT_CASES)[:1], "nope@000000000000")
     [result] = run.results
-    assert not result.passed and "unknown_agent_config" in result.failure
+    assert not result.passed and result.failure is not None and "unknown_agent_config" in result.failure
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -137,7 +138,7 @@ async def test_turn_can_wait_for_its_actions(
         done: set[str] = set()
         try:
             while not stop.is_set():
-                for _, fields in await client.xrange("bus:{actions}"):
+                for _, fields in await stream_entries(client, "bus:{actions}"):
                     request = ActionRequest.model_validate_json(fields["body"])
                     if str(request.action_id) in done:
                         continue

@@ -30,6 +30,7 @@ from function_app.errors import OrchestrationStartFailed
 from function_app.orchestration import ORCHESTRATOR, instance_id_for
 from function_app.runtime import SETTINGS_ALERT, Runtime, use_runtime
 from tests.function_app.helpers import make_request
+from tests.redis_reads import scored_members
 
 
 @dataclass
@@ -178,8 +179,10 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def scheduled_copies(runtime: Runtime) -> list[tuple[dict[str, Any], float]]:
     queue = StreamQueue(runtime.scheduler.queue.redis, runtime.settings.servicebus_actions_queue, "g")  # type: ignore[attr-defined]
-    raw: list[tuple[bytes, float]] = await queue.redis.zrange(queue.scheduled_key, 0, -1, withscores=True)
-    return [(json.loads(member), score) for member, score in raw]
+    return [
+        (json.loads(member), score)
+        for member, score in await scored_members(queue.redis, queue.scheduled_key)
+    ]
 
 
 async def test_start_blip_is_retried_inside_the_invocation(runtime: Runtime, extension: Any) -> None:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from tests.fixtures.services import ON_BOTH
 from tests.local_stack.dev_stack import DevStack, free_ports
 from tests.polling import eventually
+from tests.redis_reads import scored_members
 
 #: The first ticket request fails, and its retry waits a minute: the restart lands mid-action.
 FAULTS = [{"path": "/tickets", "method": "POST", "status": 503, "times": 1}]
@@ -64,7 +65,7 @@ async def test_restart_mid_action_leaves_a_consistent_stack(
             assert sent.status == 200, await sent.text()
 
         async def waiting_for_retry() -> bool:
-            due = await aredis.zrange("durable:due", 0, -1, withscores=True)
+            due = await scored_members(aredis, "durable:due")
             return len(due) == 1 and due[0][1] > time.time() + 5
 
         await eventually(waiting_for_retry, "the action to wait for its retry", timeout=60)

@@ -24,6 +24,7 @@ from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from tests.observability.span_fields import attribute, parent_span_id
 from tests.polling import eventually
+from tests.redis_reads import stream_entries
 
 SECRET = "observability-tests-secret-0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -96,7 +97,7 @@ async def test_turn_is_one_trace_down_to_the_queued_action(
     action_id = answer["tool_calls"][0]["action_id"]
 
     async def published() -> ActionRequest | None:
-        for _, fields in await aredis.xrange("bus:{actions}"):
+        for _, fields in await stream_entries(aredis, "bus:{actions}"):
             if action_id in fields["body"]:
                 return ActionRequest.model_validate_json(fields["body"])
         return None
@@ -138,7 +139,7 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
     version, action_id = answer["agent_config_version"], answer["tool_calls"][0]["action_id"]
 
     async def request() -> ActionRequest | None:
-        for _, fields in await aredis.xrange("bus:{actions}"):
+        for _, fields in await stream_entries(aredis, "bus:{actions}"):
             if action_id in fields["body"]:
                 return ActionRequest.model_validate_json(fields["body"])
         return None

@@ -19,6 +19,7 @@ from observability import (
     to_application_properties,
 )
 from tests.observability.span_fields import parent_span_id
+from tests.redis_reads import stream_entries
 
 
 def _request(trace_context: dict[str, str]) -> ActionRequest:
@@ -61,7 +62,7 @@ async def test_one_trace_spans_gateway_bus_and_worker(
             await aredis.xadd("actions", {"body": _request(carrier).to_json()})
 
     # The worker side: nothing shared with the gateway but the message itself.
-    [[_, [(_, fields)]]] = await aredis.xread({"actions": "0"}, count=1)
+    _, fields = (await stream_entries(aredis, "actions"))[0]
     received = ActionRequest.model_validate_json(fields["body"])
     with consumer_span("orchestration start", received.trace_context):
         pass

@@ -20,7 +20,8 @@ from tests.fixtures.gateway import Gateway, make_token
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
-from langchain_core.messages import HumanMessage, ToolMessage
+import litellm.exceptions
+from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
@@ -102,8 +103,9 @@ async def test_langchain_streamed_tool_call(gateway: Gateway, script) -> None:
     """Streamed tool-call fragments add up to one LangChain tool call."""
     await script(WEATHER_RULES)
     llm = chat_openai(gateway).bind_tools([get_weather])
-    merged = None
+    merged: AIMessageChunk | None = None
     async for chunk in llm.astream("what is the weather?"):
+        assert isinstance(chunk, AIMessageChunk)  # a chat model streams message chunks
         merged = chunk if merged is None else merged + chunk
     assert merged is not None
     assert [(call["name"], call["args"]) for call in merged.tool_calls] == [("get_weather", {"city": "Oslo"})]
@@ -164,12 +166,12 @@ async def test_litellm_tool_calling(gateway: Gateway, script) -> None:
 
 async def test_litellm_sees_gateway_errors_as_its_exceptions(gateway: Gateway, script) -> None:
     """A bad token is litellm's AuthenticationError; an upstream failure its BadGatewayError, not a hang."""
-    with pytest.raises(litellm.AuthenticationError):
+    with pytest.raises(litellm.exceptions.AuthenticationError):
         await litellm.acompletion(
             messages=[{"role": "user", "content": "hi"}], **{**litellm_args(gateway), "api_key": "not-a-jwt"}
         )
     await script([{"match": "", "error": {"status": 500, "message": "model exploded"}}])
-    with pytest.raises(litellm.BadGatewayError, match="model exploded") as raised:
+    with pytest.raises(litellm.exceptions.BadGatewayError, match="model exploded") as raised:
         await litellm.acompletion(messages=[{"role": "user", "content": "hi"}], **litellm_args(gateway))
     assert raised.value.status_code == 502
 

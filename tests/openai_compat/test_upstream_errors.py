@@ -4,15 +4,18 @@ for any other reason stays a 502."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fixtures.gateway import Gateway, make_token
 from tests.openai_compat import wire
 from tests.openai_compat.openai_schema import assert_valid
 
-ASK = [{"role": "user", "content": "hello"}]
-REFUSES_LOGIT_BIAS = {
+ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+REFUSES_LOGIT_BIAS: dict[str, Any] = {
     "match": "",
     "error": {
         "status": 400,

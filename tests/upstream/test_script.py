@@ -96,7 +96,7 @@ def test_default_script_answers_results_in_a_sentence() -> None:
     """After an action the shipped script answers from the result (id, title, status) and says so in
     words when the action failed or was dead-lettered."""
     script = Script.load()
-    created = {
+    created: dict[str, Any] = {
         "status": "succeeded",
         "result": {"ticketId": "T-9F", "status": "open", "title": "printer on fire"},
     }

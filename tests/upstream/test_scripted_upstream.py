@@ -55,6 +55,7 @@ async def test_tool_call_fragments_assemble(upstream: TestServer, upstream_base_
     async for chunk in stream:
         delta = chunk.choices[0].delta
         for call in delta.tool_calls or []:
+            assert call.function is not None
             name = call.function.name or name
             parts.append(call.function.arguments or "")
         finish = chunk.choices[0].finish_reason or finish
@@ -68,7 +69,8 @@ async def test_non_streaming_answer(upstream_base_url: str) -> None:
     completion = await client_for(upstream_base_url).chat.completions.create(
         model="scripted", messages=[{"role": "user", "content": "ping"}]
     )
-    assert completion.choices[0].message.content.endswith("ping")
+    content = completion.choices[0].message.content
+    assert content is not None and content.endswith("ping")
     assert completion.usage is not None and completion.usage.total_tokens > 0
 
 
@@ -108,7 +110,8 @@ async def test_max_tokens_cuts_with_length(upstream: TestServer, upstream_base_u
         model="scripted", messages=[{"role": "user", "content": "x"}], max_tokens=5
     )
     assert completion.choices[0].finish_reason == "length"
-    assert len(completion.choices[0].message.content.split()) == 5
+    content = completion.choices[0].message.content
+    assert content is not None and len(content.split()) == 5
 
 
 async def test_azure_path_works_with_azure_client(upstream: TestServer) -> None:
@@ -123,7 +126,8 @@ async def test_azure_path_works_with_azure_client(upstream: TestServer) -> None:
         model="gpt-4o", messages=[{"role": "user", "content": "yo"}]
     )
     assert completion.model == "gpt-4o"
-    assert completion.choices[0].message.content.endswith("yo")
+    content = completion.choices[0].message.content
+    assert content is not None and content.endswith("yo")
 
 
 async def test_bad_request_is_400(upstream: TestServer) -> None:

@@ -1,0 +1,32 @@
+"""Stream entries as the tests read them: (id, fields) in text. The client's types allow bytes and a
+None answer (a client without decode_responses, a deleted entry); a test reading its own stream gets
+neither, and says so here once."""
+
+from __future__ import annotations
+
+from agent_contracts.redis_connection import AnyRedis
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def stream_entries(client: AnyRedis, key: str) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of the stream at `key`, oldest first ([] when the stream does not exist)."""
+    entries = await client.xrange(key)
+    assert entries is not None, f"XRANGE {key} answered nil"
+    read: list[tuple[str, dict[str, str]]] = []
+    for entry_id, fields in entries:
+        assert entry_id is not None and fields is not None, f"{key} holds a deleted entry"
+        read.append((text(entry_id), {text(name): text(value) for name, value in fields.items()}))
+    return read
+
+
+async def scored_members(client: AnyRedis, key: str) -> list[tuple[str, float]]:
+    """Every (member, score) of the sorted set at `key`, lowest score first."""
+    pairs: list[tuple[str, float]] = []
+    for item in await client.zrange(key, 0, -1, withscores=True):
+        assert isinstance(item, (tuple, list)) and len(item) == 2, f"ZRANGE {key} WITHSCORES gave {item!r}"
+        member, score = item
+        pairs.append((text(member), float(score)))
+    return pairs
