@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from tests.fixtures.gateway import Gateway, StartGateway, make_token, upstream_stats
+from tests.openai_compat.wire import error_body, function_calls
+
+#: A role the SDK's types do not allow, sent on purpose: the gateway must refuse it.
+NO_SUCH_ROLE: Any = [{"role": "wizard", "content": "x"}]
 
 
 def sdk(gateway: Gateway, user: str = "alice", token: str | None = None) -> openai.AsyncOpenAI:
@@ -95,7 +101,7 @@ async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) 
             {"match": "", "on_tool_result": True, "reply": "It is sunny"},
         ]
     )
-    tools = [
+    tools: list[ChatCompletionFunctionToolParam] = [
         {
             "type": "function",
             "function": {
@@ -109,7 +115,7 @@ async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) 
             model="default", tools=tools, messages=[{"role": "user", "content": "weather?"}]
         )
         completion = raw.parse()
-        call = completion.choices[0].message.tool_calls[0]
+        call = function_calls(completion.choices[0].message)[0]
         assert completion.choices[0].finish_reason == "tool_calls"
         assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
         cid = raw.headers["X-Conversation-Id"]
@@ -125,7 +131,7 @@ async def test_client_tools_come_back_in_openai_shape(gateway: Gateway, script) 
             model="default", tools=tools, messages=[{"role": "user", "content": "weather again?"}]
         ) as stream:
             final = await stream.get_final_completion()
-    streamed_call = final.choices[0].message.tool_calls[0]
+    streamed_call = function_calls(final.choices[0].message)[0]
     assert streamed_call.function.name == "get_weather"
     assert json.loads(streamed_call.function.arguments) == {"city": "Oslo"}
 
@@ -152,15 +158,13 @@ async def test_sdk_bad_token_and_bad_request(gateway: Gateway) -> None:
             await client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
     async with sdk(gateway) as client:
         with pytest.raises(openai.BadRequestError) as raised:
-            await client.chat.completions.create(
-                model="default", messages=[{"role": "wizard", "content": "x"}]
-            )
-        assert raised.value.body["param"] == "messages[0].role"
+            await client.chat.completions.create(model="default", messages=NO_SUCH_ROLE)
+        assert error_body(raised.value)["param"] == "messages[0].role"
         with pytest.raises(openai.BadRequestError) as raised:
             await client.chat.completions.create(
                 model="default", messages=[{"role": "assistant", "content": "x"}]
             )
-        assert raised.value.body["param"] == "messages"
+        assert error_body(raised.value)["param"] == "messages"
 
 
 async def test_stream_starts_before_the_first_token(start_gateway: StartGateway, script, aredis) -> None:

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
+from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageFunctionToolCall
+
 from tests.fixtures.gateway import Gateway
 from tests.gateway.sse_client import SseParser
 
@@ -61,3 +64,17 @@ async def stream(gateway: Gateway, body: dict[str, Any], *, user: str = "alice",
                 else:
                     result.chunks.append(json.loads(event.data))
         return result
+
+
+def error_body(error: openai.APIStatusError) -> dict[str, Any]:
+    """The error object of an OpenAI-shaped error answer (the SDK types the body as any JSON)."""
+    assert isinstance(error.body, dict), f"error body {error.body!r} is not an object"
+    return error.body
+
+
+def function_calls(message: ChatCompletionMessage) -> list[ChatCompletionMessageFunctionToolCall]:
+    """The message's tool calls; the gateway makes function calls only (no custom tool calls)."""
+    calls = message.tool_calls or []
+    functions = [call for call in calls if isinstance(call, ChatCompletionMessageFunctionToolCall)]
+    assert functions == calls, f"not all function calls: {calls!r}"
+    return functions
