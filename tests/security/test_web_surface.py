@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Page
 
 from local_stack.processes import free_port
-from tests.fixtures import gateway as gateway_fixtures
+from streaming_gateway.app import create_app
+from streaming_gateway.settings import Settings
 from tests.fixtures.gateway import SECRET, Gateway, StartGateway, make_token
 from tests.web.chat_page import last_answer, open_signed_in, send, wait_answer_done
 
@@ -71,8 +72,8 @@ async def dev_token_status(url: str) -> int:
 async def test_dev_token_answers_only_a_loopback_peer(gateway_env: dict[str, str], lan_address: str) -> None:
     """With the endpoint enabled, a caller reaching the gateway over a non-loopback address gets 404,
     and so does a loopback caller whose request was forwarded (X-Forwarded-For, Forwarded)."""
-    settings = gateway_fixtures.Settings.from_env({**gateway_env, "GATEWAY_DEV_TOKEN_ENDPOINT": "true"})
-    server = TestServer(gateway_fixtures.create_app(settings), host="0.0.0.0")  # reachable on both
+    settings = Settings.from_env({**gateway_env, "GATEWAY_DEV_TOKEN_ENDPOINT": "true"})
+    server = TestServer(create_app(settings), host="0.0.0.0")  # reachable on both
     await server.start_server()
     try:
         assert await dev_token_status(f"http://127.0.0.1:{server.port}/dev/token") == 200

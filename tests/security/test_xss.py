@@ -5,7 +5,7 @@ reaches the DOM, and the page's CSP reports no violation (nothing even tried).""
 
 from __future__ import annotations
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Dialog, Page, expect
 
 from tests.fixtures.gateway import StartGateway
 from tests.web.chat_page import last_answer, open_signed_in, send, wait_answer_done
@@ -79,7 +79,12 @@ async def test_hostile_text_from_every_source_renders_inert(
     async with gateway.request("POST", "/v1/conversations", json={"title": PAYLOADS[1]}) as response:
         assert response.status == 201
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    async def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", dismiss)
     await page.add_init_script(f"({WATCH_CSP})()")
     await open_signed_in(page, gateway)
     await expect(page.get_by_text(PAYLOADS[1], exact=True).first).to_be_visible()  # the title, as text
