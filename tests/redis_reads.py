@@ -4,6 +4,8 @@ neither, and says so here once."""
 
 from __future__ import annotations
 
+from redis.asyncio.cluster import RedisCluster
+
 from agent_contracts.redis_connection import AnyRedis
 
 
@@ -30,3 +32,11 @@ async def scored_members(client: AnyRedis, key: str) -> list[tuple[str, float]]:
         member, score = item
         pairs.append((text(member), float(score)))
     return pairs
+
+
+def node_port(client: AnyRedis, key: str) -> int:
+    """The port of the cluster node that owns `key` (the test runs on a cluster)."""
+    assert isinstance(client, RedisCluster), "a cluster-only check given a single-server client"
+    node = client.get_node_from_key(key)
+    assert node is not None, f"no node owns {key}"
+    return int(node.port)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -124,7 +124,7 @@ class Follower:
 
     async def entries(
         self, after: int, *, until_end: bool, until_step_end: bool = False
-    ) -> AsyncIterator[LogEntry | None]:
+    ) -> AsyncGenerator[LogEntry | None, None]:
         """Log entries after `after`, in order; None when a keep-alive is due. Ends after the answer's
         end when until_end (after any message_end, a tool-call pause included, when until_step_end),
         or once caught up after `stop` is set."""

@@ -19,6 +19,12 @@ class SseEvent:
     data: str
     id: str | None
 
+    @property
+    def number(self) -> int:
+        """The id as the gateway's log entry number (every event the gateway sends has one)."""
+        assert self.id is not None, f"{self.type} event without an id"
+        return int(self.id)
+
 
 @dataclass
 class SseParser:

@@ -118,7 +118,7 @@ async def test_tool_call_queues_action_and_result_continues_the_model(
     tokens = "".join(data(e)["text"] for e in rest if e.type == "token")
     assert tokens.startswith("Done:") and "T-42" in tokens
     assert data(rest[-1])["finish_reason"] == "stop"
-    ids = [int(e.id) for e in first + rest]
+    ids = [e.number for e in first + rest]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
     stored = await (await gateway.request("GET", f"/v1/conversations/{cid}")).json()

@@ -56,7 +56,7 @@ async def test_hs256_token_accepted_and_bad_ones_refused(gateway: Gateway) -> No
     assert await status_with(gateway, make_token(ttl=-120)) == 401  # beyond the 30 s leeway
     assert await status_with(gateway, make_token(ttl=-5)) == 200  # within the leeway
     assert await status_with(gateway, make_token(nbf=now + 300)) == 401
-    unsigned = jwt.encode({"sub": "alice", "exp": now + 600}, None, algorithm="none")
+    unsigned = jwt.encode({"sub": "alice", "exp": now + 600}, "", algorithm="none")  # "": no key
     assert await status_with(gateway, unsigned) == 401
     no_subject = jwt.encode({"exp": now + 600}, SECRET, algorithm="HS256")
     assert await status_with(gateway, no_subject) == 401
@@ -126,7 +126,7 @@ async def test_algorithm_confusion_is_refused(jwks_gateway: Gateway, idp) -> Non
     )
     assert await status_with(jwks_gateway, mixed) == 401
     assert (
-        await status_with(jwks_gateway, jwt.encode(payload, None, algorithm="none", headers={"kid": "rsa-1"}))
+        await status_with(jwks_gateway, jwt.encode(payload, "", algorithm="none", headers={"kid": "rsa-1"}))
         == 401
     )
 

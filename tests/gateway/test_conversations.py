@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -87,7 +89,7 @@ async def test_list_is_newest_first_and_paginated(gateway: Gateway) -> None:
 async def test_other_users_conversation_is_not_found(gateway: Gateway) -> None:
     """Another user's conversation answers 404 to every operation, and is never listed."""
     cid = await gateway.create_conversation("alice")
-    for method, path, kwargs in [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", f"/v1/conversations/{cid}", {}),
         ("DELETE", f"/v1/conversations/{cid}", {}),
         ("POST", f"/v1/conversations/{cid}/messages", {"json": {"content": "hi"}}),
@@ -101,7 +103,8 @@ async def test_other_users_conversation_is_not_found(gateway: Gateway) -> None:
                 "headers": {"X-Conversation-Id": cid},
             },
         ),
-    ]:
+    ]
+    for method, path, kwargs in requests:
         async with gateway.request(method, path, user="mallory", **kwargs) as response:
             assert response.status == 404, (method, path)
             assert (await response.json())["error"]["code"] == "conversation_not_found"

@@ -107,7 +107,8 @@ async def test_requests_past_the_limit_cost_no_redis_command(start_gateway: Star
         if int(time.time() // 60) == window:
             break
     assert statuses == [200] * 3 + [429] * 27
-    assert int(await redis.get(redis_keys.user_rate(user, window))) == 4
+    counted = await redis.get(redis_keys.user_rate(user, window))
+    assert counted is not None and int(counted) == 4
     assert gateway.metric("gateway_rate_limit_rejections_total", {"limit": "requests_per_minute"}) >= 27
 
 

@@ -24,6 +24,7 @@ from streaming_gateway.state.log_hub import BATCH, LogEntry, Subscription
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.services import ON_BOTH, ON_CLUSTER, ON_SERVER
 from tests.polling import eventually
+from tests.redis_reads import node_port
 
 pytestmark = ON_BOTH
 
@@ -367,7 +368,7 @@ async def test_on_a_cluster_readers_go_by_hash_slot(
     await eventually(all_following, "12 followers subscribed")
     slots = {key_slot(redis_keys.event_log(cid).encode()) for cid in cids}
     assert {reader.slot for reader in pod.hub._readers} == slots
-    assert len({aredis.get_node_from_key(redis_keys.event_log(cid)).port for cid in cids}) > 1
+    assert len({node_port(aredis, redis_keys.event_log(cid)) for cid in cids}) > 1
     for cid in reversed(cids):
         await other_pod.append(cid, *tokens(cid, "x", "y"))
     for got in await asyncio.gather(*readers):

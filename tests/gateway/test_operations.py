@@ -152,4 +152,4 @@ async def test_slow_reader_does_not_hold_up_the_answer(gateway: Gateway, script)
     slow.close()
     assert text_of(events).split() == [f"word{i}" for i in range(800)]
     assert data(events[-1])["finish_reason"] == "stop"
-    assert [int(e.id) for e in events] == list(range(1, 802))
+    assert [e.number for e in events] == list(range(1, 802))

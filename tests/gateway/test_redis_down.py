@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -48,7 +49,7 @@ async def test_redis_down_gives_503_and_recovers(
         assert (await response.json())["checks"]["redis"].startswith("failing")
     async with gateway.request("GET", "/healthz", user=None) as response:
         assert response.status == 200
-    for method, path, kwargs in [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/v1/conversations", {"json": {}}),
         ("GET", "/v1/conversations", {}),
         ("GET", f"/v1/conversations/{cid}", {}),
@@ -59,7 +60,8 @@ async def test_redis_down_gives_503_and_recovers(
             "/v1/chat/completions",
             {"json": {"model": "default", "messages": [{"role": "user", "content": "x"}]}},
         ),
-    ]:
+    ]
+    for method, path, kwargs in requests:
         async with gateway.request(method, path, **kwargs) as response:
             assert response.status == 503, (method, path)
             assert response.headers["Retry-After"]

@@ -135,8 +135,8 @@ async def test_sigterm_past_grace_ends_resumably(gateway_process, upstream_proce
     error, end = data(answer_events[-2]), data(answer_events[-1])
     assert error["code"] == "interrupted" and error["retryable"] is True
     assert end["finish_reason"] == "interrupted"
-    ids = [int(e.id) for e in follower_events]
-    assert ids == list(range(1, len(ids) + 1)) and ids[-1] == int(answer_events[-1].id)
+    ids = [e.number for e in follower_events]
+    assert ids == list(range(1, len(ids) + 1)) and ids[-1] == answer_events[-1].number
     resume_at = re.search(r"Last-Event-ID: (\d+)", follower_parser.comments[-1])
     assert resume_at is not None and int(resume_at.group(1)) == ids[-1]
     await eventually(lambda: exited(gateway), "the gateway to exit")

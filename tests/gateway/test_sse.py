@@ -27,12 +27,12 @@ async def test_message_streams_framed_events(gateway: Gateway, script) -> None:
     assert body.startswith("retry: 1000\n: connected\n\n")
     events = SseParser().feed(raw)
     assert [e.type for e in events] == ["token", "token", "token", "message_end"]
-    assert [int(e.id) for e in events] == [1, 2, 3, 4]
+    assert [e.number for e in events] == [1, 2, 3, 4]
     first = events[0]
     assert f"id: 1\nevent: token\ndata: {first.data}\n\n" in body
     for event in events:
         parsed = parse_event(event.data)
-        assert parsed.id == int(event.id) and parsed.type == event.type and parsed.conversation_id == cid
+        assert parsed.id == event.number and parsed.type == event.type and parsed.conversation_id == cid
     assert text_of(events) == "Hello there friend"
     end = data(events[-1])
     assert end["finish_reason"] == "stop" and end["agent_config_version"].startswith("default@")
@@ -84,13 +84,13 @@ async def test_resume_on_another_pod_gets_every_token_once(
         "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
     ) as response:
         before = await read_events(response, stop_after=5)
-    assert [int(e.id) for e in before] == [1, 2, 3, 4, 5]
+    assert [e.number for e in before] == [1, 2, 3, 4, 5]
     async with pod_b.request(
         "GET", f"/v1/conversations/{cid}/events?until=end", headers={**SSE, "Last-Event-ID": before[-1].id}
     ) as response:
         assert response.status == 200
         after = await read_events(response)
-    ids = [int(e.id) for e in before + after]
+    ids = [e.number for e in before + after]
     assert ids == list(range(1, len(ids) + 1))
     assert after[-1].type == "message_end" and data(after[-1])["finish_reason"] == "stop"
     assert text_of(before + after).split() == [f"word{i}" for i in range(60)]
@@ -109,7 +109,7 @@ async def test_events_replay_with_after_query(gateway: Gateway, script) -> None:
         "GET", f"/v1/conversations/{cid}/events?after=2&until=end", headers=SSE
     ) as response:
         events = await read_events(response)
-    assert [int(e.id) for e in events] == [3, 4]
+    assert [e.number for e in events] == [3, 4]
     assert [e.type for e in events] == ["token", "message_end"]
 
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent_contracts.events import MessageEndEvent, TokenEvent
+from agent_contracts.redis_connection import AnyRedis
 from streaming_gateway.errors import ConversationGone
 from streaming_gateway.keys import engine_key, redis_key
 from streaming_gateway.state.conversation_store import ConversationStore
@@ -19,6 +20,7 @@ from streaming_gateway.state.stream_log import LogWriter, StreamLog
 from tests.fixtures.gateway import Gateway
 from tests.gateway.helpers import data, read_events, text_of
 from tests.polling import eventually
+from tests.redis_reads import stream_entries
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -27,7 +29,7 @@ class GatedLog(StreamLog):
     """The real stream log, with each append held at a gate the test opens (to choose what is in
     flight when) and every batch it is given recorded."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         super().__init__(redis, maxlen=10_000, ttl_s=600)
         self.gate = asyncio.Event()
         self.gate.set()
@@ -58,7 +60,7 @@ async def new_conversation(aredis: aioredis.Redis) -> str:
 
 async def logged(aredis: aioredis.Redis, cid: str) -> list[tuple[int, str, dict[str, Any]]]:
     """The raw log in Redis: (id, type, payload) per entry, in stream order."""
-    entries = await aredis.xrange(f"gw:conv:{{{cid}}}:log")
+    entries = await stream_entries(aredis, f"gw:conv:{{{cid}}}:log")
     return [
         (int(entry_id.split("-")[1]), fields["t"], json.loads(fields["e"])) for entry_id, fields in entries
     ]

@@ -168,7 +168,9 @@ async def test_ticket_never_outlives_its_token_and_keeps_its_claims(gateway: Gat
     assert 1 <= issued["expires_in"] <= 3
     redis = gateway.app[redis_key]
     keys = await redis.keys(redis_keys.ws_ticket(user_tag("carol"), "*"))
-    stored = json.loads(await redis.get(keys[0]))
+    ticket = await redis.get(keys[0])
+    assert ticket is not None
+    stored = json.loads(ticket)
     assert stored["user_id"] == "carol" and stored["claims"]["roles"] == ["Agents.Operator"]
     assert issued["ticket"].split(".")[1] not in keys[0]  # Redis keeps only the secret's hash
     carol_cid = await gateway.create_conversation("carol")
