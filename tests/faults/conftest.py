@@ -88,7 +88,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Without a marker expression (plain `make test`), leave this folder's slow scenarios out."""
     if config.option.markexpr:
         return
-    keep, slow = [], []
+    keep: list[pytest.Item] = []
+    slow: list[pytest.Item] = []
     for item in items:
         in_faults = HERE in Path(str(item.path)).parents
         (slow if in_faults and item.get_closest_marker("slow") else keep).append(item)

@@ -23,6 +23,7 @@ from tests.fixtures.gateway import StartGateway
 from tests.gateway.helpers import read_until as read_events_until
 from tests.gateway.sse_client import SseEvent, SseParser
 from tests.polling import eventually
+from tests.redis_reads import node_port, stream_entries
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ async def fail_over(cluster: LocalRedisCluster, ports: list[int]) -> list[int]:
 async def _entries_for(client: AnyRedis, queue: str, action_id: str) -> int:
     key = StreamQueue(client, queue, "check").key
     found = 0
-    for _id, fields in await client.xrange(key):
+    for _id, fields in await stream_entries(client, key):
         if str(ActionRequest.model_validate_json(fields["body"]).action_id) == action_id:
             found += 1
     return found
@@ -87,8 +88,8 @@ async def test_failover_mid_stream_resumes_exactly_once_and_keeps_the_action(
                 response, parser, lambda _e, got: sum(x.type == "token" for x in got) >= 10
             )
             owners = {
-                check.get_node_from_key(redis_keys.event_log(cid)).port,
-                check.get_node_from_key(StreamQueue(check, "outbox", "check").key).port,
+                node_port(check, redis_keys.event_log(cid)),
+                node_port(check, StreamQueue(check, "outbox", "check").key),
             }
             failovers = asyncio.create_task(fail_over(replicated_cluster, sorted(owners)))
             # Meanwhile the client reconnects (as after a dropped connection) from the last id it

@@ -26,8 +26,8 @@ from function_app.worker.service import Worker
 from local_stack import processes
 from local_stack.processes import free_port
 from tests.faults.conftest import Scenario
-from tests.function_app.helpers import make_request
-from tests.function_app.test_pipeline_e2e import control, eventually, final_result
+from tests.function_app.helpers import control, final_result, make_request, stored
+from tests.polling import eventually
 
 
 class ShiftedClock:
@@ -85,7 +85,7 @@ async def test_cosmos_outage_costs_time_not_the_action(
         await worker.engine.run_due()
         while simulated < timedelta(minutes=30):  # every retry fails while Cosmos is down
             await jump_to_next_timer()
-        instance = await store.load(iid)
+        instance = await stored(store, iid)
         failures = sum(1 for e in instance.history if e["EventType"] == 6)
         assert instance.status == "Running" and failures >= 8
         assert (await control(backend, "GET", "/_control/stats"))["requests"] == 0
@@ -131,12 +131,12 @@ async def test_updates_queue_down_never_fails_the_action(
 
     try:
         result = await eventually(final_result(runtime, request), tick=tick)
-        instance = await InstanceStore(aredis).load(instance_id_for(request.idempotency_key))
+        instance = await stored(InstanceStore(aredis), instance_id_for(request.idempotency_key))
         for _ in range(10):
             if instance.status != "Running":
                 break
             await tick()
-            instance = await InstanceStore(aredis).load(instance_id_for(request.idempotency_key))
+            instance = await stored(InstanceStore(aredis), instance_id_for(request.idempotency_key))
     finally:
         await dead.aclose()
     unsent = sum(

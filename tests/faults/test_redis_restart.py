@@ -20,6 +20,7 @@ from tests.fixtures.gateway import Gateway, StartGateway
 from tests.gateway.helpers import read_until as read_events_until
 from tests.gateway.sse_client import SseEvent, SseParser
 from tests.polling import eventually
+from tests.redis_reads import stream_entries
 
 SLOW_ANSWER = {"match": "story", "tokens": 400, "token_delay_ms": 15}
 TICKET = {
@@ -110,7 +111,8 @@ async def test_redis_restart_mid_stream_fails_cleanly_and_keeps_actions(
         assert action["status"] == "queued"
 
         cid = await gateway.create_conversation()
-        parser, events = SseParser(), []
+        parser = SseParser()
+        events: list[SseEvent] = []
         async with gateway.request(
             "POST",
             f"/v1/conversations/{cid}/messages",
@@ -148,7 +150,7 @@ async def _queued_action_ids(client: aioredis.Redis) -> set[str]:
     """Action ids waiting in the outbox or on the local bus (either way: accepted and not lost)."""
     ids: set[str] = set()
     for queue in ("outbox", "actions"):
-        for _id, fields in await client.xrange(StreamQueue(client, queue, "check").key):
+        for _id, fields in await stream_entries(client, StreamQueue(client, queue, "check").key):
             ids.add(str(ActionRequest.model_validate_json(fields["body"]).action_id))
     return ids
 
@@ -170,7 +172,8 @@ async def test_client_resumes_after_redis_restart(
     check = aioredis.Redis.from_url(f"redis://127.0.0.1:{durable_redis.port}/0", decode_responses=True)
     try:
         cid = await gateway.create_conversation()
-        parser, events = SseParser(), []
+        parser = SseParser()
+        events: list[SseEvent] = []
         async with gateway.request(
             "POST",
             f"/v1/conversations/{cid}/messages",

@@ -169,6 +169,7 @@ async def check(
     )  # warm-up of the same size: pools, caches, lazy imports reach their working size
     await eventually(lambda: idle(server, upstream), "warm-up clients released")
     gc.collect()
+    assert upstream.port is not None  # the upstream test server is started
     ports = (int(aredis.connection_pool.connection_kwargs["port"]), upstream.port)
     base_tasks, base_fds, base_rss, base_pooled = len(asyncio.all_tasks()), fds(), rss_kb(), outbound(*ports)
     done = await crowd(server, count)
