@@ -7,6 +7,7 @@ so tests can assert on wiring as well as on literal values.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.deploy.manifests import ROOT
 INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 
-Template = dict[str, Any]
+Template = Mapping[str, Any]
 
 
 @cache

@@ -59,9 +59,10 @@ def test_gateway_metrics_in_alerts_exist_in_the_gateway() -> None:
 
 def test_redis_memory_alert_fires_before_redis_refuses_writes() -> None:
     """The alert's fraction of the container limit is below maxmemory's fraction of that limit (noeviction)."""
-    threshold = float(
-        re.search(r"> ([0-9.]+)$", prometheus_alerts()["RedisMemoryHigh"]["expression"]).group(1)
-    )
+    expression = prometheus_alerts()["RedisMemoryHigh"]["expression"]
+    alert_fraction = re.search(r"> ([0-9.]+)$", expression)
+    assert alert_fraction, expression
+    threshold = float(alert_fraction.group(1))
     for overlay in ("dev", "prod"):
         manifests = rendered(overlay)
         redis = find(manifests, "StatefulSet", "redis")[0]
@@ -69,7 +70,9 @@ def test_redis_memory_alert_fires_before_redis_refuses_writes() -> None:
         conf = next(
             m["data"]["redis.conf"] for m in find(manifests, "ConfigMap") if "redis.conf" in m.get("data", {})
         )
-        maxmemory = re.search(r"^maxmemory (\d+)mb$", conf, re.M).group(1)
+        maxmemory_line = re.search(r"^maxmemory (\d+)mb$", conf, re.M)
+        assert maxmemory_line, conf
+        maxmemory = maxmemory_line.group(1)
         limit_mib = (
             int(limit.removesuffix("Gi")) * 1024 if limit.endswith("Gi") else int(limit.removesuffix("Mi"))
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def module_params(symbol: str) -> dict[str, str]:
 # --- Service Bus -------------------------------------------------------------------------------
 
 
-def queue_settings() -> dict[str, dict[str, object]]:
+def queue_settings() -> dict[str, dict[str, Any]]:
     """The per-queue settings of messaging.bicep, by queue name as main.bicep names them."""
     variables = template(INFRA / "modules" / "messaging.bicep")["variables"]
     names = {"queues.actions": "actions", "queues.updates": "action-updates"}
@@ -207,7 +208,7 @@ def test_key_vault_readers_are_the_workload_identities() -> None:
 # --- AKS ---------------------------------------------------------------------------------------
 
 
-def cluster_properties() -> dict[str, object]:
+def cluster_properties() -> dict[str, Any]:
     return one("Microsoft.ContainerService/managedClusters").properties
 
 
@@ -456,5 +457,7 @@ def test_redis_image_is_a_patched_release() -> None:
     """The Redis image tag is 7.4.10 or later in the 7.4 line (or a later minor): July 2026's urgent
     security release; every 7.4 before it has remote code execution bugs."""
     tag = parameter_default(MAIN, "redisImageTag")
-    major, minor, patch = (int(n) for n in re.match(r"(\d+)\.(\d+)\.(\d+)", tag).groups())
+    release = re.match(r"(\d+)\.(\d+)\.(\d+)", tag)
+    assert release, tag
+    major, minor, patch = (int(n) for n in release.groups())
     assert (major, minor, patch) >= (7, 4, 10), tag

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def requirement_closure() -> set[str]:
     return seen
 
 
-def providers_of(module: str, providers: dict[str, list[str]]) -> set[str]:
+def providers_of(module: str, providers: Mapping[str, list[str]]) -> set[str]:
     """Distributions that ship `module`; for a namespace submodule, those whose files hold it."""
     top, _, sub = module.partition(".")
     candidates = set(providers.get(top, []))

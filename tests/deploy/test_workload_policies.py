@@ -255,6 +255,8 @@ def test_redis_persists_on_azure_disk_with_aof(overlay: str) -> None:
 
 def mebibytes(quantity: str) -> float:
     """Kubernetes (Mi, Gi) or redis.conf (mb, gb) memory sizes in MiB."""
-    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity).groups()
+    size = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity)
+    assert size, quantity
+    number, unit = size.groups()
     factor = {"Mi": 1, "Gi": 1024, "mb": 1, "gb": 1024}[unit]
     return int(number) * factor
