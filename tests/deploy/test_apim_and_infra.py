@@ -37,13 +37,33 @@ def policy() -> ET.Element:
     return ET.parse(POLICY).getroot()
 
 
+def element(parent: ET.Element, path: str) -> ET.Element:
+    """The element at `path` under `parent`, which the policy must have."""
+    found = parent.find(path)
+    assert found is not None, f"<{parent.tag}> has no {path}"
+    return found
+
+
+def attribute(node: ET.Element, name: str) -> str:
+    """The attribute `name` of `node`, which the policy must set."""
+    value = node.get(name)
+    assert value is not None, f"<{node.tag}> has no {name}"
+    return value
+
+
+def matched(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    found = re.search(pattern, text, flags)
+    assert found, f"{pattern!r} not in {text!r}"
+    return found
+
+
 def test_policy_sections_are_in_apim_order() -> None:
     """The policy document has inbound, backend, outbound and on-error, each inheriting <base/> where APIM expects it."""
     root = policy()
     assert root.tag == "policies"
     assert [child.tag for child in root] == ["inbound", "backend", "outbound", "on-error"]
     for section in ("inbound", "outbound", "on-error"):
-        assert root.find(section).find("base") is not None
+        assert element(root, section).find("base") is not None
 
 
 def test_policy_validates_entra_id_tokens() -> None:
@@ -52,10 +72,8 @@ def test_policy_validates_entra_id_tokens() -> None:
     assert jwt is not None
     assert jwt.get("require-signed-tokens") == "true" and jwt.get("require-expiration-time") == "true"
     assert jwt.get("failed-validation-httpcode") == "401"
-    assert (
-        jwt.find("openid-config")
-        .get("url")
-        .startswith("https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/")
+    assert attribute(element(jwt, "openid-config"), "url").startswith(
+        "https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/"
     )
     assert [a.text for a in jwt.findall("audiences/audience")] == ["{{gateway-audience}}"]
     assert [i.text for i in jwt.findall("issuers/issuer")] == [
@@ -65,19 +83,20 @@ def test_policy_validates_entra_id_tokens() -> None:
 
 def test_policy_rate_limits_per_caller_after_authentication() -> None:
     """rate-limit-by-key comes after validate-jwt and keys on the token's caller, with Retry-After."""
-    inbound = [child.tag for child in policy().find("inbound")]
+    inbound = [child.tag for child in element(policy(), "inbound")]
     assert inbound.index("validate-jwt") < inbound.index("rate-limit-by-key")
-    limit = policy().find("inbound/rate-limit-by-key")
-    assert 'context.Variables["jwt"]' in limit.get("counter-key") and "oid" in limit.get("counter-key")
-    assert int(limit.get("calls")) > 0 and int(limit.get("renewal-period")) > 0
+    limit = element(policy(), "inbound/rate-limit-by-key")
+    counter_key = attribute(limit, "counter-key")
+    assert 'context.Variables["jwt"]' in counter_key and "oid" in counter_key
+    assert int(attribute(limit, "calls")) > 0 and int(attribute(limit, "renewal-period")) > 0
     assert limit.get("retry-after-header-name") == "Retry-After"
 
 
 def test_policy_streams_unbuffered_to_the_mtls_backend() -> None:
     """forward-request does not buffer (SSE); the backend it names presents APIM's client certificate and checks the chain."""
-    forward = policy().find("backend/forward-request")
+    forward = element(policy(), "backend/forward-request")
     assert forward.get("buffer-response") == "false"
-    backend_id = policy().find("inbound/set-backend-service").get("backend-id")
+    backend_id = element(policy(), "inbound/set-backend-service").get("backend-id")
     backend = one("Microsoft.ApiManagement/service/backends")
     assert backend.body["name"] == backend_id
     assert text(backend.properties["credentials"]["certificateIds"]) == "[clientCertificate.id]"
@@ -111,8 +130,8 @@ def test_apim_installs_both_policies_on_http_and_websocket_apis() -> None:
     ws_policy = one("Microsoft.ApiManagement/service/apis/operations/policies")
     assert text(ws_policy.body["parent"]) == "onHandshake"
     assert "websocket-api-policy.xml" in text(ws_policy.properties["value"])
-    certificate = (
-        ET.parse(WS_POLICY).getroot().find("inbound/authentication-certificate").get("certificate-id")
+    certificate = element(ET.parse(WS_POLICY).getroot(), "inbound/authentication-certificate").get(
+        "certificate-id"
     )
     assert text(one("Microsoft.ApiManagement/service/certificates").body["name"]) == "clientCertificateSecret"
     assert (
@@ -128,22 +147,23 @@ def test_websocket_handshake_takes_a_header_token_or_a_ticket_never_a_token_in_t
     from streaming_gateway.state.ws_tickets import TICKET, user_tag
 
     root = ET.parse(WS_POLICY).getroot()
-    choose = root.find("inbound/choose")
-    ticket_branch, jwt_branch = choose.find("when"), choose.find("otherwise")
-    assert 'ContainsKey("ticket")' in ticket_branch.get("condition")
-    assert '!context.Request.Headers.ContainsKey("Authorization")' in ticket_branch.get("condition")
+    choose = element(root, "inbound/choose")
+    ticket_branch, jwt_branch = element(choose, "when"), element(choose, "otherwise")
+    assert 'ContainsKey("ticket")' in attribute(ticket_branch, "condition")
+    assert '!context.Request.Headers.ContainsKey("Authorization")' in attribute(ticket_branch, "condition")
     assert ticket_branch.find(".//validate-jwt") is None
-    shape = ticket_branch.find("choose/when")
-    assert shape.find("return-response/set-status").get("code") == "401"
-    pattern = re.compile(re.search(r'IsMatch\(.*, "([^"]+)"\)', shape.get("condition")).group(1))
+    shape = element(ticket_branch, "choose/when")
+    assert element(shape, "return-response/set-status").get("code") == "401"
+    pattern = re.compile(matched(r'IsMatch\(.*, "([^"]+)"\)', attribute(shape, "condition")).group(1))
     issued = f"{user_tag('alice')}.{secrets.token_urlsafe(32)}"  # as WsTickets.issue makes them
     for ticket in (issued, "forged", issued + "x", issued.replace(".", "_"), "eyJhbGciOiJIUzI1NiJ9.e30.sig"):
         assert bool(pattern.match(ticket)) == bool(TICKET.match(ticket)), ticket
-    assert "IpAddress" in ticket_branch.find("rate-limit-by-key").get("counter-key")
-    jwt = jwt_branch.find("validate-jwt")
+    assert "IpAddress" in attribute(element(ticket_branch, "rate-limit-by-key"), "counter-key")
+    jwt = element(jwt_branch, "validate-jwt")
     assert jwt.get("header-name") == "Authorization" and jwt.get("token-value") is None
     assert (
-        jwt.find("audiences/audience").text == policy().find("inbound/validate-jwt/audiences/audience").text
+        element(jwt, "audiences/audience").text
+        == element(policy(), "inbound/validate-jwt/audiences/audience").text
     )
     assert "access_token" not in ET.tostring(root, encoding="unicode").split("-->")[-1]
     assert root.find("inbound/authentication-certificate") is not None
@@ -202,7 +222,9 @@ def test_gateway_image_is_set_per_build_through_the_overlay() -> None:
     gateway = azure_yaml()["services"]["gateway"]
     assert gateway["k8s"]["kustomize"]["dir"] == "aks/overlays/${AKS_OVERLAY}"
     edit = gateway["k8s"]["kustomize"]["edits"][0]
-    name = re.fullmatch(r"set image ([a-z-]+)=\$\{SERVICE_GATEWAY_IMAGE_NAME\}", edit).group(1)
+    image_edit = re.fullmatch(r"set image ([a-z-]+)=\$\{SERVICE_GATEWAY_IMAGE_NAME\}", edit)
+    assert image_edit, edit
+    name = image_edit.group(1)
     assert text(outputs(MAIN)["AKS_OVERLAY"]["value"]) == "profile"
     for overlay in OVERLAYS:
         kustomization = yaml.safe_load((AKS / "overlays" / overlay / "kustomization.yaml").read_text())
@@ -218,7 +240,7 @@ def test_gateway_image_is_set_per_build_through_the_overlay() -> None:
 
 
 def heredoc_keys(name: str) -> list[str]:
-    body = re.search(
+    body = matched(
         rf'cat >"\$OVERLAY/{name}" <<ENV\n(.*?)\nENV', (HOOKS / "postprovision.sh").read_text(), re.S
     ).group(1)
     return [line.split("=", 1)[0] for line in body.splitlines() if line and not line.startswith("#")]
