@@ -7,6 +7,7 @@ BIN=.venv/bin
 
 "$BIN/ruff" check --no-fix .
 "$BIN/ruff" format --check .
-# The packages mypy checks are pyproject.toml's [tool.mypy] `files`: every first-party package.
+# What mypy checks is pyproject.toml's [tool.mypy] `files`: every first-party package (strict) and
+# tests/ (every test body checked; a test or fixture need not annotate its signature).
 "$BIN/mypy"
 echo "lint: ruff and mypy clean"
