@@ -1,6 +1,7 @@
-"""Stream entries as the tests read them: (id, fields) in text. The client's types allow bytes and a
-None answer (a client without decode_responses, a deleted entry); a test reading its own stream gets
-neither, and says so here once."""
+"""What the tests read back from Redis, typed: stream entries and sorted-set members in text, the
+cluster node owning a key. The client's types allow bytes and None answers (a client without
+decode_responses, a deleted entry, a key no node owns); a test reading its own data gets neither,
+and says so here once."""
 
 from __future__ import annotations
 
