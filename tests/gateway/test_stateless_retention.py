@@ -3,6 +3,8 @@ GATEWAY_STATELESS_TTL_SECONDS after its answer; enough to read it, resume it and
 
 from __future__ import annotations
 
+from functools import partial
+
 import openai
 
 from streaming_gateway.keys import redis_key
@@ -31,17 +33,19 @@ async def shortened(gateway: Gateway, cid: str) -> bool:
 async def stateless_call(gateway: Gateway, *, stream: bool) -> str:
     async with sdk(gateway) as client:
         if stream:
-            raw = await client.chat.completions.with_raw_response.create(
+            streamed = await client.chat.completions.with_raw_response.create(
                 model="default", messages=[{"role": "user", "content": "hi"}], stream=True
             )
-            text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+            text = "".join([c.choices[0].delta.content or "" async for c in streamed.parse() if c.choices])
+            headers = streamed.headers
         else:
-            raw = await client.chat.completions.with_raw_response.create(
+            answered = await client.chat.completions.with_raw_response.create(
                 model="default", messages=[{"role": "user", "content": "hi"}]
             )
-            text = raw.parse().choices[0].message.content or ""
+            text = answered.parse().choices[0].message.content or ""
+            headers = answered.headers
     assert text == "short lived"
-    return str(raw.headers["X-Conversation-Id"])
+    return str(headers["X-Conversation-Id"])
 
 
 async def test_stateless_call_is_kept_briefly_and_can_still_be_rated(
@@ -53,7 +57,7 @@ async def test_stateless_call_is_kept_briefly_and_can_still_be_rated(
     await script([{"match": "", "reply": "short lived"}])
     for stream in (False, True):
         cid = await stateless_call(gateway, stream=stream)
-        await eventually(lambda cid=cid: shortened(gateway, cid), "the stateless TTL")
+        await eventually(partial(shortened, gateway, cid), "the stateless TTL")
         async with gateway.request("GET", f"/v1/conversations/{cid}") as response:
             messages = (await response.json())["messages"]
         assert [m["role"] for m in messages] == ["user", "assistant"]
