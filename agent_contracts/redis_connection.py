@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionFailure
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from agent_contracts.errors import ContractError
 from agent_contracts.settings import Env
@@ -104,7 +104,24 @@ async def connect(url: str, mode: RedisMode = "auto", **options: Any) -> AnyRedi
     if mode not in REDIS_MODES:
         raise ValueError(f"redis mode must be one of {', '.join(REDIS_MODES)}, got {mode!r}")
     use_cluster = mode == "cluster" or (mode == "auto" and await cluster_enabled(url))
-    return build(url, use_cluster, **options)
+    client = build(url, use_cluster, **options)
+    if isinstance(client, RedisCluster):
+        await _discover_nodes(client)
+    return client
+
+
+async def _discover_nodes(client: RedisCluster) -> None:
+    """Learn the cluster's nodes and slots before anyone uses the client.
+
+    A cluster client left to discover them on first use, under concurrent first commands, breaks
+    connections that other commands are already using; redis-py then sends those commands again,
+    so a write the server had already run (an append, a script) runs twice. When no node answers
+    yet (REDIS_MODE=cluster, Redis still starting) discovery is left to the first use, as before.
+    """
+    try:
+        await client.initialize()
+    except (RedisError, RedisClusterException, OSError) as exc:
+        log.warning("Redis Cluster nodes not reached at start (%s); discovered on first use", exc)
 
 
 async def connect_from_env(url: str, environ: Mapping[str, str] | None = None, **options: Any) -> AnyRedis:

@@ -91,6 +91,18 @@ async def test_forced_cluster_mode_skips_the_probe(cluster: LocalRedisCluster) -
         await client.aclose()
 
 
+async def test_forced_cluster_mode_starts_while_redis_is_down() -> None:
+    """`cluster` with nothing answering yet still returns a client; its use fails as Redis down."""
+    port = processes.free_port()
+    client = await connect(f"redis://127.0.0.1:{port}/0", mode="cluster")
+    try:
+        assert is_cluster(client)
+        with pytest.raises((redis.exceptions.RedisError, redis.exceptions.RedisClusterException)):
+            await client.get(KEYS[0])
+    finally:
+        await client.aclose()
+
+
 async def test_an_unknown_mode_is_refused() -> None:
     """A mode outside auto/standalone/cluster is an error naming the choices."""
     with pytest.raises(ValueError, match="auto, standalone, cluster"):
@@ -135,3 +147,26 @@ async def test_pooled_connections_from_before_a_restart_are_replaced_on_first_us
         await client.aclose()
     finally:
         server.stop()
+
+
+COUNT_SCRIPT = "local n = redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], n); return n"
+
+
+async def test_a_fresh_cluster_client_used_at_once_runs_each_write_once(cluster: LocalRedisCluster) -> None:
+    """Hundreds of writes racing on a client's first use each run once: none is sent twice."""
+    cluster.flush()
+    client = await connect(cluster.url, decode_responses=True, max_connections=10)
+    try:
+        script = client.register_script(COUNT_SCRIPT)
+        keys = ["{race}:n", "{race}:runs"]
+        gate = asyncio.Semaphore(10)
+
+        async def write() -> int:
+            async with gate:
+                return int(await script(keys=keys))
+
+        results = await asyncio.gather(*(write() for _ in range(300)))
+        assert sorted(results) == list(range(1, 301))
+        assert await client.llen(keys[1]) == 300
+    finally:
+        await client.aclose()
