@@ -14,7 +14,9 @@
 
 Redis is REDIS_URL (or --redis-url). Exit status: 0 done, 1 refused (unknown version, nothing
 to roll back, invalid file, no rollout, a withdrawn or active version), 2 bad usage, 3 Redis
-unreachable.
+unreachable. `analyze` says its decision in its status too, so a scheduled job can gate on it:
+0 healthy, 4 wait (too few samples yet), 5 abort (the candidate is worse; the rollout was aborted,
+or would have been without --dry-run).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from agent_registry.registry import Activation, AgentRegistry, Rollout
 from observability.online import OnlineMetrics
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: `analyze`'s exit status per decision (1-3 stay the errors every command shares).
+ANALYZE_EXIT = {"healthy": 0, "wait": 4, "abort": 5}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("agent")
     status.add_argument("--json", action="store_true")
     analysis = commands.add_parser(
-        "analyze", help="compare candidate and stable on the online metrics; abort when it is worse"
+        "analyze",
+        help="compare candidate and stable on the online metrics; abort when it is worse",
+        description="Compare the rollout's candidate with stable on the online metrics of unpinned "
+        "conversations; abort the rollout when the candidate is worse.",
+        epilog="exit status: 0 healthy, 4 wait (too few samples yet), 5 abort (candidate worse; "
+        "aborted unless --dry-run), 1 no rollout under way, 2 bad usage, 3 Redis unreachable",
     )
     analysis.add_argument("agent")
     analysis.add_argument("--dry-run", action="store_true", help="decide and show, but abort nothing")
@@ -170,7 +179,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 file=out,
             )
         elif args.command in ("rollout", "promote", "abort", "status", "analyze"):
-            await _canary_command(args, client, registry, out)
+            return await _canary_command(args, client, registry, out)
         return 0
     except (RegistryUnavailable, RedisError) as exc:
         print(f"agent_registry: Redis at {args.redis_url} is unreachable: {exc}", file=sys.stderr)
@@ -187,7 +196,7 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 async def _canary_command(
     args: argparse.Namespace, client: AnyRedis, registry: AgentRegistry, out: TextIO
-) -> None:
+) -> int:
     online = OnlineMetrics(client)
     if args.command == "rollout":
         # Each share gets its own comparison window: under a changed split the two sides would
@@ -220,7 +229,7 @@ async def _canary_command(
                 "log": entries,
             }
             print(json.dumps(status, indent=2), file=out)
-            return
+            return 0
         print(f"agent {args.agent}: active {await registry.active_version(args.agent) or 'none'}", file=out)
         print(_rollout_line(rollout) if rollout else "no rollout under way", file=out)
         for record in analyses:
@@ -240,6 +249,8 @@ async def _canary_command(
         )
         result = await analyze(registry, online, args.agent, policy, apply=not args.dry_run)
         print(json.dumps(result.to_dict(), indent=2) if args.json else render(result), file=out)
+        return ANALYZE_EXIT[result.decision]
+    return 0
 
 
 def _rollout_line(rollout: Rollout) -> str:

@@ -6,6 +6,11 @@ rating). Everything for one version is updated by one Lua script. Cardinality is
 most MAX_VERSIONS versions are kept (the least recently written are dropped with their hash),
 hashes expire after RETENTION_S without writes, error kinds and action outcomes come from
 fixed sets, and feedback keeps only the last FEEDBACK_SAMPLES comments per version.
+
+Traffic of pinned conversations (the client named the version: an operator, an evaluation run) is
+counted in the same hash under PINNED-prefixed fields (`pinned_streams`, `pinned_feedback_count`,
+...): operators still see it, but nothing that reads the plain counters (the canary analysis,
+bisect, `evaluation metrics`) mistakes it for what users got.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ ERROR_KINDS = frozenset(
     }
 )
 ACTION_OUTCOMES = frozenset({"succeeded", "failed", "dead_lettered"})
+#: Prefix of the counters of pinned conversations' traffic.
+PINNED = "pinned_"
 
 
 def versions_key() -> str:
@@ -82,19 +89,20 @@ return 1
 """
 
 # KEYS: version hash, versions index, feedback list, seen key. ARGV: version, now, retention, max versions,
-# rating, entry, samples, dedup ttl. A second rating of the same message replaces the first.
+# rating, entry, samples, dedup ttl, counter prefix. A second rating of the same message replaces the first.
 _FEEDBACK = """
 local before = redis.call('GET', KEYS[4])
 local rating = tonumber(ARGV[5])
+local p = ARGV[9]
 if before then
   local old = tonumber(before)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_sum', rating - old)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_rating_' .. old, -1)
+  redis.call('HINCRBYFLOAT', KEYS[1], p .. 'feedback_sum', rating - old)
+  redis.call('HINCRBYFLOAT', KEYS[1], p .. 'feedback_rating_' .. old, -1)
 else
-  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_sum', rating)
+  redis.call('HINCRBYFLOAT', KEYS[1], p .. 'feedback_count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[1], p .. 'feedback_sum', rating)
 end
-redis.call('HINCRBYFLOAT', KEYS[1], 'feedback_rating_' .. rating, 1)
+redis.call('HINCRBYFLOAT', KEYS[1], p .. 'feedback_rating_' .. rating, 1)
 redis.call('SET', KEYS[4], rating, 'EX', ARGV[8])
 redis.call('LPUSH', KEYS[3], ARGV[6])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
@@ -121,6 +129,15 @@ class VersionMetrics:
     @property
     def streams(self) -> int:
         return int(self._n("streams"))
+
+    @property
+    def pinned_streams(self) -> int:
+        """Answers in pinned conversations: counted apart, in none of the numbers here."""
+        return int(self._n(PINNED + "streams"))
+
+    @property
+    def pinned_feedback_count(self) -> int:
+        return int(self._n(PINNED + "feedback_count"))
 
     @property
     def feedback_count(self) -> int:
@@ -185,6 +202,8 @@ class VersionMetrics:
             "action_success_rate": self.action_success_rate,
             "feedback_count": self.feedback_count,
             "feedback_mean": self.feedback_mean,
+            "pinned_streams": self.pinned_streams,
+            "pinned_feedback_count": self.pinned_feedback_count,
         }
 
 
@@ -208,18 +227,26 @@ class OnlineMetrics:
         self._record = client.register_script(_RECORD)
         self._feedback = client.register_script(_FEEDBACK)
 
-    async def _incr(self, version: str, increments: dict[str, float]) -> None:
+    async def _incr(self, version: str, increments: dict[str, float], *, pinned: bool = False) -> None:
         args: list[Any] = [version, int(time.time()), RETENTION_S, self._max_versions]
+        prefix = PINNED if pinned else ""
         for name, amount in increments.items():
-            args += [name, amount]
+            args += [prefix + name, amount]
         await self._record(
             keys=[version_key(version), versions_key(), f"{PREFIX}:v:", f"{PREFIX}:fb:"], args=args
         )
 
     async def record_stream(
-        self, version: str, *, ttft_s: float | None, tokens: int = 0, error_kind: str | None = None
+        self,
+        version: str,
+        *,
+        ttft_s: float | None,
+        tokens: int = 0,
+        error_kind: str | None = None,
+        pinned: bool = False,
     ) -> None:
-        """One answered turn: its time to first token (None if none came), tokens, and error if any."""
+        """One answered turn: its time to first token (None if none came), tokens, and error if any;
+        `pinned` when the conversation's version was named by the client (counted apart)."""
         increments: dict[str, float] = {"streams": 1, "tokens": max(0, tokens)}
         if ttft_s is not None:
             ms = max(0.0, ttft_s * 1000)
@@ -229,15 +256,22 @@ class OnlineMetrics:
         if error_kind is not None:
             kind = error_kind if error_kind in ERROR_KINDS else "internal_error"
             increments.update({"stream_errors": 1, f"error_{kind}": 1})
-        await self._incr(version, increments)
+        await self._incr(version, increments, pinned=pinned)
 
-    async def record_action(self, version: str, outcome: str) -> None:
+    async def record_action(self, version: str, outcome: str, *, pinned: bool = False) -> None:
         """A final action outcome (succeeded, failed, dead_lettered); other statuses are ignored."""
         if outcome in ACTION_OUTCOMES:
-            await self._incr(version, {f"action_{outcome}": 1})
+            await self._incr(version, {f"action_{outcome}": 1}, pinned=pinned)
 
     async def record_feedback(
-        self, version: str, *, conversation_id: str, message_id: str, rating: int, comment: str | None = None
+        self,
+        version: str,
+        *,
+        conversation_id: str,
+        message_id: str,
+        rating: int,
+        comment: str | None = None,
+        pinned: bool = False,
     ) -> bool:
         """Count one rating (1-5); True when new, False when it replaced an earlier one for the message."""
         if isinstance(rating, bool) or not isinstance(rating, int) or not MIN_RATING <= rating <= MAX_RATING:
@@ -252,6 +286,7 @@ class OnlineMetrics:
                 "message_id": message_id,
                 "rating": rating,
                 "comment": comment,
+                **({"pinned": True} if pinned else {}),
             }
         )
         created = await self._feedback(
@@ -270,6 +305,7 @@ class OnlineMetrics:
                 entry,
                 FEEDBACK_SAMPLES,
                 FEEDBACK_DEDUP_S,
+                PINNED if pinned else "",
             ],
         )
         return bool(int(created))

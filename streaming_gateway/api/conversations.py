@@ -30,8 +30,10 @@ async def create_conversation(request: web.Request) -> web.Response:
         config = await catalog.pin(caller, data.agent_config_version, cid)
     else:
         config = await catalog.for_new_conversation(caller, cid)
+    # A version the client named is pinned (an operator, an evaluation run): its traffic is not
+    # the rollout's sample, whichever version the split would have picked.
     conversation = await request.app[engine_key].store.create(
-        caller.user_id, config.version, data.title, cid=cid
+        caller.user_id, config.version, data.title, cid=cid, pinned=bool(data.agent_config_version)
     )
     return web.json_response(
         conversation.public(),

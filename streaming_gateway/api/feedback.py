@@ -5,7 +5,8 @@
 
 The message must be an assistant message of the caller's conversation; its own recorded config
 version (not the conversation's current one) gets the rating. Rating the same message again
-replaces the earlier rating. 201 for a new rating, 200 for a replaced one.
+replaces the earlier rating. 201 for a new rating, 200 for a replaced one. A rating in a pinned
+conversation (its version named by the client) is counted apart, outside the canary's samples.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ async def post_feedback(request: web.Request) -> web.Response:
         message_id=body.message_id,
         rating=body.rating,
         comment=body.comment,
+        pinned=bool(conversation.pinned),
     )
     metrics = request.app[metrics_key]
     if created:

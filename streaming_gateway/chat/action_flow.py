@@ -212,7 +212,10 @@ class ActionFlow:
         ).inc()
         if self.online is not None:
             try:
-                await self.online.record_action(update.agent_config_version, update.status.value)
+                pinned = await self.store.is_pinned(update.conversation_id)
+                await self.online.record_action(
+                    update.agent_config_version, update.status.value, pinned=pinned
+                )
             except (RedisError, OSError) as exc:
                 log.warning("online action outcome for %s not recorded: %s", update.agent_config_version, exc)
 

@@ -190,7 +190,7 @@ class ChatEngine:
         writer = self.log.writer(cid, max_batch=self.settings.token_batch_max)
         try:
             config = await self._config(conversation)
-            telemetry.config(config.version)
+            telemetry.config(config.version, pinned=bool(conversation.pinned))
             if history is None:
                 history = await self.store.messages(cid, last=config.limits.max_history_messages)
             tools = overrides.client_tools

@@ -41,6 +41,7 @@ class StepTelemetry:
         self._online = online
         self._started = time.monotonic()
         self._version: str | None = None
+        self._pinned = False
         self._label = "none"
         self._ttft_s: float | None = None
         self._tokens = 0
@@ -61,8 +62,10 @@ class StepTelemetry:
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         bind(conversation_id=conversation_id, message_id=message_id)
 
-    def config(self, version: str) -> None:
-        self._version, self._label = version, self._metrics.version(version)
+    def config(self, version: str, *, pinned: bool = False) -> None:
+        """The step's config version; `pinned` when the client named it (the online counters
+        keep such traffic apart from the canary's samples)."""
+        self._version, self._label, self._pinned = version, self._metrics.version(version), pinned
         self._span.set_attribute("agent.config_version", version)
         bind(config_version=version)
 
@@ -132,7 +135,11 @@ class StepTelemetry:
             return  # Redis just failed: writing there would only hold the step up for its timeouts
         try:
             await self._online.record_stream(
-                self._version, ttft_s=self._ttft_s, tokens=self._tokens, error_kind=self._error_kind
+                self._version,
+                ttft_s=self._ttft_s,
+                tokens=self._tokens,
+                error_kind=self._error_kind,
+                pinned=self._pinned,
             )
         except (RedisError, OSError) as exc:
             log.warning("online metrics for %s not recorded: %s", self._version, exc)

@@ -148,6 +148,9 @@ class Conversation(BaseModel):
     updated_at: str
     message_count: int = 0
     last_event_id: int = 0
+    #: True when the client named the version (an operator or an evaluation run): the canary
+    #: analysis leaves such conversations out; None (not shown) when the gateway chose it.
+    pinned: bool | None = None
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(exclude={"user_id"}, exclude_none=True)
@@ -165,7 +168,13 @@ class ConversationStore:
         self._release = redis.register_script(_RELEASE)
 
     async def create(
-        self, user_id: str, agent_config_version: str, title: str | None = None, *, cid: str | None = None
+        self,
+        user_id: str,
+        agent_config_version: str,
+        title: str | None = None,
+        *,
+        cid: str | None = None,
+        pinned: bool = False,
     ) -> Conversation:
         """A new conversation; `cid` when the caller needed the id first (to pick its version).
 
@@ -186,6 +195,8 @@ class ConversationStore:
         }
         if title:
             fields["title"] = title
+        if pinned:
+            fields["pinned"] = 1
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(redis_keys.conversation(cid), mapping=fields)
             pipe.expire(redis_keys.conversation(cid), self._ttl_s)
@@ -206,6 +217,7 @@ class ConversationStore:
             title=title,
             created_at=stamp,
             updated_at=stamp,
+            pinned=True if pinned else None,
         )
 
     async def _claim_slot(self, user_id: str, cid: str) -> bool:
@@ -246,7 +258,12 @@ class ConversationStore:
             updated_at=fields["updated_at"],
             message_count=int(count),
             last_event_id=int(fields.get("seq", 0)),
+            pinned=True if fields.get("pinned") else None,
         )
+
+    async def is_pinned(self, cid: str) -> bool:
+        """Whether the client named the conversation's version (False when it is gone)."""
+        return bool(await self._redis.hget(redis_keys.conversation(cid), "pinned"))
 
     async def owned(self, cid: str, user_id: str) -> Conversation:
         """The conversation if it exists and belongs to user_id; 404 otherwise (never reveals others')."""

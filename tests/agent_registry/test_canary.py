@@ -192,14 +192,14 @@ async def test_cli_rollout_status_analyze_abort(
     await _serve(online, stable, 120, error_share=0.0, ttft_s=0.2, seed=10)
     await _serve(online, candidate, 120, error_share=0.2, ttft_s=0.2, seed=11)
     dry = _cli(redis_url, "analyze", "default", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 5, dry.stderr  # abort, even when nothing was stopped
     assert "decision: ABORT" in dry.stdout and "dry run, nothing aborted" in dry.stdout
     status = _cli(redis_url, "status", "default")
     assert f"rollout of {candidate} at 10%" in status.stdout
     [dry_line] = [line for line in status.stdout.splitlines() if "analysis " in line]
     assert dry_line.endswith("; dry run, nothing aborted"), status.stdout  # not read as an abort
     analysis = _cli(redis_url, "analyze", "default")
-    assert analysis.returncode == 0, analysis.stderr
+    assert analysis.returncode == 5, analysis.stderr
     assert "two-proportion z-test" in analysis.stdout and "decision: ABORT" in analysis.stdout
     assert "; rollout aborted" in analysis.stdout
     status = _cli(redis_url, "status", "default")
@@ -216,3 +216,28 @@ async def test_cli_rollout_status_analyze_abort(
     assert again.returncode == 0
     promoted = _cli(redis_url, "promote", "default")
     assert f"active version is now {candidate} (was {stable})" in promoted.stdout
+
+
+async def test_cli_analyze_exit_status_follows_the_decision(
+    redis_url: str, aredis: aioredis.Redis, document: dict[str, Any]
+) -> None:
+    """A scheduled job gates on the status: 4 while samples are too few, 0 once healthy (the
+    rollout left running), 1 when there is no rollout; abort's 5 is in the test above."""
+    registry = AgentRegistry(aredis)
+    stable = (await registry.publish({**document, "label": "stable"}))[0].version
+    candidate = (await registry.publish({**document, "label": "cand"}))[0].version
+    await registry.activate("default", stable)
+    assert _cli(redis_url, "rollout", "default", candidate, "--percent", "10").returncode == 0
+    online = OnlineMetrics(aredis)
+    await _serve(online, stable, 30, error_share=0.0, ttft_s=0.2, seed=20)
+    await _serve(online, candidate, 30, error_share=0.0, ttft_s=0.2, seed=21)
+    waiting = _cli(redis_url, "analyze", "default", "--json")
+    assert waiting.returncode == 4, waiting.stderr
+    assert json.loads(waiting.stdout)["decision"] == "wait"
+    healthy = _cli(redis_url, "analyze", "default", "--min-streams", "20")
+    assert healthy.returncode == 0, healthy.stderr
+    assert "decision: HEALTHY" in healthy.stdout
+    assert await registry.rollout("default") is not None
+    await registry.abort_rollout("default", reason="test")
+    none = _cli(redis_url, "analyze", "default")
+    assert none.returncode == 1 and "no rollout" in none.stderr

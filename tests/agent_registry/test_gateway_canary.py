@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from agent_registry import AgentRegistry, read_document
+from agent_registry.canary import analyze
 from agent_registry.registry import Rollout
 from observability.online import OnlineMetrics
 from streaming_gateway.app import create_app
@@ -150,3 +151,69 @@ def test_analysis_setting_is_validated() -> None:
     with pytest.raises(SettingsError, match="GATEWAY_CANARY_ANALYSIS_SECONDS"):
         Settings.from_env({"AUTH_JWT_SECRET": SECRET, "GATEWAY_CANARY_ANALYSIS_SECONDS": "-1"})
     assert Settings.from_env({"AUTH_JWT_SECRET": SECRET}).canary_analysis_interval_s == 0
+
+
+async def test_pinned_conversations_stay_out_of_the_canary_samples(
+    redis_url: str, upstream_base_url: str, aredis: aioredis.Redis, stack: AsyncExitStack
+) -> None:
+    """An operator's conversation pinned to the candidate (an evaluation run during the rollout):
+    its answer and its rating leave the candidate's analysis samples where they were and are
+    counted apart; a user's conversation the split put on the candidate moves them."""
+    [pod] = await _pods(stack, redis_url, upstream_base_url, 1)
+    stable, candidate = await _stable_and_candidate(pod, aredis)
+    registry, online = AgentRegistry(aredis), OnlineMetrics(aredis)
+    await registry.start_rollout("default", candidate, 50)
+    base, user = pod
+    now = int(time.time())
+    operator_token = jwt.encode(
+        {"sub": "eval-bot", "roles": ["Agents.Operator"], "iat": now, "exp": now + 600}, SECRET, "HS256"
+    )
+    operator = await stack.enter_async_context(
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {operator_token}"})
+    )
+
+    async def turn_and_rating(session: aiohttp.ClientSession, cid: str) -> None:
+        async with session.post(f"{base}/v1/conversations/{cid}/messages", json={"content": "hello"}) as r:
+            answer = await r.json()
+            assert r.status == 200 and answer["agent_config_version"] == candidate, answer
+        async with session.post(
+            f"{base}/v1/conversations/{cid}/feedback", json={"message_id": answer["message_id"], "rating": 1}
+        ) as r:
+            assert r.status == 201, await r.text()
+
+    async def samples() -> dict[str, tuple[int, int]]:
+        result = await analyze(registry, online, "default", apply=False)
+        return {m.metric: m.samples for m in result.metrics}
+
+    before = await samples()
+    async with operator.post(f"{base}/v1/conversations", json={"agent_config_version": candidate}) as r:
+        pinned = await r.json()
+        assert r.status == 201 and pinned["pinned"] is True, pinned
+    await turn_and_rating(operator, pinned["id"])
+
+    async def counted_apart() -> bool:
+        m = (await online.many([candidate]))[0]
+        return m.pinned_streams == 1 and m.pinned_feedback_count == 1
+
+    await eventually(counted_apart, "the pinned turn to be counted apart")
+    assert await samples() == before
+    assert (await online.many([candidate]))[0].summary()["streams"] == 0
+
+    async def split_onto_candidate() -> dict[str, Any] | None:
+        created = await _create(pod)
+        return created if created["agent_config_version"] == candidate else None
+
+    chosen = await eventually(split_onto_candidate, "a user's conversation on the candidate")
+    assert "pinned" not in chosen
+    await turn_and_rating(user, chosen["id"])
+
+    async def counted() -> bool:
+        now_samples = await samples()
+        return now_samples["error_rate"][1] == before["error_rate"][1] + 1
+
+    await eventually(counted, "the user's turn to reach the candidate's samples")
+    after = await samples()
+    assert after["feedback_mean"][1] == before["feedback_mean"][1] + 1
+    assert after["ttft_p95_ms"][1] == before["ttft_p95_ms"][1] + 1
+    assert after["error_rate"][0] == before["error_rate"][0]  # nothing reached stable
+    assert stable != candidate

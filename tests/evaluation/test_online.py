@@ -70,6 +70,29 @@ async def test_feedback_counts_once_per_message(metrics: OnlineMetrics) -> None:
     assert recent[2]["comment"] == "meh"
 
 
+async def test_pinned_traffic_is_counted_apart(metrics: OnlineMetrics) -> None:
+    """Answers, actions and ratings of pinned conversations land in pinned_ counters: none of the
+    numbers the canary analysis and bisect read moves, and a re-rating stays on its own side."""
+    await metrics.record_stream("v@1", ttft_s=0.2, tokens=5)
+    await metrics.record_stream("v@1", ttft_s=9.0, tokens=5, error_kind="upstream_error", pinned=True)
+    await metrics.record_action("v@1", "failed", pinned=True)
+    await metrics.record_action("v@1", "succeeded")
+    assert await metrics.record_feedback("v@1", conversation_id="c1", message_id="m1", rating=5)
+    assert await metrics.record_feedback("v@1", conversation_id="e1", message_id="m1", rating=1, pinned=True)
+    assert not await metrics.record_feedback(
+        "v@1", conversation_id="e1", message_id="m1", rating=2, pinned=True
+    )
+    m = await metrics.get("v@1")
+    assert m.streams == 1 and m.error_rate == 0 and m.ttft_quantile_ms(0.95) == 250
+    assert m.actions_total == 1 and m.action_success_rate == 1
+    assert m.feedback_count == 1 and m.feedback_mean == 5
+    summary = m.summary()
+    assert summary["pinned_streams"] == 1 and summary["pinned_feedback_count"] == 1
+    assert m.counters["pinned_feedback_sum"] == 2 and m.counters["pinned_action_failed"] == 1
+    recent = await metrics.recent_feedback("v@1")
+    assert recent[0]["pinned"] is True and "pinned" not in recent[-1]
+
+
 @pytest.mark.parametrize("rating", [0, 6, 3.5, True, "5"])
 async def test_invalid_ratings_are_refused(metrics: OnlineMetrics, rating: Any) -> None:
     """Ratings outside the integers 1-5 raise InvalidFeedback and record nothing."""
