@@ -164,6 +164,42 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
     )
 
 
+async def test_a_pinned_conversations_action_outcome_is_counted_apart(
+    client: Client, aredis: aioredis.Redis
+) -> None:
+    """A conversation created naming its version is pinned: its action's final outcome lands in
+    pinned_action_succeeded, and the version's action success rate (a canary sample) is untouched."""
+    async with client.request("POST", "/v1/conversations", json={}) as response:
+        version = (await response.json())["agent_config_version"]
+    async with client.request(
+        "POST", "/v1/conversations", json={"agent_config_version": version}
+    ) as response:
+        created = await response.json()
+        assert response.status == 201 and created["pinned"] is True, created
+    answer = await client.answer(created["id"], "open a ticket please")
+    action_id = answer["tool_calls"][0]["action_id"]
+
+    async def request() -> ActionRequest | None:
+        for _, fields in await aredis.xrange("bus:{actions}"):
+            if action_id in fields["body"]:
+                return ActionRequest.model_validate_json(fields["body"])
+        return None
+
+    queued = await eventually(request)
+    done = ActionResult.queued_for(queued).model_copy(
+        update={"status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-9"}}
+    )
+    await RedisUpdateSink(aredis).publish_update(done)
+    online = OnlineMetrics(aredis)
+
+    async def counted_apart() -> bool:
+        return (await online.get(version)).counters.get("pinned_action_succeeded", 0) == 1
+
+    await eventually(counted_apart, "the pinned conversation's outcome")
+    metrics = await online.get(version)
+    assert metrics.actions_total == 0 and metrics.streams == 0 and metrics.pinned_streams == 1
+
+
 async def test_feedback_is_recorded_for_the_answers_version(client: Client, aredis: aioredis.Redis) -> None:
     """POST feedback rates an answer; a second rating of it replaces the first."""
     cid = await client.conversation()
