@@ -14,6 +14,10 @@ A metric is `worse` only when p < alpha AND the effect passes its margin (a sign
 change is no reason to roll back); `too_few` while either side has fewer than its minimum samples.
 The decision: `abort` when any metric is worse; `healthy` when error rate and TTFT (every answer
 feeds them) have enough samples and nothing is worse; `wait` otherwise.
+
+Only conversations whose version the gateway chose are samples: those pinned by the client (an
+operator, an evaluation run against the live gateway) are counted apart (observability/online.py's
+`pinned_` counters), and the analysis shows how many answers it left out that way.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class Analysis:
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     aborted: bool = False
     dry_run: bool = False
+    #: Answers in pinned conversations over the window (stable, candidate): not samples.
+    pinned_streams: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +108,7 @@ class Analysis:
             "aborted": self.aborted,
             "dry_run": self.dry_run,
             "at": self.at,
+            "pinned_streams": list(self.pinned_streams),
             "policy": asdict(self.policy),
             "metrics": [{**asdict(m), "samples": list(m.samples)} for m in self.metrics],
         }
@@ -364,11 +371,9 @@ async def analyze(
     if rollout is None:
         raise RolloutRefused(agent, "has no rollout under way to analyze")
     stable, candidate = await online.many([rollout.stable, rollout.candidate])
-    verdicts = compare(
-        since(stable, rollout.baseline.get(rollout.stable, {})),
-        since(candidate, rollout.baseline.get(rollout.candidate, {})),
-        policy,
-    )
+    stable = since(stable, rollout.baseline.get(rollout.stable, {}))
+    candidate = since(candidate, rollout.baseline.get(rollout.candidate, {}))
+    verdicts = compare(stable, candidate, policy)
     decision, reason = decide(verdicts)
     result = Analysis(
         agent,
@@ -380,6 +385,7 @@ async def analyze(
         policy,
         verdicts,
         dry_run=not apply,
+        pinned_streams=(stable.pinned_streams, candidate.pinned_streams),
     )
     log.info("canary %s: %s vs %s: %s (%s)", agent, rollout.candidate, rollout.stable, decision, reason)
     if decision == "abort" and apply:
@@ -456,6 +462,12 @@ def render(result: Analysis) -> str:
         lines.append(
             f"{v.metric:<20} {v.test:<31} {_fmt(v.stable):>8} {_fmt(v.candidate):>8} {effect:>8} "
             f"{p_value:>8} {v.samples[0]:>7}/{v.samples[1]:<6}  {verdict}"
+        )
+    if any(result.pinned_streams):
+        lines.append(
+            "not counted: {}/{} answers in pinned conversations (evaluation traffic)".format(
+                *result.pinned_streams
+            )
         )
     lines.append(f"decision: {result.decision.upper()}: {result.reason}{outcome(result.to_dict())}")
     return "\n".join(lines)

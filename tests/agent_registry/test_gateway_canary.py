@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from agent_registry import AgentRegistry, read_document
-from agent_registry.canary import analyze
+from agent_registry.canary import analyze, render
 from agent_registry.registry import Rollout
 from observability.online import OnlineMetrics
 from streaming_gateway.app import create_app
@@ -197,6 +197,8 @@ async def test_pinned_conversations_stay_out_of_the_canary_samples(
 
     await eventually(counted_apart, "the pinned turn to be counted apart")
     assert await samples() == before
+    shown = await analyze(registry, online, "default", apply=False)
+    assert shown.pinned_streams == (0, 1) and "not counted: 0/1 answers" in render(shown)
     assert (await online.many([candidate]))[0].summary()["streams"] == 0
 
     async def split_onto_candidate() -> dict[str, Any] | None:
