@@ -180,7 +180,7 @@ async def test_a_pinned_conversations_action_outcome_is_counted_apart(
     action_id = answer["tool_calls"][0]["action_id"]
 
     async def request() -> ActionRequest | None:
-        for _, fields in await aredis.xrange("bus:{actions}"):
+        for _, fields in await stream_entries(aredis, "bus:{actions}"):
             if action_id in fields["body"]:
                 return ActionRequest.model_validate_json(fields["body"])
         return None
