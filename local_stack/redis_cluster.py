@@ -48,6 +48,8 @@ class LocalRedisCluster:
     data_dir: Path | None = None
     log_dir: Path | None = None
     nodes: list[processes.Service] = field(default_factory=list)
+    #: More redis-server arguments for every node (e.g. a command renamed away).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -83,6 +85,7 @@ class LocalRedisCluster:
                     "--dir", str(node_dir),
                     "--daemonize", "no",
                     "--loglevel", "warning",
+                    *self.extra_args,
                 ]  # fmt: skip
                 log_path = self.log_dir / f"redis-cluster-{port}.log" if self.log_dir else None
                 node = processes.Service(f"redis-cluster-{port}", argv, port, log_path)
@@ -152,6 +155,28 @@ class LocalRedisCluster:
         raise processes.ServiceStartError(
             "redis-cluster", f"failover of {primary_port} not done in {timeout:.0f}s"
         )
+
+    def migrate_slot(self, slot: int, to_port: int) -> int:
+        """Move one hash slot, keys and all, to the primary on `to_port` (what `redis-cli --cluster
+        reshard` does for each slot); returns the port that owned it. Every node is told the new
+        owner at once rather than by gossip."""
+        with redis.Redis(host="127.0.0.1", port=to_port, decode_responses=True) as target:
+            to_id = str(target.execute_command("CLUSTER", "MYID"))
+            owner = next(
+                int(start_end_nodes[2][1])
+                for start_end_nodes in target.execute_command("CLUSTER", "SLOTS")
+                if int(start_end_nodes[0]) <= slot <= int(start_end_nodes[1])
+            )
+            with redis.Redis(host="127.0.0.1", port=owner, decode_responses=True) as source:
+                from_id = str(source.execute_command("CLUSTER", "MYID"))
+                target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", from_id)
+                source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
+                while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                    source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+            for port in [to_port, owner, *(p for p in self.primary_ports() if p not in (to_port, owner))]:
+                with redis.Redis(host="127.0.0.1", port=port) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", to_id)
+        return owner
 
     @staticmethod
     def _role(port: int) -> str:

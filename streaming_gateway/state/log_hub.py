@@ -26,12 +26,14 @@ close); when it was one bad connection (the first command after a Redis restart 
 connection from before it) they carry on. The reader retries with backoff, at once when a follower
 arrives (a client resuming after an outage is read for without waiting out the backoff).
 
-On a Redis Cluster one command may name keys of one hash slot only, so there a reader takes the
-conversations of one slot (its wake stream is tagged into that slot too) and its XREAD goes, through
-the cluster client, to the node owning the slot (following MOVED and failovers). That costs a reader
-per followed slot rather than per SHARD_SIZE conversations: fine for thousands of streams per pod,
-not for the 10,000 the single-server layout carries on 40 connections. Behind a cluster proxy
-(REDIS_MODE=proxy) the same grouping applies on the plain client.
+On a Redis Cluster one command may name keys of one hash slot only, so no XREAD can span the
+followed conversations; blocking per slot would cost a connection per followed slot. There the
+readers are replaced by log_wakes.ClusterReader: every append also publishes its last id on the
+conversation's sharded pub/sub channel, one subscriber connection per node listens to the channels
+of the conversations followed here, and a wake makes a non-blocking read of just those logs (one
+XREAD per slot, pipelined per node), with a slow safety poll for wakes lost. O(nodes) connections
+per pod whatever it follows. Behind a cluster proxy (REDIS_MODE=proxy: one endpoint, cluster rules
+on keys, sharded pub/sub not assumed) the XREAD BLOCK readers stay, one per followed hash slot.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_contracts.redis_connection import is_cluster
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.log_wakes import ClusterReader
 from streaming_gateway.state.redis_replies import Redis
 
 log = logging.getLogger(__name__)
@@ -167,6 +171,11 @@ class LogHub:
         #: Each followed conversation's reader; readers take SHARD_SIZE conversations each.
         self._shard_of: dict[str, _Reader] = {}
         self._readers: list[_Reader] = []
+        #: On a Redis Cluster (not behind a proxy): the sharded pub/sub reader (log_wakes).
+        self._wakes: ClusterReader | None = None
+        #: The cluster refused SSUBSCRIBE (Redis before 7.0): blocking readers per slot instead.
+        self._no_wakes = False
+        self._retiring: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- followers ---------------------------------------------------------------------------------
@@ -193,7 +202,11 @@ class LogHub:
         if not subs:
             del self._subs[sub.conversation_id]
             del self._cursor[sub.conversation_id]
-            self._shard_of.pop(sub.conversation_id).conversations.discard(sub.conversation_id)
+            reader = self._shard_of.pop(sub.conversation_id, None)
+            if reader is not None:
+                reader.conversations.discard(sub.conversation_id)
+            elif self._wakes is not None and not self._no_wakes:
+                self._wakes.unfollow(sub.conversation_id)
             # The reader's XREAD in flight may still name it; what it brings back has nobody to go to.
 
     def seen(self, conversation_id: str, last_id: int) -> None:
@@ -235,9 +248,13 @@ class LogHub:
                 asyncio.get_running_loop().call_soon(self._read_again, conversation_id)
 
     def _read_again(self, conversation_id: str) -> None:
+        if conversation_id in self._local or self._closed:
+            return
         reader = self._shard_of.get(conversation_id)
-        if reader is not None and conversation_id not in self._local and not self._closed:
+        if reader is not None:
             reader.changed()
+        elif self._wakes is not None and conversation_id in self._subs:
+            self._wakes.poke(conversation_id)
 
     def publish(self, conversation_id: str, entries: Sequence[LogEntry]) -> None:
         """Entries just persisted to the conversation's log (or just read from it): to its local followers."""
@@ -250,9 +267,37 @@ class LogHub:
             sub.offer(entries)
 
     # --- the readers ------------------------------------------------------------------------------
+    def wake_channel(self, conversation_id: str) -> str | None:
+        """The channel an append publishes its last id on for the cluster reader (None: no reader
+        listens for one, on a single server or behind a proxy)."""
+        if self._by_slot or self._no_wakes or not is_cluster(self._redis):
+            return None
+        return redis_keys.log_wake(conversation_id)
+
+    def wakes_unsupported(self) -> None:
+        """The cluster has no sharded pub/sub (Redis 6): every followed conversation goes to a
+        blocking reader of its slot, as behind a proxy (a connection per followed slot)."""
+        if self._no_wakes:
+            return
+        log.warning("Redis refused SSUBSCRIBE (before 7.0?): the log reader blocks per hash slot instead")
+        self._no_wakes = True
+        for cid in list(self._subs):
+            if cid not in self._shard_of:
+                self._assign(cid)
+        if self._wakes is not None:
+            # Called from one of its tasks: closed from a task of its own.
+            self._retiring = asyncio.create_task(self._wakes.close(), name="log-wakes-retire")
+
     def _assign(self, conversation_id: str, *, wake: bool = True) -> None:
         """Give a newly followed conversation to a reader with room (a new one when all are full);
-        on a cluster, to one reading the conversation's hash slot."""
+        on a cluster to the sharded pub/sub reader (which subscribes whether or not `wake`: it reads
+        only once the subscription stands); behind a proxy, to one reading its hash slot."""
+        if not self._by_slot and not self._no_wakes and is_cluster(self._redis):
+            if self._wakes is None:
+                self._wakes = ClusterReader(self, cast(RedisCluster, self._redis), batch=BATCH)
+            if not self._closed:
+                self._wakes.follow(conversation_id)
+            return
         by_slot = self._by_slot or is_cluster(self._redis)
         slot = key_slot(redis_keys.event_log(conversation_id).encode()) if by_slot else None
         reader = next(
@@ -293,10 +338,18 @@ class LogHub:
         for sub in self._subs.get(conversation_id, ()):
             sub.recheck()
 
+    def wake_connections(self) -> int:
+        """The cluster reader's subscriber connections open now (one per node; 0 elsewhere)."""
+        return self._wakes.connections() if self._wakes is not None else 0
+
     async def close(self) -> None:
         self._closed = True
         for reader in self._readers:
             await reader.close()
+        if self._retiring is not None:
+            await self._retiring
+        elif self._wakes is not None:
+            await self._wakes.close()
 
 
 _LOG_PREFIX, _LOG_SUFFIX = f"{redis_keys.PREFIX}:conv:{{", "}:log"

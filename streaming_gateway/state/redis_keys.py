@@ -18,6 +18,11 @@ def event_log(cid: str) -> str:
     return f"{PREFIX}:conv:{{{cid}}}:log"
 
 
+def log_wake(cid: str) -> str:
+    """The sharded pub/sub channel an append on a cluster publishes its last id on (in the log's slot)."""
+    return f"{PREFIX}:conv:{{{cid}}}:wake"
+
+
 def watchers(cid: str) -> str:
     return f"{PREFIX}:conv:{{{cid}}}:watchers"
 

@@ -47,20 +47,28 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 """
 
-# KEYS: conversation hash, log stream. ARGV: maxlen, ttl, then (type, payload, finish) triples.
-# Returns the last id appended, or 0 when the conversation no longer exists.
+# On a cluster the last key is the log's wake channel (log_wakes): the new last id is published on
+# it for the pods that follow the conversation. WAKE is that key's index. A pcall: a Redis without
+# SPUBLISH (before 7.0) refuses it and the append goes on.
+_PUBLISH_WAKE = """
+if KEYS[WAKE] then redis.pcall('SPUBLISH', KEYS[WAKE], seq) end
+"""
+
+# KEYS: conversation hash, log stream[, wake channel]. ARGV: maxlen, ttl, then (type, payload,
+# finish) triples. Returns the last id appended, or 0 when the conversation no longer exists.
 _APPEND = (
     """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 """
     + _XADD_EVENTS.replace("FIRST", "3")
+    + _PUBLISH_WAKE.replace("WAKE", "3")
     + """
 return seq
 """
 )
 
 # The last append of a turn, in one round trip: the answer's message saved, the events appended,
-# the turn lock freed. KEYS: conversation hash, log stream, messages, turn lock. ARGV: maxlen, log
+# the turn lock freed. KEYS: conversation hash, log stream, messages, turn lock[, wake channel]. ARGV: maxlen, log
 # ttl, message JSON ('' for none), conversation ttl, now, turn id, then the triples. Returns the last
 # id, or 0 when the conversation no longer exists (its lock is freed all the same).
 _END_TURN = (
@@ -77,6 +85,7 @@ if ARGV[3] ~= '' then
 end
 """
     + _XADD_EVENTS.replace("FIRST", "7")
+    + _PUBLISH_WAKE.replace("WAKE", "5")
     + """
 release()
 return seq
@@ -124,11 +133,14 @@ class StreamLog:
             finish = event.finish_reason if isinstance(event, MessageEndEvent) else ""
             triples += [event.type, _payload(event), finish]
         keys = [redis_keys.conversation(conversation_id), redis_keys.event_log(conversation_id)]
+        wake = self.hub.wake_channel(conversation_id)
         try:
             if end is None:
+                keys += [wake] if wake is not None else []
                 answer = await self._append(keys=keys, args=[self._maxlen, self._ttl_s, *triples])
             else:
                 keys += [redis_keys.messages(conversation_id), redis_keys.busy(conversation_id)]
+                keys += [wake] if wake is not None else []
                 ends: list[Any] = [end.message, end.conversation_ttl_s, end.now, end.turn_id]
                 answer = await self._end_turn(keys=keys, args=[self._maxlen, self._ttl_s, *ends, *triples])
             last = int(answer)
