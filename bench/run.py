@@ -4,7 +4,10 @@ figures as JSON under bench/results/.
 Sizes: quick by default (a few minutes); BENCH_FULL=1 for the full ones. BENCH_ONLY=overhead,trips,
 scale,actions,profile picks sections; BENCH_ONLY=targets runs the hot-path targets (bench/targets.py:
 added TTFT, throughput at 16 concurrent against LiteLLM, idle stream cost, 10,000 open streams),
-which the default run leaves out (it takes several minutes). BENCH_TOKENS and
+which the default run leaves out (it takes several minutes); BENCH_ONLY=cluster runs the scale run
+on one Redis node and on a three-node Redis Cluster side by side (bench/cluster_scale.py). The other
+sections use REDIS_URL (any node of a cluster; REDIS_MODE as for the gateway) when it is set, else a
+Redis server of their own. BENCH_TOKENS and
 BENCH_TOKEN_DELAY_MS shape the scripted answers. LiteLLM's proxy runs beside ours when
 BENCH_LITELLM (default .local/bench-litellm/bin/litellm) exists; `make bench` installs it there
 from bench/requirements-litellm.txt.
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import actions, overhead, profile, redis_memory, redis_trips, scale, stages
+from bench import actions, cluster_scale, overhead, profile, redis_memory, redis_trips, scale, stages
 from bench import targets as hot_path
 from bench.clients import Target, wave
 from bench.stack import (
@@ -59,6 +62,7 @@ QUICK: dict[str, Any] = {
     "profile_s": 8,
     "targets": {"ttft_rounds": 40, "windows": 2, "window_s": 5.0, "scale": [0, 1000, 2500, 5000, 10000]},
     "stages": 40,
+    "cluster": [0, 500, 1000, 2000],
 }
 FULL: dict[str, Any] = {
     "overhead": {1: 100, 64: 10, 512: 4},
@@ -69,6 +73,7 @@ FULL: dict[str, Any] = {
     "profile_s": 20,
     "targets": {"ttft_rounds": 100, "windows": 4, "window_s": 10.0, "scale": [0, 1000, 2500, 5000, 10000]},
     "stages": 100,
+    "cluster": [0, 1000, 2500, 5000, 10000],
 }
 
 
@@ -236,6 +241,15 @@ async def main() -> int:
                 probe_rounds=16 if full else 8,
             )
             tables.append("Scale: open streams on one gateway process\n" + scale.render(report["scale"]))
+
+        if "cluster" in only:
+            report["cluster"] = await cluster_scale.measure(
+                stack, sizes["cluster"], probe_concurrency=4, probe_rounds=16 if full else 8
+            )
+            tables.append(
+                "Scale on one Redis node vs a three-node Redis Cluster\n"
+                + cluster_scale.render(report["cluster"])
+            )
 
         if "actions" in only:
             report["actions"] = await action_runs(stack, *sizes["actions"])

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -106,9 +107,11 @@ async def measure(
     probe_rounds: int,
     *,
     stop_over_budget: bool = True,
+    at_level: Callable[[], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Grow idle streams level by level, probing TTFT at each. Stops at the first level with probe
-    errors or failed idle streams, and (unless stop_over_budget is False) at the first over budget."""
+    errors or failed idle streams, and (unless stop_over_budget is False) at the first over budget.
+    `at_level`, when given, is awaited at each level with the streams open; its result goes in the row."""
     idle = IdleStreams(gateway)
     probe = Target("gateway", f"{gateway}/v1", model="default", jwt_per_user=True)
     rows: list[dict[str, Any]] = []
@@ -140,6 +143,8 @@ async def measure(
                 "seconds_to_open": opened_s,
                 "ttft_ms": summary(ok),
             }
+            if at_level is not None:  # e.g. the Redis nodes' connection counts while the streams are open
+                row["at_level"] = await at_level()
             rows.append(row)
             log.info(
                 "scale: %d idle streams, rss %.1f MB, ttft p99 %.1f ms",

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from local_stack import processes
+from local_stack.redis_cluster import LocalRedisCluster
 from streaming_gateway.token import make_token
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Stack:
     workdir: Path
     services: list[processes.Service] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    #: REDIS_MODE for the gateways and workers started after `redis()` / `redis_cluster()`.
+    redis_mode: str = "auto"
+    clusters: list[LocalRedisCluster] = field(default_factory=list)
 
     def start(self, service: processes.Service, timeout: float = 60.0) -> processes.Service:
         try:
@@ -94,9 +98,23 @@ class Stack:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
+        for cluster in self.clusters:
+            cluster.stop()
+        self.clusters.clear()
 
     # --- the services -------------------------------------------------------------------------
     def redis(self, *, appendonly: bool = False) -> str:
+        """The Redis the benchmark uses: REDIS_URL (any node of a cluster, with REDIS_MODE) when set,
+        else a server of its own."""
+        if os.environ.get("REDIS_URL") and not appendonly:
+            self.urls["redis"] = os.environ["REDIS_URL"]
+            self.redis_mode = os.environ.get("REDIS_MODE", "auto")
+            return self.urls["redis"]
+        return self.own_redis(appendonly=appendonly)
+
+    def own_redis(self, *, appendonly: bool = False) -> str:
+        """A single Redis server of the benchmark's own."""
+        self.redis_mode = "standalone"
         service = processes.redis_server(data_dir=self.workdir / "redis", log_path=self.workdir / "redis.log")
         (self.workdir / "redis").mkdir(exist_ok=True)
         if appendonly:
@@ -104,6 +122,22 @@ class Stack:
         self.start(service)
         self.urls["redis"] = f"redis://127.0.0.1:{service.port}/0"
         return self.urls["redis"]
+
+    def redis_cluster(self, primaries: int) -> LocalRedisCluster:
+        """A local Redis Cluster of `primaries` nodes (no replicas) of the benchmark's own."""
+        data = self.workdir / f"redis-cluster-{len(self.clusters)}"
+        try:
+            cluster = LocalRedisCluster(primaries=primaries, data_dir=data, log_dir=data).start()
+        except processes.ServiceStartError as exc:
+            raise BenchSetupError(str(exc)) from exc
+        self.clusters.append(cluster)
+        self.urls["redis"] = cluster.url
+        self.redis_mode = "cluster"
+        return cluster
+
+    def stop_cluster(self, cluster: LocalRedisCluster) -> None:
+        cluster.stop()
+        self.clusters.remove(cluster)
 
     def upstream(self) -> str:
         port = processes.free_port()
@@ -130,6 +164,7 @@ class Stack:
         env = {
             "AUTH_JWT_SECRET": JWT_SECRET,
             "REDIS_URL": self.urls["redis"],
+            "REDIS_MODE": self.redis_mode,
             "OPENAI_BASE_URL": self.urls["upstream"],
             "OPENAI_API_KEY": "scripted",
             "GATEWAY_HOST": "127.0.0.1",
@@ -229,6 +264,7 @@ def pipeline_env(stack: Stack, backend_url: str) -> dict[str, str]:
         "COSMOS_CREATE_IF_MISSING": "true",
         "COSMOS_DATABASE": f"bench-{uuid.uuid4().hex[:8]}",
         "REDIS_URL": stack.urls["redis"],
+        "REDIS_MODE": stack.redis_mode,
         "TICKETS_SERVICE_URL": backend_url,
         "ACTION_RETRY_POLICIES": "create_ticket=0.2:6",
     }
