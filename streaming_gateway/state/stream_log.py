@@ -68,9 +68,10 @@ return seq
 )
 
 # The last append of a turn, in one round trip: the answer's message saved, the events appended,
-# the turn lock freed. KEYS: conversation hash, log stream, messages, turn lock[, wake channel]. ARGV: maxlen, log
-# ttl, message JSON ('' for none), conversation ttl, now, turn id, then the triples. Returns the last
-# id, or 0 when the conversation no longer exists (its lock is freed all the same).
+# the turn lock freed. KEYS: conversation hash, log stream, messages, turn lock[, wake channel].
+# ARGV: maxlen, log ttl, message JSON ('' for none), conversation ttl, now, turn id, then the
+# triples. Returns the last id, or 0 when the conversation no longer exists (its lock is freed all
+# the same).
 _END_TURN = (
     """
 local function release()
