@@ -173,9 +173,6 @@ class LogHub:
         self._readers: list[_Reader] = []
         #: On a Redis Cluster (not behind a proxy): the sharded pub/sub reader (log_wakes).
         self._wakes: ClusterReader | None = None
-        #: The cluster refused SSUBSCRIBE (Redis before 7.0): blocking readers per slot instead.
-        self._no_wakes = False
-        self._retiring: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- followers ---------------------------------------------------------------------------------
@@ -205,7 +202,7 @@ class LogHub:
             reader = self._shard_of.pop(sub.conversation_id, None)
             if reader is not None:
                 reader.conversations.discard(sub.conversation_id)
-            elif self._wakes is not None and not self._no_wakes:
+            elif self._wakes is not None:
                 self._wakes.unfollow(sub.conversation_id)
             # The reader's XREAD in flight may still name it; what it brings back has nobody to go to.
 
@@ -270,29 +267,15 @@ class LogHub:
     def wake_channel(self, conversation_id: str) -> str | None:
         """The channel an append publishes its last id on for the cluster reader (None: no reader
         listens for one, on a single server or behind a proxy)."""
-        if self._by_slot or self._no_wakes or not is_cluster(self._redis):
+        if self._by_slot or not is_cluster(self._redis):
             return None
         return redis_keys.log_wake(conversation_id)
-
-    def wakes_unsupported(self) -> None:
-        """The cluster has no sharded pub/sub (Redis 6): every followed conversation goes to a
-        blocking reader of its slot, as behind a proxy (a connection per followed slot)."""
-        if self._no_wakes:
-            return
-        log.warning("Redis refused SSUBSCRIBE (before 7.0?): the log reader blocks per hash slot instead")
-        self._no_wakes = True
-        for cid in list(self._subs):
-            if cid not in self._shard_of:
-                self._assign(cid)
-        if self._wakes is not None:
-            # Called from one of its tasks: closed from a task of its own.
-            self._retiring = asyncio.create_task(self._wakes.close(), name="log-wakes-retire")
 
     def _assign(self, conversation_id: str, *, wake: bool = True) -> None:
         """Give a newly followed conversation to a reader with room (a new one when all are full);
         on a cluster to the sharded pub/sub reader (which subscribes whether or not `wake`: it reads
         only once the subscription stands); behind a proxy, to one reading its hash slot."""
-        if not self._by_slot and not self._no_wakes and is_cluster(self._redis):
+        if not self._by_slot and is_cluster(self._redis):
             if self._wakes is None:
                 self._wakes = ClusterReader(self, cast(RedisCluster, self._redis), batch=BATCH)
             if not self._closed:
@@ -346,9 +329,7 @@ class LogHub:
         self._closed = True
         for reader in self._readers:
             await reader.close()
-        if self._retiring is not None:
-            await self._retiring
-        elif self._wakes is not None:
+        if self._wakes is not None:
             await self._wakes.close()
 
 

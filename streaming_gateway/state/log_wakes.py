@@ -72,8 +72,6 @@ class LogHub(Protocol):
 
     def _fail(self, conversations: Iterable[str], exc: BaseException) -> None: ...
 
-    def wakes_unsupported(self) -> None: ...
-
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -120,10 +118,6 @@ class ClusterReader:
         """A node reported a slot it no longer owns: refresh the slot map and resubscribe."""
         self._refresh = True
         self._topology_changed.set()
-
-    def unsupported(self) -> None:
-        """A node refused SSUBSCRIBE: the hub reads with blocking readers per slot instead."""
-        self._hub.wakes_unsupported()
 
     def connections(self) -> int:
         """Subscriber connections open now (one per node with followed conversations)."""
@@ -320,8 +314,8 @@ class _Node:
             try:
                 message = await connection.read_response(timeout=KEEPALIVE_S, disconnect_on_error=False)
             except ResponseError as exc:
-                if "unknown command" in str(exc).lower():  # no sharded pub/sub on this Redis
-                    self._reader.unsupported()
+                if "unknown command" in str(exc).lower():  # Redis before 7.0: no sharded pub/sub
+                    log.error("log wakes: %s refuses SSUBSCRIBE (Redis 7.0 or later is needed)", self.name)
                     return
                 # MOVED: the slot has moved; the next placement corrects it.
                 log.info("log wakes: %s on %s", exc, self.name)
@@ -355,7 +349,7 @@ class _Node:
             self._task = None
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
+async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel a task and wait for its end; a cancel of the caller meanwhile still reaches the caller
     (suppressing CancelledError around `await task` would swallow it)."""
     task.cancel()

@@ -219,46 +219,6 @@ async def test_sharded_wake_channel_shares_the_logs_slot(aredis: aioredis.Redis)
 
 
 @pytest.fixture
-def cluster_without_sharded_pubsub(tmp_path: Path, output_dir: Path) -> Iterator[LocalRedisCluster]:
-    """A cluster whose nodes refuse SSUBSCRIBE and SPUBLISH, as Redis 6 does (Azure Cache for Redis)."""
-    cluster = LocalRedisCluster(
-        primaries=3,
-        data_dir=tmp_path,
-        log_dir=output_dir,
-        extra_args=("--rename-command", "SSUBSCRIBE", "", "--rename-command", "SPUBLISH", ""),
-    ).start()
-    yield cluster
-    cluster.stop()
-
-
-async def test_without_sharded_pubsub_the_reader_blocks_per_slot(
-    cluster_without_sharded_pubsub: LocalRedisCluster,
-) -> None:
-    """On a cluster without sharded pub/sub appends still succeed and the pod falls back to a blocking
-    reader per followed slot: followers on every node get what another pod appends."""
-    url = cluster_without_sharded_pubsub.url
-    pod_client = await connect(url, decode_responses=True)
-    other_client = await connect(url, decode_responses=True)
-    pod = StreamLog(pod_client, maxlen=1000, ttl_s=600)
-    other = StreamLog(other_client, maxlen=1000, ttl_s=600)
-    cids = [await new_conversation(pod_client) for _ in range(6)]  # type: ignore[arg-type]
-    readers = [asyncio.create_task(collect(follower(pod, cid), 0, 2)) for cid in cids]
-
-    async def fell_back() -> bool:
-        return len(pod.hub._shard_of) == 6
-
-    await eventually(fell_back, "every followed conversation given to a blocking reader")
-    for cid in cids:
-        await other.append(cid, *tokens(cid, "x", "y"))
-    for got in await asyncio.gather(*readers):
-        assert [e.id for e in got] == [1, 2]
-    await pod.close()
-    await other.close()
-    for client in (pod_client, other_client):
-        await client.aclose()
-
-
-@pytest.fixture
 def replicated_cluster(tmp_path: Path, output_dir: Path) -> Iterator[LocalRedisCluster]:
     """Three primaries with a replica each: a failover has somewhere to go."""
     cluster = LocalRedisCluster(primaries=3, replicas=1, data_dir=tmp_path, log_dir=output_dir).start()
