@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -80,7 +81,7 @@ async def all_subscribed(ports: list[int], count: int) -> None:
 
 
 async def node_ports(aredis: AnyRedis) -> list[int]:
-    await aredis.initialize()  # type: ignore[union-attr]
+    await aredis.initialize()
     return [int(node.port) for node in aredis.get_primaries()]  # type: ignore[union-attr]
 
 
@@ -104,7 +105,7 @@ async def test_connections_per_node_stay_constant_as_followed_conversations_grow
     seen: dict[str, int] = {}
     for total in (3, 90):
         while len(subs) < total:
-            subs.append(pod.subscribe(await new_conversation(aredis), 0))
+            subs.append(pod.subscribe(await new_conversation(cast(Any, aredis)), 0))
         await all_subscribed(ports, total)
         for sub in subs:
             await other_pod.append(sub.conversation_id, *tokens(sub.conversation_id, "x"))
@@ -136,7 +137,7 @@ async def test_a_killed_subscriber_connection_is_made_again(
     """When every node drops the pod's subscriber connections, they are made and subscribed again,
     and the next remote append still reaches the follower."""
     ports = await node_ports(aredis)
-    cids = [await new_conversation(aredis) for _ in range(6)]
+    cids = [await new_conversation(cast(Any, aredis)) for _ in range(6)]
     readers = [asyncio.create_task(collect(follower(pod, cid), 0, 2)) for cid in cids]
     await all_subscribed(ports, 6)
     for cid in cids:
@@ -159,7 +160,7 @@ async def test_a_missed_wake_is_caught_by_the_safety_poll(
     monkeypatch.setattr(log_wakes, "SAFETY_POLL_S", 0.5)
     client = await connect(redis_url, decode_responses=True)
     silent = StreamLog(client, maxlen=1000, ttl_s=600, by_slot=True)
-    cid = await new_conversation(aredis)
+    cid = await new_conversation(cast(Any, aredis))
     reader = asyncio.create_task(collect(follower(pod, cid), 0, 1))
     await all_subscribed(await node_ports(aredis), 1)
     assert silent.hub.wake_channel(cid) is None
@@ -214,7 +215,7 @@ async def test_a_followed_slot_moved_to_another_node_is_subscribed_there(
 async def test_sharded_wake_channel_shares_the_logs_slot(aredis: aioredis.Redis) -> None:
     """The wake channel carries the conversation's hash tag: the append script's SPUBLISH goes to the
     node that runs the script (Redis 7.0 does not check it)."""
-    cid = await new_conversation(aredis)
+    cid = await new_conversation(cast(Any, aredis))
     assert aredis.keyslot(redis_keys.log_wake(cid)) == aredis.keyslot(redis_keys.event_log(cid))  # type: ignore[attr-defined]
 
 
@@ -242,7 +243,7 @@ async def test_after_a_failover_and_the_old_primary_gone_the_promoted_one_is_sub
     await all_subscribed(replicated_cluster.ports, 9)
     for cid in cids:
         await other.append(cid, *tokens(cid, "before"))
-    old = pod_client.get_node_from_key(redis_keys.log_wake(cids[0])).port  # type: ignore[union-attr]
+    old = int(pod_client.get_node_from_key(redis_keys.log_wake(cids[0])).port)  # type: ignore[union-attr]
     promoted = await asyncio.to_thread(replicated_cluster.fail_over, old)
     for cid in cids:
         await other.append(cid, *tokens(cid, "failed over"))
