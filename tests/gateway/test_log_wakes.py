@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from agent_contracts.redis_connection import AnyRedis, connect
 from local_stack.redis_cluster import LocalRedisCluster
 from streaming_gateway.state import log_wakes, redis_keys
-from streaming_gateway.state.log_hub import Subscription
+from streaming_gateway.state.log_hub import LogEntry, Subscription
 from streaming_gateway.state.log_wakes import CLIENT_NAME
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.services import ON_CLUSTER
@@ -148,8 +148,18 @@ async def test_a_killed_subscriber_connection_is_made_again(
     await all_subscribed(ports, 6)
     for cid in cids:
         await other_pod.append(cid, *tokens(cid, "after"))
-    for got in await asyncio.gather(*readers):
+    for got in await delivered(readers):
         assert [e.id for e in got] == [1, 2]
+
+
+async def delivered(readers: list[asyncio.Task[list[LogEntry]]]) -> list[list[LogEntry]]:
+    """What every reader got; a reader still waiting after a minute fails the test instead of
+    hanging the suite (the safety poll, which would rescue it in service, is off in these tests)."""
+    _, waiting = await asyncio.wait(readers, timeout=60)
+    for task in waiting:
+        task.cancel()
+    assert not waiting, f"{len(waiting)} of {len(readers)} followers still waiting for entries"
+    return [task.result() for task in readers]
 
 
 async def test_a_missed_wake_is_caught_by_the_safety_poll(
@@ -256,7 +266,7 @@ async def test_after_a_failover_and_the_old_primary_gone_the_promoted_one_is_sub
     await eventually(subscribed_on_promoted, "the wake channels subscribed on the promoted primary")
     for cid in cids:
         await other.append(cid, *tokens(cid, "old node gone"))
-    for got in await asyncio.gather(*readers):
+    for got in await delivered(readers):
         assert [e.id for e in got] == [1, 2, 3]
     await pod.close()
     await other.close()
