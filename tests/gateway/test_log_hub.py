@@ -15,7 +15,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from agent_contracts.events import TokenEvent
-from agent_contracts.redis_connection import connect
 from local_stack import processes
 from streaming_gateway.state import log_hub, redis_keys
 from streaming_gateway.state.conversation_store import ConversationStore
@@ -40,16 +39,6 @@ async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
     log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
     yield log
     await log.close()
-
-
-@pytest.fixture
-async def other_pod(redis_url: str) -> AsyncIterator[StreamLog]:
-    """Another pod's stream log: its own Redis client and hub; its appends reach this pod only via Redis."""
-    client = await connect(redis_url, decode_responses=True)
-    log = StreamLog(client, maxlen=10_000, ttl_s=600)
-    yield log
-    await log.close()
-    await client.aclose()
 
 
 async def new_conversation(aredis: aioredis.Redis) -> str:

@@ -49,15 +49,6 @@ async def pod(pod_client: AnyRedis) -> AsyncIterator[StreamLog]:
     await log.close()
 
 
-@pytest.fixture
-async def other_pod(redis_url: str) -> AsyncIterator[StreamLog]:
-    client = await connect(redis_url, decode_responses=True)
-    log = StreamLog(client, maxlen=10_000, ttl_s=600)
-    yield log
-    await log.close()
-    await client.aclose()
-
-
 def clients_by_node(ports: list[int]) -> dict[int, list[dict[str, str]]]:
     """CLIENT LIST of every node, each client as its fields."""
     found: dict[int, list[dict[str, str]]] = {}
