@@ -19,6 +19,7 @@ from agent_contracts.redis_connection import (
 )
 from local_stack import processes
 from local_stack.redis_cluster import LocalRedisCluster
+from tests.fixtures.services import ON_SERVER
 
 KEYS = [f"conv:{{c{n}}}:meta" for n in range(40)]  # hash tags spread over every node's slots
 
@@ -41,6 +42,7 @@ async def cluster_client(cluster: LocalRedisCluster) -> AsyncIterator[RedisClust
     await client.aclose()
 
 
+@ON_SERVER  # what a single server gets (also under TEST_REDIS=cluster)
 async def test_auto_mode_picks_a_plain_client_for_a_single_server(redis_url: str) -> None:
     """A server without cluster mode gets the plain client, and it works."""
     client = await connect(redis_url, decode_responses=True)

@@ -19,9 +19,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
+from redis.asyncio.cluster import RedisCluster
 
+from agent_contracts.redis_connection import AnyRedis
 from streaming_gateway.app import create_app
 from streaming_gateway.keys import engine_key, streams_key
 from streaming_gateway.settings import Settings
@@ -78,9 +79,16 @@ def tcp(local_port: int | None = None, remote_port: int | None = None) -> int:
     return count
 
 
-def outbound(redis_port: int, upstream_port: int) -> int:
+def outbound(*ports: int) -> int:
     """Pooled client connections of the gateway (Redis, the model): they are kept for reuse, not leaked."""
-    return tcp(remote_port=redis_port) + tcp(remote_port=upstream_port)
+    return sum(tcp(remote_port=port) for port in ports)
+
+
+def redis_ports(redis: AnyRedis) -> tuple[int, ...]:
+    """The port of each Redis node the gateway may hold connections to (every node of a cluster)."""
+    if isinstance(redis, RedisCluster):
+        return tuple(int(node.port) for node in redis.get_nodes())
+    return (int(redis.connection_pool.connection_kwargs["port"]),)
 
 
 async def vanish(server: TestServer, kind: str, cid: str, token: str) -> None:
@@ -143,7 +151,7 @@ async def idle(server: TestServer, upstream: TestServer) -> bool:
     )
 
 
-async def leftovers_in_redis(redis: aioredis.Redis) -> dict[str, int]:
+async def leftovers_in_redis(redis: AnyRedis) -> dict[str, int]:
     watchers = sum([await redis.zcard(key) async for key in redis.scan_iter("*watchers*")])
     slots = sum(
         [
@@ -158,7 +166,7 @@ async def leftovers_in_redis(redis: aioredis.Redis) -> dict[str, int]:
 async def check(
     server: TestServer,
     upstream: TestServer,
-    aredis: aioredis.Redis,
+    aredis: AnyRedis,
     script: Callable[..., Any],
     count: int,
     scenario: Scenario,
@@ -170,7 +178,7 @@ async def check(
     await eventually(lambda: idle(server, upstream), "warm-up clients released")
     gc.collect()
     assert upstream.port is not None  # the upstream test server is started
-    ports = (int(aredis.connection_pool.connection_kwargs["port"]), upstream.port)
+    ports = (*redis_ports(aredis), upstream.port)
     base_tasks, base_fds, base_rss, base_pooled = len(asyncio.all_tasks()), fds(), rss_kb(), outbound(*ports)
     done = await crowd(server, count)
     await eventually(lambda: idle(server, upstream), "every vanished client released", timeout=60)
@@ -206,7 +214,7 @@ async def check(
 async def test_vanished_clients_leave_nothing_behind(
     server: TestServer,
     upstream: TestServer,
-    aredis: aioredis.Redis,
+    aredis: AnyRedis,
     script: Callable[..., Any],
     scenario: Scenario,
 ) -> None:
@@ -223,7 +231,7 @@ async def test_vanished_clients_leave_nothing_behind(
 async def test_thousand_vanished_clients_leave_nothing_behind(
     server: TestServer,
     upstream: TestServer,
-    aredis: aioredis.Redis,
+    aredis: AnyRedis,
     script: Callable[..., Any],
     scenario: Scenario,
 ) -> None:
