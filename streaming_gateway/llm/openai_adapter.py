@@ -11,6 +11,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx2
 import openai
@@ -39,6 +40,11 @@ AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
 CHAT_COMPLETIONS = "/chat/completions"
 #: Upstream statuses that mean "this request is wrong" (not auth, quota or the provider's fault).
 CLIENT_ERROR_STATUSES = frozenset({400, 422})
+#: Model connections one gateway process may hold at once: every answer being written holds one for
+#: its length (the SDK's own default; a request past it waits for a free one, up to the timeout).
+MAX_UPSTREAM_CONNECTIONS = 1000
+#: How long an idle upstream connection is kept for the next answer (httpx's default).
+UPSTREAM_KEEPALIVE_S = 5.0
 
 
 class OpenAIChatModel:
@@ -107,11 +113,18 @@ class OpenAIChatModel:
                 await response.aclose()
         except openai.APIError as exc:
             raise _translate(exc, request.client_params) from exc
-        # Errors while reading the body, as the SDK's own stream reports them (APITimeoutError,
-        # APIConnectionError): its HTTP client's, TLS, and the socket ending mid-read.
-        except httpx2.TimeoutException as exc:
-            raise LLMTimeout("the model did not answer in time") from exc
-        except (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream) as exc:
+        # Errors while reading the body (the SDK reports only those before the headers): the HTTP
+        # client's, as its aiohttp transport maps them to httpx2's, or aiohttp's own where the
+        # transport leaves one unmapped; TLS, and the socket ending mid-read.
+        except (
+            httpx2.RequestError,
+            aiohttp.ClientError,
+            TimeoutError,
+            ssl.SSLError,
+            anyio.EndOfStream,
+        ) as exc:
+            if _timed_out(exc):
+                raise LLMTimeout("the model did not answer in time") from exc
             raise LLMUnavailable(f"the model's stream failed: {exc!r}") from exc
         if finish_reason is None:
             raise LLMUnavailable("the model's stream ended without a finish reason")
@@ -146,11 +159,32 @@ async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
         raise LLMUnavailable("the model's stream ended inside an event")
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a failure of the HTTP stack was a timeout, decided by its first cause.
+
+    The SDK's aiohttp transport reports every `aiohttp.ClientConnectionError` as httpx2's
+    `ConnectTimeout`, a refused connect, a failed TLS handshake and a server hanging up before
+    its headers included, so the SDK raises `APITimeoutError` for them; the aiohttp error under
+    it says what happened (its timeouts are `TimeoutError`s).
+    """
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 10:
+        causes.append(cause)
+        cause = cause.__cause__
+    for first in reversed(causes):
+        if isinstance(first, TimeoutError):
+            return True
+        if isinstance(first, (aiohttp.ClientError, OSError)):
+            return False
+    return any(isinstance(one, (httpx2.TimeoutException, openai.APITimeoutError)) for one in causes)
+
+
 def _translate(exc: openai.APIError, client_params: frozenset[str] = frozenset()) -> LLMError:
-    if isinstance(exc, openai.APITimeoutError):
-        return LLMTimeout("the model did not answer in time")
-    if isinstance(exc, openai.APIConnectionError):
-        return LLMUnavailable(f"could not reach the model: {exc}")
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+        if _timed_out(exc):
+            return LLMTimeout("the model did not answer in time")
+        return LLMUnavailable(f"could not reach the model: {exc}: {_first_cause(exc)!r}")
     if isinstance(exc, openai.APIStatusError) and exc.status_code in CLIENT_ERROR_STATUSES:
         param = exc.param if isinstance(exc.param, str) else None
         if param and _top_level(param) in client_params:
@@ -165,6 +199,12 @@ def _translate(exc: openai.APIError, client_params: frozenset[str] = frozenset()
     return LLMUnavailable(f"the model's stream failed: {exc}")
 
 
+def _first_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def _top_level(param: str) -> str:
     """`tools[0].function.name` -> `tools`; `response_format.json_schema` -> `response_format`."""
     return param.split("[", 1)[0].split(".", 1)[0]
@@ -173,7 +213,11 @@ def _top_level(param: str) -> str:
 def create_chat_model(settings: Settings) -> OpenAIChatModel:
     """Azure OpenAI when AZURE_OPENAI_ENDPOINT is set, else OpenAI or a compatible endpoint."""
     # The gateway retries nothing itself mid-stream; one SDK retry covers a refused connect.
-    common: dict[str, Any] = {"timeout": settings.llm_timeout_s, "max_retries": 1}
+    common: dict[str, Any] = {
+        "timeout": settings.llm_timeout_s,
+        "max_retries": 1,
+        "http_client": _http_client(settings),
+    }
     if settings.uses_azure_openai:
         credential = None
         if settings.azure_openai_api_key:
@@ -194,4 +238,19 @@ def create_chat_model(settings: Settings) -> OpenAIChatModel:
         openai.AsyncOpenAI(
             api_key=settings.openai_api_key or SCRIPTED_API_KEY, base_url=settings.openai_base_url, **common
         )
+    )
+
+
+def _http_client(settings: Settings) -> httpx2.AsyncClient:
+    """The SDK's own httpx2 client over aiohttp (`openai.DefaultAioHttpClient`), not over httpcore.
+
+    aiohttp parses the responses in C on the gateway's event loop; httpcore, h11 and anyio parse
+    them in Python (bench/README.md: "Upstream HTTP over aiohttp"). The SDK still builds and sends
+    the request (auth, Azure deployment paths, retries, status errors). The timeout is the SDK's
+    per request (connect, each read, the wait for a pooled connection), as before; closing the SDK
+    client closes this one and its aiohttp session.
+    """
+    return openai.DefaultAioHttpClient(
+        timeout=settings.llm_timeout_s,
+        limits=httpx2.Limits(max_connections=MAX_UPSTREAM_CONNECTIONS, keepalive_expiry=UPSTREAM_KEEPALIVE_S),
     )
