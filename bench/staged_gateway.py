@@ -101,6 +101,14 @@ def install(out_path: str) -> None:
     _around(ConversationStore, "create", "create_start", "created")
     _around(StreamSlots, "acquire", None, "slot_taken")
     _around(ConversationStore, "begin_turn", "begin_turn_start", "begin_turn_done")
+    try:  # a turn's setup in one round trip (a baseline from before it has neither)
+        from streaming_gateway.state.limits import UserGate
+        from streaming_gateway.state.turn_setup import TurnSetup
+    except ImportError:
+        pass
+    else:
+        _around(TurnSetup, "run", "setup_start", "setup_done")
+        _around(UserGate, "admit", None, "user_steps_done")
     _around(ChatEngine, "_step", "answer_task_started", None)
     _around(httpx2.AsyncClient, "send", "upstream_request_sent", "upstream_headers")
     _first_yield(openai_adapter, "_sse_json", "upstream_first_chunk")

@@ -51,10 +51,11 @@ from streaming_gateway.keys import (
 from streaming_gateway.llm.openai_adapter import create_chat_model
 from streaming_gateway.state.client_streams import StreamRegistry
 from streaming_gateway.state.conversation_store import ConversationStore
-from streaming_gateway.state.limits import RateLimiter, StreamSlots
+from streaming_gateway.state.limits import RateLimiter, StreamSlots, UserGate
 from streaming_gateway.state.log_compaction import LogCompactor
 from streaming_gateway.state.retention import StatelessRetention
 from streaming_gateway.state.stream_log import StreamLog
+from streaming_gateway.state.turn_setup import TurnSetup
 from streaming_gateway.state.ws_tickets import WsTickets
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,19 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         compactor.schedule(conversation_id)
 
     answers = RunningAnswers(redis, stream_log, orphan_grace_s=settings.orphan_grace_s, on_end=answer_ended)
+    store = ConversationStore(
+        redis, ttl_s=settings.conversation_ttl_s, max_per_user=settings.max_conversations_per_user
+    )
+    limiter = RateLimiter(redis, settings.rate_limit_per_minute)
+    gate = UserGate(
+        redis,
+        limiter,
+        streams_per_user=settings.max_streams_per_user,
+        conversations_per_user=settings.max_conversations_per_user,
+    )
     app[engine_key] = ChatEngine(
         settings=settings,
-        store=ConversationStore(
-            redis, ttl_s=settings.conversation_ttl_s, max_per_user=settings.max_conversations_per_user
-        ),
+        store=store,
         log_=stream_log,
         pending=PendingSteps(redis, ttl_s=max(settings.turn_timeout_s * 2, 3600)),
         llm=app[llm_key],
@@ -167,8 +176,9 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         answers=answers,
         metrics=metrics,
         online=app[online_key],
+        setup=TurnSetup(gate, store),
     )
-    app[rate_limiter_key] = RateLimiter(redis, settings.rate_limit_per_minute)
+    app[rate_limiter_key] = limiter
     app[streams_key] = StreamRegistry(
         StreamSlots(redis, settings.max_streams_per_user), metrics, stream_log.leases
     )

@@ -25,7 +25,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from streaming_gateway.api.following import follow, start_turn
-from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.middlewares import PENDING_COUNT, counted_by_turn, principal
 from streaming_gateway.api.openai_request import ChatCompletionIn, parse_request
 from streaming_gateway.api.openai_response import Completion
 from streaming_gateway.api.request_models import read_raw
@@ -46,6 +46,7 @@ OPEN_CALLS_WINDOW = 256
 
 
 @routes.post("/v1/chat/completions")
+@counted_by_turn
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings, engine = request.app[settings_key], request.app[engine_key]
     caller = principal(request)
@@ -83,8 +84,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     retention = request.app[retention_key]
     stateless = conversation is None
     if conversation is None:
-        # Kept briefly once answered (state/retention.py); it counts towards the user's limit meanwhile.
-        conversation = await engine.store.create(user_id, config.version, cid=cid)
+        # Written by the turn's own script (with its place in the user's index, in the user's script
+        # sent at the same time: state/turn_setup.py). Kept briefly once answered
+        # (state/retention.py); it counts towards the user's limit meanwhile.
+        conversation = engine.store.new(user_id, config.version, cid=cid)
     overrides = Overrides(
         client_system=client_system,
         client_tools=body.tools or [],
@@ -96,13 +99,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     streams = request.app[streams_key]
     async with (
-        streams.open("openai", user_id) as handle,
+        streams.open("openai", user_id, slot_by_turn=True) as handle,
         follow(request.app, handle, conversation.id, turn_from=conversation.last_event_id) as follower,
     ):
         if stateless:
             retention.mark(conversation.id)  # before the answer starts: it may end at once
         try:
-            after = await start_turn(request.app, follower, conversation, new_messages, overrides)
+            after = await start_turn(
+                request.app,
+                follower,
+                conversation,
+                new_messages,
+                overrides,
+                handle=handle,
+                count=request.get(PENDING_COUNT),
+                create=stateless,
+            )
         except BaseException:
             retention.forget(conversation.id)
             raise

@@ -9,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from streaming_gateway.chat.overrides import Overrides
-from streaming_gateway.keys import engine_key, settings_key
+from streaming_gateway.keys import engine_key, settings_key, streams_key
 from streaming_gateway.state.client_streams import StreamHandle
 from streaming_gateway.state.conversation_store import Conversation
+from streaming_gateway.state.limits import PendingCount, UserStep
 from streaming_gateway.state.log_follower import Follower
 
 
@@ -42,11 +43,28 @@ async def start_turn(
     conversation: Conversation,
     messages: list[dict[str, Any]],
     overrides: Overrides | None = None,
+    *,
+    handle: StreamHandle | None = None,
+    count: PendingCount | None = None,
+    create: bool = False,
 ) -> int:
     """Start the conversation's next turn followed by `follower` (opened with `turn_from`); returns
-    the log id its answer follows."""
+    the log id its answer follows. The turn's setup also takes, in the user's one script beside the
+    conversation's (state/turn_setup.py): the request's `count` against the rate limit (the
+    middleware's PENDING_COUNT), the slot of `handle` (opened with `slot_by_turn`), and with `create`
+    the new `conversation` (from `store.new`), written by the turn's own script."""
+    slot = handle is not None and handle.slot == "pending"
+    user = None
+    if slot or count is not None or create:
+        user = UserStep(
+            count=count,
+            stream_id=handle.stream_id if slot and handle is not None else None,
+            new_conversation=conversation.id if create else None,
+        )
     after = await app[engine_key].start_turn(
-        conversation, messages, overrides, watcher=follower.lease_for_turn()
+        conversation, messages, overrides, watcher=follower.lease_for_turn(), user=user, create=create
     )
+    if slot and handle is not None:
+        app[streams_key].slot_taken(handle)
     follower.turn_started(after)
     return after

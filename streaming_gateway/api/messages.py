@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from streaming_gateway.api.following import follow, start_turn
-from streaming_gateway.api.middlewares import principal
+from streaming_gateway.api.middlewares import PENDING_COUNT, counted_by_turn, principal
 from streaming_gateway.api.request_models import MessageIn, check_length, check_metadata, read_body
 from streaming_gateway.api.sse import (
     comment_bytes,
@@ -40,6 +40,7 @@ def wants_sse(request: web.Request) -> bool:
 
 
 @routes.post("/v1/conversations/{conversation_id}/messages")
+@counted_by_turn
 async def post_message(request: web.Request) -> web.StreamResponse:
     settings, engine = request.app[settings_key], request.app[engine_key]
     caller = principal(request)
@@ -56,10 +57,12 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     streams = request.app[streams_key]
     transport = "sse" if sse else "json"
     async with (
-        streams.open(transport, user_id) as handle,
+        streams.open(transport, user_id, slot_by_turn=True) as handle,
         follow(request.app, handle, conversation.id, turn_from=conversation.last_event_id) as follower,
     ):
-        after = await start_turn(request.app, follower, conversation, [message])
+        after = await start_turn(
+            request.app, follower, conversation, [message], handle=handle, count=request.get(PENDING_COUNT)
+        )
         if sse:
             return await _stream(
                 request,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -18,11 +21,25 @@ from streaming_gateway.keys import (
     settings_key,
     ws_tickets_key,
 )
+from streaming_gateway.state.limits import PendingCount
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+#: A request whose count against the rate limit its turn's setup makes (`counted_by_turn`).
+PENDING_COUNT = web.RequestKey("pending_count", PendingCount)
 WS_PATH = "/v1/ws"
+
+_COUNTED_BY_TURN: set[Callable[..., object]] = set()
+
+
+def counted_by_turn(handler: Handler) -> Handler:
+    """A handler that starts a turn: its request is counted against the rate limit in the turn's
+    user script (state/limits.py UserGate), not by a command of its own before the handler. Every
+    request still counts, and 429 still comes first: a handler ending before its setup ran is
+    counted then, and a 429 from that count replaces its answer."""
+    _COUNTED_BY_TURN.add(handler)
+    return handler
 
 
 def principal(request: web.Request) -> Principal:
@@ -91,9 +108,37 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except Unauthorized as exc:
         metrics.auth_failures.labels(exc.reason).inc()
         raise
+    user_id = request[PRINCIPAL].user_id
+    if request.match_info.handler not in _COUNTED_BY_TURN:
+        await _count(request, user_id)
+        return await handler(request)
+    await _count(request, user_id, remembered_only=True)
+    pending = request[PENDING_COUNT] = PendingCount()
     try:
-        await request.app[rate_limiter_key].hit(request[PRINCIPAL].user_id)
-    except RateLimited as exc:
-        metrics.rate_limit_rejections.labels(exc.limit).inc()
+        response = await handler(request)
+    except asyncio.CancelledError:
+        if not pending.counted:  # the client left: still one request
+            with contextlib.suppress(GatewayError, RedisError, OSError):
+                await asyncio.shield(_count(request, user_id))
         raise
-    return await handler(request)
+    except BaseException:
+        if not pending.counted:
+            await _count(request, user_id)  # a 429 here is the answer, as if counted first
+        raise
+    if not pending.counted:
+        await _count(request, user_id)
+    return response
+
+
+async def _count(request: web.Request, user_id: str, *, remembered_only: bool = False) -> None:
+    """Count the request against the user's rate limit (or, `remembered_only`, refuse it if this
+    pod knows the user is over the limit in this window, without asking Redis)."""
+    limiter = request.app[rate_limiter_key]
+    try:
+        if remembered_only:
+            limiter.check_remembered(user_id)
+        else:
+            await limiter.hit(user_id)
+    except RateLimited as exc:
+        request.app[metrics_key].rate_limit_rejections.labels(exc.limit).inc()
+        raise

@@ -141,13 +141,16 @@ class WsSession:
         else:
             cid = new_id("conv")
             config = await app[catalog_key].for_new_conversation(caller, cid)
-            conversation = await store.create(self.user_id, config.version, cid=cid)
+            # Written by the turn's script, its index entry by the user's beside it (state/turn_setup.py).
+            conversation = store.new(self.user_id, config.version, cid=cid)
         message: dict[str, Any] = {"role": "user", "content": frame.content}
         if frame.metadata:
             message["metadata"] = frame.metadata
         follower = await self._follow_new(conversation.id, turn_from=conversation.last_event_id)
         try:
-            after = await start_turn(self.request.app, follower, conversation, [message])
+            after = await start_turn(
+                self.request.app, follower, conversation, [message], create=not frame.conversation_id
+            )
         except GatewayError:
             await self._stop_following()
             raise

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -30,7 +31,7 @@ from streaming_gateway.chat.overrides import Overrides
 from streaming_gateway.chat.pending_steps import PendingSteps
 from streaming_gateway.chat.running_answers import RunningAnswers, StepControl
 from streaming_gateway.chat.step_telemetry import StepTelemetry
-from streaming_gateway.errors import ConversationGone, GatewayError, as_gateway_error
+from streaming_gateway.errors import ConversationGone, GatewayError, RateLimited, as_gateway_error
 from streaming_gateway.llm.port import ChatModel, ChatRequest, Finish, TextDelta
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
@@ -38,12 +39,15 @@ from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import (
     Conversation,
     ConversationStore,
+    TurnStart,
     Watcher,
     new_id,
     now_iso,
     stamped,
 )
+from streaming_gateway.state.limits import UserStep
 from streaming_gateway.state.stream_log import StreamLog
+from streaming_gateway.state.turn_setup import TurnSetup
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +72,12 @@ class ChatEngine:
         answers: RunningAnswers,
         metrics: GatewayMetrics,
         online: OnlineMetrics | None,
+        setup: TurnSetup,
     ) -> None:
         self.settings = settings
         self.store = store
+        #: A turn's user-keyed steps beside its begin_turn.
+        self.setup = setup
         self.log = log_
         self.llm = llm
         self.configs = configs
@@ -96,11 +103,17 @@ class ChatEngine:
         overrides: Overrides | None = None,
         *,
         watcher: Watcher | None = None,
+        user: UserStep | None = None,
+        create: bool = False,
     ) -> int:
         """Store the caller's messages and start answering; returns the log id clients read after.
 
         One Redis round trip takes the turn (state/conversation_store.py begin_turn): the lock, the
-        messages, the `watcher` lease of the follower opened for it, and the model's history."""
+        messages, the `watcher` lease of the follower opened for it, and the model's history; with
+        `create` it also writes `conversation` (from `store.new`). With `user`, the user's script
+        (state/limits.py: the request's count, the stream slot, a new conversation's index entry)
+        goes with it: at once for a new conversation, else just before (state/turn_setup.py).
+        Nothing is taken when either refuses."""
         config = await self._config(conversation)
         turn_id = new_id("turn")
         new = [
@@ -113,15 +126,29 @@ class ChatEngine:
             }
             for m in new_messages
         ]
-        start = await self.store.begin_turn(
-            conversation.id,
-            turn_id,
-            new,
-            max_messages=self.settings.max_messages_per_conversation,
-            busy_ttl_s=self.settings.turn_timeout_s,
-            history=config.limits.max_history_messages,
-            watcher=watcher,
-        )
+
+        def begin() -> Awaitable[TurnStart]:
+            return self.store.begin_turn(
+                conversation.id,
+                turn_id,
+                new,
+                max_messages=self.settings.max_messages_per_conversation,
+                busy_ttl_s=self.settings.turn_timeout_s,
+                history=config.limits.max_history_messages,
+                watcher=watcher,
+                create=conversation if create else None,
+            )
+
+        if user is None:
+            start = await begin()
+        else:
+            try:
+                start = await self.setup.run(
+                    conversation.user_id, user, begin, new_conversation=conversation.id if create else None
+                )
+            except RateLimited as exc:
+                self.metrics.rate_limit_rejections.labels(exc.limit).inc()
+                raise
         overrides = overrides or Overrides()
         self.answers.start(
             conversation.id,

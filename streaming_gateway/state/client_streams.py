@@ -28,6 +28,9 @@ class StreamHandle:
     user_id: str
     stream_id: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The stream's slot: "held" (taken, its lease renewed) or "pending" (its turn's setup takes it,
+    #: state/turn_setup.py; given back at the end in case the setup took it and then failed).
+    slot: str = "held"
 
 
 class StreamRegistry:
@@ -44,19 +47,27 @@ class StreamRegistry:
         return len(self._open)
 
     @contextlib.asynccontextmanager
-    async def open(self, transport: str, user_id: str) -> AsyncIterator[StreamHandle]:
+    async def open(
+        self, transport: str, user_id: str, *, slot_by_turn: bool = False
+    ) -> AsyncIterator[StreamHandle]:
+        """An open stream of `user_id`, holding one of the user's stream slots; with `slot_by_turn`
+        the slot is taken by the stream's turn setup (in the user's one script), which calls
+        `slot_taken` once it has."""
         if self.shutting_down:
             raise Unavailable(
                 "the gateway is shutting down; reconnect", code="shutting_down", retry_after_s=1
             )
         handle = StreamHandle(transport, user_id, new_id("stream"))
-        try:
-            await self._slots.acquire(user_id, handle.stream_id)
-        except RateLimited as exc:
-            self._metrics.rate_limit_rejections.labels(exc.limit).inc()
-            raise
         lease_key = redis_keys.user_streams(user_id)
-        self._leases.hold(lease_key, handle.stream_id, STREAM_LEASE_S)
+        if slot_by_turn:
+            handle.slot = "pending"
+        else:
+            try:
+                await self._slots.acquire(user_id, handle.stream_id)
+            except RateLimited as exc:
+                self._metrics.rate_limit_rejections.labels(exc.limit).inc()
+                raise
+            self._leases.hold(lease_key, handle.stream_id, STREAM_LEASE_S)
         self._open.add(handle)
         self._idle.clear()
         gauge = self._metrics.active_streams.labels(transport)
@@ -71,10 +82,16 @@ class StreamRegistry:
                 self._idle.set()
             gauge.dec()
             self._metrics.stream_duration.labels(transport).observe(time.monotonic() - started)
-            try:
+            try:  # a pending slot too: its setup may have taken it and failed before giving it back
                 await self._slots.release(user_id, handle.stream_id)
             except (RedisError, OSError) as exc:
                 log.warning("stream slot %s not released (its lease expires): %s", handle.stream_id, exc)
+
+    def slot_taken(self, handle: StreamHandle) -> None:
+        """The turn's setup took the stream's slot (`open(slot_by_turn=True)`): renew its lease."""
+        if handle.slot == "pending":
+            handle.slot = "held"
+            self._leases.hold(redis_keys.user_streams(handle.user_id), handle.stream_id, STREAM_LEASE_S)
 
     async def stop_all(self, timeout_s: float, wake: Callable[[], None] | None = None) -> None:
         """Ask every open stream to end resumably, and wait (bounded) until they have. `wake` rouses

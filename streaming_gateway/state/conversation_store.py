@@ -24,22 +24,32 @@ from streaming_gateway.state.stream_log import TurnEnd
 
 # KEYS: conversation, messages, busy, watchers. ARGV: turn id, busy ttl ms, max messages, ttl s, now,
 # title ('' for none), history (how many messages to return; 0 for all), watcher ('' for none),
-# watcher lease expiry (unix s), watcher key ttl s, messages... Returns {seq, history...} on success,
-# {-1} gone, {-2, holder} busy, {-3, count} full. The title is set only with a conversation's first
+# watcher lease expiry (unix s), watcher key ttl s, n, then n field/value words of a conversation to
+# create (n = 0: an existing one), then the messages. Returns {seq, history...} on success, {-1}
+# gone, {-2, holder} busy, {-3, count} full. The title is set only with a conversation's first
 # messages, and never over one it already has. One round trip takes the turn: the lock, the user's
-# messages, the follower's watcher lease and the history the model is sent.
+# messages, the follower's watcher lease and the history the model is sent (and creates a new
+# conversation with it: a refused one writes nothing).
 _BEGIN_TURN = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {-2, redis.call('GET', KEYS[3]) or ''}
+local first = 12 + tonumber(ARGV[11])  -- the first message
+local adding = #ARGV - first + 1
+if first > 12 then
+  if adding + 1 > tonumber(ARGV[3]) then return {-3, 0} end
+  redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1))
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+else
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+  if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {-2, redis.call('GET', KEYS[3]) or ''}
+  end
 end
 local count = redis.call('LLEN', KEYS[2])
-if count + (#ARGV - 10) + 1 > tonumber(ARGV[3]) then  -- room for the reply too
+if count + adding + 1 > tonumber(ARGV[3]) then  -- room for the reply too
   redis.call('DEL', KEYS[3])
   return {-3, count}
 end
 if count == 0 and ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'title', ARGV[6]) end
-for i = 11, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = first, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -83,6 +93,9 @@ return 1
 #: A user at the limit has the index checked for expired conversations at most this often: the
 #: check reads every member, so a user hammering at the limit costs one such pass per interval.
 PRUNE_INTERVAL_S = 60
+#: An index entry younger than this is never taken for an expired conversation: a turn's setup
+#: may add a new conversation's entry just before the conversation itself (state/turn_setup.py).
+PRUNE_GRACE_S = 10.0
 
 
 def now_iso() -> str:
@@ -156,12 +169,32 @@ class Conversation(BaseModel):
         return self.model_dump(exclude={"user_id"}, exclude_none=True)
 
 
+def _fields(conversation: Conversation) -> dict[EncodableT, EncodableT]:
+    """A new conversation's hash (message_count and last_event_id are the list's length and seq)."""
+    fields: dict[EncodableT, EncodableT] = {
+        "id": conversation.id,
+        "user_id": conversation.user_id,
+        "agent_config_version": conversation.agent_config_version,
+        "created_at": conversation.created_at,
+        "updated_at": conversation.updated_at,
+        "seq": 0,
+    }
+    if conversation.title:
+        fields["title"] = conversation.title
+    if conversation.pinned:
+        fields["pinned"] = 1
+    return fields
+
+
 class ConversationStore:
-    def __init__(self, redis: Redis, *, ttl_s: int, max_per_user: int = 10_000) -> None:
+    def __init__(
+        self, redis: Redis, *, ttl_s: int, max_per_user: int = 10_000, prune_grace_s: float = PRUNE_GRACE_S
+    ) -> None:
         self._redis = redis
         self.redis = redis
         self._ttl_s = ttl_s
         self._max_per_user = max_per_user
+        self._prune_grace_s = prune_grace_s
         self._claim = redis.register_script(_CLAIM_SLOT)
         self._begin = redis.register_script(_BEGIN_TURN)
         self._append = redis.register_script(_APPEND_MESSAGES)
@@ -183,35 +216,32 @@ class ConversationStore:
         conversation is written before its slot is claimed, so a prune never mistakes a
         conversation being created for an expired one.
         """
-        cid = cid or new_id("conv")
-        stamp = now_iso()
-        fields: dict[EncodableT, EncodableT] = {
-            "id": cid,
-            "user_id": user_id,
-            "agent_config_version": agent_config_version,
-            "created_at": stamp,
-            "updated_at": stamp,
-            "seq": 0,
-        }
-        if title:
-            fields["title"] = title
-        if pinned:
-            fields["pinned"] = 1
+        conversation = self.new(user_id, agent_config_version, title, cid=cid, pinned=pinned)
+        cid = conversation.id
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(redis_keys.conversation(cid), mapping=fields)
+            pipe.hset(redis_keys.conversation(cid), mapping=_fields(conversation))
             pipe.expire(redis_keys.conversation(cid), self._ttl_s)
             await pipe.execute()
         if not await self._claim_slot(user_id, cid) and not (
-            await self._prune(user_id) and await self._claim_slot(user_id, cid)
+            await self.prune(user_id) and await self._claim_slot(user_id, cid)
         ):
             await self._redis.delete(redis_keys.conversation(cid))
-            raise Conflict(
-                f"you have {self._max_per_user} conversations, the most a user may keep; "
-                "delete one to start another",
-                code="conversation_limit",
-            )
+            raise self.limit_reached()
+        return conversation
+
+    def new(
+        self,
+        user_id: str,
+        agent_config_version: str,
+        title: str | None = None,
+        *,
+        cid: str | None = None,
+        pinned: bool = False,
+    ) -> Conversation:
+        """A conversation not written yet: `create` writes it, or a turn's `begin_turn(create=True)`."""
+        stamp = now_iso()
         return Conversation(
-            id=cid,
+            id=cid or new_id("conv"),
             user_id=user_id,
             agent_config_version=agent_config_version,
             title=title,
@@ -220,19 +250,45 @@ class ConversationStore:
             pinned=True if pinned else None,
         )
 
+    def limit_reached(self) -> Conflict:
+        return Conflict(
+            f"you have {self._max_per_user} conversations, the most a user may keep; "
+            "delete one to start another",
+            code="conversation_limit",
+        )
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    @staticmethod
+    def turn_keys(cid: str) -> list[str]:
+        """begin_turn's keys, all in the conversation's hash slot (and what `discard_new` deletes)."""
+        return [
+            redis_keys.conversation(cid),
+            redis_keys.messages(cid),
+            redis_keys.busy(cid),
+            redis_keys.watchers(cid),
+        ]
+
+    async def discard_new(self, cid: str) -> None:
+        """Take back a conversation a refused turn's setup created (nobody has its id yet)."""
+        await self._redis.delete(*self.turn_keys(cid))
+
     async def _claim_slot(self, user_id: str, cid: str) -> bool:
         args: list[str | int] = [cid, int(time.time() * 1_000_000), self._max_per_user, self._ttl_s]
         return bool(await self._claim(keys=[redis_keys.user_conversations(user_id)], args=args))
 
-    async def _prune(self, user_id: str) -> bool:
-        """Drop the index's expired conversations (at most once per PRUNE_INTERVAL_S per user);
-        True when any slot was freed."""
+    async def prune(self, user_id: str) -> bool:
+        """Drop the index's expired conversations (at most once per PRUNE_INTERVAL_S per user; an
+        entry younger than PRUNE_GRACE_S stays); True when any slot was freed."""
         index = redis_keys.user_conversations(user_id)
         if not await self._redis.set(
             redis_keys.user_conversations_pruned(user_id), 1, nx=True, ex=PRUNE_INTERVAL_S
         ):
             return False
-        members = [str(cid) for cid in await self._redis.zrange(index, 0, -1)]
+        older = int((time.time() - self._prune_grace_s) * 1_000_000)
+        members = [str(cid) for cid in await self._redis.zrangebyscore(index, "-inf", older)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for cid in members:
                 pipe.exists(redis_keys.conversation(cid))
@@ -323,12 +379,15 @@ class ConversationStore:
         busy_ttl_s: int,
         history: int,
         watcher: Watcher | None = None,
+        create: Conversation | None = None,
     ) -> TurnStart:
         """Take the conversation's answer lock, append the new messages and take the follower's
         watcher lease, in one round trip; returns the log id before the answer (clients read after
         it) and the last `history` messages (0: all), the new ones included. Raises Conflict when
-        busy or full, NotFound when gone."""
-        args: list[str | int | float] = [
+        busy or full, NotFound when gone. With `create` (a conversation from `new`, whose id is
+        `cid`) the same script writes the conversation first; a refused turn writes nothing."""
+        fields = [word for pair in _fields(create).items() for word in pair] if create else []
+        args: list[EncodableT] = [
             turn_id,
             busy_ttl_s * 1000,
             max_messages,
@@ -339,17 +398,11 @@ class ConversationStore:
             watcher.member if watcher else "",
             time.time() + watcher.lease_s if watcher else 0,
             int(watcher.lease_s) + KEY_GRACE_S if watcher else 0,
+            len(fields),
+            *fields,
             *(json.dumps(m) for m in messages),
         ]
-        answer = await self._begin(
-            keys=[
-                redis_keys.conversation(cid),
-                redis_keys.messages(cid),
-                redis_keys.busy(cid),
-                redis_keys.watchers(cid),
-            ],
-            args=args,
-        )
+        answer = await self._begin(keys=self.turn_keys(cid), args=args)
         code = int(answer[0])
         if code == -1:
             raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")

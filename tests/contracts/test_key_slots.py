@@ -18,6 +18,8 @@ from agent_registry import keys as registry_keys
 from function_app.worker.instances import InstanceStore
 from observability import online
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.conversation_store import ConversationStore
+from streaming_gateway.state.limits import UserGate
 
 IDS = ["conv_0123456789abcdef", "a", "x:y", "user@example.com", "42", "a}b", "{tag}"]
 
@@ -43,6 +45,10 @@ def _groups() -> dict[str, Callable[[str], list[str]]]:
             redis_keys.user_streams(user),
             redis_keys.user_rate(user, 29_000_000),
         ],
+        "a turn's user script (state/limits.py UserGate, state/turn_setup.py)": lambda user: UserGate.keys(
+            user, 29_000_000
+        ),
+        "a turn's conversation script (begin_turn, discard_new)": ConversationStore.turn_keys,
         "agent (agent_registry/registry.py scripts)": lambda agent: [
             registry_keys.history(agent),
             registry_keys.active(agent),
@@ -89,3 +95,11 @@ def test_conversations_spread_over_slots() -> None:
     """Different conversations land in different slots: the log traffic spreads over the nodes."""
     slots = {key_slot(redis_keys.event_log(f"conv_{n:032x}").encode()) for n in range(200)}
     assert len(slots) > 150
+
+
+def test_a_turns_two_scripts_are_in_different_slots() -> None:
+    """A turn's setup is two scripts because a user's keys and a conversation's are in different
+    slots (so on a cluster they go to two nodes at once, state/turn_setup.py)."""
+    user = {key_slot(key.encode()) for key in UserGate.keys("alice", 29_000_000)}
+    conversation = {key_slot(key.encode()) for key in ConversationStore.turn_keys("conv_0123456789abcdef")}
+    assert len(user) == len(conversation) == 1 and user != conversation

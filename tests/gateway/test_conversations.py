@@ -132,7 +132,7 @@ async def test_expired_conversations_free_their_slots(aredis: aioredis.Redis) ->
     """At the per-user limit, conversations that expired are dropped from the user's index and their
     slots reused; the check of the index runs at most once per interval, and a failed create leaves
     no conversation behind."""
-    store = ConversationStore(aredis, ttl_s=600, max_per_user=2)
+    store = ConversationStore(aredis, ttl_s=600, max_per_user=2, prune_grace_s=0)
     first = await store.create("alice", "default@000000000000")
     await store.create("alice", "default@000000000000")
     await aredis.delete(redis_keys.conversation(first.id))  # what its TTL running out does

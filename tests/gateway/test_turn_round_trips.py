@@ -1,6 +1,8 @@
-"""A turn's Redis traffic, counted by MONITOR: its setup is one script (lock, messages, the
-follower's watcher lease, history), its end another (message, message_end, the lock), and a
-follower opened for the turn reads nothing from the log: the producer hands it the entries."""
+"""A turn's Redis traffic, counted by MONITOR: its setup is one script of the conversation's (lock,
+messages, the follower's watcher lease, history, and a new conversation itself) and one of the
+user's (the request's count, the stream slot, a new conversation's index entry), sent at once for
+a new conversation; its end is another (message, message_end, the lock); and a follower opened for
+the turn reads nothing from the log: the producer hands it the entries."""
 
 from __future__ import annotations
 
@@ -48,6 +50,14 @@ class Monitor:
             c["command"].split(" ")
             for c in self.commands
             if c["client_type"] != "lua" and tag in c["command"]
+        ]
+
+    def of_user(self, user: str) -> list[list[str]]:
+        """The client commands naming the user's keys (rate limit, stream slots, conversation index)."""
+        return [
+            c["command"].split(" ")
+            for c in self.commands
+            if c["client_type"] != "lua" and f"{redis_keys.PREFIX}:user:{{{user}}}" in c["command"]
         ]
 
     def named(self, prefix: str) -> list[str]:
@@ -169,6 +179,21 @@ def check_turn(
 OWNED = {"HGETALL": 1, "LLEN": 1}  # the conversation read that authorises the request
 
 
+def check_user_steps(monitor: Monitor, user: str, cid: str, *, new: bool) -> None:
+    """The user's keys see one script before the answer (the request's count, the stream slot and,
+    for a new conversation, its index entry) and the slot's release after it: no other command."""
+    commands = monitor.of_user(user)
+    assert names(commands) == Counter({"EVALSHA": 1, "ZREM": 1}), commands
+    admit = next(w for w in commands if w[0].upper().strip('"') == "EVALSHA")
+    keys = {w.strip('"') for w in admit[3 : 3 + int(admit[2].strip('"'))]}
+    assert keys == {
+        redis_keys.user_rate(user, int(admit[3].strip('"').rsplit(":", 1)[1])),
+        redis_keys.user_streams(user),
+        redis_keys.user_conversations(user),
+    }, admit
+    assert (cid in " ".join(admit)) == new, admit
+
+
 @pytest.fixture
 async def gateway(start_gateway: StartGateway) -> Gateway:
     """Log compaction off: its script, a while after an answer's end, is not part of the turn."""
@@ -212,6 +237,8 @@ async def test_sse_turn_is_one_script_to_start_and_one_to_end(
     assert text_of(events) == "one two three four"
     assert [int(e.id) for e in events if e.id] == list(range(1, len(events) + 1))
     check_turn(monitor, cid, reads=OWNED)
+    # Before the model request: the conversation read, the user's script, begin_turn (from four).
+    check_user_steps(monitor, "alice", cid, new=False)
     stored = await (await gateway.request("GET", f"/v1/conversations/{cid}")).json()
     assert [(m["role"], m["content"]) for m in stored["messages"]] == [
         ("user", "hi"),
@@ -222,7 +249,9 @@ async def test_sse_turn_is_one_script_to_start_and_one_to_end(
 async def test_openai_turn_is_one_script_to_start_and_one_to_end(
     gateway: Gateway, warm: None, script, redis_url: str
 ) -> None:
-    """The OpenAI API's streamed completion takes its turn the same way (a new conversation: no read)."""
+    """The OpenAI API's streamed completion takes its turn the same way; its new conversation is
+    written by begin_turn, its index entry by the user's script: two scripts and nothing else before
+    the model request (from five round trips: rate limit, conversation, index, stream slot, turn)."""
     await script([{"match": "", "reply": "from the api"}])
     async with (
         monitoring(redis_url) as monitor,
@@ -240,8 +269,8 @@ async def test_openai_turn_is_one_script_to_start_and_one_to_end(
 
         await eventually(cut, "the stateless TTL's script")
     assert text == "from the api"
-    # The new conversation's creation (one transaction: HSET, EXPIRE) comes before the turn.
-    check_turn(monitor, cid, reads={"HSET": 1, "EXPIRE": 1}, stateless=True)
+    check_turn(monitor, cid, reads={}, stateless=True)
+    check_user_steps(monitor, "alice", cid, new=True)
 
 
 async def test_websocket_turn_is_one_script_to_start_and_one_to_end(

@@ -1,0 +1,250 @@
+"""A turn's setup (state/turn_setup.py): the user's script and the conversation's, sent together
+for a new conversation; whichever refuses, nothing is left of the other (no conversation, lock,
+message, watcher lease, stream slot or index entry), and the refusal keeps its status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+
+import pytest
+import redis.asyncio as aioredis
+
+from streaming_gateway.errors import NotFound
+from streaming_gateway.keys import engine_key
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.conversation_store import ConversationStore, TurnStart
+from streaming_gateway.state.limits import PendingCount, RateLimiter, UserGate, UserStep
+from streaming_gateway.state.turn_setup import TurnSetup
+from tests.fixtures.gateway import Gateway, StartGateway
+from tests.fixtures.services import ON_BOTH
+from tests.gateway.helpers import read_events
+
+pytestmark = ON_BOTH
+
+SSE = {"Accept": "text/event-stream"}
+COMPLETION = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+async def conversation_keys(aredis: aioredis.Redis) -> list[str]:
+    """Every conversation key (SCAN: every node of a cluster)."""
+    return [key async for key in aredis.scan_iter(match=f"{redis_keys.PREFIX}:conv:*")]
+
+
+async def nothing_left(aredis: aioredis.Redis, user: str, *, open_streams: int = 0) -> None:
+    assert await conversation_keys(aredis) == []
+    assert await aredis.zcard(redis_keys.user_conversations(user)) == 0
+    assert await aredis.zcard(redis_keys.user_streams(user)) == open_streams
+
+
+async def test_rate_limited_new_conversation_leaves_nothing(
+    start_gateway: StartGateway, script, aredis: aioredis.Redis
+) -> None:
+    """A stateless completion over the rate limit is 429 with Retry-After, and leaves no conversation,
+    lock, message, lease, index entry or stream slot, though both scripts were sent at once."""
+    gateway = await start_gateway(GATEWAY_RATE_LIMIT_PER_MINUTE="2")
+    await script([{"match": "", "reply": "ok"}])
+    for attempt in range(3):  # a minute boundary inside the burst starts a new window: try again
+        user = f"burst-{attempt}"
+        window = int(time.time() // 60)
+        statuses = []
+        for _ in range(3):
+            async with gateway.request("POST", "/v1/chat/completions", user, json=COMPLETION) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    retry_after = response.headers.get("Retry-After")
+                    error = (await response.json())["error"]
+                else:
+                    await response.read()
+        if int(time.time() // 60) == window:
+            break
+    assert statuses == [200, 200, 429]
+    assert retry_after is not None and int(retry_after) >= 1 and error["code"] == "rate_limited"
+    # The two answered conversations only; the refused one was taken back.
+    assert await aredis.zcard(redis_keys.user_conversations(user)) == 2
+    kept = {key.split("{")[1].split("}")[0] for key in await conversation_keys(aredis)}
+    assert kept == set(await aredis.zrange(redis_keys.user_conversations(user), 0, -1))
+    assert await aredis.zcard(redis_keys.user_streams(user)) == 0
+    assert gateway.metric("gateway_rate_limit_rejections_total", {"limit": "requests_per_minute"}) == 1
+
+
+async def test_refused_stream_slot_creates_no_conversation(
+    start_gateway: StartGateway, script, aredis: aioredis.Redis
+) -> None:
+    """With the user's only stream slot taken, a stateless completion is 429 (concurrent streams) and
+    creates nothing, and a message to an existing conversation is 429 without taking its turn (no
+    lock, no message, no lease)."""
+    gateway = await start_gateway(GATEWAY_MAX_STREAMS_PER_USER="1")
+    await script([{"match": "", "reply": "ok"}])
+    cid = await gateway.create_conversation()
+    follower = await gateway.request("GET", f"/v1/conversations/{cid}/events", headers=SSE)
+    assert follower.status == 200
+    await follower.content.readuntil(b"\n\n")  # the stream is established: the slot is taken
+    try:
+        async with gateway.request("POST", "/v1/chat/completions", json=COMPLETION) as response:
+            assert response.status == 429
+            assert (await response.json())["error"]["code"] == "rate_limited"
+            assert int(response.headers["Retry-After"]) >= 1
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}, headers=SSE
+        ) as response:
+            assert response.status == 429
+        assert [key for key in await conversation_keys(aredis) if cid not in key] == []
+        assert await aredis.zrange(redis_keys.user_conversations("alice"), 0, -1) == [cid]
+        assert await aredis.llen(redis_keys.messages(cid)) == 0
+        assert await aredis.get(redis_keys.busy(cid)) is None
+        assert await aredis.zcard(redis_keys.watchers(cid)) == 1  # the open follower's only
+        assert await aredis.zcard(redis_keys.user_streams("alice")) == 1
+    finally:
+        follower.close()
+    assert gateway.metric("gateway_rate_limit_rejections_total", {"limit": "concurrent_streams"}) == 2
+
+
+async def test_full_new_conversation_gives_its_user_steps_back(
+    start_gateway: StartGateway, aredis: aioredis.Redis
+) -> None:
+    """A stateless history longer than a conversation may hold is 409 conversation_full; the index
+    entry and stream slot the user's script took at the same time are given back."""
+    gateway = await start_gateway(GATEWAY_MAX_MESSAGES_PER_CONVERSATION="4")
+    messages = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"m{n}"} for n in range(5)]
+    async with gateway.request(
+        "POST", "/v1/chat/completions", json={**COMPLETION, "messages": messages}
+    ) as response:
+        assert response.status == 409
+        assert (await response.json())["error"]["code"] == "conversation_full"
+    await nothing_left(aredis, "alice")
+
+
+async def test_conversation_limit_refuses_a_new_conversation_without_a_trace(
+    start_gateway: StartGateway, script, aredis: aioredis.Redis
+) -> None:
+    """At the user's conversation limit a stateless completion is 409 conversation_limit and its
+    conversation, written by the turn's script at the same time, is deleted."""
+    gateway = await start_gateway(GATEWAY_MAX_CONVERSATIONS_PER_USER="1")
+    await script([{"match": "", "reply": "ok"}])
+    cid = await gateway.create_conversation()
+    async with gateway.request("POST", "/v1/chat/completions", json=COMPLETION) as response:
+        assert response.status == 409
+        assert (await response.json())["error"]["code"] == "conversation_limit"
+    assert {key.split("{")[1].split("}")[0] for key in await conversation_keys(aredis)} == {cid}
+    assert await aredis.zcard(redis_keys.user_streams("alice")) == 0
+
+
+async def test_busy_conversation_takes_no_slot(
+    start_gateway: StartGateway, script, aredis: aioredis.Redis
+) -> None:
+    """A message to a conversation still answering is 409 conversation_busy and leaves the user one
+    stream slot (the answer's), its lock and messages the first turn's."""
+    gateway = await start_gateway()
+    await script([{"match": "", "tokens": 50, "token_delay_ms": 20}])
+    cid = await gateway.create_conversation()
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "first"}, headers=SSE
+    ) as first:
+        await read_events(first, stop_after=1)
+        holder = await aredis.get(redis_keys.busy(cid))
+        async with gateway.request(
+            "POST", f"/v1/conversations/{cid}/messages", json={"content": "second"}, headers=SSE
+        ) as refused:
+            assert refused.status == 409 and (await refused.json())["error"]["code"] == "conversation_busy"
+        assert await aredis.zcard(redis_keys.user_streams("alice")) == 1
+        assert await aredis.get(redis_keys.busy(cid)) == holder
+        assert await aredis.llen(redis_keys.messages(cid)) == 1
+        await read_events(first)
+
+
+async def test_invalid_request_over_the_limit_is_still_429(start_gateway: StartGateway) -> None:
+    """A turn's request is counted in its setup's script; one that fails before it is counted on its
+    own: invalid requests use up the limit, and past it they are 429, not 400 or 404."""
+    gateway = await start_gateway(GATEWAY_RATE_LIMIT_PER_MINUTE="2")
+    for attempt in range(3):  # a minute boundary inside the burst starts a new window: try again
+        user = f"invalid-{attempt}"
+        window = int(time.time() // 60)
+        statuses = []
+        for path, body in [
+            ("/v1/chat/completions", {"model": "default", "messages": []}),
+            ("/v1/conversations/conv_missing/messages", {"content": "hi"}),
+            ("/v1/chat/completions", {"model": "default", "messages": []}),
+            ("/v1/conversations/conv_missing/messages", {"content": "hi"}),
+        ]:
+            async with gateway.request("POST", path, user, json=body) as response:
+                statuses.append(response.status)
+        if int(time.time() // 60) == window:
+            break
+    assert statuses == [400, 404, 429, 429]
+
+
+class RecordingGate(UserGate):
+    """The real gate, noting when its script has answered."""
+
+    answered = False
+
+    async def admit(self, user_id: str, step: UserStep, *, index_ttl_s: int) -> bool:
+        admitted = await super().admit(user_id, step, index_ttl_s=index_ttl_s)
+        self.answered = True
+        return admitted
+
+
+@pytest.mark.parametrize("new", [True, False])
+async def test_scripts_go_together_only_for_a_new_conversation(aredis: aioredis.Redis, new: bool) -> None:
+    """For a new conversation the conversation's script is sent before the user's has answered (one
+    round trip); for an existing one only after it (the user's script decides first)."""
+    store = ConversationStore(aredis, ttl_s=600)
+    gate = RecordingGate(aredis, RateLimiter(aredis, 100), streams_per_user=4, conversations_per_user=10)
+    setup = TurnSetup(gate, store)
+    conversation = (
+        store.new("alice", "default@000000000000")
+        if new
+        else await store.create("alice", "default@000000000000")
+    )
+    seen: list[bool] = []
+
+    def begin() -> Awaitable[TurnStart]:
+        seen.append(gate.answered)
+        return store.begin_turn(
+            conversation.id,
+            "turn_1",
+            [{"role": "user", "content": "hi"}],
+            max_messages=10,
+            busy_ttl_s=60,
+            history=0,
+            create=conversation if new else None,
+        )
+
+    start = await setup.run(
+        "alice",
+        UserStep(
+            count=PendingCount(), stream_id="stream_1", new_conversation=conversation.id if new else None
+        ),
+        begin,
+        new_conversation=conversation.id if new else None,
+    )
+    assert seen == [not new]
+    assert [m["content"] for m in start.history] == ["hi"]
+    assert (await store.owned(conversation.id, "alice")).message_count == 1
+    assert await aredis.zscore(redis_keys.user_conversations("alice"), conversation.id) is not None
+    assert await aredis.zrange(redis_keys.user_streams("alice"), 0, -1) == ["stream_1"]
+
+
+async def test_young_index_entry_is_not_pruned(aredis: aioredis.Redis) -> None:
+    """An index entry whose conversation is not written yet (the user's script ran first) survives a
+    prune at the limit: only entries older than the grace are taken for expired."""
+    store = ConversationStore(aredis, ttl_s=600, max_per_user=1)
+    await aredis.zadd(redis_keys.user_conversations("alice"), {"conv_coming": int(time.time() * 1_000_000)})
+    assert not await store.prune("alice")
+    assert await aredis.zcard(redis_keys.user_conversations("alice")) == 1
+
+
+async def test_user_steps_given_back_when_the_turn_is_refused(
+    gateway: Gateway, aredis: aioredis.Redis
+) -> None:
+    """An existing conversation's refused turn (gone meanwhile) gives back the slot its user's script took."""
+    engine = gateway.app[engine_key]
+    store = engine.store
+    conversation = await store.owned(await gateway.create_conversation(), "alice")
+    await aredis.delete(redis_keys.conversation(conversation.id))
+    with pytest.raises(NotFound):
+        await engine.start_turn(
+            conversation, [{"role": "user", "content": "hi"}], user=UserStep(stream_id="stream_9")
+        )
+    assert await aredis.zcard(redis_keys.user_streams("alice")) == 0
