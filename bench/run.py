@@ -293,6 +293,31 @@ async def memory_runs(stack: Stack, turns: int) -> dict[str, Any]:
     return results
 
 
+#: Optional speed-ups (module names, which are also their PyPI names) a gateway picks up when present.
+SPEEDUPS = ("hiredis", "uvloop", "orjson")
+VARIANT = ROOT / "bench" / "variant_gateway.py"
+
+
+def not_pinned(requirements: Path) -> list[str]:
+    """The SPEEDUPS a gateway's requirements file does not pin."""
+    text = requirements.read_text() if requirements.exists() else ""
+    pinned = {line.split("==")[0].split("[")[0].strip().lower() for line in text.splitlines()}
+    return [name for name in SPEEDUPS if name not in pinned]
+
+
+def variants(spec: str) -> dict[str, dict[str, str]]:
+    """BENCH_VARIANTS=`name:VAR=value,VAR=value;name2:...`: more gateways of this checkout, each with
+    its environment overrides (e.g. `no-uvloop:GATEWAY_UVLOOP=false;no-hiredis:BENCH_WITHOUT=hiredis`),
+    measured beside the others in the targets' TTFT rounds and throughput windows."""
+    found: dict[str, dict[str, str]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, _, assignments = part.partition(":")
+        found[name.strip()] = dict(
+            item.split("=", 1) for item in filter(None, (a.strip() for a in assignments.split(",")))
+        )
+    return found
+
+
 def export_baseline(rev: str, into: Path) -> Path:
     """The tree of git revision `rev`, exported for a baseline gateway beside this checkout's."""
     into.mkdir(parents=True, exist_ok=True)
@@ -321,7 +346,10 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
     if baseline:
         # Outside the checkout: a second copy of the packages there would confuse ruff, mypy and pytest.
         source = export_baseline(baseline, Path(tempfile.mkdtemp(prefix="bench-baseline-")))
-        url = stack.gateway("baseline", source)
+        # As deployed: the speed-ups its requirements do not pin are hidden from it (this venv has them).
+        hidden = not_pinned(source / "streaming_gateway" / "requirements.txt")
+        result["baseline_without"] = hidden
+        url = stack.gateway("baseline", source, VARIANT, BENCH_WITHOUT="+".join(hidden))
         result["baseline"] = subprocess.run(  # noqa: ASYNC221 (setup, before any load runs)
             ["git", "rev-parse", "--short", baseline], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
@@ -329,6 +357,11 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
         raw.append(
             hot_path.RawTarget("baseline", f"{url}/v1", stack.pid("baseline"), GATEWAY_MODEL, jwt=True)
         )
+    for name, overrides in variants(os.environ.get("BENCH_VARIANTS", "")).items():
+        url = stack.gateway(name, None, VARIANT, **overrides)
+        result.setdefault("variants", {})[name] = overrides
+        sdk.append(Target(name, f"{url}/v1", model=GATEWAY_MODEL, jwt_per_user=True))
+        raw.append(hot_path.RawTarget(name, f"{url}/v1", stack.pid(name), GATEWAY_MODEL, jwt=True))
     if "litellm" in stack.urls:
         sdk.append(Target("litellm", stack.urls["litellm"], model=LITELLM_MODEL, api_key=LITELLM_MASTER_KEY))
         raw.append(

@@ -225,6 +225,12 @@ def render(result: dict[str, Any]) -> str:
                 f" {gateway['streams_per_s'] / baseline['streams_per_s']:.2f}x, CPU per stream"
                 f" {gateway['cpu_ms_per_stream'] / baseline['cpu_ms_per_stream']:.2f}x"
             )
+        for name in result.get("variants", {}):
+            if name in tput and tput[name]["cpu_ms_per_stream"] and "gateway" in tput:
+                gateway, variant = tput["gateway"], tput[name]
+                speed = gateway["streams_per_s"] / variant["streams_per_s"]
+                cpu = gateway["cpu_ms_per_stream"] / variant["cpu_ms_per_stream"]
+                text += f"\ngateway / {name}: streams/s {speed:.2f}x, CPU per stream {cpu:.2f}x"
         parts.append(
             "Throughput at 16 concurrent (targets: >= 300 streams/s, >= 15,000 tokens/cpu-s, >= 6x LiteLLM)\n"
             + text

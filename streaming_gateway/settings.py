@@ -85,6 +85,9 @@ class Settings:
     token_batch_max: int = 64
     turn_timeout_s: int = 900
 
+    #: Run on uvloop's event loop (python -m streaming_gateway); off: asyncio's own loop.
+    uvloop: bool = True
+
     # Streaming behaviour.
     heartbeat_s: float = 15.0
     orphan_grace_s: float = 5.0
@@ -169,6 +172,7 @@ class Settings:
             stateless_ttl_s=env.int("GATEWAY_STATELESS_TTL_SECONDS", 3600, minimum=60),
             token_batch_max=env.int("GATEWAY_TOKEN_BATCH_MAX", 64, minimum=1, maximum=1000),
             turn_timeout_s=env.int("GATEWAY_TURN_TIMEOUT_SECONDS", 900, minimum=10),
+            uvloop=env.bool("GATEWAY_UVLOOP", True),
             heartbeat_s=env.float("GATEWAY_HEARTBEAT_SECONDS", 15.0, minimum=0.1),
             orphan_grace_s=env.float("GATEWAY_ORPHAN_GRACE_SECONDS", 5.0, minimum=0.0),
             shutdown_grace_s=env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0),

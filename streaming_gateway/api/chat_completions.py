@@ -294,8 +294,10 @@ async def _stream(
     async def start() -> None:
         if not response.prepared:
             await response.prepare(request)
-            await response.write(comment_bytes("connected"))
-            await response.write(completion.chunk({"role": "assistant", "content": ""}))
+            # With the headers, in one write.
+            await response.write(
+                comment_bytes("connected") + completion.chunk({"role": "assistant", "content": ""})
+            )
 
     try:
         if early:
@@ -303,7 +305,8 @@ async def _stream(
             # headers are written while the model works.
             await asyncio.sleep(0)
             await start()
-        # The entries already in hand go out in one write (one syscall, not one per token).
+        # The entries already in hand go out in one write (one syscall, not one per token); the
+        # last ones with the end of the response.
         out: list[bytes] = []
         async for entry in follower.entries(after, until_end=False, until_step_end=True):
             if not response.prepared:
@@ -325,8 +328,10 @@ async def _stream(
             if entry is None:
                 await response.write(comment_bytes("keep-alive"))
                 continue
-            delta = completion.add(entry)
-            if delta is not None:
+            chunk = completion.token_chunk(entry)
+            if chunk is not None:
+                out.append(chunk)
+            elif (delta := completion.add(entry)) is not None:
                 out.append(completion.chunk(delta))
             elif entry.type == "error":
                 # As the API does: the error object, then the end of the stream (no finish, no [DONE]).
@@ -336,13 +341,12 @@ async def _stream(
                 if completion.include_usage:
                     out.append(completion.usage_chunk())
                 out.append(b"data: [DONE]\n\n")
-            if out and (not follower.ready or entry.type in {"message_end", "error"}):
+            # After a message_end the entries end (until_step_end): it goes with the end below.
+            if out and not follower.ready and entry.type != "message_end":
                 await response.write(b"".join(out))
                 out.clear()
         await start()  # the stream stopped (shutdown) before anything came
-        if out:
-            await response.write(b"".join(out))
-        await response.write_eof()
+        await response.write_eof(b"".join(out))
     except ConnectionResetError:
         log.info("OpenAI-API client left %s at event %d", follower.conversation_id, follower.last_id)
     except RedisError as exc:

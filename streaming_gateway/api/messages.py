@@ -130,21 +130,22 @@ async def _stream(
     try:
         await response.write(opening_bytes())
         ended = False
-        out: list[bytes] = []  # the entries already in hand go out in one write
+        # The entries already in hand go out in one write (one syscall, not one per token); the
+        # last ones with the end of the response.
+        out: list[bytes] = []
         async for entry in follower.entries(after, until_end=until_end):
             if entry is None:
                 await response.write(comment_bytes("keep-alive"))
                 continue
             out.append(event_bytes(entry))
             ended = entry.ends_answer
-            if not follower.ready or ended:
+            # With until_end the entries end after the answer's end: it goes with the end below.
+            if not follower.ready and not (until_end and ended):
                 await response.write(b"".join(out))
                 out.clear()
-        if out:
-            await response.write(b"".join(out))
         if handle.stop.is_set() and not (until_end and ended):
-            await response.write(resumable_end_bytes(follower.last_id))
-        await response.write_eof()
+            out.append(resumable_end_bytes(follower.last_id))
+        await response.write_eof(b"".join(out))
     except ConnectionResetError:
         log.info("client left %s at event %d", follower.conversation_id, follower.last_id)
     except RedisError as exc:

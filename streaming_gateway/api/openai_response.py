@@ -16,6 +16,8 @@ import json
 import time
 from typing import Any
 
+import orjson
+
 from streaming_gateway.state.stream_log import LogEntry
 
 #: The finish reasons OpenAI's schema allows; the gateway's others are reported as `stop`.
@@ -44,6 +46,11 @@ class Completion:
         self.usage: dict[str, int] | None = None
         self.error: dict[str, Any] | None = None
         self.ended = False
+        # Every chunk is this envelope around its choice: serialized once, not once per token.
+        envelope = _json(self._envelope())
+        self._chunk_head = b"data: " + envelope[:-1] + b',"choices":[{"index":0,"delta":'
+        usage = ',"usage":null' if include_usage else ""  # as the API does: null on all but the last
+        self._chunk_tail = f',"logprobs":null,"finish_reason":null}}]{usage}}}\n\n'.encode()
 
     def add(self, entry: LogEntry) -> dict[str, Any] | None:
         """Record the entry; returns the chunk delta to stream for it, if any."""
@@ -85,7 +92,18 @@ class Completion:
             "system_fingerprint": self.system_fingerprint,
         }
 
+    def token_chunk(self, entry: LogEntry) -> bytes | None:
+        """The chunk of a token entry, recorded as `add` does; None for any other entry (give it
+        to `add`). The per-token path: the entry's JSON parsed once and only the text serialized."""
+        if entry.type != "token":
+            return None
+        text = orjson.loads(entry.data)["text"]
+        self.text.append(text)
+        return b"".join((self._chunk_head, b'{"content":', _json(text), b"}", self._chunk_tail))
+
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        if finish_reason is None:
+            return self._chunk_head + _json(delta) + self._chunk_tail
         payload = {
             **self._envelope(),
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
@@ -135,4 +153,13 @@ class Completion:
 
 
 def _data(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
+    return b"data: " + _json(payload) + b"\n\n"
+
+
+def _json(value: Any) -> bytes:
+    """Compact JSON, UTF-8. orjson (several times json's speed: this runs per token) refuses a
+    lone surrogate, which json.loads can produce from an escape; json writes it escaped."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()

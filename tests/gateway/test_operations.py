@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import jwt
+import pytest
 
+from local_stack import processes
 from streaming_gateway.token import make_token as cli_make_token
 from tests.fixtures.gateway import SECRET, Gateway
 from tests.gateway.helpers import data, read_events, text_of
@@ -130,6 +132,25 @@ def test_gateway_refuses_to_start_with_a_bad_agent_config(tmp_path: Path) -> Non
         timeout=60,
     )
     assert result.returncode == 2 and "agent.json" in result.stderr
+
+
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("false", "asyncio")])
+def test_gateway_process_runs_on_uvloop_unless_turned_off(
+    setting: str | None, loop: str, redis_url: str, output_dir: Path
+) -> None:
+    """python -m streaming_gateway serves on uvloop's event loop; GATEWAY_UVLOOP=false on asyncio's."""
+    port = processes.free_port()
+    log_path = output_dir / f"gateway-loop-{loop}.log"
+    log_path.unlink(missing_ok=True)
+    env = {"AUTH_JWT_SECRET": SECRET, "REDIS_URL": redis_url, "GATEWAY_PORT": str(port)}
+    if setting is not None:
+        env["GATEWAY_UVLOOP"] = setting
+    service = processes.python_module("gateway", "streaming_gateway", port, env=env, log_path=log_path)
+    try:
+        service.start()
+    finally:
+        service.stop()
+    assert f"event loop: {loop}" in log_path.read_text()
 
 
 async def test_slow_reader_does_not_hold_up_the_answer(gateway: Gateway, script) -> None:
