@@ -53,11 +53,14 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
-if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ] \
-   || [ ! -f node_modules/axe-core/axe.min.js ]; then
+# Installed once per lock file's content (a stamp named by its hash), not by file times: a fresh
+# checkout's files are all new, and `npm ci` would empty a node_modules that is already right.
+NODE_STAMP=node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -f "$NODE_STAMP" ] || [ ! -f node_modules/axe-core/axe.min.js ]; then
   echo "bootstrap: installing Node packages (azurite, cosmosdb-server, axe-core)"
   npm ci --no-audit --no-fund --loglevel=error 2>&1 | grep -v 'Unknown user config' || true
   [ -f node_modules/azurite/dist/src/azurite.js ] && [ -f node_modules/@vercel/cosmosdb-server/lib/cli.js ] \
     && [ -f node_modules/axe-core/axe.min.js ] \
     || { echo "bootstrap: Node packages failed to install" >&2; exit 1; }
+  touch "$NODE_STAMP"
 fi
