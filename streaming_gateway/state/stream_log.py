@@ -124,7 +124,7 @@ class StreamLog:
         #: This pod's followers of any conversation, fed by the appends made here and by one reader.
         self.hub = LogHub(redis, by_slot=by_slot)
         #: The pod's watcher and stream-slot leases, renewed together.
-        self.leases = LeaseKeeper(redis)
+        self.leases = LeaseKeeper(redis, by_slot=by_slot)
 
     async def append(self, conversation_id: str, *events: Event, end: TurnEnd | None = None) -> int:
         """Append events in order, atomically; returns the id of the last one. With `end`, the same

@@ -1,18 +1,25 @@
-"""The pod's lease keeper: every held lease renewed in one round trip, removed ones left removed."""
+"""The pod's lease keeper: held leases renewed by one timer wheel, spread over their period, removed
+ones left removed; on one Redis server, behind a cluster proxy (one slot per command) and on a
+Redis Cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 import redis.asyncio as aioredis
 
-from streaming_gateway.state.leases import LeaseKeeper
+from agent_contracts.redis_connection import AnyRedis
+from streaming_gateway.state.leases import CHUNK, LeaseKeeper
+from tests.fixtures.services import ON_BOTH
 
 
-async def test_renew_extends_held_leases_only(aredis: aioredis.Redis) -> None:
+@ON_BOTH
+@pytest.mark.parametrize("by_slot", [False, True])
+async def test_renew_extends_held_leases_only(aredis: AnyRedis, by_slot: bool) -> None:
     """Held leases get a later expiry and their key a TTL; dropped or removed members are not renewed."""
-    keeper = LeaseKeeper(aredis)
+    keeper = LeaseKeeper(aredis, by_slot=by_slot)
     before = time.time()
     await aredis.zadd("lease:a", {"s1": before, "s2": before, "gone": before})
     await aredis.zadd("lease:b", {"w1": before})
@@ -37,19 +44,60 @@ async def test_renew_extends_held_leases_only(aredis: aioredis.Redis) -> None:
     await keeper.close()
 
 
-async def test_many_leases_renew_in_chunks(aredis: aioredis.Redis) -> None:
-    """Five thousand leases (open streams) are all renewed."""
+@ON_BOTH
+async def test_many_leases_on_many_keys_renew_in_chunks(aredis: AnyRedis) -> None:
+    """More leases than one script call takes, on keys of many hash slots, are all renewed."""
     keeper = LeaseKeeper(aredis)
-    members = {f"s{i}": 0.0 for i in range(5000)}
-    await aredis.zadd("lease:many", members)
-    for member in members:
-        keeper.hold("lease:many", member, 30)
+    count = 2 * CHUNK + 7
+    for i in range(count):
+        await aredis.zadd(f"lease:{{c{i}}}:watchers", {f"r{i}": 0.0})
+        keeper.hold(f"lease:{{c{i}}}:watchers", f"r{i}", 15)
     await keeper.renew()
-    assert await aredis.zcount("lease:many", time.time(), "+inf") == 5000
+    now = time.time()
+    alive = [await aredis.zcount(f"lease:{{c{i}}}:watchers", now, "+inf") for i in range(count)]
+    assert alive == [1] * count
+    await keeper.close()
+
+
+async def test_the_wheel_renews_each_lease_on_its_own(aredis: aioredis.Redis) -> None:
+    """Without any call to renew(), the keeper's wheel keeps pushing a held lease's expiry forward
+    and leaves a dropped one alone."""
+    keeper = LeaseKeeper(aredis, tick_s=0.01)
+    start = time.time()
+    await aredis.zadd("lease:w", {"kept": start + 0.3, "dropped": start + 0.3})
+    keeper.hold("lease:w", "kept", 0.3)
+    keeper.hold("lease:w", "dropped", 0.3)
+    keeper.drop("lease:w", "dropped")
+    first = await aredis.zscore("lease:w", "kept")
+    assert first is not None
+    for _ in range(1000):  # waits for the wheel (bounded: a keeper that never renews fails here)
+        score = await aredis.zscore("lease:w", "kept")
+        if score is not None and score > first + 0.2:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the held lease was never renewed by the wheel")
+    assert await aredis.zscore("lease:w", "dropped") == pytest.approx(start + 0.3)
+    await keeper.close()
+
+
+async def test_a_burst_of_leases_is_spread_over_the_period(aredis: aioredis.Redis) -> None:
+    """Leases taken at the same moment (streams opened in a burst) are due in different ticks, the
+    same number in each, so no tick renews them all."""
+    keeper = LeaseKeeper(aredis, tick_s=0.5)  # a 15 s lease renews every 5 s: 10 ticks
+    for i in range(1000):
+        keeper.hold(f"lease:{i}", "m", 15)
+    spread = keeper.spread()
+    assert len(spread) == 10
+    assert max(spread) - min(spread) <= 1
+    assert sum(spread) == 1000
+    keeper.hold("lease:0", "m", 15)  # held again: still one renewal per period
+    keeper.drop("lease:1", "m")
+    assert sum(keeper.spread()) == 999
     await keeper.close()
 
 
 def test_a_lease_must_outlive_three_renewals() -> None:
-    """A lease shorter than three renewal intervals is refused (one missed renewal must be harmless)."""
+    """A lease shorter than three ticks of the wheel is refused (one missed renewal must be harmless)."""
     with pytest.raises(ValueError, match="too short"):
-        LeaseKeeper(aioredis.Redis(), every_s=5).hold("k", "m", 10)
+        LeaseKeeper(aioredis.Redis(), tick_s=5).hold("k", "m", 10)
