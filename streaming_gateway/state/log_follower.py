@@ -11,6 +11,12 @@ A follower opened for a turn this pod is about to start (`turn_from`) subscribes
 and takes no lease itself: the turn's one round trip takes it (`watcher`, then `turn_started`).
 Its first entries are the producer's appends handed over, so it reads nothing from the log unless
 something written elsewhere meanwhile shows as a gap.
+
+Keep-alives (a write on an idle stream every `heartbeat_s`: proxies keep the connection open, and a
+client that went away is noticed when the write fails) come from one timer wheel per pod
+(KeepAliveWheel), not a timer per stream: thousands of idle streams leave no timers in the event
+loop's heap, whose every push and pop compares in Python. A new stream's first keep-alive comes a
+round-robin fraction of the interval early, so streams opened in a burst do not keep alive in one.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+import weakref
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
@@ -36,6 +44,8 @@ BATCH = 100
 WATCH_LEASE_S = 15.0
 #: Lease removals in flight (a reference keeps each task alive until it is done).
 _UNWATCHING: set[asyncio.Task[None]] = set()
+#: Ticks of the keep-alive wheel per interval: a keep-alive is late by at most one tick.
+KEEPALIVE_TICKS = 16
 
 
 class AnswerNudge(Protocol):
@@ -45,6 +55,24 @@ class AnswerNudge(Protocol):
 
 
 class Follower:
+    __slots__ = (
+        "_answers",
+        "_heartbeat_s",
+        "_keepalive_at",
+        "_leased",
+        "_log",
+        "_reader_id",
+        "_stop",
+        "_turn_after",
+        "_turn_from",
+        "_turn_inbox",
+        "_waiting_on",
+        "_wheel_tick",
+        "conversation_id",
+        "last_id",
+        "ready",
+    )
+
     def __init__(
         self,
         log_: StreamLog,
@@ -71,6 +99,11 @@ class Follower:
         self._turn_inbox: Subscription | None = None
         self._turn_after: int | None = None
         self._leased = False
+        #: While waiting: when a keep-alive is due (monotonic), the inbox waited on, and the wheel's
+        #: tick this follower is filed under (None: not filed).
+        self._keepalive_at: float | None = None
+        self._waiting_on: Subscription | None = None
+        self._wheel_tick: int | None = None
 
     def lease_for_turn(self) -> Watcher:
         """The watcher lease the turn's begin_turn takes for this follower. From here on the
@@ -139,7 +172,9 @@ class Follower:
             # Subscribed before the first read: whatever is appended after that read reaches the inbox.
             inbox = self._log.subscribe(cid, after)
             from_log = True  # replay from the log first; later only on a gap or an overflowed inbox
-        last_sent = time.monotonic()
+        wheel = keep_alives(self._heartbeat_s)
+        # A first keep-alive a round-robin part of the interval early spreads a burst of new streams.
+        last_sent = time.monotonic() - wheel.stagger()
         first = True
         flushed = False  # once stopping: one last read of the log, then end when caught up
         try:
@@ -180,16 +215,23 @@ class Follower:
                 if now - last_sent >= self._heartbeat_s:
                     last_sent = now
                     yield None
-                # Wait in memory, never in Redis: a cancel (client gone, a new resume) ends it at once.
-                wait_s = last_sent + self._heartbeat_s - time.monotonic()
-                if wait_s > 0 and not self._stop.is_set():
+                # Wait in memory, never in Redis: a cancel (client gone, a new resume) ends it at once;
+                # the pod's keep-alive wheel wakes it when a keep-alive is due.
+                if not self._stop.is_set():
                     _stop_if_cancelled(cid)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait_s):
-                            await inbox.wake.wait()
+                    self._keepalive_at = last_sent + self._heartbeat_s
+                    self._waiting_on = inbox
+                    wheel.file(self)
+                    await inbox.wake.wait()
                     _stop_if_cancelled(cid)
         finally:
+            self._keepalive_at = self._waiting_on = None
             self._log.unsubscribe(inbox)
+
+    def keep_alive_due(self) -> None:
+        """Called by the keep-alive wheel: wake the follower if it still waits."""
+        if self._waiting_on is not None:
+            self._waiting_on.wake.set()
 
     def _gap(self, gap_id: int) -> LogEntry:
         """The events the client asked for were trimmed or expired: say so instead of skipping silently."""
@@ -201,6 +243,94 @@ class Follower:
             retryable=False,
         )
         return LogEntry(gap_id, "error", event.to_json())
+
+
+class KeepAliveWheel:
+    """When each waiting follower of this pod (with one keep-alive interval) is due a keep-alive.
+
+    Buckets of interval / KEEPALIVE_TICKS; a waiting follower is filed under the tick at or after
+    its due time, at most once (its due time only moves later: when its bucket comes up it is woken
+    if due, else filed again). One task runs the wheel while any follower is filed, and ends when
+    none is, so an idle pod has no task of it.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.tick_s = interval_s / KEEPALIVE_TICKS
+        self._due: dict[int, list[Follower]] = {}
+        self._filed = 0
+        #: The last tick looked at: nothing is filed at or before it.
+        self._done = 0
+        self._next_stagger = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def stagger(self) -> float:
+        """How much earlier than a full interval a new stream's first keep-alive is due (round-robin)."""
+        self._next_stagger = (self._next_stagger + 1) % KEEPALIVE_TICKS
+        return self._next_stagger * self.tick_s
+
+    def spread(self) -> list[int]:
+        """Followers filed per coming tick, in tick order (how evenly keep-alives are spread)."""
+        return [sum(1 for f in self._due[tick] if f._wheel_tick == tick) for tick in sorted(self._due)]
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def file(self, follower: Follower) -> None:
+        if follower._wheel_tick is not None or follower._keepalive_at is None:
+            return  # filed under an earlier tick already: it is looked at again then
+        if self._task is None:
+            self._done = int(time.monotonic() / self.tick_s)
+            self._task = asyncio.create_task(self._run(), name="keep-alive-wheel")
+        tick = max(math.ceil(follower._keepalive_at / self.tick_s), self._done + 1)
+        follower._wheel_tick = tick
+        self._due.setdefault(tick, []).append(follower)
+        self._filed += 1
+
+    def _turn(self, upto: int, after: int) -> None:
+        """Wake the due followers of ticks (after, upto]; file the rest again."""
+        now = time.monotonic()
+        for tick in range(after + 1, upto + 1):
+            for follower in self._due.pop(tick, ()):
+                if follower._wheel_tick != tick:
+                    continue
+                follower._wheel_tick = None
+                self._filed -= 1
+                due = follower._keepalive_at
+                if due is None:
+                    continue  # it stopped waiting for good
+                if due <= now:
+                    follower.keep_alive_due()
+                else:
+                    self.file(follower)
+
+    async def _run(self) -> None:
+        try:
+            while self._filed:
+                await asyncio.sleep((self._done + 1) * self.tick_s - time.monotonic())
+                now = int(time.monotonic() / self.tick_s)
+                if now > self._done:
+                    done, self._done = self._done, now
+                    self._turn(now, done)
+        finally:
+            self._task = None
+            if not self._filed:
+                self._due.clear()
+
+
+#: One wheel per event loop and keep-alive interval (a pod has one interval: its setting).
+_WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, KeepAliveWheel]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def keep_alives(interval_s: float) -> KeepAliveWheel:
+    """The running loop's keep-alive wheel for this interval."""
+    wheels = _WHEELS.setdefault(asyncio.get_running_loop(), {})
+    wheel = wheels.get(interval_s)
+    if wheel is None:
+        wheel = wheels[interval_s] = KeepAliveWheel(interval_s)
+    return wheel
 
 
 def _stop_if_cancelled(conversation_id: str) -> None:
