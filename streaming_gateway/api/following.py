@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -16,16 +14,17 @@ from streaming_gateway.state.limits import PendingCount, UserStep
 from streaming_gateway.state.log_follower import Follower
 
 
-@contextlib.asynccontextmanager
-async def follow(
+def follow(
     app: web.Application, handle: StreamHandle, conversation_id: str, *, turn_from: int | None = None
-) -> AsyncIterator[Follower]:
+) -> Follower:
     """A follower of `conversation_id` for the open stream `handle` (it stops when the stream is
-    asked to stop), holding its watcher lease while the block runs. With `turn_from` (the
-    conversation's last event id as the caller knows it) it is for a turn started with
-    `start_turn` below, which takes the lease in the turn's own round trip."""
+    asked to stop), to use as `async with`: it holds its watcher lease while the block runs. With
+    `turn_from` (the conversation's last event id as the caller knows it) it is for a turn started
+    with `start_turn` below, which takes the lease in the turn's own round trip. The follower is its
+    own context manager (no generator-based one per open stream: thousands of idle streams each
+    keep theirs for as long as they are open)."""
     engine = app[engine_key]
-    follower = Follower(
+    return Follower(
         engine.log,
         engine.answers,
         conversation_id,
@@ -33,8 +32,6 @@ async def follow(
         stop=handle.stop,
         turn_from=turn_from,
     )
-    async with follower:
-        yield follower
 
 
 async def start_turn(
