@@ -230,17 +230,9 @@ async def main() -> int:
             await put_script(stack.urls["upstream"], script(tokens, delay_ms))
 
         if "scale" in only:
-            # A fresh gateway: RSS per stream must not hide under the high-water mark of earlier runs.
-            stack.stop("gateway")
-            stack.gateway()
-            report["scale"] = await scale.measure(
-                stack.urls["gateway"],
-                stack.pid("gateway"),
-                sizes["scale"],
-                probe_concurrency=4,
-                probe_rounds=16 if full else 8,
-            )
-            tables.append("Scale: open streams on one gateway process\n" + scale.render(report["scale"]))
+            report["scale"] = await scale_runs(stack, sizes["scale"], probe_rounds=16 if full else 8)
+            for name, run in report["scale"].items():
+                tables.append(f"Scale: open streams on one gateway process ({name})\n" + scale.render(run))
 
         if "cluster" in only:
             report["cluster"] = await cluster_scale.measure(
@@ -264,6 +256,44 @@ async def main() -> int:
     print("\n\n".join([f"versions: {report['versions']}  machine: {report['machine']}", *tables]))
     print(f"\nJSON: {out.relative_to(ROOT)}; logs: {stack.workdir.relative_to(ROOT)}")
     return 1 if "error" in report else 0
+
+
+async def scale_runs(stack: Stack, levels: list[int], probe_rounds: int) -> dict[str, Any]:
+    """The scale run on a fresh gateway (RSS per stream must not hide under the high-water mark of
+    earlier runs). BENCH_SCALE_LEVELS (e.g. 0,1000,2500,5000,10000) sets the levels and runs every
+    one of them (not stopped at the first over budget). With BENCH_BASELINE=<git rev>, that
+    revision's gateway is measured first the same way, then this checkout's: one after the other,
+    since the load generator cannot hold both sets of streams at once (descriptors)."""
+    stop_over_budget = "BENCH_SCALE_LEVELS" not in os.environ
+    if not stop_over_budget:
+        levels = [int(level) for level in os.environ["BENCH_SCALE_LEVELS"].split(",")]
+    gateways: list[tuple[str, Path | None]] = []
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        tree = export_baseline(baseline, Path(tempfile.mkdtemp(prefix="bench-baseline-")))
+        short = subprocess.run(  # noqa: ASYNC221 (setup, before any load runs)
+            ["git", "rev-parse", "--short", baseline], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        gateways.append((f"baseline {short}", tree))
+    gateways.append(("gateway", None))
+    runs: dict[str, Any] = {}
+    stack.stop("gateway")
+    for name, source in gateways:
+        service = "scale-baseline" if source is not None else "gateway"
+        stack.gateway(service, source)
+        runs[name] = await scale.measure(
+            stack.urls[service],
+            stack.pid(service),
+            levels,
+            probe_concurrency=4,
+            probe_rounds=probe_rounds,
+            stop_over_budget=stop_over_budget,
+            redis_url=stack.urls["redis"],
+        )
+        runs[name]["started_load_1m"] = round(os.getloadavg()[0], 2)
+        stack.stop(service)
+    stack.gateway()  # later sections expect the gateway
+    return runs
 
 
 async def memory_runs(stack: Stack, turns: int) -> dict[str, Any]:
@@ -401,6 +431,7 @@ async def target_runs(stack: Stack, sizes: dict[str, Any], fd_limit: int) -> dic
         probe_concurrency=4,
         probe_rounds=16,
         stop_over_budget=False,
+        redis_url=stack.urls["redis"],
     )
     result["idle"] = hot_path.idle_cost(result["scale"])
     return result

@@ -3,7 +3,9 @@ the budget, and its resident memory per open stream (VmRSS of the gateway proces
 
 Idle streams are real SSE followers (`GET /v1/conversations/{id}/events`), one conversation and
 one user each; at every level a probe of active streams measures TTFT through the gateway while
-the idle ones stay open.
+the idle ones stay open. Before the probe, a quiet window counts what the idle streams alone cost
+each second: the gateway's CPU (utime + stime from /proc) and, given the Redis URL, the commands
+Redis ran (INFO commandstats before and after); the machine's load average is noted with each level.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from bench.clients import Target, wave
 from bench.stack import open_fds, rss_bytes, token
@@ -24,6 +28,42 @@ from bench.stats import fmt, summary, table
 log = logging.getLogger(__name__)
 
 TTFT_BUDGET_MS = 250.0
+#: The quiet window at each level in which the idle streams' own cost is counted.
+IDLE_WINDOW_S = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one process, in seconds (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+async def command_calls(redis_url: str) -> dict[str, int]:
+    """Commands Redis has run so far, by name (INFO commandstats)."""
+    client = aioredis.from_url(redis_url)
+    try:
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+
+
+async def idle_cost(gateway_pid: int, redis_url: str | None, seconds: float) -> dict[str, Any]:
+    """The gateway's CPU share and Redis's commands per second over a window with no request."""
+    calls = await command_calls(redis_url) if redis_url else {}
+    cpu, t0 = process_cpu_s(gateway_pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    cost: dict[str, Any] = {"cpu_pct": round(100 * (process_cpu_s(gateway_pid) - cpu) / elapsed, 1)}
+    if redis_url:
+        after = await command_calls(redis_url)
+        per_s = {name: (n - calls.get(name, 0)) / elapsed for name, n in after.items()}
+        cost["redis_commands_per_s"] = {
+            name: round(rate, 1) for name, rate in sorted(per_s.items()) if rate >= 0.5
+        }
+    return cost
 
 
 class IdleStreams:
@@ -108,10 +148,13 @@ async def measure(
     *,
     stop_over_budget: bool = True,
     at_level: Callable[[], Awaitable[Any]] | None = None,
+    redis_url: str | None = None,
+    idle_window_s: float = IDLE_WINDOW_S,
 ) -> dict[str, Any]:
     """Grow idle streams level by level, probing TTFT at each. Stops at the first level with probe
     errors or failed idle streams, and (unless stop_over_budget is False) at the first over budget.
-    `at_level`, when given, is awaited at each level with the streams open; its result goes in the row."""
+    `at_level`, when given, is awaited at each level with the streams open; its result goes in the row.
+    With `redis_url`, the idle window also counts the Redis commands run per second."""
     idle = IdleStreams(gateway)
     probe = Target("gateway", f"{gateway}/v1", model="default", jwt_per_user=True)
     rows: list[dict[str, Any]] = []
@@ -129,6 +172,7 @@ async def measure(
                 await asyncio.sleep(0.2)
             gc.collect()
             rss = rss_bytes(gateway_pid)
+            idle_s = await idle_cost(gateway_pid, redis_url, idle_window_s) if idle_window_s > 0 else {}
             samples = []
             for round_ in range(probe_rounds):
                 samples += await wave(probe, probe_concurrency, "scale", round_)
@@ -142,6 +186,8 @@ async def measure(
                 "idle_failed": idle.failed,
                 "seconds_to_open": opened_s,
                 "ttft_ms": summary(ok),
+                "idle": idle_s,
+                "load_1m": round(os.getloadavg()[0], 2),
             }
             if at_level is not None:  # e.g. the Redis nodes' connection counts while the streams are open
                 row["at_level"] = await at_level()
@@ -181,7 +227,12 @@ def _conclude(rows: list[dict[str, Any]], probe_concurrency: int) -> dict[str, A
     }
 
 
+def _maybe(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else fmt(value, digits)
+
+
 def render(result: dict[str, Any]) -> str:
+    redis = any("redis_commands_per_s" in r.get("idle", {}) for r in result["levels"])
     rows = [
         [
             r["idle_streams"],
@@ -191,10 +242,27 @@ def render(result: dict[str, Any]) -> str:
             fmt(r["ttft_ms"]["p50"]),
             fmt(r["ttft_ms"]["p99"]),
             r["probe_errors"],
+            _maybe(r.get("idle", {}).get("cpu_pct")),
+            _maybe(sum(r.get("idle", {}).get("redis_commands_per_s", {}).values()) if redis else None),
+            _maybe(r.get("load_1m"), 2),
         ]
         for r in result["levels"]
     ]
-    text = table(["idle streams", "open (gauge)", "rss MB", "fds", "ttft p50", "ttft p99", "err"], rows)
+    text = table(
+        [
+            "idle streams",
+            "open (gauge)",
+            "rss MB",
+            "fds",
+            "ttft p50",
+            "ttft p99",
+            "err",
+            "idle cpu %",
+            "redis cmd/s",
+            "load 1m",
+        ],
+        rows,
+    )
     verdict = (
         f"held {result['max_open_streams_within_budget']} open streams (idle + {result['probe_concurrency']}"
         f" active) with p99 TTFT <= {result['budget_ms']:.0f} ms"
