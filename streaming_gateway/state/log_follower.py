@@ -14,9 +14,11 @@ something written elsewhere meanwhile shows as a gap.
 
 Keep-alives (a write on an idle stream every `heartbeat_s`: proxies keep the connection open, and a
 client that went away is noticed when the write fails) come from one timer wheel per pod
-(KeepAliveWheel), not a timer per stream: thousands of idle streams leave no timers in the event
-loop's heap, whose every push and pop compares in Python. A new stream's first keep-alive comes a
-round-robin fraction of the interval early, so streams opened in a burst do not keep alive in one.
+(KeepAliveWheel), not a timer per stream: thousands of idle streams leave no timer, timeout object
+and cancellation per keep-alive in the event loop (on asyncio's own loop, GATEWAY_UVLOOP=false, its
+timer heap compares in Python on every push and pop, so each open stream's timer slowed every other).
+A new stream's first keep-alive comes a round-robin fraction of the interval early, so streams
+opened in a burst do not keep alive in one.
 """
 
 from __future__ import annotations
