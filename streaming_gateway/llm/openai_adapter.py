@@ -82,7 +82,7 @@ class OpenAIChatModel:
                 CHAT_COMPLETIONS, body=kwargs, cast_to=httpx2.Response, stream=True, stream_cls=None
             )
             try:
-                async for chunk in _sse_json(response.aiter_lines()):
+                async for chunk in _sse_json(response.aiter_bytes()):
                     if chunk.get("error"):
                         raise LLMUnavailable(f"the model's stream failed: {chunk['error']}")
                     if chunk.get("usage"):
@@ -140,23 +140,60 @@ class OpenAIChatModel:
             await self._credential.close()
 
 
-async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON of each server-sent event's data until `[DONE]` (data lines of one event joined)."""
-    data: list[str] = []
-    async for line in lines:
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-        elif not line and data:
-            payload = "\n".join(data)
-            data.clear()
-            if payload == "[DONE]":
+async def _sse_json(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON of each server-sent event's data until `[DONE]`, from the body's bytes as they come."""
+    events = _EventData()
+    async for piece in body:
+        for payload in events.feed(piece):
+            if payload == b"[DONE]":
                 return
-            try:
-                yield json.loads(payload)
-            except ValueError as exc:
-                raise LLMUnavailable(f"the model sent a chunk that is not JSON: {payload[:100]!r}") from exc
-    if data and data != ["[DONE]"]:
-        raise LLMUnavailable("the model's stream ended inside an event")
+            yield _json(payload)
+    for payload in events.end():
+        if payload == b"[DONE]":
+            return
+        yield _json(payload)
+
+
+class _EventData:
+    """Splits the lines of each read at once (LF, CRLF or CR; `bytes.splitlines`), not one await per
+    line as httpx2's `aiter_lines` does: a read's last line waits for the next read when unfinished
+    or ending in CR (maybe half a CRLF). The data lines of one event are joined by a newline."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self._data: list[bytes] = []
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        lines = (self._rest + piece if self._rest else piece).splitlines(keepends=True)
+        self._rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        return self._events(lines)
+
+    def end(self) -> list[bytes]:
+        """The events the body's end completes (its last line may end in CR); an event left open
+        (data without its blank line, other than `[DONE]`) is the stream failing."""
+        payloads = self._events([self._rest] if self._rest else [])
+        self._rest = b""
+        if self._data and self._data != [b"[DONE]"]:
+            raise LLMUnavailable("the model's stream ended inside an event")
+        return payloads
+
+    def _events(self, lines: list[bytes]) -> list[bytes]:
+        payloads = []
+        for line in lines:
+            line = line.rstrip(b"\r\n")
+            if line.startswith(b"data:"):
+                self._data.append(line[5:].lstrip(b" "))
+            elif not line and self._data:
+                payloads.append(b"\n".join(self._data))
+                self._data.clear()
+        return payloads
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    try:
+        return json.loads(payload)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise LLMUnavailable(f"the model sent a chunk that is not JSON: {payload[:100]!r}") from exc
 
 
 def _timed_out(exc: BaseException) -> bool:
