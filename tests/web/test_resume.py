@@ -11,6 +11,7 @@ from playwright.async_api import Page, WebSocketRoute, expect
 
 from tests.fixtures.gateway import Gateway
 from tests.web.chat_page import (
+    answers,
     connection,
     last_answer,
     open_signed_in,
@@ -157,10 +158,48 @@ async def test_reload_mid_answer_shows_the_whole_answer_once(
     await wait_answer_done(page, last_answer(page))
     await send(page, "count slowly")
     await wait_mid_answer(page, "word05", "word39")
+    # The reloaded page shows the stored history first; until the replay brings the answer in
+    # progress, its last answer is the earlier one, finished ("stop", Stop hidden), so a wait on the
+    # last answer can pass on the wrong one (it did on a loaded machine). The reloaded page's frames
+    # are held until its history shows, and the test waits on the second answer (from the replay, or
+    # from the history when the answer ended before the page loaded it).
+    held = HoldServerFrames()
+    await page.route_web_socket(WS_URL, held)
     await page.reload()
     await expect(connection(page)).to_have_attribute("data-state", "connected")
     await expect(page.locator("article.message.user")).to_have_text(["first question", "count slowly"])
-    answer = last_answer(page)
+    held.release()
+    await expect(answers(page)).to_have_count(2)
+    answer = answers(page).nth(1)
     await wait_answer_done(page, answer)
     assert await answer.locator(".body").inner_text() == WORDS
     await expect(page.locator("article.message.assistant .body")).to_have_text(["Earlier answer.", WORDS])
+
+
+class HoldServerFrames:
+    """Routes the page's WebSockets through Playwright, holding what the server sends until `release`,
+    then passing it on in order; the page's frames go to the server at once."""
+
+    def __init__(self) -> None:
+        self.held: list[str | bytes] | None = []
+        self.routes: list[WebSocketRoute] = []
+
+    def __call__(self, route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+        self.routes.append(route)
+
+        def from_server(message: str | bytes) -> None:
+            if self.held is None:
+                route.send(message)
+            else:
+                self.held.append(message)
+
+        server.on_message(from_server)
+        route.on_message(server.send)
+
+    def release(self) -> None:
+        """Send what was held (one connection: the reloaded page's) and pass on what comes next."""
+        held, self.held = self.held or [], None
+        assert len(self.routes) == 1
+        for message in held:
+            self.routes[0].send(message)
