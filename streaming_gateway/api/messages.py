@@ -80,7 +80,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     engine = request.app[engine_key]
     user_id = principal(request).user_id
     conversation = await engine.store.owned(request.match_info["conversation_id"], user_id)
-    after = _after(request, conversation.last_event_id)
+    after = _after(request, conversation.last_event_id, ahead=conversation.ids_ahead)
     until = request.query.get("until")
     if until not in (None, "end"):
         raise InvalidInput(
@@ -101,7 +101,9 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         )
 
 
-def _after(request: web.Request, last_event_id: int) -> int:
+def _after(request: web.Request, last_event_id: int, *, ahead: bool = False) -> int:
+    """The id the client resumes after. Past the log's last id only while a producer owns the ids
+    (`ahead`): it may have shown the client events its end persists under those ids."""
     field, raw = "Last-Event-ID", request.headers.get("Last-Event-ID")
     if raw is None:
         field, raw = "after", request.query.get("after", "0")
@@ -109,7 +111,7 @@ def _after(request: web.Request, last_event_id: int) -> int:
         after = int(raw.strip())
     except ValueError:
         raise InvalidInput(f"{field} must be an event id (an integer)", field=field) from None
-    if not 0 <= after <= last_event_id:
+    if after < 0 or (after > last_event_id and not ahead):
         raise InvalidInput(
             f"{field} {after} is not an event id of this conversation (last is {last_event_id})", field=field
         )

@@ -121,7 +121,7 @@ class WsSession:
             )
         else:
             conversation = await self.engine.store.owned(frame.conversation_id, self.user_id)
-            if frame.after > conversation.last_event_id:
+            if frame.after > conversation.last_event_id and not conversation.ids_ahead:
                 raise InvalidInput(
                     f"after {frame.after} is not an event id of this conversation", field="after"
                 )

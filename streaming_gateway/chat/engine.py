@@ -46,7 +46,7 @@ from streaming_gateway.state.conversation_store import (
     stamped,
 )
 from streaming_gateway.state.limits import UserStep
-from streaming_gateway.state.stream_log import StreamLog
+from streaming_gateway.state.stream_log import LogWriter, StreamLog
 from streaming_gateway.state.turn_setup import TurnSetup
 
 log = logging.getLogger(__name__)
@@ -213,8 +213,10 @@ class ChatEngine:
         started = time.monotonic()
         telemetry = StepTelemetry(self.metrics, self.online, cid, message_id, round_)
         # Tokens go through a coalescing writer: one append in flight, the ones arriving meanwhile
-        # ride on the next. Every end below settles it first, so the end lands after the tokens.
-        writer = self.log.writer(cid, max_batch=self.settings.token_batch_max)
+        # ride on the next. It owns the log's ids for the step (its claim goes out now, beside the
+        # model request) and hands each token to this pod's followers before it is persisted. Every
+        # end below is the writer's `end`: it lands after the tokens and lets the ids go.
+        writer = self.log.writer(cid, max_batch=self.settings.token_batch_max, own=True)
         try:
             config = await self._config(conversation)
             telemetry.config(config.version, pinned=bool(conversation.pinned))
@@ -259,9 +261,10 @@ class ChatEngine:
             self.metrics.answer_duration.labels(finish.reason).observe(time.monotonic() - started)
             if finish.tool_calls and overrides.client_tools is not None:
                 await self._end_with_client_tools(
-                    conversation, control, message_id, "".join(text), finish, config
+                    conversation, control, message_id, "".join(text), finish, config, writer
                 )
             elif finish.tool_calls:
+                await writer.end()  # the ids let go: the action flow appends as any writer
                 await self.actions.queue(
                     conversation, control, message_id, "".join(text), finish, config, round_, overrides
                 )
@@ -274,8 +277,7 @@ class ChatEngine:
                     version=config.version,
                     finish_reason=finish.reason,
                 )
-                await self.log.append(
-                    cid,
+                await writer.end(
                     MessageEndEvent(
                         id=1,
                         conversation_id=cid,
@@ -294,9 +296,10 @@ class ChatEngine:
             telemetry.failed(exc.code, exc)
             log.warning("answer in %s failed: %s", cid, exc)
             if isinstance(await writer.settle(), (RedisError, OSError)):  # a token write failed as well
-                await self._end_when_state_returns(cid, control, message_id, "state_unavailable")
+                await self._end_when_state_returns(cid, control, message_id, "state_unavailable", writer)
             else:
                 await self._end(
+                    writer,
                     conversation,
                     turn_id,
                     message_id,
@@ -320,7 +323,7 @@ class ChatEngine:
             telemetry.failed(code, exc)
             log.error("answer in %s stopped: %s: %s", cid, code, exc)
             await writer.settle()
-            await self._end_when_state_returns(cid, control, message_id, code)
+            await self._end_when_state_returns(cid, control, message_id, code, writer)
         except asyncio.CancelledError:
             reason = control.reason or "cancelled"
             self.metrics.upstream_cancellations.labels(reason).inc()
@@ -337,6 +340,7 @@ class ChatEngine:
                 )
             await writer.settle()  # the tokens given before the cancel land, then the end
             await self._end(
+                writer,
                 conversation,
                 turn_id,
                 message_id,
@@ -346,21 +350,23 @@ class ChatEngine:
             )
             raise
         finally:
+            writer.discard()  # no-op once an end above let the ids go
             await telemetry.close()
 
     async def _end_when_state_returns(
-        self, cid: str, control: StepControl, message_id: str, code: str
+        self, cid: str, control: StepControl, message_id: str, code: str, writer: LogWriter
     ) -> None:
         """The followers and the lock are in Redis: once it answers again, end the answer there
         (a retryable error and message_end) and free the conversation, so a resuming client sees an
-        end and the next message is taken. Gives up after the turn timeout (the lock expires then)."""
+        end and the next message is taken. The writer's end first writes the tokens it showed whose
+        append failed, under the ids shown: a client resuming from any id it was shown gets the rest
+        once. Gives up after the turn timeout (the lock expires then)."""
         control.watched = False  # no orphan stop while recovering: nobody may be connected now
         delay = 0.2
         deadline = time.monotonic() + self.settings.turn_timeout_s
         while time.monotonic() < deadline:
             try:
-                await self.log.append(
-                    cid,
+                await writer.end(
                     ErrorEvent(
                         id=1,
                         conversation_id=cid,
@@ -385,6 +391,7 @@ class ChatEngine:
 
     async def _end(
         self,
+        writer: LogWriter,
         conversation: Conversation,
         turn_id: str,
         message_id: str,
@@ -418,7 +425,7 @@ class ChatEngine:
         try:
             # What was said, the end and the lock's release in one script (the lock freed even
             # when the conversation is gone).
-            await self.log.append(cid, *events, end=self.store.turn_end(turn_id, message))
+            await writer.end(*events, end=self.store.turn_end(turn_id, message))
         except ConversationGone:
             pass
         except (RedisError, OSError) as exc:
@@ -436,6 +443,7 @@ class ChatEngine:
         text: str,
         finish: Finish,
         config: AgentConfig,
+        writer: LogWriter,
     ) -> None:
         """OpenAI-compatible API with caller-defined tools: the caller runs them and sends the results."""
         cid = conversation.id
@@ -461,4 +469,4 @@ class ChatEngine:
             for call in finish.tool_calls
         ]
         events.append(tool_calls_end(cid, message_id, finish, config))
-        await self.log.append(cid, *events, end=self.store.turn_end(control.turn_id, message))
+        await writer.end(*events, end=self.store.turn_end(control.turn_id, message))

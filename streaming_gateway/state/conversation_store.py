@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.typing import EncodableT
 
 from streaming_gateway.errors import Conflict, ConversationGone, NotFound
@@ -164,6 +164,9 @@ class Conversation(BaseModel):
     #: True when the client named the version (an operator or an evaluation run): the canary
     #: analysis leaves such conversations out; None (not shown) when the gateway chose it.
     pinned: bool | None = None
+    #: A producer owns the log's ids (state/stream_log.py LogWriter): it may have shown clients
+    #: events past last_event_id that its end writes under those ids, so a resume from one waits.
+    ids_ahead: bool = Field(default=False, exclude=True)
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(exclude={"user_id"}, exclude_none=True)
@@ -315,6 +318,7 @@ class ConversationStore:
             message_count=int(count),
             last_event_id=int(fields.get("seq", 0)),
             pinned=True if fields.get("pinned") else None,
+            ids_ahead="owner" in fields,
         )
 
     async def is_pinned(self, cid: str) -> bool:
@@ -363,6 +367,8 @@ class ConversationStore:
                 redis_keys.watchers(cid),
                 redis_keys.busy(cid),
                 redis_keys.cancel(cid),
+                redis_keys.log_owner(cid),
+                redis_keys.log_deferred(cid),
             )
             await pipe.execute()
         # The user's index is in another hash slot: a second step. If it never runs, `page` drops

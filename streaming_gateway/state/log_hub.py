@@ -113,11 +113,16 @@ class Subscription:
         self.wake = asyncio.Event()
 
     def offer(self, entries: Sequence[LogEntry]) -> None:
-        if self.overflowed:
-            return
+        if self.overflowed or not entries or entries[-1].id <= self.tail:
+            return  # nothing new (a producer's persisted entries it was shown before): no wake
         for entry in entries:
             if entry.id <= self.tail:
                 continue
+            if self._entries and entry.id != self.tail + 1:
+                # A hole inside the buffer (entries written elsewhere between two hand-offs): the
+                # follower reads the log from where it is (take checks only the buffer's head).
+                self.recheck()
+                return
             if len(self._entries) >= BATCH:
                 # A slow client: drop the buffer; its follower re-reads the log from where it is.
                 self.overflowed = True

@@ -82,3 +82,13 @@ def user_rate(user_id: str, window: int) -> str:
 def producing(cid: str) -> str:
     """Set (with a short lease) while some pod runs the model for this conversation."""
     return f"{PREFIX}:conv:{{{cid}}}:producing"
+
+
+def log_owner(cid: str) -> str:
+    """The producer that assigns the log's ids while it writes an answer (state/stream_log.py)."""
+    return f"{PREFIX}:conv:{{{cid}}}:owner"
+
+
+def log_deferred(cid: str) -> str:
+    """Entries other writers gave while a producer owned the ids: appended when it lets them go."""
+    return f"{PREFIX}:conv:{{{cid}}}:deferred"

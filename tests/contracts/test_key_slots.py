@@ -35,6 +35,8 @@ def _groups() -> dict[str, Callable[[str], list[str]]]:
             redis_keys.busy(cid),
             redis_keys.cancel(cid),
             redis_keys.producing(cid),
+            redis_keys.log_owner(cid),
+            redis_keys.log_deferred(cid),
             redis_keys.step(cid, "s1"),
             redis_keys.step_results(cid, "s1"),
             redis_keys.step_continued(cid, "s1"),

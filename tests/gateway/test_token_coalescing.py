@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from agent_contracts.redis_connection import AnyRedis
 from streaming_gateway.errors import ConversationGone
 from streaming_gateway.keys import engine_key, redis_key
 from streaming_gateway.state.conversation_store import ConversationStore
-from streaming_gateway.state.stream_log import LogWriter, StreamLog
+from streaming_gateway.state.stream_log import LogWriter, StreamLog, Triple, Written
 from tests.fixtures.gateway import Gateway
 from tests.gateway.helpers import data, read_events, text_of
 from tests.polling import eventually
@@ -37,17 +38,19 @@ class GatedLog(StreamLog):
         self.holding = asyncio.Event()  # set while an append waits at the closed gate
         self.writers: list[LogWriter] = []
 
-    def writer(self, conversation_id: str, *, max_batch: int) -> LogWriter:
-        self.writers.append(super().writer(conversation_id, max_batch=max_batch))
+    def writer(self, conversation_id: str, *, max_batch: int, own: bool = False) -> LogWriter:
+        self.writers.append(super().writer(conversation_id, max_batch=max_batch, own=own))
         return self.writers[-1]
 
-    async def append(self, conversation_id: str, *events: Any, **options: Any) -> int:
-        self.batches.append([getattr(e, "text", e.type) for e in events])
+    async def write(self, conversation_id: str, triples: Sequence[Triple], **options: Any) -> Written:
+        if options.get("op") == "claim":  # an owning writer's claim of the ids: not a batch
+            return await super().write(conversation_id, triples, **options)
+        self.batches.append([json.loads(payload).get("text", kind) for kind, payload, _ in triples])
         if not self.gate.is_set():
             self.holding.set()
             await self.gate.wait()
             self.holding.clear()
-        return await super().append(conversation_id, *events, **options)
+        return await super().write(conversation_id, triples, **options)
 
 
 def token(cid: str, text: str) -> TokenEvent:

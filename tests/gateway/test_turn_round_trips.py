@@ -93,12 +93,23 @@ def scripts(commands: list[list[str]], cid: str) -> Counter[str]:
     for words in commands:
         if words[0].upper().strip('"') != "EVALSHA":
             continue
-        keys = {w.strip('"') for w in words[3 : 3 + int(words[2].strip('"'))]}
+        nkeys = int(words[2].strip('"'))
+        keys = {w.strip('"') for w in words[3 : 3 + nkeys]}
+        # The log's write script (state/stream_log.py _WRITE): ARGV[4] is its op.
+        log_write = {
+            redis_keys.conversation(cid),
+            redis_keys.event_log(cid),
+            redis_keys.log_owner(cid),
+            redis_keys.log_deferred(cid),
+        }
+        op = words[3 + nkeys + 3].strip('"') if log_write <= keys else None
         if redis_keys.watchers(cid) in keys:
             kinds["begin_turn"] += 1
-        elif redis_keys.busy(cid) in keys and redis_keys.event_log(cid) in keys:
+        elif op is not None and redis_keys.busy(cid) in keys:
             kinds["end_turn"] += 1
-        elif keys == {redis_keys.conversation(cid), redis_keys.event_log(cid)}:
+        elif op == "claim":
+            kinds["claim"] += 1  # the producer takes the log's ids, beside its model request
+        elif op is not None and keys == log_write:
             kinds["append"] += 1
         elif keys == {redis_keys.conversation(cid), redis_keys.messages(cid), redis_keys.event_log(cid)}:
             kinds["stateless_ttl"] += 1  # state/retention.py, after a stateless call's answer
@@ -131,13 +142,15 @@ def check_turn(
     stays_after: int = 0,
     stateless: bool = False,
 ) -> None:
-    """One script starts the turn, one ends it, token appends between; nothing else names the
-    conversation but the `reads` of the conversation before it and the lease's removal. A follower
+    """One script starts the turn, one claims the log's ids, one ends it, token appends between;
+    nothing else names the conversation but the `reads` of the conversation before it and the
+    lease's removal. A follower
     that `stays` after the answer (the WebSocket's) has the pod's reader read the conversation once
     the producer is done (an XREAD BLOCK); none reads it during the turn."""
     commands = monitor.of(cid)
     kinds = scripts(commands, cid)
     assert kinds["begin_turn"] == 1 and kinds["end_turn"] == 1 and kinds["other"] == 0, commands
+    assert kinds["claim"] == 1, commands
     assert kinds["append"] >= 1, commands
     # After its end a stateless call's keys are cut to their short TTL, in one more script.
     assert kinds["stateless_ttl"] == (1 if stateless else 0), commands

@@ -1,0 +1,277 @@
+"""A producer owns its conversation's log ids while it answers: it hands each event to the followers
+on its pod before persisting it, other writers' entries wait until it lets the ids go, and every
+entry a follower was shown ends up in the log under the id shown, so a resume anywhere gets each
+event once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from agent_contracts.events import ActionStatusEvent, ErrorEvent, MessageEndEvent, TokenEvent
+from streaming_gateway.state import redis_keys
+from streaming_gateway.state.conversation_store import ConversationStore
+from streaming_gateway.state.log_follower import Follower
+from streaming_gateway.state.log_hub import BATCH, LogEntry
+from streaming_gateway.state.stream_log import StreamLog, triple
+from tests.fixtures.gateway import Gateway
+from tests.fixtures.services import ON_BOTH
+from tests.gateway.helpers import data, read_events
+from tests.gateway.sse_client import SseParser
+from tests.polling import eventually
+
+pytestmark = ON_BOTH
+
+SSE = {"Accept": "text/event-stream"}
+
+
+class _NoAnswers:
+    def nudge(self, conversation_id: str) -> None:
+        pass
+
+
+@pytest.fixture
+async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
+    """This pod's stream log (and so its hub)."""
+    log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
+    yield log
+    await log.close()
+
+
+async def new_conversation(aredis: aioredis.Redis) -> str:
+    return (await ConversationStore(aredis, ttl_s=600).create("alice", "default@000000000000")).id
+
+
+def token(cid: str, text: str) -> TokenEvent:
+    return TokenEvent(id=1, conversation_id=cid, message_id="msg_1", text=text)
+
+
+def action(cid: str) -> ActionStatusEvent:
+    return ActionStatusEvent(id=1, conversation_id=cid, action_id="a1", name="x", status="queued")
+
+
+def ending(cid: str) -> MessageEndEvent:
+    return MessageEndEvent(id=1, conversation_id=cid, message_id="msg_1", finish_reason="stop")
+
+
+def follower(log: StreamLog, cid: str) -> Follower:
+    return Follower(log, _NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
+
+
+async def until_end(log: StreamLog, cid: str, after: int) -> list[LogEntry]:
+    """What a client following (or resuming) from `after` on this pod gets, up to the answer's end."""
+    return [e async for e in follower(log, cid).entries(after, until_end=True) if e is not None]
+
+
+async def following(log: StreamLog, cid: str, after: int = 0) -> asyncio.Task[list[LogEntry]]:
+    """A follower from `after` in its own task, once it is subscribed in the pod's hub."""
+    task = asyncio.create_task(until_end(log, cid, after))
+    await eventually(lambda: _true(log.hub.follows(cid)), "the follower to subscribe")
+    return task
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _on_node(aredis: Any, key: str) -> Callable[..., Awaitable[Any]]:
+    """A command runner for the Redis node holding `key` (the only one on a single server)."""
+    if isinstance(aredis, RedisCluster):
+        node = aredis.get_node_from_key(key)
+        return lambda *args: aredis.execute_command(*args, target_nodes=node)
+    return lambda *args: aredis.execute_command(*args)
+
+
+@contextlib.asynccontextmanager
+async def writes_paused(aredis: aioredis.Redis, cid: str) -> AsyncIterator[None]:
+    """Redis holds every write (scripts included) of the conversation's node; reads still answer.
+    The pause lapses by itself after a minute, so a test whose follower waits for a write fails
+    instead of hanging."""
+    run = _on_node(aredis, redis_keys.conversation(cid))
+    await run("CLIENT", "PAUSE", 60_000, "WRITE")
+    try:
+        yield
+    finally:
+        await run("CLIENT", "UNPAUSE")
+
+
+@contextlib.asynccontextmanager
+async def conversation_broken(aredis: aioredis.Redis, cid: str) -> AsyncIterator[None]:
+    """The conversation's hash set aside and a string in its place: every log write fails
+    (WRONGTYPE, a Redis error) until the block ends and the hash is back, its TTL kept."""
+    key, aside = redis_keys.conversation(cid), f"{redis_keys.conversation(cid)}:aside"
+    await aredis.rename(key, aside)
+    await aredis.set(key, "broken")
+    try:
+        yield
+    finally:
+        await aredis.delete(key)
+        await aredis.rename(aside, key)
+
+
+async def test_local_followers_get_entries_before_their_append_returns(
+    aredis: aioredis.Redis, pod: StreamLog
+) -> None:
+    """With Redis's writes paused, a follower on the producer's pod already has the next token under
+    its id while the log does not; once writes resume the log holds it under that id, same bytes."""
+    cid = await new_conversation(aredis)
+    got = await following(pod, cid)
+    writer = pod.writer(cid, max_batch=64, own=True)
+    with pod.hub.local_producer(cid):
+        await writer.write(token(cid, "persisted"))
+        await writer.flush()
+        async with writes_paused(aredis, cid):
+            await writer.write(token(cid, "shown first"))
+            await writer.write(ending(cid))
+            shown = await got  # the follower ends at message_end: all of it before any append ran
+            assert [e.id for e in await pod.read(cid, 0)] == [1]
+        await writer.end()
+    assert [e.id for e in shown] == [1, 2, 3]
+    assert [e.data for e in await pod.read(cid, 0)] == [e.data for e in shown]
+    assert writer.shown_early == 3
+
+
+async def test_ids_stay_unique_and_increasing_with_another_pod_writing_mid_answer(
+    aredis: aioredis.Redis, pod: StreamLog, other_pod: StreamLog
+) -> None:
+    """Another pod's entry given mid-answer waits for the producer's end and lands just before it:
+    ids 1..n without a repeat or a hole, and the follower saw exactly the log."""
+    cid = await new_conversation(aredis)
+    got = await following(pod, cid)
+    writer = pod.writer(cid, max_batch=64, own=True)
+    with pod.hub.local_producer(cid):
+        for i in range(5):
+            await writer.write(token(cid, f"a{i}"))
+        await writer.flush()
+        assert await other_pod.append(cid, action(cid)) == 5  # deferred: the log's last id unchanged
+        for i in range(5):
+            await writer.write(token(cid, f"b{i}"))
+        last = await writer.end(ending(cid))
+    shown = await got
+    logged = await pod.read(cid, 0)
+    assert last == 12
+    assert [e.id for e in logged] == list(range(1, 13))
+    assert [e.type for e in logged] == ["token"] * 10 + ["action_status", "message_end"]
+    assert [e.data for e in shown] == [e.data for e in logged]
+    assert writer.shown_early == 10
+    assert not await aredis.exists(redis_keys.log_owner(cid), redis_keys.log_deferred(cid))
+
+
+async def test_a_failed_persist_ends_with_a_retryable_error_and_every_resume_gets_the_rest_once(
+    aredis: aioredis.Redis, pod: StreamLog, other_pod: StreamLog
+) -> None:
+    """A token shown and then not persisted (the append fails) is written by the producer's end under
+    the id shown, before another pod's deferred entry, a retryable error and the end; resuming from
+    every id, on this pod or another, gets exactly the entries after it."""
+    cid = await new_conversation(aredis)
+    got = await following(pod, cid)
+    writer = pod.writer(cid, max_batch=64, own=True)
+    with pod.hub.local_producer(cid):
+        await writer.write(token(cid, "t0"))
+        await writer.flush()
+        await other_pod.append(cid, action(cid))
+        async with conversation_broken(aredis, cid):
+            await writer.write(token(cid, "t1"))  # shown at once as id 2; its append fails
+            assert isinstance(await writer.settle(), RedisError)
+            with pytest.raises(RedisError):
+                await writer.write(token(cid, "t2"))  # after the failure: dropped, never shown
+            error = ErrorEvent(
+                id=1, conversation_id=cid, code="state_unavailable", message="try again", retryable=True
+            )
+            end = MessageEndEvent(id=1, conversation_id=cid, message_id="msg_1", finish_reason="error")
+            with pytest.raises(RedisError):
+                await writer.end(error, end)  # still failing: the caller tries again later
+            assert [e.id for e in await pod.read(cid, 0)] == [1]
+        await writer.end(error, end)
+    shown = await got
+    logged = await pod.read(cid, 0)
+    assert [(e.id, e.type) for e in logged] == [
+        (1, "token"),
+        (2, "token"),
+        (3, "action_status"),
+        (4, "error"),
+        (5, "message_end"),
+    ]
+    assert '"text":"t1"' in logged[1].data and '"retryable":true' in logged[3].data
+    assert [e.data for e in shown] == [e.data for e in logged]
+    for after in range(len(logged)):
+        for log in (pod, other_pod):
+            rest = await until_end(log, cid, after)
+            assert [e.data for e in rest] == [e.data for e in logged[after:]], (after, log is pod)
+
+
+async def test_a_slow_follower_costs_one_bounded_batch_of_early_entries(
+    aredis: aioredis.Redis, pod: StreamLog
+) -> None:
+    """A follower that does not read holds at most one batch of the entries handed to it before
+    they are persisted; once it reads, it gets every entry once, in order, from the log."""
+    cid = await new_conversation(aredis)
+    stalled = follower(pod, cid)
+    entries = stalled.entries(0, until_end=True)
+    writer = pod.writer(cid, max_batch=64, own=True)
+    with pod.hub.local_producer(cid):
+        await writer.write(token(cid, "first"))
+        first = await anext(entries)
+        assert first is not None and first.id == 1
+        (sub,) = pod.hub._subs[cid]  # the stalled follower's inbox
+        for i in range(5 * BATCH):
+            await writer.write(token(cid, str(i)))
+            assert len(sub._entries) <= BATCH
+        assert sub.overflowed
+        await writer.end(ending(cid))
+    got = [e.id async for e in entries if e is not None]
+    assert got == list(range(2, 5 * BATCH + 3))
+    assert writer.shown_early == 5 * BATCH + 1  # every token; the end is shown once persisted
+
+
+async def test_the_write_script_keeps_ids_to_their_owner(aredis: aioredis.Redis, pod: StreamLog) -> None:
+    """An owner's write sent twice lands once; an id holding another entry, or ids another producer
+    owns, are refused; a plain writer waits; the release lands its deferred entry before its own."""
+    cid = await new_conversation(aredis)
+    t0, other = triple(token(cid, "t0")), triple(token(cid, "not t0"))
+    assert (await pod.write(cid, [], token="a", op="claim")).status == 1
+    assert (await pod.write(cid, [t0], token="a", op="keep", first=1, fixed=1)).last == 1
+    assert (await pod.write(cid, [t0], token="a", op="keep", first=1, fixed=1)).last == 1
+    assert (await pod.write(cid, [other], token="a", op="keep", first=1, fixed=1)).status == -1
+    assert (await pod.write(cid, [t0], token="a", op="keep", first=3, fixed=1)).status == -1  # a hole
+    assert (await pod.write(cid, [], token="b", op="claim")).status == -1
+    assert await pod.append(cid, action(cid)) == 1  # deferred
+    released = await pod.write(cid, [triple(ending(cid))], token="a", op="release")
+    assert (released.status, released.last) == (1, 3)
+    assert (await pod.write(cid, [triple(ending(cid))], token="a", op="release")).status == 2
+    assert [e.type for e in await pod.read(cid, 0)] == ["token", "action_status", "message_end"]
+    assert (await pod.write(cid, [], token="b", op="claim")).top == 3  # free again
+
+
+async def test_client_gets_tokens_while_redis_holds_the_appends(
+    gateway: Gateway, script: Callable[..., Awaitable[None]], aredis: aioredis.Redis, pod: StreamLog
+) -> None:
+    """Through the gateway: with Redis's writes paused mid-answer, the SSE client still receives
+    tokens the log does not hold yet; after the pause the log holds exactly what it received."""
+    await script([{"match": "", "tokens": 40, "token_delay_ms": 20}])
+    cid = await gateway.create_conversation()
+    parser = SseParser()
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "go"}, headers=SSE
+    ) as response:
+        events = await read_events(response, stop_after=2, parser=parser)
+        async with writes_paused(aredis, cid):
+            ahead = False
+            while not ahead:
+                (event,) = await read_events(response, stop_after=1, parser=parser)
+                events.append(event)
+                assert event.type == "token", event
+                persisted = {e.id for e in await pod.read(cid, 0)}
+                ahead = data(event)["id"] not in persisted
+        events += await read_events(response, parser=parser)
+    logged = await pod.read(cid, 0)
+    assert [data(e)["id"] for e in events] == [e.id for e in logged] == list(range(1, 42))
+    assert [data(e) for e in events] == [json.loads(e.data) for e in logged]
