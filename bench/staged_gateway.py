@@ -112,7 +112,22 @@ def install(out_path: str) -> None:
     _around(ChatEngine, "_step", "answer_task_started", None)
     _around(httpx2.AsyncClient, "send", "upstream_request_sent", "upstream_headers")
     _first_yield(openai_adapter, "_sse_json", "upstream_first_chunk")
-    _around(StreamLog, "append", "first_append_start", "first_append_done")
+    if hasattr(StreamLog, "write"):
+        # Every log write is one script here; a producer's claim of the ids (no entries) is no append.
+        log_write = StreamLog.write
+
+        @functools.wraps(log_write)
+        async def timed_log_write(self: Any, conversation_id: str, triples: Any, **options: Any) -> Any:
+            if triples:
+                mark("first_append_start")
+            result = await log_write(self, conversation_id, triples, **options)
+            if triples:
+                mark("first_append_done")
+            return result
+
+        StreamLog.write = timed_log_write  # type: ignore[method-assign]
+    else:
+        _around(StreamLog, "append", "first_append_start", "first_append_done")
     _first_yield(Follower, "entries", "follower_first_entry")
     write = web.StreamResponse.write
 

@@ -131,7 +131,10 @@ async def test_local_followers_get_entries_before_their_append_returns(
         async with writes_paused(aredis, cid):
             await writer.write(token(cid, "shown first"))
             await writer.write(ending(cid))
-            shown = await got  # the follower ends at message_end: all of it before any append ran
+            # The follower ends at message_end: all of it before any append ran. (Without the early
+            # hand-off the append times out under the pause and nothing comes: fail, not hang.)
+            async with asyncio.timeout(60):
+                shown = await got
             assert [e.id for e in await pod.read(cid, 0)] == [1]
         await writer.end()
     assert [e.id for e in shown] == [1, 2, 3]
@@ -266,7 +269,8 @@ async def test_client_gets_tokens_while_redis_holds_the_appends(
         async with writes_paused(aredis, cid):
             ahead = False
             while not ahead:
-                (event,) = await read_events(response, stop_after=1, parser=parser)
+                async with asyncio.timeout(60):  # a client waiting for Redis fails the test, not hangs
+                    (event,) = await read_events(response, stop_after=1, parser=parser)
                 events.append(event)
                 assert event.type == "token", event
                 persisted = {e.id for e in await pod.read(cid, 0)}
