@@ -568,4 +568,7 @@ class LogWriter:
         if hub.follows(self._cid):
             # Followers that missed the early hand-off (a slow client re-reading the log, a gap)
             # get the persisted entries now; the others have them already (log_hub skips them).
-            hub.publish(self._cid, entries_of(batch[0].id, [out.stored for out in batch]))
+            hub.publish(
+                self._cid,
+                [out.entry or entries_of(out.id, [out.stored])[0] for out in batch],
+            )
