@@ -340,9 +340,11 @@ class LogWriter:
 
     An owning writer (`own`, the engine's: its producer holds the turn lock) first claims the
     conversation's ids (one script, sent at once, while the model request goes out). From then on
-    it gives each event its id itself and hands it to this pod's followers *before* persisting it;
-    other writers' entries wait in the conversation's deferred list meanwhile (state/_WRITE), and
-    `end`, the producer's last write, appends them before its own last events and lets the ids go.
+    it gives each batch its ids itself and hands it to this pod's followers as its append is sent,
+    not when it returns: the first token of a burst reaches them at once, and the ones arriving
+    meanwhile go with the next append, in one hand-off, as before. Other writers' entries wait in
+    the conversation's deferred list meanwhile (_WRITE), and `end`, the producer's last write,
+    appends them before its own last events and lets the ids go.
     Its appends carry the ids it gave; one whose reply was lost is sent again by `end` and the
     script recognises what is already there, so every entry shown ends up in the log under the id
     shown. Entries are shown early only within SHOW_EARLY_S of the last write sent, well inside the
@@ -372,8 +374,6 @@ class LogWriter:
         self._next = 0
         #: Until when (monotonic) entries may be shown before they are persisted.
         self._show_until = 0.0
-        #: Buffered events with no id yet: the ones after them get none either (ids stay in order).
-        self._unassigned = 0
         #: Entries with their ids given (maybe shown) that no append has confirmed yet.
         self._unconfirmed: list[_Out] = []
 
@@ -395,12 +395,7 @@ class LogWriter:
     async def write(self, event: Event) -> None:
         """Queue one event; starts an append when none is in flight. Raises an earlier append's failure."""
         self._raise_failure()
-        out = _Out(triple(event))
-        if self._owned and not self._unassigned and time.monotonic() < self._show_until:
-            self._assign([out])
-        else:
-            self._unassigned += 1
-        self._buffer.append(out)
+        self._buffer.append(_Out(triple(event)))
         if self._pump is None:
             self._pump = asyncio.create_task(self._run(), name=f"log-writer:{self._cid}")
         # Yield once per event: a new append goes out now, before the producer reads on (the first
@@ -514,7 +509,6 @@ class LogWriter:
                 await asyncio.wait({self._claim})
             while self._buffer:
                 batch, self._buffer = self._buffer, []
-                self._unassigned = 0
                 self._taken.set()
                 if self._owned:
                     await self._send(batch)
@@ -524,7 +518,6 @@ class LogWriter:
         except BaseException as exc:  # kept for the producer: its next write or flush raises it
             self._failure = exc
             self._buffer.clear()
-            self._unassigned = 0
             self._show_until = 0.0
             if not isinstance(exc, Exception):
                 raise
@@ -533,12 +526,14 @@ class LogWriter:
             self._taken.set()
 
     async def _send(self, batch: list[_Out]) -> None:
-        """One append of an owning writer: the entries with ids keep them, the others (not shown:
-        the show window had passed) take theirs from the counter and are shown once persisted."""
+        """One append of an owning writer. Within the show window the batch gets its ids here and
+        goes to this pod's followers as the append is sent, in one hand-off (one client write per
+        batch, as when it was handed over after the append); otherwise its entries take their ids
+        from the counter and are shown once persisted."""
         sent = time.monotonic()
-        fresh = [out for out in batch if not out.id]
-        if fresh and sent < self._show_until:
-            self._assign(fresh)
+        fresh = batch
+        if sent < self._show_until:
+            self._assign(batch)
             fresh = []
         fixed = len(batch) - len(fresh)
         written = await self._log.write(

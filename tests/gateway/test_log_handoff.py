@@ -121,7 +121,8 @@ async def test_local_followers_get_entries_before_their_append_returns(
     aredis: aioredis.Redis, pod: StreamLog
 ) -> None:
     """With Redis's writes paused, a follower on the producer's pod already has the next token under
-    its id while the log does not; once writes resume the log holds it under that id, same bytes."""
+    its id while its append waits and the log does not have it; once writes resume the log holds
+    it under that id, same bytes."""
     cid = await new_conversation(aredis)
     got = await following(pod, cid)
     writer = pod.writer(cid, max_batch=64, own=True)
@@ -129,14 +130,19 @@ async def test_local_followers_get_entries_before_their_append_returns(
         await writer.write(token(cid, "persisted"))
         await writer.flush()
         async with writes_paused(aredis, cid):
-            await writer.write(token(cid, "shown first"))
-            await writer.write(ending(cid))
-            # The follower ends at message_end: all of it before any append ran. (Without the early
-            # hand-off the append times out under the pause and nothing comes: fail, not hang.)
-            async with asyncio.timeout(60):
-                shown = await got
+            await writer.write(token(cid, "shown first"))  # its append goes out and waits
+            sub = next(iter(pod.hub._subs[cid]))  # the follower's inbox
+
+            async def handed_over() -> bool:
+                return sub.tail == 2
+
+            # (Without the early hand-off the append times out under the pause: fail, not hang.)
+            await eventually(handed_over, "token 2 handed to the follower while its append waits")
             assert [e.id for e in await pod.read(cid, 0)] == [1]
+            assert writer.buffered == 0  # sent, not waiting in the writer
+        await writer.write(ending(cid))
         await writer.end()
+    shown = await got
     assert [e.id for e in shown] == [1, 2, 3]
     assert [e.data for e in await pod.read(cid, 0)] == [e.data for e in shown]
     assert writer.shown_early == 3
