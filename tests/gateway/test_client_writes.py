@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from streaming_gateway.api.sse import comment_bytes
-from streaming_gateway.state.stream_log import StreamLog
+from streaming_gateway.state.stream_log import StreamLog, Triple, Written
 from tests.fixtures.gateway import Gateway, make_token
 from tests.gateway.helpers import data, read_events
 from tests.polling import eventually
@@ -31,7 +31,8 @@ class StreamWrites:
 
     #: The bytes of each write, keep-alive comments left out.
     sizes: list[int] = field(default_factory=list)
-    #: Appends to the stream log made meanwhile: each hands its entries to the followers at once.
+    #: Appends to the stream log made meanwhile: each hands its entries to the followers once (a
+    #: producer's as it is sent, others' once persisted).
     appends: int = 0
     #: The most bytes waiting in a response's transport (not yet taken by the kernel) after a write.
     most_buffered: int = 0
@@ -45,7 +46,7 @@ def stream_writes(monkeypatch: pytest.MonkeyPatch, gateway: Gateway) -> Iterator
     (not the scripted upstream's, which runs in this process too)."""
     seen = StreamWrites()
     write, write_eof = web.StreamResponse.write, web.StreamResponse.write_eof
-    append = StreamLog.append
+    log_write = StreamLog.write
     started: set[int] = set()
 
     def ours(response: web.StreamResponse) -> bool:
@@ -78,11 +79,14 @@ def stream_writes(monkeypatch: pytest.MonkeyPatch, gateway: Gateway) -> Iterator
         observe(self, len(data))
         await write_eof(self, data)
 
-    async def counted_append(self: StreamLog, conversation_id: str, *events: Any, **options: Any) -> int:
-        seen.appends += 1
-        return await append(self, conversation_id, *events, **options)
+    async def counted_log_write(
+        self: StreamLog, conversation_id: str, triples: Sequence[Triple], **options: Any
+    ) -> Written:
+        if triples:  # every log write with entries; a producer's claim of the ids carries none
+            seen.appends += 1
+        return await log_write(self, conversation_id, triples, **options)
 
-    monkeypatch.setattr(StreamLog, "append", counted_append)
+    monkeypatch.setattr(StreamLog, "write", counted_log_write)
     monkeypatch.setattr(web.StreamResponse, "write", counted_write)
     monkeypatch.setattr(web.StreamResponse, "write_eof", counted_write_eof)
     yield seen
