@@ -1,9 +1,11 @@
 """The per-conversation event log on a Redis stream: every producer appends, every client reads.
 
-Entry ids are `0-<n>` with n from the conversation's atomic counter, so event ids are integers,
+Entry ids are `0-<n>` with n from the conversation's counter (`seq`), so event ids are integers,
 unique and strictly increasing per conversation however many events land in one millisecond
-and whichever pod writes them. The payload is stored without its id; readers put the id in, so
-a client on any pod sees the same bytes. Trimmed to a max length and expired after a TTL.
+and whichever pod writes them. While a producing step owns the counter (LogWriter with `own`) it
+gives the ids itself, and other writers' entries wait until it lets them go (_WRITE below).
+The payload is stored without its id; readers put the id in, so a client on any pod sees the
+same bytes. Trimmed to a max length and expired after a TTL.
 
 A producer writes its tokens through a `LogWriter`: one append in flight at a time, and the
 tokens that arrive meanwhile go together in the next one, so a fast model costs one round trip
