@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
 from action_bus.factory import create_action_bus, create_update_source
 from action_bus.outbox import Outbox
@@ -176,7 +177,8 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         answers=answers,
         metrics=metrics,
         online=app[online_key],
-        setup=TurnSetup(gate, store),
+        # One endpoint (a server, or a proxy): a turn's two setup scripts share one pipeline.
+        setup=TurnSetup(gate, store, pipeline=None if isinstance(redis, RedisCluster) else redis),
     )
     app[rate_limiter_key] = limiter
     app[streams_key] = StreamRegistry(

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -39,7 +38,7 @@ from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import (
     Conversation,
     ConversationStore,
-    TurnStart,
+    TurnRequest,
     Watcher,
     new_id,
     now_iso,
@@ -127,25 +126,21 @@ class ChatEngine:
             for m in new_messages
         ]
 
-        def begin() -> Awaitable[TurnStart]:
-            return self.store.begin_turn(
-                conversation.id,
-                turn_id,
-                new,
-                max_messages=self.settings.max_messages_per_conversation,
-                busy_ttl_s=self.settings.turn_timeout_s,
-                history=config.limits.max_history_messages,
-                watcher=watcher,
-                create=conversation if create else None,
-            )
-
+        turn = TurnRequest(
+            conversation.id,
+            turn_id,
+            new,
+            max_messages=self.settings.max_messages_per_conversation,
+            busy_ttl_s=self.settings.turn_timeout_s,
+            history=config.limits.max_history_messages,
+            watcher=watcher,
+            create=conversation if create else None,
+        )
         if user is None:
-            start = await begin()
+            start = await self.store.begin(turn)
         else:
             try:
-                start = await self.setup.run(
-                    conversation.user_id, user, begin, new_conversation=conversation.id if create else None
-                )
+                start = await self.setup.run(conversation.user_id, user, turn)
             except RateLimited as exc:
                 self.metrics.rate_limit_rejections.labels(exc.limit).inc()
                 raise

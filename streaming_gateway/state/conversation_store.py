@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from redis.commands.core import AsyncScript
 from redis.typing import EncodableT
 
 from streaming_gateway.errors import Conflict, ConversationGone, NotFound
@@ -138,6 +139,20 @@ class TurnStart:
 
     after: int
     history: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What begin_turn is asked: see its parameters (`create`: a new conversation to write first)."""
+
+    cid: str
+    turn_id: str
+    messages: list[dict[str, Any]]
+    max_messages: int
+    busy_ttl_s: int
+    history: int
+    watcher: Watcher | None = None
+    create: Conversation | None = None
 
 
 def stamped(message_id: str, role: str, content: str, *, version: str | None, **extra: Any) -> dict[str, Any]:
@@ -392,26 +407,41 @@ class ConversationStore:
         it) and the last `history` messages (0: all), the new ones included. Raises Conflict when
         busy or full, NotFound when gone. With `create` (a conversation from `new`, whose id is
         `cid`) the same script writes the conversation first; a refused turn writes nothing."""
+        return await self.begin(
+            TurnRequest(cid, turn_id, messages, max_messages, busy_ttl_s, history, watcher, create)
+        )
+
+    async def begin(self, turn: TurnRequest) -> TurnStart:
+        """begin_turn for a request built already."""
+        script, keys, args = self.turn_command(turn)
+        return self.turn_outcome(turn, await script(keys=keys, args=args))
+
+    def turn_command(self, turn: TurnRequest) -> tuple[AsyncScript, list[str], list[EncodableT]]:
+        """begin_turn's script, keys and arguments (to send in a pipeline); `turn_outcome` reads its reply."""
+        watcher, create = turn.watcher, turn.create
         fields = [word for pair in _fields(create).items() for word in pair] if create else []
         args: list[EncodableT] = [
-            turn_id,
-            busy_ttl_s * 1000,
-            max_messages,
+            turn.turn_id,
+            turn.busy_ttl_s * 1000,
+            turn.max_messages,
             self._ttl_s,
             now_iso(),
-            title_from(messages),
-            history,
+            title_from(turn.messages),
+            turn.history,
             watcher.member if watcher else "",
             time.time() + watcher.lease_s if watcher else 0,
             int(watcher.lease_s) + KEY_GRACE_S if watcher else 0,
             len(fields),
             *fields,
-            *(json.dumps(m) for m in messages),
+            *(json.dumps(m) for m in turn.messages),
         ]
-        answer = await self._begin(keys=self.turn_keys(cid), args=args)
+        return self._begin, self.turn_keys(turn.cid), args
+
+    def turn_outcome(self, turn: TurnRequest, answer: Any) -> TurnStart:
+        """begin_turn's reply as the turn's start; raises its refusals."""
         code = int(answer[0])
         if code == -1:
-            raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+            raise NotFound(f"conversation {turn.cid!r} not found", code="conversation_not_found")
         if code == -2:
             raise Conflict(
                 "the assistant is still answering in this conversation; wait for it or cancel it",
@@ -419,7 +449,7 @@ class ConversationStore:
             )
         if code == -3:
             raise Conflict(
-                f"the conversation has reached its limit of {max_messages} messages; start a new one",
+                f"the conversation has reached its limit of {turn.max_messages} messages; start a new one",
                 code="conversation_full",
             )
         return TurnStart(code, [json.loads(item) for item in answer[1:]])

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
+
+from redis.commands.core import AsyncScript
+from redis.typing import EncodableT
 
 from streaming_gateway.errors import RateLimited
 from streaming_gateway.state import redis_keys
@@ -157,26 +161,35 @@ class UserGate:
     async def admit(self, user_id: str, step: UserStep, *, index_ttl_s: int) -> bool:
         """Take the step; False when the user's conversation index is full (nothing taken then but
         the request's count). Raises RateLimited past the request rate or the stream slots."""
+        script, keys, args = self.command(user_id, step, index_ttl_s=index_ttl_s)
+        return self.outcome(user_id, await script(keys=keys, args=args))
+
+    def command(
+        self, user_id: str, step: UserStep, *, index_ttl_s: int
+    ) -> tuple[AsyncScript, list[str], list[EncodableT]]:
+        """The script, keys and arguments that take `step` (to send in a pipeline); `outcome` reads
+        its reply. Raises RateLimited at once for a user this pod knows is over the limit."""
         now = time.time()
         count = step.count is not None and not step.count.counted
         if count and step.count is not None:
             step.count.counted = True  # by the script below, or refused as remembered
             self._limiter.check_remembered(user_id)
-        reply = await self._admit(
-            keys=self.keys(user_id, int(now // 60)),
-            args=[
-                1 if count else 0,
-                self._limiter.per_minute,
-                now,
-                self._streams_per_user,
-                step.stream_id or "",
-                now + STREAM_LEASE_S,
-                step.new_conversation or "",
-                int(now * 1_000_000),
-                self._conversations_per_user,
-                index_ttl_s,
-            ],
-        )
+        args: list[EncodableT] = [
+            1 if count else 0,
+            self._limiter.per_minute,
+            now,
+            self._streams_per_user,
+            step.stream_id or "",
+            now + STREAM_LEASE_S,
+            step.new_conversation or "",
+            int(now * 1_000_000),
+            self._conversations_per_user,
+            index_ttl_s,
+        ]
+        return self._admit, self.keys(user_id, int(now // 60)), args
+
+    def outcome(self, user_id: str, reply: Any) -> bool:
+        """The admit script's reply: True admitted, False the index is full; raises the refusals."""
         code = int(reply[0])
         if code == 1:
             raise self._limiter.over(user_id)

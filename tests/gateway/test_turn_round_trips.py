@@ -284,6 +284,18 @@ async def test_openai_turn_is_one_script_to_start_and_one_to_end(
     assert text == "from the api"
     check_turn(monitor, cid, reads={}, stateless=True)
     check_user_steps(monitor, "alice", cid, new=True)
+    # Both scripts in one pipeline: on one connection, one right after the other.
+    setup = [
+        c
+        for c in monitor.commands
+        if c["client_type"] != "lua"
+        and c["command"].upper().startswith("EVALSHA")
+        and ("gw:user:{alice}" in c["command"] or redis_keys.watchers(cid) in c["command"])
+    ]
+    assert len(setup) == 2 and setup[0]["client_port"] == setup[1]["client_port"], setup
+    sent = [c for c in monitor.commands if c["client_type"] != "lua"]  # a script's own commands apart
+    first, second = sent.index(setup[0]), sent.index(setup[1])
+    assert second == first + 1, sent[first : second + 1]
 
 
 async def test_websocket_turn_is_one_script_to_start_and_one_to_end(

@@ -5,15 +5,16 @@ message, watcher lease, stream slot or index entry), and the refusal keeps its s
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from streaming_gateway.errors import NotFound
 from streaming_gateway.keys import engine_key
 from streaming_gateway.state import redis_keys
-from streaming_gateway.state.conversation_store import ConversationStore, TurnStart
+from streaming_gateway.state.conversation_store import ConversationStore, TurnRequest, TurnStart
 from streaming_gateway.state.limits import PendingCount, RateLimiter, UserGate, UserStep
 from streaming_gateway.state.turn_setup import TurnSetup
 from tests.fixtures.gateway import Gateway, StartGateway
@@ -175,55 +176,74 @@ async def test_invalid_request_over_the_limit_is_still_429(start_gateway: StartG
 
 
 class RecordingGate(UserGate):
-    """The real gate, noting when its script has answered."""
+    """The real gate, noting when its script is built and when its reply is read."""
 
-    answered = False
+    def __init__(self, events: list[str], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events = events
 
-    async def admit(self, user_id: str, step: UserStep, *, index_ttl_s: int) -> bool:
-        admitted = await super().admit(user_id, step, index_ttl_s=index_ttl_s)
-        self.answered = True
-        return admitted
+    def command(self, user_id: str, step: UserStep, *, index_ttl_s: int) -> Any:
+        self.events.append("user sent")
+        return super().command(user_id, step, index_ttl_s=index_ttl_s)
+
+    def outcome(self, user_id: str, reply: Any) -> bool:
+        self.events.append("user answered")
+        return super().outcome(user_id, reply)
 
 
-@pytest.mark.parametrize("new", [True, False])
-async def test_scripts_go_together_only_for_a_new_conversation(aredis: aioredis.Redis, new: bool) -> None:
-    """For a new conversation the conversation's script is sent before the user's has answered (one
-    round trip); for an existing one only after it (the user's script decides first)."""
-    store = ConversationStore(aredis, ttl_s=600)
-    gate = RecordingGate(aredis, RateLimiter(aredis, 100), streams_per_user=4, conversations_per_user=10)
-    setup = TurnSetup(gate, store)
-    conversation = (
-        store.new("alice", "default@000000000000")
-        if new
-        else await store.create("alice", "default@000000000000")
+class RecordingStore(ConversationStore):
+    """The real store, noting the same of begin_turn's script."""
+
+    def __init__(self, events: list[str], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events = events
+
+    def turn_command(self, turn: TurnRequest) -> Any:
+        self.events.append("turn sent")
+        return super().turn_command(turn)
+
+    def turn_outcome(self, turn: TurnRequest, answer: Any) -> TurnStart:
+        self.events.append("turn answered")
+        return super().turn_outcome(turn, answer)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+async def test_scripts_go_together_only_for_a_new_conversation(
+    aredis: aioredis.Redis, pipelined: bool
+) -> None:
+    """For a new conversation both scripts are sent before either has answered (one round trip: one
+    pipeline on a single server, two nodes at once on a cluster); for an existing one the
+    conversation's only after the user's has answered (the user's script decides first). Scripts Redis
+    does not know yet are loaded and sent again."""
+    if pipelined and isinstance(aredis, RedisCluster):
+        pytest.skip("a cluster's two scripts go to two nodes: no shared pipeline")
+    events: list[str] = []
+    store = RecordingStore(events, aredis, ttl_s=600)
+    gate = RecordingGate(
+        events, aredis, RateLimiter(aredis, 100), streams_per_user=4, conversations_per_user=10
     )
-    seen: list[bool] = []
-
-    def begin() -> Awaitable[TurnStart]:
-        seen.append(gate.answered)
-        return store.begin_turn(
-            conversation.id,
-            "turn_1",
-            [{"role": "user", "content": "hi"}],
-            max_messages=10,
-            busy_ttl_s=60,
-            history=0,
-            create=conversation if new else None,
-        )
-
+    setup = TurnSetup(gate, store, pipeline=aredis if pipelined else None)
+    await aredis.script_flush()  # as after a restart: the pipeline's EVALSHAs are refused, then sent again
+    conversation = store.new("alice", "default@000000000000")
+    await setup.run(
+        "alice",
+        UserStep(count=PendingCount(), stream_id="stream_1", new_conversation=conversation.id),
+        TurnRequest(
+            conversation.id, "turn_1", [{"role": "user", "content": "hi"}], 10, 60, 0, create=conversation
+        ),
+    )
+    assert sorted(events[:2]) == ["turn sent", "user sent"] and len(events) == 4
+    await store.release_turn(conversation.id, "turn_1")
+    events.clear()
     start = await setup.run(
         "alice",
-        UserStep(
-            count=PendingCount(), stream_id="stream_1", new_conversation=conversation.id if new else None
-        ),
-        begin,
-        new_conversation=conversation.id if new else None,
+        UserStep(count=PendingCount(), stream_id="stream_2"),
+        TurnRequest(conversation.id, "turn_2", [{"role": "user", "content": "again"}], 10, 60, 0),
     )
-    assert seen == [not new]
-    assert [m["content"] for m in start.history] == ["hi"]
-    assert (await store.owned(conversation.id, "alice")).message_count == 1
+    assert events == ["user sent", "user answered", "turn sent", "turn answered"]
+    assert [m["content"] for m in start.history] == ["hi", "again"]
     assert await aredis.zscore(redis_keys.user_conversations("alice"), conversation.id) is not None
-    assert await aredis.zrange(redis_keys.user_streams("alice"), 0, -1) == ["stream_1"]
+    assert sorted(await aredis.zrange(redis_keys.user_streams("alice"), 0, -1)) == ["stream_1", "stream_2"]
 
 
 async def test_young_index_entry_is_not_pruned(aredis: aioredis.Redis) -> None:
