@@ -29,6 +29,7 @@ from streaming_gateway.errors import InvalidInput
 from streaming_gateway.keys import catalog_key, engine_key, settings_key, streams_key
 from streaming_gateway.state.client_streams import StreamHandle
 from streaming_gateway.state.log_follower import Follower
+from streaming_gateway.state.stream_log import resumable_ahead
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,11 @@ async def post_message(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/conversations/{conversation_id}/events")
 async def get_events(request: web.Request) -> web.StreamResponse:
-    engine = request.app[engine_key]
+    settings, engine = request.app[settings_key], request.app[engine_key]
     user_id = principal(request).user_id
     conversation = await engine.store.owned(request.match_info["conversation_id"], user_id)
-    after = _after(request, conversation.last_event_id, ahead=conversation.ids_ahead)
+    ahead = resumable_ahead(conversation.ids_ahead, settings.token_batch_max)
+    after = _after(request, conversation.last_event_id, ahead=ahead)
     until = request.query.get("until")
     if until not in (None, "end"):
         raise InvalidInput(
@@ -101,9 +103,10 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         )
 
 
-def _after(request: web.Request, last_event_id: int, *, ahead: bool = False) -> int:
-    """The id the client resumes after. Past the log's last id only while a producer owns the ids
-    (`ahead`): it may have shown the client events its end persists under those ids."""
+def _after(request: web.Request, last_event_id: int, *, ahead: int = 0) -> int:
+    """The id the client resumes after. Up to `ahead` ids past the log's last id while a producer
+    owns the ids (`resumable_ahead`): it may have shown the client events its end persists under
+    those ids; never further, so a made-up cursor gets a 400, not a wait for ids that never come."""
     field, raw = "Last-Event-ID", request.headers.get("Last-Event-ID")
     if raw is None:
         field, raw = "after", request.query.get("after", "0")
@@ -111,7 +114,7 @@ def _after(request: web.Request, last_event_id: int, *, ahead: bool = False) -> 
         after = int(raw.strip())
     except ValueError:
         raise InvalidInput(f"{field} must be an event id (an integer)", field=field) from None
-    if after < 0 or (after > last_event_id and not ahead):
+    if after < 0 or after > last_event_id + ahead:
         raise InvalidInput(
             f"{field} {after} is not an event id of this conversation (last is {last_event_id})", field=field
         )

@@ -39,6 +39,7 @@ from streaming_gateway.keys import (
 from streaming_gateway.state.client_streams import StreamHandle
 from streaming_gateway.state.conversation_store import new_id
 from streaming_gateway.state.log_follower import Follower
+from streaming_gateway.state.stream_log import resumable_ahead
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ class WsSession:
             )
         else:
             conversation = await self.engine.store.owned(frame.conversation_id, self.user_id)
-            if frame.after > conversation.last_event_id and not conversation.ids_ahead:
+            ahead = resumable_ahead(conversation.ids_ahead, self.request.app[settings_key].token_batch_max)
+            if frame.after > conversation.last_event_id + ahead:
                 raise InvalidInput(
                     f"after {frame.after} is not an event id of this conversation", field="after"
                 )

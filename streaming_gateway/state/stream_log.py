@@ -330,6 +330,14 @@ class _Out:
 _RELEASING: set[asyncio.Task[int]] = set()
 
 
+def resumable_ahead(ids_ahead: bool, max_batch: int) -> int:
+    """How far past the log's last id a client may resume: 0, or while a producer owns the ids
+    (`ids_ahead`) twice its largest batch. An owning writer shows at most the one batch whose
+    append is in flight before the log has it (a failed append ends its writing), so a cursor a
+    client was shown is always within this; one further on was never shown to anyone."""
+    return 2 * max_batch if ids_ahead else 0
+
+
 class LogWriter:
     """One producer's events into one conversation's log, in order, with one append in flight.
 
