@@ -4,7 +4,9 @@ due, instead of a timer per stream in the event loop, and new streams' keep-aliv
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,11 +29,27 @@ async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
     await log.close()
 
 
-def live_timers() -> int:
-    """Timers scheduled in the running loop and not cancelled (the loop's heap: asyncio keeps no
-    public count; other tests' leftovers are in it too, so compare before and after)."""
-    scheduled = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
-    return sum(1 for handle in scheduled if not handle.cancelled())
+@contextlib.contextmanager
+def timers_of(tasks: list[asyncio.Task[int]]) -> Iterator[Callable[[], int]]:
+    """Yields a count of the timers these tasks scheduled in the running loop (`call_at`, which
+    `call_later`, `sleep` and `timeout` go through) that are pending now: not fired, not cancelled.
+    Other tests' leftovers and the wheel's own task are not counted (a count of the loop's whole
+    heap was, in a whole-suite run)."""
+    loop = asyncio.get_running_loop()
+    handles: list[asyncio.TimerHandle] = []
+    original = loop.call_at
+
+    def call_at(when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+        handle = original(when, callback, *args, context=context)
+        if asyncio.current_task() in tasks:
+            handles.append(handle)
+        return handle
+
+    loop.call_at = call_at  # type: ignore[method-assign,assignment]
+    try:
+        yield lambda: sum(1 for h in handles if not h.cancelled() and h.when() > loop.time())
+    finally:
+        del loop.call_at  # the instance attribute goes; the class's method is back
 
 
 def filed(wheel: KeepAliveWheel, count: int) -> Callable[[], Awaitable[bool]]:
@@ -66,12 +84,13 @@ async def test_idle_followers_keep_alive_without_a_timer_each(aredis: aioredis.R
     cids = [(await store.create(f"u{i}", "default@000000000000")).id for i in range(100)]
     followers = [Follower(pod, _NoAnswers(), cid, heartbeat_s=0.3, stop=asyncio.Event()) for cid in cids]
     wheel = keep_alives(0.3)
-    before = live_timers()
-    tasks = [asyncio.create_task(keep_alives_of(f, 3)) for f in followers]
-    await eventually(filed(wheel, len(followers)), "every follower waiting")
-    added = live_timers() - before
-    assert added < len(followers) // 2, f"{added} more timers for {len(followers)} waiting followers"
-    assert await asyncio.gather(*tasks) == [0] * len(followers)
+    tasks: list[asyncio.Task[int]] = []
+    with timers_of(tasks) as pending:
+        tasks += [asyncio.create_task(keep_alives_of(f, 3)) for f in followers]
+        await eventually(filed(wheel, len(followers)), "every follower waiting")
+        added = pending()
+        assert added < len(followers) // 2, f"{added} timers pending for {len(followers)} waiting followers"
+        assert await asyncio.gather(*tasks) == [0] * len(followers)
 
 
 async def test_a_burst_of_followers_keeps_alive_in_staggered_ticks(
