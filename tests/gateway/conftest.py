@@ -6,8 +6,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent_contracts.redis_connection import connect
+from agent_contracts.redis_connection import AnyRedis, connect
 from streaming_gateway.state.stream_log import StreamLog
+
+
+@pytest.fixture
+async def pod(aredis: AnyRedis) -> AsyncIterator[StreamLog]:
+    """This pod's stream log (and so its hub)."""
+    log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
+    yield log
+    await log.close()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Small helpers for the gateway tests: reading SSE answers."""
+"""Small helpers for the gateway tests: reading SSE answers, a follower's stand-in for the running
+answers, a new conversation in Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import aiohttp
 
+from agent_contracts.redis_connection import AnyRedis
+from streaming_gateway.state.conversation_store import ConversationStore
 from tests.gateway.sse_client import SseEvent, SseParser
 
 
@@ -60,3 +63,15 @@ def data(event: SseEvent) -> dict[str, Any]:
 
 def text_of(events: list[SseEvent]) -> str:
     return "".join(data(e)["text"] for e in events if e.type == "token")
+
+
+class NoAnswers:
+    """A follower's `answers` when no answer runs on this pod: nothing to nudge."""
+
+    def nudge(self, conversation_id: str) -> None:
+        pass
+
+
+async def new_conversation(redis: AnyRedis, user: str = "alice") -> str:
+    """A conversation written to Redis as the gateway writes it; returns its id."""
+    return (await ConversationStore(redis, ttl_s=600).create(user, "default@000000000000")).id

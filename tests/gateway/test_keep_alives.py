@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.log_follower import KEEPALIVE_TICKS, Follower, KeepAliveWheel, keep_alives
 from streaming_gateway.state.stream_log import StreamLog
+from tests.gateway.helpers import NoAnswers
 from tests.polling import eventually
-
-
-class _NoAnswers:
-    def nudge(self, conversation_id: str) -> None:
-        pass
-
-
-@pytest.fixture
-async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
-    log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
-    yield log
-    await log.close()
 
 
 @contextlib.contextmanager
@@ -82,7 +70,7 @@ async def test_idle_followers_keep_alive_without_a_timer_each(aredis: aioredis.R
     handful of timers, not one per follower."""
     store = ConversationStore(aredis, ttl_s=600)
     cids = [(await store.create(f"u{i}", "default@000000000000")).id for i in range(100)]
-    followers = [Follower(pod, _NoAnswers(), cid, heartbeat_s=0.3, stop=asyncio.Event()) for cid in cids]
+    followers = [Follower(pod, NoAnswers(), cid, heartbeat_s=0.3, stop=asyncio.Event()) for cid in cids]
     wheel = keep_alives(0.3)
     tasks: list[asyncio.Task[int]] = []
     with timers_of(tasks) as pending:
@@ -104,7 +92,7 @@ async def test_a_burst_of_followers_keeps_alive_in_staggered_ticks(
     stop = asyncio.Event()
     wheel = keep_alives(600)
     tasks = [
-        asyncio.create_task(keep_alives_of(Follower(pod, _NoAnswers(), cid, heartbeat_s=600, stop=stop), 1))
+        asyncio.create_task(keep_alives_of(Follower(pod, NoAnswers(), cid, heartbeat_s=600, stop=stop), 1))
         for cid in cids
     ]
     await eventually(filed(wheel, count), "every follower waiting")
@@ -120,7 +108,7 @@ async def test_the_wheel_stops_when_no_follower_waits(aredis: aioredis.Redis, po
     """Once its followers have ended, the wheel's task ends too: an idle pod runs no task for it."""
     cid = (await ConversationStore(aredis, ttl_s=600).create("u", "default@000000000000")).id
     wheel = keep_alives(0.2)
-    await keep_alives_of(Follower(pod, _NoAnswers(), cid, heartbeat_s=0.2, stop=asyncio.Event()), 2)
+    await keep_alives_of(Follower(pod, NoAnswers(), cid, heartbeat_s=0.2, stop=asyncio.Event()), 2)
 
     async def stopped() -> bool:
         return not wheel.running

@@ -19,17 +19,13 @@ from streaming_gateway.state.log_follower import Follower
 from streaming_gateway.state.log_hub import BATCH, LogEntry
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.services import ON_BOTH
+from tests.gateway.helpers import NoAnswers
 from tests.redis_reads import stream_entries
 
 pytestmark = ON_BOTH
 
 #: Texts with multi-byte characters: the merged entry cuts by UTF-8 bytes and must not split one.
 WORDS = ["Hé", "llo", " wörld", " 🙂", "/x", ' "q"', " \\ ", "end"]
-
-
-class _NoAnswers:
-    def nudge(self, conversation_id: str) -> None:
-        pass
 
 
 @pytest.fixture
@@ -60,7 +56,7 @@ async def answer(
 
 
 async def read_all(log: StreamLog, cid: str, after: int) -> list[LogEntry]:
-    follower = Follower(log, _NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
+    follower = Follower(log, NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
     got: list[LogEntry] = []
     async for entry in follower.entries(after, until_end=True):
         if entry is not None:
@@ -182,7 +178,7 @@ async def test_compaction_racing_a_reader_mid_replay(
     cid = await conversation(aredis)
     words = [f" w{i}" for i in range(BATCH * 2 + 50)]
     end = await answer(log, cid, words)
-    follower = Follower(log, _NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
+    follower = Follower(log, NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
     got: list[LogEntry] = []
     async for entry in follower.entries(0, until_end=True):
         assert entry is not None

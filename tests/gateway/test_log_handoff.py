@@ -18,36 +18,18 @@ from redis.exceptions import RedisError
 
 from agent_contracts.events import ActionStatusEvent, ErrorEvent, MessageEndEvent, TokenEvent
 from streaming_gateway.state import redis_keys
-from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.log_follower import Follower
 from streaming_gateway.state.log_hub import BATCH, LogEntry
 from streaming_gateway.state.stream_log import StreamLog, triple
 from tests.fixtures.gateway import Gateway
 from tests.fixtures.services import ON_BOTH
-from tests.gateway.helpers import data, read_events
+from tests.gateway.helpers import NoAnswers, data, new_conversation, read_events
 from tests.gateway.sse_client import SseParser
 from tests.polling import eventually
 
 pytestmark = ON_BOTH
 
 SSE = {"Accept": "text/event-stream"}
-
-
-class _NoAnswers:
-    def nudge(self, conversation_id: str) -> None:
-        pass
-
-
-@pytest.fixture
-async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
-    """This pod's stream log (and so its hub)."""
-    log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
-    yield log
-    await log.close()
-
-
-async def new_conversation(aredis: aioredis.Redis) -> str:
-    return (await ConversationStore(aredis, ttl_s=600).create("alice", "default@000000000000")).id
 
 
 def token(cid: str, text: str) -> TokenEvent:
@@ -63,7 +45,7 @@ def ending(cid: str) -> MessageEndEvent:
 
 
 def follower(log: StreamLog, cid: str) -> Follower:
-    return Follower(log, _NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
+    return Follower(log, NoAnswers(), cid, heartbeat_s=30, stop=asyncio.Event())
 
 
 async def until_end(log: StreamLog, cid: str, after: int) -> list[LogEntry]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,32 +17,15 @@ from redis.exceptions import RedisError
 from agent_contracts.events import TokenEvent
 from local_stack import processes
 from streaming_gateway.state import log_hub, redis_keys
-from streaming_gateway.state.conversation_store import ConversationStore
 from streaming_gateway.state.log_follower import Follower
 from streaming_gateway.state.log_hub import BATCH, LogEntry, Subscription
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.services import ON_BOTH, ON_CLUSTER, ON_SERVER
+from tests.gateway.helpers import NoAnswers, new_conversation
 from tests.polling import eventually
 from tests.redis_reads import node_port
 
 pytestmark = ON_BOTH
-
-
-class _NoAnswers:
-    def nudge(self, conversation_id: str) -> None:
-        pass
-
-
-@pytest.fixture
-async def pod(aredis: aioredis.Redis) -> AsyncIterator[StreamLog]:
-    """This pod's stream log (and so its hub)."""
-    log = StreamLog(aredis, maxlen=10_000, ttl_s=600)
-    yield log
-    await log.close()
-
-
-async def new_conversation(aredis: aioredis.Redis) -> str:
-    return (await ConversationStore(aredis, ttl_s=600).create("alice", "default@000000000000")).id
 
 
 def tokens(cid: str, *texts: str) -> list[TokenEvent]:
@@ -50,7 +33,7 @@ def tokens(cid: str, *texts: str) -> list[TokenEvent]:
 
 
 def follower(log: StreamLog, cid: str, stop: asyncio.Event | None = None) -> Follower:
-    return Follower(log, _NoAnswers(), cid, heartbeat_s=30, stop=stop or asyncio.Event())
+    return Follower(log, NoAnswers(), cid, heartbeat_s=30, stop=stop or asyncio.Event())
 
 
 async def collect(follower_: Follower, after: int, count: int) -> list[LogEntry]:

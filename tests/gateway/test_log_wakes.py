@@ -20,7 +20,8 @@ from streaming_gateway.state.log_hub import LogEntry, Subscription
 from streaming_gateway.state.log_wakes import CLIENT_NAME
 from streaming_gateway.state.stream_log import StreamLog
 from tests.fixtures.services import ON_CLUSTER
-from tests.gateway.test_log_hub import collect, follower, new_conversation, tokens
+from tests.gateway.helpers import new_conversation
+from tests.gateway.test_log_hub import collect, follower, tokens
 from tests.polling import eventually
 
 pytestmark = ON_CLUSTER
@@ -189,7 +190,7 @@ async def test_a_followed_slot_moved_to_another_node_is_subscribed_there(
     other_client = await connect(own_cluster.url, decode_responses=True)
     pod = StreamLog(pod_client, maxlen=1000, ttl_s=600)
     other = StreamLog(other_client, maxlen=1000, ttl_s=600)
-    cid = await new_conversation(pod_client)  # type: ignore[arg-type]
+    cid = await new_conversation(pod_client)
     reader = asyncio.create_task(collect(follower(pod, cid), 0, 3))
     await all_subscribed(own_cluster.ports, 1)
     await other.append(cid, *tokens(cid, "a"))
@@ -239,7 +240,7 @@ async def test_after_a_failover_and_the_old_primary_gone_the_promoted_one_is_sub
     other_client = await connect(url, decode_responses=True)
     pod = StreamLog(pod_client, maxlen=1000, ttl_s=600)
     other = StreamLog(other_client, maxlen=1000, ttl_s=600)
-    cids = [await new_conversation(pod_client) for _ in range(9)]  # type: ignore[arg-type]
+    cids = [await new_conversation(pod_client) for _ in range(9)]
     readers = [asyncio.create_task(collect(follower(pod, cid), 0, 3)) for cid in cids]
     await all_subscribed(replicated_cluster.ports, 9)
     for cid in cids:
