@@ -18,7 +18,7 @@ from streaming_gateway.state.conversation_store import ConversationStore, TurnRe
 from streaming_gateway.state.limits import PendingCount, RateLimiter, UserGate, UserStep
 from streaming_gateway.state.turn_setup import TurnSetup
 from tests.fixtures.gateway import Gateway, StartGateway
-from tests.fixtures.services import ON_BOTH
+from tests.fixtures.services import ON_BOTH, ON_SERVER
 from tests.gateway.helpers import read_events
 
 pytestmark = ON_BOTH
@@ -207,16 +207,22 @@ class RecordingStore(ConversationStore):
         return super().turn_outcome(turn, answer)
 
 
-@pytest.mark.parametrize("pipelined", [True, False])
-async def test_scripts_go_together_only_for_a_new_conversation(
-    aredis: aioredis.Redis, pipelined: bool
-) -> None:
+async def test_scripts_go_together_only_for_a_new_conversation(aredis: aioredis.Redis) -> None:
     """For a new conversation both scripts are sent before either has answered (one round trip: one
     pipeline on a single server, two nodes at once on a cluster); for an existing one the
     conversation's only after the user's has answered (the user's script decides first). Scripts Redis
     does not know yet are loaded and sent again."""
-    if pipelined and isinstance(aredis, RedisCluster):
-        pytest.skip("a cluster's two scripts go to two nodes: no shared pipeline")
+    await check_scripts_go_together(aredis, pipelined=not isinstance(aredis, RedisCluster))
+
+
+@ON_SERVER
+async def test_scripts_go_together_without_a_shared_pipeline(aredis: aioredis.Redis) -> None:
+    """The same on a single server without the shared pipeline: the two scripts as concurrent
+    commands, the way a cluster sends them to two nodes."""
+    await check_scripts_go_together(aredis, pipelined=False)
+
+
+async def check_scripts_go_together(aredis: aioredis.Redis, *, pipelined: bool) -> None:
     events: list[str] = []
     store = RecordingStore(events, aredis, ttl_s=600)
     gate = RecordingGate(
