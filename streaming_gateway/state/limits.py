@@ -32,9 +32,10 @@ return 1
 # KEYS: the request counter of this minute, the user's stream leases, the user's conversation index
 # (all with the user's hash tag: one slot). ARGV: count the request (1/0), requests per minute, now,
 # streams per user, stream id ('' for none), its lease's expiry, a new conversation's id ('' for
-# none), its index score, conversations per user, index ttl s. Returns {0} admitted, {1} over the
-# rate limit, {2} the index is full, {3} no stream slot free. In the order the steps were taken one
-# by one before: the request counts whatever follows; a refusal takes nothing else.
+# none), its index score, conversations per user, index ttl s (set on every admitted turn).
+# Returns {0} admitted, {1} over the rate limit, {2} the index is full, {3} no stream slot free. In
+# the order the steps were taken one by one before: the request counts whatever follows; a refusal
+# takes nothing else.
 _ADMIT = """
 if ARGV[1] == '1' then
   local count = redis.call('INCR', KEYS[1])
@@ -48,10 +49,10 @@ if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
   redis.call('EXPIRE', KEYS[2], math.ceil(ARGV[6] - ARGV[3]) + 60)
 end
-if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
-  redis.call('EXPIRE', KEYS[3], ARGV[10])
-end
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7]) end
+-- Every admitted turn keeps the index as long as the conversation it answers (whose TTL the turn
+-- renews): a user talking in one conversation for longer than the TTL keeps it listed and counted.
+redis.call('EXPIRE', KEYS[3], ARGV[10])
 return {0}
 """
 

@@ -150,3 +150,21 @@ async def test_expired_conversations_free_their_slots(aredis: aioredis.Redis) ->
     )  # refused one removed (SCAN: every node of a cluster)
     await aredis.delete(redis_keys.user_conversations_pruned("alice"))  # the interval has passed
     await store.create("alice", "default@000000000000")
+
+
+async def test_a_turn_keeps_the_users_index_alive(gateway: Gateway, script, aredis: aioredis.Redis) -> None:
+    """Each turn renews the user's conversation index with the conversation it answers: a user who
+    talks in one conversation for longer than the TTL keeps it listed (and counted for the limit)."""
+    await script([{"match": "", "reply": "ok"}])
+    cid = await gateway.create_conversation()
+    index = redis_keys.user_conversations("alice")
+    await aredis.expire(index, 5)  # as if it was created nearly a TTL ago
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "hi"}
+    ) as response:
+        assert response.status == 200
+        await response.read()
+    assert await aredis.ttl(index) > 5
+    assert await aredis.ttl(index) >= await aredis.ttl(redis_keys.conversation(cid)) - 5
+    async with gateway.request("GET", "/v1/conversations") as response:
+        assert [c["id"] for c in (await response.json())["data"]] == [cid]
