@@ -20,6 +20,11 @@ UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Once, not per request: `get_tracer` builds a tracer and its instrumentation scope each time and
+# runs warnings.filterwarnings (the `re._compile` in the profile), about 6 us. The proxy it returns
+# here resolves the provider installed later (at start-up, or by the tests).
+_tracer = trace.get_tracer("streaming_gateway.http")
+
 
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
@@ -30,10 +35,9 @@ def _route(request: web.Request) -> str:
 async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in UNTRACED_PATHS or request.headers.get("Upgrade", "").lower() == "websocket":
         return await handler(request)
-    tracer = trace.get_tracer("streaming_gateway.http")
     route = _route(request)
     attributes = {"http.request.method": request.method, "http.route": route, "url.scheme": request.scheme}
-    with tracer.start_as_current_span(
+    with _tracer.start_as_current_span(
         f"{request.method} {route}",
         context=extract_trace_context(request.headers),
         kind=SpanKind.SERVER,

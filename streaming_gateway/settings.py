@@ -51,6 +51,8 @@ class Settings:
     auth_leeway_s: float = 30.0
     auth_jwks_cache_s: float = 3600.0
     auth_jwks_min_refresh_s: float = 10.0
+    #: Verified tokens remembered per process (0: every request verifies its token in full).
+    auth_token_cache_size: int = 4096
     #: The app role (token `roles` claim) that may pin agent versions other than the active one.
     auth_operator_role: str = "Agents.Operator"
 
@@ -148,6 +150,7 @@ class Settings:
             auth_leeway_s=env.float("AUTH_LEEWAY_SECONDS", 30.0, minimum=0.0),
             auth_jwks_cache_s=env.float("AUTH_JWKS_CACHE_SECONDS", 3600.0, minimum=0.0),
             auth_jwks_min_refresh_s=env.float("AUTH_JWKS_MIN_REFRESH_SECONDS", 10.0, minimum=0.0),
+            auth_token_cache_size=env.int("AUTH_TOKEN_CACHE_SIZE", 4096, minimum=0),
             auth_operator_role=env.str("AUTH_OPERATOR_ROLE", "Agents.Operator") or "Agents.Operator",
             agent_config_path=env.str("AGENT_CONFIG_PATH", str(DEFAULT_AGENT_CONFIG_PATH)) or "",
             client_system_messages=env.choice(
