@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -102,9 +103,17 @@ class RawTarget:
     jwt: bool = False
 
 
+@functools.cache
+def _token(user: str) -> str:
+    """One token per user for the whole run, as a client keeps its token until it expires (a new
+    one per request, as before, cost the load generator and left the gateway verifying a new
+    token each second)."""
+    return token(user)
+
+
 async def _raw_stream(session: aiohttp.ClientSession, target: RawTarget, user: str, n: int) -> int:
     """One streamed completion read as raw SSE; returns the number of content chunks."""
-    headers = {"Authorization": f"Bearer {token(user) if target.jwt else target.api_key}"}
+    headers = {"Authorization": f"Bearer {_token(user) if target.jwt else target.api_key}"}
     body = {
         "model": target.model,
         "messages": [{"role": "user", "content": f"throughput {n}"}],
