@@ -97,6 +97,16 @@ def install(out_path: str) -> None:
 
     web_app.Application._handle = timed_handle  # type: ignore[method-assign]
     _around(middlewares, "authenticate", None, "authenticated")
+    # Between authentication and the turn's setup: the body read, the agent's lookup (after the
+    # body's parsing) and the follower's subscription. `read_raw` as the handler's module imported
+    # it; a tree without it has no body_read stage.
+    from streaming_gateway.agents.catalog import AgentCatalog
+    from streaming_gateway.api import chat_completions
+
+    if hasattr(chat_completions, "read_raw"):
+        _around(chat_completions, "read_raw", None, "body_read")
+    _around(AgentCatalog, "resolve", None, "agent_resolved")
+    _around(Follower, "__aenter__", None, "following")
     _around(RateLimiter, "hit", None, "rate_limited")
     _around(ConversationStore, "create", "create_start", "created")
     _around(StreamSlots, "acquire", None, "slot_taken")
