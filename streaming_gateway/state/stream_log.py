@@ -36,6 +36,7 @@ from streaming_gateway.state import redis_keys
 from streaming_gateway.state.leases import LeaseKeeper
 from streaming_gateway.state.log_hub import LogEntry, LogHub, Subscription, entry_from_fields
 from streaming_gateway.state.redis_replies import Redis, stream_reply
+from streaming_gateway.state.script_calls import ScriptCalls
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ class StreamLog:
         self._redis = redis
         self._maxlen = maxlen
         self._ttl_s = ttl_s
-        self._write = redis.register_script(_WRITE)
+        #: The token appends' script runs on a few connections held for it (script_calls).
+        self._scripts = ScriptCalls(redis)
+        self._write = self._scripts.script(_WRITE)
         #: This pod's followers of any conversation, fed by the appends made here and by one reader.
         self.hub = LogHub(redis, by_slot=by_slot)
         #: The pod's watcher and stream-slot leases, renewed together.
@@ -300,6 +303,7 @@ class StreamLog:
     async def close(self) -> None:
         await self.hub.close()
         await self.leases.close()
+        await self._scripts.close()
 
     # Watchers: who follows this conversation's log right now (any pod). Running answers stop one
     # nobody follows any more.
