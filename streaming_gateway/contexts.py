@@ -65,9 +65,10 @@ log = logging.getLogger(__name__)
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # The gateway starts (and /healthz answers) while Redis is down, and /readyz reports it until
     # Redis answers; in REDIS_MODE=auto the client's kind is settled then (open_redis).
-    # Every open client stream holds a connection while it waits in XREAD BLOCK (at most ~1 s at a
-    # time), so the pool is sized for streams, and waits (bounded) rather than failing when full.
-    # On a cluster the limit is per node.
+    # An open client stream holds no connection: the pod's log hub reads for all of them (one
+    # connection per reader of up to 250 conversations). The pool serves the commands in flight,
+    # those readers and the stream log's held script connections (up to 16, script_calls); it waits
+    # (bounded) rather than failing when full. On a cluster the limit is per node.
     settings = app[settings_key]
     client = await open_redis(
         settings.redis_url,
