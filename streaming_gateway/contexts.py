@@ -67,8 +67,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # Redis answers; in REDIS_MODE=auto the client's kind is settled then (open_redis).
     # An open client stream holds no connection: the pod's log hub reads for all of them (one
     # connection per reader of up to 250 conversations). The pool serves the commands in flight,
-    # those readers and the stream log's held script connections (up to 16, script_calls); it waits
-    # (bounded) rather than failing when full. On a cluster the limit is per node.
+    # those readers and the stream log's held script connections (up to 16, at most an eighth of
+    # the pool: state/script_calls.py); it waits (bounded) rather than failing when full. On a
+    # cluster the limit is per node.
     settings = app[settings_key]
     client = await open_redis(
         settings.redis_url,

@@ -8,7 +8,8 @@ single-server client (or a proxy in front of a cluster) a `HotScript` call here:
 
 - packs its EVALSHA itself, the command and the script's hash encoded once;
 - runs on one of a few connections its `ScriptCalls` took from the client's pool and keeps
-  (`lanes`); when all are busy it takes the normal path, through the pool;
+  (`lanes`, at most an eighth of the pool's limit, so the other commands keep the rest); when all
+  are busy it takes the normal path, through the pool;
 - keeps redis-py's semantics: the client's retry when a connection broke (a stale connection after
   a Redis restart: the connection is dropped and the call sent again), NOSCRIPT -> SCRIPT LOAD and
   the call again, errors raised as redis exceptions. A send or read that fails or is cancelled
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 #: Connections a `ScriptCalls` holds at most: about the appends in flight at once on a busy pod
 #: (one per answer being written); more calls at once take the pool's connections meanwhile.
 LANES = 16
+#: The held connections are the pool's (counted in its limit, closed with it), so they take at most
+#: this share of it: the other commands keep the rest (a pool of fewer than 8 lends none).
+POOL_SHARE = 8
 
 #: Arguments a script call takes: redis-py's encodable values (str, bytes, int, float).
 Arg = str | bytes | int | float
@@ -108,9 +112,9 @@ class ScriptCalls:
         """An idle lane, a new one from the pool while fewer than `lanes` are held, else None."""
         if self._idle:
             return self._idle.pop()
-        if self._held >= self._size:
-            return None
         pool = client.connection_pool
+        if self._held >= min(self._size, pool.max_connections // POOL_SHARE):
+            return None
         if self._pool is not None and pool is not self._pool:
             return None  # the client's pool was replaced: its own path from now on
         self._held += 1

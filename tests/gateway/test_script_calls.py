@@ -84,6 +84,23 @@ async def test_more_calls_than_lanes_each_get_their_own_reply(aredis: AnyRedis, 
     assert calls.held <= 2
 
 
+@ON_SERVER  # a single server's pool
+async def test_the_held_connections_leave_the_pool_most_of_its_limit(redis_url: str) -> None:
+    """On a pool of 16 connections at most 2 are held for scripts: 16 calls at once all answer (the
+    rest through the pool), and 14 other commands at once still find a connection."""
+    client = await connect(redis_url, "standalone", decode_responses=True, max_connections=16)
+    calls = ScriptCalls(client)
+    echo = calls.script(ECHO)
+    try:
+        replies = await asyncio.gather(*(echo(keys=[f"k:{{{i}}}"], args=[i, "b", "c"]) for i in range(16)))
+        assert replies == [[f"k:{{{i}}}", str(i), "b", "c"] for i in range(16)]
+        assert calls.held == 2
+        assert await asyncio.gather(*(client.get(f"k:{{{i}}}") for i in range(14))) == ["1"] * 14
+    finally:
+        await calls.close()
+        await client.aclose()
+
+
 @ON_SERVER  # kills the single server's connections
 async def test_a_killed_connection_is_dialled_again(aredis: AnyRedis, calls: ScriptCalls) -> None:
     """CLIENT KILL of every connection between two calls: the next call reconnects and answers."""
