@@ -154,10 +154,6 @@ class HotScript:
         self._head = bulks(("EVALSHA", self._script.sha))
         self._load = pack("SCRIPT", "LOAD", self._text)
 
-    @property
-    def sha(self) -> str:
-        return str(self._script.sha)
-
     async def __call__(self, *, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
         calls = self._calls
         client = calls._plain_client()
@@ -165,6 +161,9 @@ class HotScript:
         if conn is None:
             return await self._script(keys=keys, args=args)
         try:
+            # Marked by the pool (a server's maintenance notice): redis-py drops it on release.
+            if conn.should_reconnect():  # type: ignore[no-untyped-call]
+                await conn.disconnect()
             command = b"*%d\r\n%b%b%b" % (
                 len(keys) + len(args) + 3,
                 self._head,
