@@ -2,7 +2,9 @@
 
 Per version one hash of counters: streams and their errors by kind, time to first token (count,
 sum and fixed histogram buckets), tokens, actions by outcome, and user feedback (count, sum, per
-rating). Everything for one version is updated by one Lua script. Cardinality is bounded: at
+rating). Every update is one Lua script: of one version (an action, a rating), or of every
+version a gateway pod served in the last second (its answered streams, added up in memory by
+online_batches.py and written once a second). Cardinality is bounded: at
 most MAX_VERSIONS versions are kept (the least recently written are dropped with their hash),
 hashes expire after RETENTION_S without writes, error kinds and action outcomes come from
 fixed sets, and feedback keeps only the last FEEDBACK_SAMPLES comments per version.
@@ -19,10 +21,13 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_contracts.redis_connection import AnyRedis
 from observability.errors import InvalidFeedback
+
+if TYPE_CHECKING:
+    from observability.online_batches import OnlineBatches
 
 PREFIX = "online:{m}"  # one hash tag: the scripts touch the version hash and the index together
 MAX_VERSIONS = 500
@@ -31,6 +36,8 @@ FEEDBACK_SAMPLES = 200
 FEEDBACK_DEDUP_S = 30 * 24 * 3600
 MAX_COMMENT_CHARS = 2000
 MIN_RATING, MAX_RATING = 1, 5
+#: How long a batch's done marker outlives it (a retried batch is recognised within this time).
+BATCH_MARKER_TTL_S = 3600
 #: Upper bounds (ms) of the time-to-first-token histogram buckets; the last bucket is +Inf.
 TTFT_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000)
 ERROR_KINDS = frozenset(
@@ -85,6 +92,35 @@ if extra > 0 then
     redis.call('ZREM', KEYS[2], old)
   end
 end
+return 1
+"""
+
+# KEYS: the batch's done marker, versions index, then one version hash per version. ARGV: now,
+# retention, max versions, done marker ttl, version hash prefix, feedback prefix, then per version
+# hash in order its version and its increments as JSON ({field: amount as a string}). A batch sent
+# again (its reply was lost, then it was retried) finds its marker and changes nothing.
+_RECORD_BATCH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = ARGV[1]
+for i = 3, #KEYS do
+  local version = ARGV[2 * i + 1]
+  for name, amount in pairs(cjson.decode(ARGV[2 * i + 2])) do
+    redis.call('HINCRBYFLOAT', KEYS[i], name, amount)
+  end
+  redis.call('HSETNX', KEYS[i], 'first_seen', now)
+  redis.call('HSET', KEYS[i], 'last_seen', now)
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+  redis.call('ZADD', KEYS[2], now, version)
+end
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if extra > 0 then
+  local evicted = redis.call('ZRANGE', KEYS[2], 0, extra - 1)
+  for _, old in ipairs(evicted) do
+    redis.call('DEL', ARGV[5] .. old, ARGV[6] .. old)
+    redis.call('ZREM', KEYS[2], old)
+  end
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[4])
 return 1
 """
 
@@ -218,6 +254,20 @@ METRICS: dict[str, tuple[Any, Any, bool]] = {
 }
 
 
+def stream_increments(ttft_s: float | None, tokens: int, error_kind: str | None) -> dict[str, float]:
+    """The counters one answered turn adds (see OnlineMetrics.record_stream)."""
+    increments: dict[str, float] = {"streams": 1, "tokens": max(0, tokens)}
+    if ttft_s is not None:
+        ms = max(0.0, ttft_s * 1000)
+        increments.update({"ttft_count": 1, "ttft_sum_ms": round(ms, 3)})
+        bucket = next((b for b in TTFT_BUCKETS_MS if ms <= b), None)
+        increments[f"ttft_le_{bucket}" if bucket else "ttft_le_inf"] = 1
+    if error_kind is not None:
+        kind = error_kind if error_kind in ERROR_KINDS else "internal_error"
+        increments.update({"stream_errors": 1, f"error_{kind}": 1})
+    return increments
+
+
 class OnlineMetrics:
     """Writes (gateway) and reads (operators, bisect) of the per-version aggregates."""
 
@@ -226,6 +276,10 @@ class OnlineMetrics:
         self._max_versions = max_versions
         self._record = client.register_script(_RECORD)
         self._feedback = client.register_script(_FEEDBACK)
+        self._record_batch = client.register_script(_RECORD_BATCH)
+        #: Where a writer that answers many turns adds its streams (the gateway: one script a
+        #: second, not one per answer); None: `record_stream` writes each at once.
+        self.batches: OnlineBatches | None = None
 
     async def _incr(self, version: str, increments: dict[str, float], *, pinned: bool = False) -> None:
         args: list[Any] = [version, int(time.time()), RETENTION_S, self._max_versions]
@@ -235,6 +289,18 @@ class OnlineMetrics:
         await self._record(
             keys=[version_key(version), versions_key(), f"{PREFIX}:v:", f"{PREFIX}:fb:"], args=args
         )
+
+    async def record_batch(self, batch_id: str, increments: dict[str, dict[str, float]]) -> bool:
+        """Add several versions' `increments` (field names with their PINNED prefix if any) in one
+        script run, at most once per `batch_id`: True when added now, False when that batch was
+        added already (a retry of a batch whose reply was lost)."""
+        keys = [f"{PREFIX}:batch:{batch_id}", versions_key()]
+        args: list[Any] = [int(time.time()), RETENTION_S, self._max_versions, BATCH_MARKER_TTL_S]
+        args += [f"{PREFIX}:v:", f"{PREFIX}:fb:"]
+        for version, fields in increments.items():
+            keys.append(version_key(version))
+            args += [version, json.dumps({name: repr(amount) for name, amount in fields.items()})]
+        return bool(int(await self._record_batch(keys=keys, args=args)))
 
     async def record_stream(
         self,
@@ -246,17 +312,9 @@ class OnlineMetrics:
         pinned: bool = False,
     ) -> None:
         """One answered turn: its time to first token (None if none came), tokens, and error if any;
-        `pinned` when the conversation's version was named by the client (counted apart)."""
-        increments: dict[str, float] = {"streams": 1, "tokens": max(0, tokens)}
-        if ttft_s is not None:
-            ms = max(0.0, ttft_s * 1000)
-            increments.update({"ttft_count": 1, "ttft_sum_ms": round(ms, 3)})
-            bucket = next((b for b in TTFT_BUCKETS_MS if ms <= b), None)
-            increments[f"ttft_le_{bucket}" if bucket else "ttft_le_inf"] = 1
-        if error_kind is not None:
-            kind = error_kind if error_kind in ERROR_KINDS else "internal_error"
-            increments.update({"stream_errors": 1, f"error_{kind}": 1})
-        await self._incr(version, increments, pinned=pinned)
+        `pinned` when the conversation's version was named by the client (counted apart). The
+        gateway adds these to an OnlineBatches (online_batches.py) instead: one script a second."""
+        await self._incr(version, stream_increments(ttft_s, tokens, error_kind), pinned=pinned)
 
     async def record_action(self, version: str, outcome: str, *, pinned: bool = False) -> None:
         """A final action outcome (succeeded, failed, dead_lettered); other statuses are ignored."""

@@ -23,6 +23,7 @@ from agent_contracts.redis_connection import open_redis
 from agent_registry import AgentRegistry
 from agent_registry.canary import analysis_loop
 from observability.online import OnlineMetrics
+from observability.online_batches import OnlineBatches
 from streaming_gateway.agents.catalog import AgentCatalog
 from streaming_gateway.agents.registry_store import RegistryAgentConfigs
 from streaming_gateway.auth.authenticator import Authenticator, JwksCache
@@ -122,9 +123,15 @@ async def llm_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def online_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Per-version online aggregates on the gateway's Redis, recorded by the engine and the feedback view."""
-    app[online_key] = OnlineMetrics(app[redis_key])
+    """Per-version online aggregates on the gateway's Redis, recorded by the engine and the feedback
+    view; answered streams are added up on the pod and written once a second (and at shutdown,
+    after the answers are drained: this context closes after core_ctx)."""
+    online = OnlineMetrics(app[redis_key])
+    online.batches = OnlineBatches(online)
+    online.batches.start()
+    app[online_key] = online
     yield
+    await online.batches.close()
 
 
 async def bus_ctx(app: web.Application) -> AsyncIterator[None]:

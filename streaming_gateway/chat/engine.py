@@ -272,6 +272,7 @@ class ChatEngine:
                     version=config.version,
                     finish_reason=finish.reason,
                 )
+                control.end_written = True  # the watchdog has nothing left to stop
                 await writer.end(
                     MessageEndEvent(
                         id=1,

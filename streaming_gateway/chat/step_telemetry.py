@@ -1,5 +1,6 @@
 """What one assistant step reports: its trace spans, Prometheus metrics by config version, its
-log context, and the per-version online aggregates in Redis.
+log context, and the per-version online aggregates in Redis (added up on the pod and written once
+a second, observability/online_batches.py).
 
 The engine makes one StepTelemetry per step and calls it at each point of interest; everything
 observability-related about a step lives here, so the engine reads as the chat logic it is.
@@ -133,6 +134,16 @@ class StepTelemetry:
             return
         if self._error_kind == "state_unavailable":
             return  # Redis just failed: writing there would only hold the step up for its timeouts
+        batches = self._online.batches
+        if batches is not None:  # the pod's counters, written once a second: no Redis command here
+            batches.add_stream(
+                self._version,
+                ttft_s=self._ttft_s,
+                tokens=self._tokens,
+                error_kind=self._error_kind,
+                pinned=self._pinned,
+            )
+            return
         try:
             await self._online.record_stream(
                 self._version,

@@ -76,14 +76,16 @@ class StreamRegistry:
         try:
             yield handle
         finally:
-            self._leases.drop(lease_key, handle.stream_id)
+            # The slot is given back in one round trip with the removals asked for meanwhile: the
+            # follower's watcher lease, given back as it ended just before (state/leases.py).
+            released = self._leases.release(lease_key, handle.stream_id)
             self._open.discard(handle)
             if not self._open:
                 self._idle.set()
             gauge.dec()
             self._metrics.stream_duration.labels(transport).observe(time.monotonic() - started)
             try:  # a pending slot too: its setup may have taken it and failed before giving it back
-                await self._slots.release(user_id, handle.stream_id)
+                await released
             except (RedisError, OSError) as exc:
                 log.warning("stream slot %s not released (its lease expires): %s", handle.stream_id, exc)
 

@@ -237,6 +237,3 @@ class StreamSlots:
         )
         if not taken:
             raise streams_full(self._per_user)
-
-    async def release(self, user_id: str, stream_id: str) -> None:
-        await self._redis.zrem(redis_keys.user_streams(user_id), stream_id)

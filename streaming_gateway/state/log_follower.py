@@ -24,15 +24,12 @@ opened in a burst do not keep alive in one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Protocol
-
-from redis.exceptions import RedisError
 
 from agent_contracts.events import ErrorEvent
 from streaming_gateway.state import redis_keys
@@ -44,8 +41,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 100
 WATCH_LEASE_S = 15.0
-#: Lease removals in flight (a reference keeps each task alive until it is done).
-_UNWATCHING: set[asyncio.Task[None]] = set()
 #: Ticks of the keep-alive wheel per interval: a keep-alive is late by at most one tick.
 KEEPALIVE_TICKS = 16
 
@@ -143,19 +138,18 @@ class Follower:
             self._turn_inbox = None
         if not self._leased:
             return  # no turn was asked for: no lease was taken
-        self._log.leases.drop(redis_keys.watchers(self.conversation_id), self._reader_id)
-        # Left to a task: a follower's end (a cancel, a new resume on the socket) never waits for
-        # Redis. The running answer is nudged once the lease is gone, to check for followers then.
-        task = asyncio.create_task(self._unwatch(), name=f"unwatch:{self.conversation_id}")
-        _UNWATCHING.add(task)
-        task.add_done_callback(_UNWATCHING.discard)
+        # Not awaited: a follower's end (a cancel, a new resume on the socket) never waits for
+        # Redis. The removal goes in one round trip with the others asked for in this turn of the
+        # event loop: the stream's slot, when the stream ends with its follower (state/leases.py).
+        # The running answer is nudged once the lease is gone, to check for followers then (an
+        # answer whose end is written is not checked: chat/answer_watchdog.py).
+        removed = self._log.leases.release(redis_keys.watchers(self.conversation_id), self._reader_id)
+        removed.add_done_callback(self._unwatched)
 
-    async def _unwatch(self) -> None:
-        try:
-            with contextlib.suppress(RedisError, OSError):
-                await self._log.unwatch(self.conversation_id, self._reader_id)
-        finally:
-            self._answers.nudge(self.conversation_id)
+    def _unwatched(self, removed: asyncio.Future[None]) -> None:
+        if not removed.cancelled():
+            removed.exception()  # retrieved: a lease not removed runs out by itself
+        self._answers.nudge(self.conversation_id)
 
     async def entries(
         self, after: int, *, until_end: bool, until_step_end: bool = False

@@ -314,9 +314,6 @@ class StreamLog:
             pipe.expire(key, int(lease_s) + 60)
             await pipe.execute()
 
-    async def unwatch(self, conversation_id: str, reader_id: str) -> None:
-        await self._redis.zrem(redis_keys.watchers(conversation_id), reader_id)
-
     async def watcher_count(self, conversation_id: str) -> int:
         return int(await self._redis.zcount(redis_keys.watchers(conversation_id), time.time(), "+inf"))
 

@@ -101,3 +101,47 @@ def test_a_lease_must_outlive_three_renewals() -> None:
     """A lease shorter than three ticks of the wheel is refused (one missed renewal must be harmless)."""
     with pytest.raises(ValueError, match="too short"):
         LeaseKeeper(aioredis.Redis(), tick_s=5).hold("k", "m", 10)
+
+
+class CountingPipelines:
+    """The test's client, counting the pipelines (round trips to each node) asked of it."""
+
+    def __init__(self, client: AnyRedis) -> None:
+        self.client, self.pipelines = client, 0
+
+    def pipeline(self, **kwargs: object) -> object:
+        self.pipelines += 1
+        return self.client.pipeline(**kwargs)  # type: ignore[arg-type]
+
+    def register_script(self, script: str) -> object:
+        return self.client.register_script(script)
+
+
+@ON_BOTH
+async def test_removals_asked_together_go_in_one_pipeline(aredis: AnyRedis) -> None:
+    """A stream's slot and its follower's watcher lease, released in one turn of the loop, are
+    removed in one pipeline (on a cluster, the client's pipeline sends each node its part)."""
+    counting = CountingPipelines(aredis)
+    keeper = LeaseKeeper(counting)  # type: ignore[arg-type]
+    await aredis.zadd("gw:user:{u}:streams", {"stream_1": time.time() + 30, "other": time.time() + 30})
+    await aredis.zadd("gw:conv:{c}:watchers", {"reader_1": time.time() + 15})
+    keeper.hold("gw:user:{u}:streams", "stream_1", 30)
+    keeper.hold("gw:conv:{c}:watchers", "reader_1", 15)
+    watcher = keeper.release("gw:conv:{c}:watchers", "reader_1")
+    slot = keeper.release("gw:user:{u}:streams", "stream_1")
+    await asyncio.gather(watcher, slot)
+    assert counting.pipelines == 1
+    assert await aredis.zrange("gw:user:{u}:streams", 0, -1) == ["other"]
+    assert await aredis.zcard("gw:conv:{c}:watchers") == 0
+    assert len(keeper) == 0  # no longer renewed either
+    await keeper.close()
+
+
+async def test_a_failed_removal_is_told_to_each_caller(aredis: aioredis.Redis) -> None:
+    """A removal Redis refuses fails the futures of its pipeline (the lease then runs out by itself)."""
+    keeper = LeaseKeeper(aredis)
+    await aredis.set("gw:conv:{c}:watchers", "not a sorted set")
+    failed = keeper.release("gw:conv:{c}:watchers", "reader_1")
+    with pytest.raises(aioredis.ResponseError):
+        await failed
+    await keeper.close()

@@ -20,6 +20,7 @@ from action_bus.local import RedisUpdateSink
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from observability.online import OnlineMetrics
 from streaming_gateway.app import create_app
+from streaming_gateway.keys import online_key
 from streaming_gateway.metrics import GatewayMetrics
 from streaming_gateway.settings import Settings
 from tests.observability.span_fields import attribute, parent_span_id
@@ -124,6 +125,11 @@ async def test_metrics_and_online_aggregates_by_version(client: Client, aredis: 
     assert client.metric("gateway_time_to_first_token_seconds_count", {"config_version": version}) == 1
     assert client.metric("gateway_tokens_streamed_total", {"config_version": version}) > 0
     assert client.metric("gateway_answers_total", {"config_version": version, "outcome": "ok"}) == 1
+    # The pod adds its answers up and writes them once a second: nothing in Redis until then.
+    assert (await OnlineMetrics(aredis).get(version)).streams == 0
+    batches = client.server.app[online_key].batches
+    assert batches is not None
+    await batches.flush()
     online = await OnlineMetrics(aredis).get(version)
     assert online.streams == 1 and online.ttft_count == 1 and online.error_rate == 0
     async with client.request("GET", "/metrics", user=None) as response:
@@ -195,7 +201,9 @@ async def test_a_pinned_conversations_action_outcome_is_counted_apart(
     async def counted_apart() -> bool:
         return (await online.get(version)).counters.get("pinned_action_succeeded", 0) == 1
 
-    await eventually(counted_apart, "the pinned conversation's outcome")
+    batches = client.server.app[online_key].batches
+    assert batches is not None
+    await eventually(counted_apart, "the pinned conversation's outcome", tick=batches.flush)
     metrics = await online.get(version)
     assert metrics.actions_total == 0 and metrics.streams == 0 and metrics.pinned_streams == 1
 
