@@ -21,13 +21,10 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent_contracts.redis_connection import AnyRedis
 from observability.errors import InvalidFeedback
-
-if TYPE_CHECKING:
-    from observability.online_batches import OnlineBatches
 
 PREFIX = "online:{m}"  # one hash tag: the scripts touch the version hash and the index together
 MAX_VERSIONS = 500
@@ -254,6 +251,22 @@ METRICS: dict[str, tuple[Any, Any, bool]] = {
 }
 
 
+class StreamBatches(Protocol):
+    """Answered streams added up and written later (online_batches.OnlineBatches)."""
+
+    def add_stream(
+        self,
+        version: str,
+        *,
+        ttft_s: float | None,
+        tokens: int = 0,
+        error_kind: str | None = None,
+        pinned: bool = False,
+    ) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
 def stream_increments(ttft_s: float | None, tokens: int, error_kind: str | None) -> dict[str, float]:
     """The counters one answered turn adds (see OnlineMetrics.record_stream)."""
     increments: dict[str, float] = {"streams": 1, "tokens": max(0, tokens)}
@@ -279,7 +292,7 @@ class OnlineMetrics:
         self._record_batch = client.register_script(_RECORD_BATCH)
         #: Where a writer that answers many turns adds its streams (the gateway: one script a
         #: second, not one per answer); None: `record_stream` writes each at once.
-        self.batches: OnlineBatches | None = None
+        self.batches: StreamBatches | None = None
 
     async def _incr(self, version: str, increments: dict[str, float], *, pinned: bool = False) -> None:
         args: list[Any] = [version, int(time.time()), RETENTION_S, self._max_versions]

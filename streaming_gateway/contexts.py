@@ -127,11 +127,11 @@ async def online_ctx(app: web.Application) -> AsyncIterator[None]:
     view; answered streams are added up on the pod and written once a second (and at shutdown,
     after the answers are drained: this context closes after core_ctx)."""
     online = OnlineMetrics(app[redis_key])
-    online.batches = OnlineBatches(online)
-    online.batches.start()
+    batches = online.batches = OnlineBatches(online)
+    batches.start()
     app[online_key] = online
     yield
-    await online.batches.close()
+    await batches.close()
 
 
 async def bus_ctx(app: web.Application) -> AsyncIterator[None]:

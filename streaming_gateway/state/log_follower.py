@@ -141,6 +141,9 @@ class Follower:
         # Not awaited: a follower's end (a cancel, a new resume on the socket) never waits for
         # Redis. The removal goes in one round trip with the others asked for in this turn of the
         # event loop: the stream's slot, when the stream ends with its follower (state/leases.py).
+        # It is sent even when the answer has ended: a lease left to run out would count as a
+        # live watcher for up to WATCH_LEASE_S, and keep the conversation's next answer running
+        # that long after its own client left (its orphan stop counts the watchers).
         # The running answer is nudged once the lease is gone, to check for followers then (an
         # answer whose end is written is not checked: chat/answer_watchdog.py).
         removed = self._log.leases.release(redis_keys.watchers(self.conversation_id), self._reader_id)
