@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from observability import bind
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
+
     from observability.online import OnlineMetrics
     from streaming_gateway.llm.port import ChatRequest, Finish
     from streaming_gateway.metrics import GatewayMetrics
@@ -46,6 +48,9 @@ class StepTelemetry:
         self._label = "none"
         self._ttft_s: float | None = None
         self._tokens = 0
+        #: The tokens counter of this step's version, looked up once (a labels() call per token was
+        #: ~1.5 % of the gateway's CPU at 16 concurrent streams).
+        self._token_counter: Counter | None = None
         self._error_kind: str | None = None
         self._outcome: str | None = None
         self._llm_span: trace.Span | None = None
@@ -67,6 +72,7 @@ class StepTelemetry:
         """The step's config version; `pinned` when the client named it (the online counters
         keep such traffic apart from the canary's samples)."""
         self._version, self._label, self._pinned = version, self._metrics.version(version), pinned
+        self._token_counter = None
         self._span.set_attribute("agent.config_version", version)
         bind(config_version=version)
 
@@ -93,7 +99,9 @@ class StepTelemetry:
 
     def token(self) -> None:
         self._tokens += 1
-        self._metrics.tokens_streamed.labels(self._label).inc()
+        if self._token_counter is None:
+            self._token_counter = self._metrics.tokens_streamed.labels(self._label)
+        self._token_counter.inc()
 
     def model_finished(self, finish: Finish) -> None:
         if self._llm_span is not None:
