@@ -31,6 +31,18 @@ SECRET = "observability-tests-secret-0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
+async def queued_request(aredis: aioredis.Redis, action_id: str) -> ActionRequest:
+    """The action's request once the outbox relay has put it on the (local) action bus."""
+
+    async def published() -> ActionRequest | None:
+        for _, fields in await stream_entries(aredis, "bus:{actions}"):
+            if action_id in fields["body"]:
+                return ActionRequest.model_validate_json(fields["body"])
+        return None
+
+    return await eventually(published, "the action's request on the bus")
+
+
 def _auth(user: str = "alice") -> dict[str, str]:
     now = int(time.time())
     return {
@@ -97,13 +109,7 @@ async def test_turn_is_one_trace_down_to_the_queued_action(
     assert answer["finish_reason"] == "tool_calls"
     action_id = answer["tool_calls"][0]["action_id"]
 
-    async def published() -> ActionRequest | None:
-        for _, fields in await stream_entries(aredis, "bus:{actions}"):
-            if action_id in fields["body"]:
-                return ActionRequest.model_validate_json(fields["body"])
-        return None
-
-    request = await eventually(published)
+    request = await queued_request(aredis, action_id)
     by_name = {span.name: span for span in spans.get_finished_spans()}
     http = by_name["POST /v1/conversations/{conversation_id}/messages"]
     step, model = by_name["agent step"], by_name["chat gpt-4o-mini"]
@@ -144,13 +150,7 @@ async def test_action_outcome_is_counted_once_for_its_version(client: Client, ar
     answer = await client.answer(cid, "open a ticket please")
     version, action_id = answer["agent_config_version"], answer["tool_calls"][0]["action_id"]
 
-    async def request() -> ActionRequest | None:
-        for _, fields in await stream_entries(aredis, "bus:{actions}"):
-            if action_id in fields["body"]:
-                return ActionRequest.model_validate_json(fields["body"])
-        return None
-
-    queued = await eventually(request)
+    queued = await queued_request(aredis, action_id)
     done = ActionResult.queued_for(queued).model_copy(
         update={"status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-9"}}
     )
@@ -185,13 +185,7 @@ async def test_a_pinned_conversations_action_outcome_is_counted_apart(
     answer = await client.answer(created["id"], "open a ticket please")
     action_id = answer["tool_calls"][0]["action_id"]
 
-    async def request() -> ActionRequest | None:
-        for _, fields in await stream_entries(aredis, "bus:{actions}"):
-            if action_id in fields["body"]:
-                return ActionRequest.model_validate_json(fields["body"])
-        return None
-
-    queued = await eventually(request)
+    queued = await queued_request(aredis, action_id)
     done = ActionResult.queued_for(queued).model_copy(
         update={"status": ActionStatus.succeeded, "attempts": 1, "result": {"ticket_id": "T-9"}}
     )
