@@ -45,7 +45,7 @@ from streaming_gateway.state.conversation_store import (
     stamped,
 )
 from streaming_gateway.state.limits import UserStep
-from streaming_gateway.state.stream_log import LogWriter, StreamLog
+from streaming_gateway.state.stream_log import Claim, LogWriter, StreamLog
 from streaming_gateway.state.turn_setup import TurnSetup
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ class ChatEngine:
         """Store the caller's messages and start answering; returns the log id clients read after.
 
         One Redis round trip takes the turn (state/conversation_store.py begin_turn): the lock, the
-        messages, the `watcher` lease of the follower opened for it, and the model's history; with
-        `create` it also writes `conversation` (from `store.new`). With `user`, the user's script
+        messages, the `watcher` lease of the follower opened for it, the model's history and the
+        log's ids for the first step (the turn id its owner token); with `create` it also writes
+        `conversation` (from `store.new`). With `user`, the user's script
         (state/limits.py: the request's count, the stream slot, a new conversation's index entry)
         goes with it: at once for a new conversation, else just before (state/turn_setup.py).
         Nothing is taken when either refuses."""
@@ -135,6 +136,7 @@ class ChatEngine:
             history=config.limits.max_history_messages,
             watcher=watcher,
             create=conversation if create else None,
+            take_ids=True,  # the first step's log ids: no claim script of its own
         )
         if user is None:
             start = await self.store.begin(turn)
@@ -148,7 +150,7 @@ class ChatEngine:
         self.answers.start(
             conversation.id,
             turn_id,
-            lambda control: self._step(conversation, control, 0, overrides, start.history),
+            lambda control: self._step(conversation, control, 0, overrides, start.history, start.ids),
             watched=True,
         )
         return start.after
@@ -199,19 +201,22 @@ class ChatEngine:
         round_: int,
         overrides: Overrides,
         history: list[dict[str, Any]] | None = None,
+        ids: Claim | None = None,
     ) -> None:
         """One model call into the log; `history` is the stored messages for the model when the
-        caller has them already (a turn's first step: begin_turn returned them), else read here."""
+        caller has them already (a turn's first step: begin_turn returned them), else read here;
+        `ids`, the log's ids when begin_turn took them for this step."""
         cid, turn_id = conversation.id, control.turn_id
         message_id = new_id("msg")
         text: list[str] = []
         started = time.monotonic()
         telemetry = StepTelemetry(self.metrics, self.online, cid, message_id, round_)
         # Tokens go through a coalescing writer: one append in flight, the ones arriving meanwhile
-        # ride on the next. It owns the log's ids for the step (its claim goes out now, beside the
-        # model request) and hands each token to this pod's followers before it is persisted. Every
-        # end below is the writer's `end`: it lands after the tokens and lets the ids go.
-        writer = self.log.writer(cid, max_batch=self.settings.token_batch_max, own=True)
+        # ride on the next. It owns the log's ids for the step (a turn's first step: its begin_turn
+        # took them; a continuation's claim goes out now, beside the model request) and hands each
+        # token to this pod's followers before it is persisted. Every end below is the writer's
+        # `end`: it lands after the tokens and lets the ids go.
+        writer = self.log.writer(cid, max_batch=self.settings.token_batch_max, own=True, claimed=ids)
         try:
             config = await self._config(conversation)
             telemetry.config(config.version, pinned=bool(conversation.pinned))

@@ -21,22 +21,27 @@ from streaming_gateway.errors import Conflict, ConversationGone, NotFound
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.leases import KEY_GRACE_S
 from streaming_gateway.state.redis_replies import Redis, optional_text, scored
-from streaming_gateway.state.stream_log import TurnEnd
+from streaming_gateway.state.stream_log import OWNER_LEASE_S, Claim, TurnEnd
 
-# KEYS: conversation, messages, busy, watchers. ARGV: turn id, busy ttl ms, max messages, ttl s, now,
-# title ('' for none), history (how many messages to return; 0 for all), watcher ('' for none),
-# watcher lease expiry (unix s), watcher key ttl s, n, then n field/value words of a conversation to
-# create (n = 0: an existing one), then the messages. Returns {seq, history...} on success, {-1}
-# gone, {-2, holder} busy, {-3, count} full. The title is set only with a conversation's first
+# KEYS: conversation, messages, busy, watchers, log owner, log deferred. ARGV: turn id, busy ttl ms,
+# max messages, ttl s, now, title ('' for none), history (how many messages to return; 0 for all),
+# watcher ('' for none), watcher lease expiry (unix s), watcher key ttl s, n, the log owner's lease
+# in ms (0: the ids are not taken), then n field/value words of a conversation to create (n = 0: an
+# existing one), then the messages. Returns {seq, owned, history...} on success, {-1} gone,
+# {-2, holder} busy, {-3, count} full. The title is set only with a conversation's first
 # messages, and never over one it already has. One round trip takes the turn: the lock, the user's
 # messages, the follower's watcher lease and the history the model is sent (and creates a new
-# conversation with it: a refused one writes nothing).
+# conversation with it: a refused one writes nothing). With a lease it also takes the log's ids for
+# the turn's first step, the turn id as the owner token, as stream_log's _WRITE `claim` does (the
+# owner key with the lease, the hash field `owner`; owned = 1), but only when no producer owns them
+# and no deferred entries wait (owned = 0: the step claims them itself, through _WRITE, which
+# appends those entries first).
 _BEGIN_TURN = """
-local first = 12 + tonumber(ARGV[11])  -- the first message
+local first = 13 + tonumber(ARGV[11])  -- the first message
 local adding = #ARGV - first + 1
-if first > 12 then
+if first > 13 then
   if adding + 1 > tonumber(ARGV[3]) then return {-3, 0} end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 13, first - 1))
   redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 else
   if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
@@ -58,8 +63,15 @@ if ARGV[8] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[9], ARGV[8])
   redis.call('EXPIRE', KEYS[4], ARGV[10])
 end
+local owned = 0
+if ARGV[12] ~= '0' and redis.call('EXISTS', KEYS[5], KEYS[6]) == 0 then
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[12])
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+  owned = 1
+end
 local last = tonumber(ARGV[7])
 local reply = redis.call('LRANGE', KEYS[2], last > 0 and -last or 0, -1)
+table.insert(reply, 1, owned)
 table.insert(reply, 1, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'))
 return reply
 """
@@ -135,15 +147,18 @@ class Watcher:
 
 @dataclass(frozen=True, slots=True)
 class TurnStart:
-    """What begin_turn returns: the log id the answer follows, and the history for the model."""
+    """What begin_turn returns: the log id the answer follows, the history for the model, and the
+    log's ids when it took them for the turn's first step (None: not asked, or not free)."""
 
     after: int
     history: list[dict[str, Any]]
+    ids: Claim | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
-    """What begin_turn is asked: see its parameters (`create`: a new conversation to write first)."""
+    """What begin_turn is asked: see its parameters (`create`: a new conversation to write first;
+    `take_ids`: take the log's ids for the turn's first step, the turn id as the owner token)."""
 
     cid: str
     turn_id: str
@@ -153,6 +168,7 @@ class TurnRequest:
     history: int
     watcher: Watcher | None = None
     create: Conversation | None = None
+    take_ids: bool = False
 
 
 def stamped(message_id: str, role: str, content: str, *, version: str | None, **extra: Any) -> dict[str, Any]:
@@ -287,10 +303,13 @@ class ConversationStore:
             redis_keys.messages(cid),
             redis_keys.busy(cid),
             redis_keys.watchers(cid),
+            redis_keys.log_owner(cid),
+            redis_keys.log_deferred(cid),
         ]
 
     async def discard_new(self, cid: str) -> None:
-        """Take back a conversation a refused turn's setup created (nobody has its id yet)."""
+        """Take back a conversation a refused turn's setup created (nobody has its id yet), the
+        log's ids its begin_turn took with it."""
         await self._redis.delete(*self.turn_keys(cid))
 
     async def _claim_slot(self, user_id: str, cid: str) -> bool:
@@ -406,7 +425,8 @@ class ConversationStore:
         watcher lease, in one round trip; returns the log id before the answer (clients read after
         it) and the last `history` messages (0: all), the new ones included. Raises Conflict when
         busy or full, NotFound when gone. With `create` (a conversation from `new`, whose id is
-        `cid`) the same script writes the conversation first; a refused turn writes nothing."""
+        `cid`) the same script writes the conversation first; a refused turn writes nothing (and
+        takes no ids: see TurnRequest.take_ids)."""
         return await self.begin(
             TurnRequest(cid, turn_id, messages, max_messages, busy_ttl_s, history, watcher, create)
         )
@@ -414,7 +434,8 @@ class ConversationStore:
     async def begin(self, turn: TurnRequest) -> TurnStart:
         """begin_turn for a request built already."""
         script, keys, args = self.turn_command(turn)
-        return self.turn_outcome(turn, await script(keys=keys, args=args))
+        sent = time.monotonic()
+        return self.turn_outcome(turn, await script(keys=keys, args=args), sent=sent)
 
     def turn_command(self, turn: TurnRequest) -> tuple[AsyncScript, list[str], list[EncodableT]]:
         """begin_turn's script, keys and arguments (to send in a pipeline); `turn_outcome` reads its reply."""
@@ -432,13 +453,15 @@ class ConversationStore:
             time.time() + watcher.lease_s if watcher else 0,
             int(watcher.lease_s) + KEY_GRACE_S if watcher else 0,
             len(fields),
+            int(OWNER_LEASE_S * 1000) if turn.take_ids else 0,
             *fields,
             *(json.dumps(m) for m in turn.messages),
         ]
         return self._begin, self.turn_keys(turn.cid), args
 
-    def turn_outcome(self, turn: TurnRequest, answer: Any) -> TurnStart:
-        """begin_turn's reply as the turn's start; raises its refusals."""
+    def turn_outcome(self, turn: TurnRequest, answer: Any, *, sent: float) -> TurnStart:
+        """begin_turn's reply as the turn's start (`sent`: when the script was sent, monotonic);
+        raises its refusals."""
         code = int(answer[0])
         if code == -1:
             raise NotFound(f"conversation {turn.cid!r} not found", code="conversation_not_found")
@@ -452,7 +475,8 @@ class ConversationStore:
                 f"the conversation has reached its limit of {turn.max_messages} messages; start a new one",
                 code="conversation_full",
             )
-        return TurnStart(code, [json.loads(item) for item in answer[1:]])
+        ids = Claim(turn.turn_id, code, sent) if int(answer[1]) else None
+        return TurnStart(code, [json.loads(item) for item in answer[2:]], ids)
 
     async def append_messages(self, cid: str, *messages: dict[str, Any]) -> bool:
         """Append assistant/tool messages; False when the conversation is gone."""

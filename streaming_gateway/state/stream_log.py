@@ -41,6 +41,7 @@ from streaming_gateway.state.script_calls import ScriptCalls
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Claim",
     "ConversationGone",
     "LogEntry",
     "LogWriter",
@@ -154,6 +155,17 @@ def _conflict(conversation_id: str) -> RedisError:
 
 #: (type, payload, finish) of one event as stored.
 Triple = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The log's ids taken for a producer by another script than _WRITE (a turn's `begin_turn`,
+    state/conversation_store.py), exactly as _WRITE's `claim` takes them: its owner token, the log's
+    last id then, and when that script was sent (monotonic: the show window starts there)."""
+
+    token: str
+    top: int
+    sent: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,10 +283,13 @@ class StreamLog:
             raise ConversationGone(cid)
         return Written(status, last, top)
 
-    def writer(self, conversation_id: str, *, max_batch: int, own: bool = False) -> LogWriter:
+    def writer(
+        self, conversation_id: str, *, max_batch: int, own: bool = False, claimed: Claim | None = None
+    ) -> LogWriter:
         """A coalescing writer for one producer of this conversation (see LogWriter); `own`: it
-        claims the conversation's ids and hands entries to local followers before persisting them."""
-        return LogWriter(self, conversation_id, max_batch=max_batch, own=own)
+        claims the conversation's ids and hands entries to local followers before persisting them;
+        `claimed`: it owns them already (its turn's begin_turn took them), no claim is sent."""
+        return LogWriter(self, conversation_id, max_batch=max_batch, own=own, claimed=claimed)
 
     async def last_id(self, conversation_id: str) -> int:
         return int(await self._redis.hget(redis_keys.conversation(conversation_id), "seq") or 0)
@@ -350,7 +365,9 @@ class LogWriter:
     out of order. The appends run in their own task: a cancel of the producer never cuts one.
 
     An owning writer (`own`, the engine's: its producer holds the turn lock) first claims the
-    conversation's ids (one script, sent at once, while the model request goes out). From then on
+    conversation's ids (one script, sent at once, while the model request goes out), unless they
+    were `claimed` for it already (a turn's first step: its begin_turn took them, with the turn id
+    as the token, so the step sends no claim of its own). From then on
     it gives each batch its ids itself and hands it to this pod's followers as its append is sent,
     not when it returns: the first token of a burst reaches them at once, and the ones arriving
     meanwhile go with the next append, in one hand-off, as before. Other writers' entries wait in
@@ -362,7 +379,15 @@ class LogWriter:
     claim's lease; otherwise (a silent model, a claim refused) they are shown once persisted.
     """
 
-    def __init__(self, log_: StreamLog, conversation_id: str, *, max_batch: int, own: bool = False) -> None:
+    def __init__(
+        self,
+        log_: StreamLog,
+        conversation_id: str,
+        *,
+        max_batch: int,
+        own: bool = False,
+        claimed: Claim | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._log = log_
@@ -380,11 +405,14 @@ class LogWriter:
         #: True while this writer owns the conversation's ids (claimed, not yet released).
         self._owned = False
         self._claim: asyncio.Task[None] | None = None
-        if own:
-            self._claim = asyncio.create_task(self._take_ids(), name=f"log-claim:{conversation_id}")
         self._next = 0
         #: Until when (monotonic) entries may be shown before they are persisted.
         self._show_until = 0.0
+        if claimed is not None:
+            self._token = claimed.token
+            self._took(claimed.top, claimed.sent)
+        elif own:
+            self._claim = asyncio.create_task(self._take_ids(), name=f"log-claim:{conversation_id}")
         #: Entries with their ids given (maybe shown) that no append has confirmed yet.
         self._unconfirmed: list[_Out] = []
 
@@ -399,8 +427,12 @@ class LogWriter:
         if written.status != 1:
             log.info("%s's ids are another producer's: this answer's entries wait for its end", self._cid)
             return
+        self._took(written.top, sent)
+
+    def _took(self, top: int, sent: float) -> None:
+        """The ids are this writer's: the next follows `top`, the log's last; the claim was sent at `sent`."""
         self._owned = True
-        self._next = written.top + 1
+        self._next = top + 1
         self._show_until = sent + SHOW_EARLY_S
 
     async def write(self, event: Event) -> None:

@@ -3,16 +3,17 @@
 Before the model is asked, a turn needs the user's keys (the request's count against the rate
 limit, the stream slot, a new conversation's place in the user's index: one script, the user's
 hash slot, state/limits.py UserGate) and the conversation's keys (the turn lock, the messages, the
-follower's watcher lease, the history, and a new conversation's hash: one script, the
-conversation's hash slot, ConversationStore.begin_turn). On a Redis Cluster the two live on
-different nodes, so they are two commands; they are sent together when that cannot be seen:
+follower's watcher lease, the history, the log's ids for the answer's first step, and a new
+conversation's hash: one script, the conversation's hash slot, ConversationStore.begin_turn). On a
+Redis Cluster the two live on different nodes, so they are two commands; they are sent together
+when that cannot be seen:
 
 - A new conversation: nobody has its id before the setup returns, so both scripts go at once (one
   pipeline on one connection to a single server; on a cluster, to the two nodes concurrently). If
   the user's script refuses (rate limit, conversation limit, stream slot), the conversation's keys
-  are deleted before anyone could read them; if the conversation's script refuses (too many
-  messages for one conversation), the user's slot and index entry are given back, as a refused
-  turn always gave its stream slot back.
+  (its log's owner key among them) are deleted before anyone could read them; if the
+  conversation's script refuses (too many messages for one conversation), the user's slot and
+  index entry are given back, as a refused turn always gave its stream slot back.
 - An existing conversation: the user's other clients may read it (its messages, its lock), so the
   user's script decides first and the turn is taken only once admitted: nothing to take back.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -77,6 +79,7 @@ class TurnSetup:
             return admitted, started
         user_command = self._gate.command(user_id, step, index_ttl_s=self._store.ttl_s)
         turn_command = self._store.turn_command(turn)
+        sent = time.monotonic()
         try:
             async with self._pipeline.pipeline(transaction=False) as pipe:
                 for script, keys, args in (user_command, turn_command):
@@ -95,7 +98,7 @@ class TurnSetup:
         except Exception as exc:
             admitted = exc
         try:
-            started = self._store.turn_outcome(turn, await _loaded(turn_reply, *turn_command))
+            started = self._store.turn_outcome(turn, await _loaded(turn_reply, *turn_command), sent=sent)
         except Exception as exc:
             return admitted, exc
         return admitted, started

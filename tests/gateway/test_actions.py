@@ -18,7 +18,8 @@ from action_bus.local import ACTIONS_GROUP
 from action_bus.redis_streams import StreamQueue
 from agent_contracts import ActionRequest, ActionResult, ActionStatus
 from agent_contracts.actions import utcnow
-from streaming_gateway.keys import settings_key
+from streaming_gateway.keys import engine_key, settings_key
+from streaming_gateway.state import redis_keys
 from tests.fixtures.gateway import Gateway, upstream_stats
 from tests.fixtures.services import ON_BOTH
 from tests.gateway.helpers import data, read_events
@@ -128,6 +129,45 @@ async def test_tool_call_queues_action_and_result_continues_the_model(
     sent = (await upstream_stats(upstream))["requests"][-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
     assert gateway.metric("gateway_actions_queued_total", {"name": "create_ticket"}) == 1
+
+
+async def test_first_step_owns_the_ids_its_turn_took_and_the_continuation_claims_its_own(
+    gateway: Gateway, script, aredis, monkeypatch
+) -> None:
+    """The turn's first step writes under the ids its begin_turn took (the turn id as the owner
+    token, no claim script); the model's continuation after the action claims them itself, with its
+    own token; each step lets them go at its end."""
+    log = gateway.app[engine_key].log
+    ops: list[tuple[str, str]] = []
+    write = log.write
+
+    async def recorded(conversation_id: str, triples: Any, **options: Any) -> Any:
+        ops.append((options.get("op", ""), options.get("token", "")))
+        return await write(conversation_id, triples, **options)
+
+    monkeypatch.setattr(log, "write", recorded)
+    await script(TICKET_SCRIPT)
+    cid = await gateway.create_conversation()
+    async with gateway.request(
+        "POST", f"/v1/conversations/{cid}/messages", json={"content": "open a ticket"}, headers=SSE
+    ) as response:
+        await read_events(response, until_end=False, stop_after=5)  # through the tool-call pause
+        turn_id = (await aredis.lrange(redis_keys.messages(cid), 0, 0))[0]
+        [request] = await take_requests(aredis, 1)
+        await report(
+            aredis, gateway, request, ActionStatus.succeeded, attempts=1, result={"ticket_id": "T-7"}
+        )
+        rest = await read_events(response)
+    assert data(rest[-1])["finish_reason"] == "stop"
+    turn_id = json.loads(turn_id)["turn_id"]
+    owned = [(op, token) for op, token in ops if token]
+    first = [op for op, token in owned if token == turn_id]
+    assert first and first[-1] == "release" and "claim" not in first
+    continuation = [(op, token) for op, token in owned if token != turn_id]
+    assert continuation[0][0] == "claim" and continuation[-1][0] == "release"
+    assert len({token for _, token in continuation}) == 1
+    assert [op for op, _ in owned].count("claim") == 1
+    assert not await aredis.exists(redis_keys.log_owner(cid))
 
 
 async def test_duplicate_final_update_continues_once(gateway: Gateway, script, aredis, upstream) -> None:

@@ -17,10 +17,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from agent_contracts.events import ActionStatusEvent, ErrorEvent, MessageEndEvent, TokenEvent
+from streaming_gateway.errors import Conflict, NotFound
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.conversation_store import ConversationStore, TurnRequest
 from streaming_gateway.state.log_follower import Follower
 from streaming_gateway.state.log_hub import BATCH, LogEntry
-from streaming_gateway.state.stream_log import StreamLog, triple
+from streaming_gateway.state.stream_log import OWNER_LEASE_S, StreamLog, triple
 from tests.fixtures.gateway import Gateway
 from tests.fixtures.services import ON_BOTH
 from tests.gateway.helpers import NoAnswers, data, new_conversation, read_events
@@ -267,3 +269,108 @@ async def test_client_gets_tokens_while_redis_holds_the_appends(
     logged = await pod.read(cid, 0)
     assert [data(e)["id"] for e in events] == [e.id for e in logged] == list(range(1, 42))
     assert [data(e) for e in events] == [json.loads(e.data) for e in logged]
+
+
+def recording_ops(log: StreamLog, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every run of the log's write script through `log` from now on, as (op, owner token)."""
+    ops: list[tuple[str, str]] = []
+    write = log.write
+
+    async def recorded(conversation_id: str, triples: Any, **options: Any) -> Any:
+        ops.append((options.get("op", ""), options.get("token", "")))
+        return await write(conversation_id, triples, **options)
+
+    monkeypatch.setattr(log, "write", recorded)
+    return ops
+
+
+def turn(cid: str, turn_id: str, *, max_messages: int = 10, create: Any = None) -> TurnRequest:
+    """A turn of one user message that takes the log's ids for its first step."""
+    message = [{"role": "user", "content": "hi"}]
+    return TurnRequest(cid, turn_id, message, max_messages, 60, 0, create=create, take_ids=True)
+
+
+async def test_a_turns_first_step_owns_the_ids_its_begin_turn_took(
+    aredis: aioredis.Redis, pod: StreamLog, other_pod: StreamLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """begin_turn takes the log's ids with the turn (the owner key under the lease, the hash field,
+    the turn id as the token): another pod's entry waits from then on, and the step's writer built
+    from it sends no claim, shows its tokens early and lets the ids go at its end."""
+    store = ConversationStore(aredis, ttl_s=600)
+    cid = await new_conversation(aredis)
+    start = await store.begin(turn(cid, "turn_1"))
+    assert start.ids is not None and (start.ids.token, start.ids.top) == ("turn_1", 0)
+    assert await aredis.get(redis_keys.log_owner(cid)) == "turn_1"
+    assert 0 < await aredis.pttl(redis_keys.log_owner(cid)) <= OWNER_LEASE_S * 1000
+    assert (await store.get(cid)).ids_ahead  # type: ignore[union-attr]
+    assert await other_pod.append(cid, action(cid)) == 0  # deferred: the ids are the turn's
+    ops = recording_ops(pod, monkeypatch)
+    got = await following(pod, cid)
+    writer = pod.writer(cid, max_batch=64, own=True, claimed=start.ids)
+    with pod.hub.local_producer(cid):
+        for i in range(5):
+            await writer.write(token(cid, f"t{i}"))
+        last = await writer.end(ending(cid))
+    shown = await got
+    logged = await pod.read(cid, 0)
+    assert last == 7
+    assert [(e.id, e.type) for e in logged] == [(i, "token") for i in range(1, 6)] + [
+        (6, "action_status"),
+        (7, "message_end"),
+    ]
+    assert [e.data for e in shown] == [e.data for e in logged]
+    assert writer.shown_early == 5
+    assert "claim" not in {op for op, _ in ops} and {token for _, token in ops} == {"turn_1"}
+    assert not await aredis.exists(redis_keys.log_owner(cid), redis_keys.log_deferred(cid))
+    assert await aredis.hget(redis_keys.conversation(cid), "owner") is None
+
+
+async def test_a_refused_turn_takes_no_ids(aredis: aioredis.Redis) -> None:
+    """A begin_turn refused as busy, full or gone, or a new conversation's refused as full, takes
+    no ids: no owner key, no `owner` field, a busy conversation's producer keeps its own."""
+    store = ConversationStore(aredis, ttl_s=600)
+    cid = await new_conversation(aredis)
+    await store.begin(turn(cid, "turn_1"))
+    with pytest.raises(Conflict, match="still answering"):
+        await store.begin(turn(cid, "turn_2"))
+    assert await aredis.get(redis_keys.log_owner(cid)) == "turn_1"
+    full = await new_conversation(aredis)
+    with pytest.raises(Conflict, match="limit"):
+        await store.begin(turn(full, "turn_3", max_messages=1))
+    gone = await new_conversation(aredis)
+    await aredis.delete(redis_keys.conversation(gone))
+    with pytest.raises(NotFound):
+        await store.begin(turn(gone, "turn_4"))
+    new = store.new("alice", "default@000000000000")
+    with pytest.raises(Conflict, match="limit"):
+        await store.begin(turn(new.id, "turn_5", max_messages=1, create=new))
+    for refused in (full, gone, new.id):
+        assert not await aredis.exists(redis_keys.log_owner(refused), redis_keys.busy(refused))
+        assert await aredis.hget(redis_keys.conversation(refused), "owner") is None
+
+
+async def test_begin_turn_leaves_ids_held_by_a_lapsed_producer_to_the_steps_own_claim(
+    aredis: aioredis.Redis, pod: StreamLog, other_pod: StreamLog
+) -> None:
+    """With entries deferred under a producer whose lease lapsed, begin_turn takes the turn but not
+    the ids; the step's writer claims them itself, which appends those entries first: ids stay
+    unique and increasing. With a producer still owning them, the step writes as a plain writer."""
+    store = ConversationStore(aredis, ttl_s=600)
+    cid = await new_conversation(aredis)
+    assert (await pod.write(cid, [], token="lapsed", op="claim")).status == 1
+    assert await other_pod.append(cid, action(cid)) == 0  # deferred
+    await aredis.delete(redis_keys.log_owner(cid))  # the producer died: its lease lapsed
+    start = await store.begin(turn(cid, "turn_1"))
+    assert start.ids is None and await aredis.get(redis_keys.log_owner(cid)) is None
+    writer = pod.writer(cid, max_batch=64, own=True, claimed=start.ids)
+    await writer.write(token(cid, "t0"))
+    await writer.end(ending(cid))
+    assert [(e.id, e.type) for e in await pod.read(cid, 0)] == [
+        (1, "action_status"),
+        (2, "token"),
+        (3, "message_end"),
+    ]
+    await store.release_turn(cid, "turn_1")
+    assert (await pod.write(cid, [], token="other", op="claim")).status == 1  # a live producer
+    start = await store.begin(turn(cid, "turn_2"))
+    assert start.ids is None and await aredis.get(redis_keys.log_owner(cid)) == "other"

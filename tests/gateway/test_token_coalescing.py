@@ -38,8 +38,8 @@ class GatedLog(StreamLog):
         self.holding = asyncio.Event()  # set while an append waits at the closed gate
         self.writers: list[LogWriter] = []
 
-    def writer(self, conversation_id: str, *, max_batch: int, own: bool = False) -> LogWriter:
-        self.writers.append(super().writer(conversation_id, max_batch=max_batch, own=own))
+    def writer(self, conversation_id: str, *, max_batch: int, **options: Any) -> LogWriter:
+        self.writers.append(super().writer(conversation_id, max_batch=max_batch, **options))
         return self.writers[-1]
 
     async def write(self, conversation_id: str, triples: Sequence[Triple], **options: Any) -> Written:

@@ -1,5 +1,6 @@
 """A turn's Redis traffic, counted by MONITOR: its setup is one script of the conversation's (lock,
-messages, the follower's watcher lease, history, and a new conversation itself) and one of the
+messages, the follower's watcher lease, history, the log's ids for the producer, and a new
+conversation itself) and one of the
 user's (the request's count, the stream slot, a new conversation's index entry), sent at once for
 a new conversation; its end is another (message, message_end, the lock); and a follower opened for
 the turn reads nothing from the log: the producer hands it the entries."""
@@ -108,7 +109,7 @@ def scripts(commands: list[list[str]], cid: str) -> Counter[str]:
         elif op is not None and redis_keys.busy(cid) in keys:
             kinds["end_turn"] += 1
         elif op == "claim":
-            kinds["claim"] += 1  # the producer takes the log's ids, beside its model request
+            kinds["claim"] += 1  # a producer takes the log's ids itself (a continuation step)
         elif op is not None and keys == log_write:
             kinds["append"] += 1
         elif keys == {redis_keys.conversation(cid), redis_keys.messages(cid), redis_keys.event_log(cid)}:
@@ -142,15 +143,15 @@ def check_turn(
     stays_after: int = 0,
     stateless: bool = False,
 ) -> None:
-    """One script starts the turn, one claims the log's ids, one ends it, token appends between;
-    nothing else names the conversation but the `reads` of the conversation before it and the
+    """One script starts the turn and takes the log's ids for its producer (no claim of its own),
+    one ends it, token appends between; nothing else names the conversation but the `reads` of the conversation before it and the
     lease's removal. A follower
     that `stays` after the answer (the WebSocket's) has the pod's reader read the conversation once
     the producer is done (an XREAD BLOCK); none reads it during the turn."""
     commands = monitor.of(cid)
     kinds = scripts(commands, cid)
     assert kinds["begin_turn"] == 1 and kinds["end_turn"] == 1 and kinds["other"] == 0, commands
-    assert kinds["claim"] == 1, commands
+    assert kinds["claim"] == 0, commands
     assert kinds["append"] >= 1, commands
     # After its end a stateless call's keys are cut to their short TTL, in one more script.
     assert kinds["stateless_ttl"] == (1 if stateless else 0), commands

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from streaming_gateway.errors import NotFound
+from streaming_gateway.errors import NotFound, RateLimited
 from streaming_gateway.keys import engine_key
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.conversation_store import ConversationStore, TurnRequest, TurnStart
@@ -202,9 +202,9 @@ class RecordingStore(ConversationStore):
         self.events.append("turn sent")
         return super().turn_command(turn)
 
-    def turn_outcome(self, turn: TurnRequest, answer: Any) -> TurnStart:
+    def turn_outcome(self, turn: TurnRequest, answer: Any, *, sent: float) -> TurnStart:
         self.events.append("turn answered")
-        return super().turn_outcome(turn, answer)
+        return super().turn_outcome(turn, answer, sent=sent)
 
 
 async def test_scripts_go_together_only_for_a_new_conversation(aredis: aioredis.Redis) -> None:
@@ -250,6 +250,36 @@ async def check_scripts_go_together(aredis: aioredis.Redis, *, pipelined: bool) 
     assert [m["content"] for m in start.history] == ["hi", "again"]
     assert await aredis.zscore(redis_keys.user_conversations("alice"), conversation.id) is not None
     assert sorted(await aredis.zrange(redis_keys.user_streams("alice"), 0, -1)) == ["stream_1", "stream_2"]
+
+
+async def test_new_conversation_refused_by_the_user_script_leaves_no_log_owner(
+    aredis: aioredis.Redis,
+) -> None:
+    """A new conversation's begin_turn takes the log's ids with the turn (the turn id as the owner);
+    when the user's script, sent at the same time, refuses (no stream slot left), the owner key is
+    deleted with the conversation's other keys."""
+    store = ConversationStore(aredis, ttl_s=600)
+    gate = UserGate(aredis, RateLimiter(aredis, 100), streams_per_user=1, conversations_per_user=10)
+    setup = TurnSetup(gate, store, pipeline=None if isinstance(aredis, RedisCluster) else aredis)
+
+    def new_turn(n: int) -> tuple[str, UserStep, TurnRequest]:
+        conversation = store.new("alice", "default@000000000000")
+        step = UserStep(count=PendingCount(), stream_id=f"stream_{n}", new_conversation=conversation.id)
+        message = [{"role": "user", "content": "hi"}]
+        turn = TurnRequest(
+            conversation.id, f"turn_{n}", message, 10, 60, 0, create=conversation, take_ids=True
+        )
+        return conversation.id, step, turn
+
+    kept, step, turn = new_turn(1)
+    start = await setup.run("alice", step, turn)
+    assert start.ids is not None and (start.ids.token, start.ids.top) == ("turn_1", 0)
+    assert await aredis.get(redis_keys.log_owner(kept)) == "turn_1"
+    refused, step, turn = new_turn(2)
+    with pytest.raises(RateLimited):
+        await setup.run("alice", step, turn)
+    assert {key.split("{")[1].split("}")[0] for key in await conversation_keys(aredis)} == {kept}
+    assert not await aredis.exists(redis_keys.log_owner(refused))
 
 
 async def test_young_index_entry_is_not_pruned(aredis: aioredis.Redis) -> None:
