@@ -15,9 +15,7 @@ import socket
 import ssl
 import struct
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -38,120 +36,8 @@ from streaming_gateway.llm.port import (
     TextDelta,
 )
 from streaming_gateway.settings import Settings
+from tests.llm.servers import BASE_ENV, REQUEST, SSE_HEAD, delta, event, status_answer
 from tests.polling import eventually
-
-#: The gateway's settings need a way to authenticate clients; the model's adapter does not use it.
-BASE_ENV = {"AUTH_JWT_SECRET": "llm-tests-secret-0123456789abcdef0123"}
-REQUEST = ChatRequest(model="scripted", messages=[{"role": "user", "content": "hi"}])
-SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-def event(payload: dict[str, Any] | str) -> bytes:
-    """One server-sent event as one HTTP chunk."""
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    data = f"data: {text}\n\n".encode()
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-def delta(content: str | None = None, finish: str | None = None) -> bytes:
-    choice = {"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}
-    return event({"id": "c1", "object": "chat.completion.chunk", "choices": [choice]})
-
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class RawUpstream:
-    """An HTTP/1.1 server on a loopback port whose answer to each request is a test's own bytes.
-
-    It reads each request (head and body) and hands the connection to the handler; it records the
-    requests and, per connection, whether the client closed it (EOF) or sent more."""
-
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
-        self.handler = handler
-        self.tls = tls
-        self.requests: list[tuple[bytes, bytes]] = []
-        self.connections = 0
-        self.closed_by_client = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        port = self.server.sockets[0].getsockname()[1]
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/v1"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                self.requests.append((head, await reader.readexactly(length)))
-                await self.handler(reader, writer)
-                if writer.is_closing():
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            return
-        finally:
-            writer.close()
-
-    async def wait_for_close(self, reader: asyncio.StreamReader) -> None:
-        """Hold the connection until the client closes it; counts a clean EOF, not more bytes."""
-        with_more = await reader.read(1)
-        if with_more == b"":
-            self.closed_by_client += 1
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
-@pytest.fixture
-async def raw_upstream() -> AsyncIterator[Callable[..., Awaitable[RawUpstream]]]:
-    started: list[RawUpstream] = []
-
-    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> RawUpstream:
-        server = RawUpstream(handler, tls)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.close()
-
-
-@pytest.fixture
-async def models() -> AsyncIterator[Callable[..., OpenAIChatModel]]:
-    """Models made by the gateway's own factory from settings; each closed after the test."""
-    made: list[OpenAIChatModel] = []
-
-    def make(base_url: str, **env: str) -> OpenAIChatModel:
-        settings = Settings.from_env(
-            {
-                **BASE_ENV,
-                "OPENAI_BASE_URL": base_url,
-                "OPENAI_API_KEY": "test",
-                "LLM_TIMEOUT_SECONDS": "1",
-                **env,
-            }
-        )
-        model = create_chat_model(settings)
-        made.append(model)
-        return model
-
-    yield make
-    for model in made:
-        await model.close()
 
 
 async def collect(model: OpenAIChatModel, request: ChatRequest = REQUEST) -> list[ChatDelta]:
@@ -359,18 +245,6 @@ async def test_a_tls_stream_cut_mid_body_is_unavailable(
         async for item in models(server.url).stream(REQUEST):
             seen.append(item)
     assert seen == [TextDelta("one")]
-
-
-def status_answer(status: int, body: dict[str, Any]) -> Handler:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        payload = json.dumps(body).encode()
-        writer.write(
-            b"HTTP/1.1 %d Error\r\nContent-Type: application/json\r\nRetry-After: 0\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status, len(payload), payload)
-        )
-        await writer.drain()
-
-    return answer
 
 
 @pytest.mark.parametrize(
