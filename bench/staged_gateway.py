@@ -121,7 +121,9 @@ def install(out_path: str) -> None:
         _around(UserGate, "admit", None, "user_steps_done")
     _around(ChatEngine, "_step", "answer_task_started", None)
     _around(httpx2.AsyncClient, "send", "upstream_request_sent", "upstream_headers")
-    _first_yield(openai_adapter, "_sse_json", "upstream_first_chunk")
+    # The decoder's first yield (a list of chunks per read since the adapter's sse.py; before, a chunk).
+    decoder = "sse_json" if hasattr(openai_adapter, "sse_json") else "_sse_json"
+    _first_yield(openai_adapter, decoder, "upstream_first_chunk")
     if hasattr(StreamLog, "write"):
         # Every log write is one script here; a producer's claim of the ids (no entries) is no append.
         log_write = StreamLog.write

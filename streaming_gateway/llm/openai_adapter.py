@@ -5,16 +5,20 @@ The only module of the gateway that imports the SDK.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import anyio
 import httpx2
 import openai
+import orjson
+from openai._models import FinalRequestOptions
 
 from streaming_gateway.llm.port import (
     ChatDelta,
@@ -29,6 +33,7 @@ from streaming_gateway.llm.port import (
     ToolCallAssembler,
     estimate_usage,
 )
+from streaming_gateway.llm.sse_decoding import sse_json
 from streaming_gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,84 +50,86 @@ CLIENT_ERROR_STATUSES = frozenset({400, 422})
 MAX_UPSTREAM_CONNECTIONS = 1000
 #: How long an idle upstream connection is kept for the next answer (httpx's default).
 UPSTREAM_KEEPALIVE_S = 5.0
+#: What a deployment name keeps unescaped in the path: RFC 3986's `pchar`, as the SDK escapes it.
+PATH_SEGMENT_SAFE = "!$&'()*+,;=:@"
+#: How long the end of an answer's body may take after its `[DONE]` for the connection to be pooled.
+BODY_END_WAIT_S = 0.02
+#: Errors while reading the body (the SDK reports only those before the headers): the HTTP client's,
+#: as its aiohttp transport maps them to httpx2's, or aiohttp's own where the transport leaves one
+#: unmapped; TLS, and the socket ending mid-read (a timeout of `asyncio.timeout` too).
+READ_ERRORS = (httpx2.RequestError, aiohttp.ClientError, TimeoutError, ssl.SSLError, anyio.EndOfStream)
 
 
 class OpenAIChatModel:
     def __init__(self, client: openai.AsyncOpenAI, credential: Any = None) -> None:
         self._client = client
         self._credential = credential
+        # The SDK's request options, built once: `post` builds them per request through pydantic's
+        # `model_construct`, which deep-copies each default (bench/README.md, "The model request's
+        # CPU"); a request copies these shallowly, as the SDK itself does for every attempt. The
+        # type is the SDK's internal one: tests/llm/test_model_request.py checks the request sent
+        # against the SDK's own `chat.completions.create`, so a change of it fails there.
+        self._options = FinalRequestOptions.construct(method="post", url=CHAT_COMPLETIONS, content=b"")
+        # Azure OpenAI's deployment path (`/deployments/{model}/chat/completions`) is the SDK's to
+        # add, but only from a body it serialises itself (`json_data`); for a body sent as bytes
+        # the path is given here, under the client's base URL `{endpoint}/openai/`.
+        self._azure = isinstance(client, openai.AsyncAzureOpenAI)
+        self._paths: dict[str, str] = {}
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
-        kwargs: dict[str, Any] = {
-            "model": request.model,
-            "messages": request.messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if request.tools:
-            kwargs["tools"] = request.tools
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            kwargs[request.max_tokens_field] = request.max_tokens
-        # The SDK takes these as keyword arguments; the typed ones above win over any duplicate.
-        kwargs = {**request.options, **kwargs}
+        options = self._options.model_copy(
+            update={"url": self._path(request.model), "content": _body(request)}
+        )
         assembler = ToolCallAssembler()
         finish_reason: str | None = None
         usage: dict[str, int] | None = None
         written: list[str] = []
         try:
-            # The SDK makes the request (auth, Azure's deployment path, retries of the connect, status
-            # errors) and hands over the raw HTTP response; its chunks are read here as plain JSON,
-            # not built into SDK objects one by one (a large share of its CPU per token in the
-            # profile), and the body, JSON already, is posted as it is: `chat.completions.create`
-            # would first walk it through the SDK's type transforms, half a millisecond of a
-            # stream's first token (bench/README.md).
-            response = await self._client.post(
-                CHAT_COMPLETIONS, body=kwargs, cast_to=httpx2.Response, stream=True, stream_cls=None
-            )
+            # The SDK makes the request (auth, Azure's api-version, retries of the connect and of
+            # 429/5xx, status errors, timeouts) and hands over the raw HTTP response; its chunks are
+            # read here as plain JSON, not built into SDK objects one by one (a large share of its
+            # CPU per token in the profile), and the body is posted as bytes serialised here:
+            # `chat.completions.create` would first walk it through the SDK's type transforms,
+            # and `post` serialises it with the standard library's json (bench/README.md).
+            response = await self._client.request(httpx2.Response, options, stream=True)
+            reads = response.aiter_bytes()
             try:
-                async for chunk in _sse_json(response.aiter_bytes()):
-                    if chunk.get("error"):
-                        raise LLMUnavailable(f"the model's stream failed: {chunk['error']}")
-                    if chunk.get("usage"):
-                        counts = chunk["usage"]
-                        usage = {
-                            "prompt_tokens": counts.get("prompt_tokens", 0),
-                            "completion_tokens": counts.get("completion_tokens", 0),
-                            "total_tokens": counts.get("total_tokens", 0),
-                        }
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        if delta.get("content"):
-                            written.append(delta["content"])
-                            yield TextDelta(delta["content"])
-                        for call in delta.get("tool_calls") or ():
-                            function = call.get("function") or {}
-                            assembler.add(
-                                call.get("index", 0),
-                                call.get("id"),
-                                function.get("name"),
-                                function.get("arguments"),
-                            )
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
+                async for chunks in sse_json(reads):
+                    for chunk in chunks:
+                        if chunk.get("error"):
+                            raise LLMUnavailable(f"the model's stream failed: {chunk['error']}")
+                        counts = chunk.get("usage")
+                        if counts:
+                            usage = {
+                                "prompt_tokens": counts.get("prompt_tokens", 0),
+                                "completion_tokens": counts.get("completion_tokens", 0),
+                                "total_tokens": counts.get("total_tokens", 0),
+                            }
+                        for choice in chunk.get("choices") or ():
+                            delta = choice.get("delta")
+                            if delta:
+                                content = delta.get("content")
+                                if content:
+                                    written.append(content)
+                                    yield TextDelta(content)
+                                for call in delta.get("tool_calls") or ():
+                                    function = call.get("function") or {}
+                                    assembler.add(
+                                        call.get("index", 0),
+                                        call.get("id"),
+                                        function.get("name"),
+                                        function.get("arguments"),
+                                    )
+                            if choice.get("finish_reason"):
+                                finish_reason = choice["finish_reason"]
+                await _end_of_body(reads)
             finally:
                 # However the reading ends (the end, a cancel, an early exit) the HTTP response is
                 # closed: the upstream sees the disconnect and stops generating.
                 await response.aclose()
         except openai.APIError as exc:
             raise _translate(exc, request.client_params) from exc
-        # Errors while reading the body (the SDK reports only those before the headers): the HTTP
-        # client's, as its aiohttp transport maps them to httpx2's, or aiohttp's own where the
-        # transport leaves one unmapped; TLS, and the socket ending mid-read.
-        except (
-            httpx2.RequestError,
-            aiohttp.ClientError,
-            TimeoutError,
-            ssl.SSLError,
-            anyio.EndOfStream,
-        ) as exc:
+        except READ_ERRORS as exc:
             if _timed_out(exc):
                 raise LLMTimeout("the model did not answer in time") from exc
             raise LLMUnavailable(f"the model's stream failed: {exc!r}") from exc
@@ -134,66 +141,59 @@ class OpenAIChatModel:
             usage = estimate_usage(request, written, calls)
         yield Finish(finish_reason, calls, usage)
 
+    def _path(self, model: str) -> str:
+        """The model API's path under the client's base URL; on Azure, the model's deployment's."""
+        if not self._azure:
+            return CHAT_COMPLETIONS
+        path = self._paths.get(model)
+        if path is None:
+            deployment = quote(model, safe=PATH_SEGMENT_SAFE)
+            if deployment in {".", ".."}:  # a dot segment would leave the deployments path
+                raise LLMRejected(f"not an Azure OpenAI deployment name: {model!r}", status_code=400)
+            path = self._paths[model] = f"/deployments/{deployment}{CHAT_COMPLETIONS}"
+        return path
+
     async def close(self) -> None:
         await self._client.close()
         if self._credential is not None:
             await self._credential.close()
 
 
-async def _sse_json(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON of each server-sent event's data until `[DONE]`, from the body's bytes as they come."""
-    events = _EventData()
-    async for piece in body:
-        for payload in events.feed(piece):
-            if payload == b"[DONE]":
-                return
-            yield _json(payload)
-    for payload in events.end():
-        if payload == b"[DONE]":
-            return
-        yield _json(payload)
-
-
-class _EventData:
-    """Splits the lines of each read at once (LF, CRLF or CR; `bytes.splitlines`), not one await per
-    line as httpx2's `aiter_lines` does: a read's last line waits for the next read when unfinished
-    or ending in CR (maybe half a CRLF). The data lines of one event are joined by a newline."""
-
-    def __init__(self) -> None:
-        self._rest = b""
-        self._data: list[bytes] = []
-
-    def feed(self, piece: bytes) -> list[bytes]:
-        lines = (self._rest + piece if self._rest else piece).splitlines(keepends=True)
-        self._rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
-        return self._events(lines)
-
-    def end(self) -> list[bytes]:
-        """The events the body's end completes (its last line may end in CR); an event left open
-        (data without its blank line, other than `[DONE]`) is the stream failing."""
-        payloads = self._events([self._rest] if self._rest else [])
-        self._rest = b""
-        if self._data and self._data != [b"[DONE]"]:
-            raise LLMUnavailable("the model's stream ended inside an event")
-        return payloads
-
-    def _events(self, lines: list[bytes]) -> list[bytes]:
-        payloads = []
-        for line in lines:
-            line = line.rstrip(b"\r\n")
-            if line.startswith(b"data:"):
-                self._data.append(line[5:].lstrip(b" "))
-            elif not line and self._data:
-                payloads.append(b"\n".join(self._data))
-                self._data.clear()
-        return payloads
-
-
-def _json(payload: bytes) -> dict[str, Any]:
+def _body(request: ChatRequest) -> bytes:
+    """The request's JSON, serialised by orjson (the standard library's json, which the SDK uses,
+    takes tens of microseconds for a long conversation); the typed fields win over any duplicate
+    among the options passed through."""
+    body: dict[str, Any] = {
+        **request.options,
+        "model": request.model,
+        "messages": request.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.tools:
+        body["tools"] = request.tools
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body[request.max_tokens_field] = request.max_tokens
     try:
-        return json.loads(payload)  # type: ignore[no-any-return]
-    except ValueError as exc:
-        raise LLMUnavailable(f"the model sent a chunk that is not JSON: {payload[:100]!r}") from exc
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # What orjson refuses and json takes (an integer past 64 bits in a passed-through option).
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def _end_of_body(reads: AsyncIterator[bytes]) -> None:
+    """Reads on after `[DONE]` to the body's end, which a server sends right after it: aiohttp
+    pools a connection only when its response was read to the end, and one closed instead costs the
+    next answer a new connection (and TLS handshake) before its request. A server that holds the
+    body open longer loses the connection, as before; nothing after `[DONE]` is used."""
+    try:
+        async with asyncio.timeout(BODY_END_WAIT_S):
+            async for _ in reads:
+                pass
+    except READ_ERRORS:
+        pass
 
 
 def _timed_out(exc: BaseException) -> bool:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from streaming_gateway.llm.openai_adapter import _sse_json
 from streaming_gateway.llm.port import LLMUnavailable
+from streaming_gateway.llm.sse_decoding import sse_json
 
 EVENTS = [{"n": 1, "text": "héllo"}, {"n": 2, "text": "a\nb"}, {"n": 3, "text": ""}]
 
@@ -26,7 +26,7 @@ async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 
 async def decode(source: AsyncIterator[bytes]) -> list[dict[str, Any]]:
-    return [event async for event in _sse_json(source)]
+    return [event async for events in sse_json(source) for event in events]
 
 
 @pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
