@@ -45,7 +45,7 @@ from streaming_gateway.state.conversation_store import (
     stamped,
 )
 from streaming_gateway.state.limits import UserStep
-from streaming_gateway.state.stream_log import Claim, LogWriter, StreamLog
+from streaming_gateway.state.stream_log import Claim, LogWriter, StreamLog, owned_by_turn, step_token
 from streaming_gateway.state.turn_setup import TurnSetup
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,15 @@ class ChatEngine:
         if self.answers.cancel(cid, "cancelled"):
             return True
         redis = self.store.redis
-        if await redis.get(redis_keys.producing(cid)) == turn_id:
-            await redis.set(redis_keys.cancel(cid), turn_id, ex=60)  # that pod's watchdog stops it
+        # The model runs somewhere while its pod's watchdog renews `producing` (from its first
+        # check, a tick into the answer) or while one of the turn's steps owns the log's ids (from
+        # the turn's begin_turn, or a continuation's claim): that pod's watchdog stops it.
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.get(redis_keys.producing(cid))
+            pipe.get(redis_keys.log_owner(cid))
+            producing, owner = await pipe.execute()
+        if producing == turn_id or owned_by_turn(owner, turn_id):
+            await redis.set(redis_keys.cancel(cid), turn_id, ex=60)
             return True
         # Waiting for actions: end the turn here; the continuation sees the lock gone and stays quiet.
         if await self.store.release_turn(cid, turn_id):
@@ -216,7 +223,13 @@ class ChatEngine:
         # took them; a continuation's claim goes out now, beside the model request) and hands each
         # token to this pod's followers before it is persisted. Every end below is the writer's
         # `end`: it lands after the tokens and lets the ids go.
-        writer = self.log.writer(cid, max_batch=self.settings.token_batch_max, own=True, claimed=ids)
+        writer = self.log.writer(
+            cid,
+            max_batch=self.settings.token_batch_max,
+            own=True,
+            claimed=ids,
+            token=step_token(turn_id, message_id),
+        )
         try:
             config = await self._config(conversation)
             telemetry.config(config.version, pinned=bool(conversation.pinned))

@@ -147,6 +147,18 @@ OWNER_LEASE_S = 30.0
 SHOW_EARLY_S = OWNER_LEASE_S / 2
 
 
+def step_token(turn_id: str, step_id: str) -> str:
+    """The owner token of a turn's continuation step: unique per step (a release is recognised by
+    it) and naming its turn, so a cancel on any pod can tell that turn's model is running (the first
+    step's token is the turn id itself: its begin_turn took the ids)."""
+    return f"{turn_id}/{step_id}"
+
+
+def owned_by_turn(owner: str | None, turn_id: str) -> bool:
+    """Whether the log's owner (the owner key's value) is a step of `turn_id`."""
+    return owner is not None and (owner == turn_id or owner.startswith(f"{turn_id}/"))
+
+
 def _conflict(conversation_id: str) -> RedisError:
     """A producer's ids were not its own any more (its lease lapsed and another writer appended, or
     Redis lost acknowledged writes): entries it showed may not be in the log under those ids."""
@@ -284,12 +296,19 @@ class StreamLog:
         return Written(status, last, top)
 
     def writer(
-        self, conversation_id: str, *, max_batch: int, own: bool = False, claimed: Claim | None = None
+        self,
+        conversation_id: str,
+        *,
+        max_batch: int,
+        own: bool = False,
+        claimed: Claim | None = None,
+        token: str | None = None,
     ) -> LogWriter:
         """A coalescing writer for one producer of this conversation (see LogWriter); `own`: it
-        claims the conversation's ids and hands entries to local followers before persisting them;
-        `claimed`: it owns them already (its turn's begin_turn took them), no claim is sent."""
-        return LogWriter(self, conversation_id, max_batch=max_batch, own=own, claimed=claimed)
+        claims the conversation's ids and hands entries to local followers before persisting them,
+        with `token` as the owner (default: a random one; see `step_token`); `claimed`: it owns them
+        already (its turn's begin_turn took them), no claim is sent."""
+        return LogWriter(self, conversation_id, max_batch=max_batch, own=own, claimed=claimed, token=token)
 
     async def last_id(self, conversation_id: str) -> int:
         return int(await self._redis.hget(redis_keys.conversation(conversation_id), "seq") or 0)
@@ -387,6 +406,7 @@ class LogWriter:
         max_batch: int,
         own: bool = False,
         claimed: Claim | None = None,
+        token: str | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -401,7 +421,7 @@ class LogWriter:
         self.batches: list[int] = []
         #: Entries handed to this pod's followers before their append returned (tests, diagnostics).
         self.shown_early = 0
-        self._token = uuid.uuid4().hex if own else ""
+        self._token = (token or uuid.uuid4().hex) if own else ""
         #: True while this writer owns the conversation's ids (claimed, not yet released).
         self._owned = False
         self._claim: asyncio.Task[None] | None = None

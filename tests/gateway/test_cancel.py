@@ -74,7 +74,9 @@ async def _cancelled(upstream) -> bool:
 async def test_cancel_reaches_the_pod_running_the_answer(
     start_gateway: StartGateway, script, upstream
 ) -> None:
-    """A cancel sent to another pod stops the answer on the pod producing it."""
+    """A cancel sent to another pod stops the answer on the pod producing it, also within the
+    answer's first second (before that pod's watchdog first renews `producing`): the model request
+    is cancelled, and the turn is not freed under the running answer (one message_end)."""
     pod_a = await start_gateway(GATEWAY_ORPHAN_GRACE_SECONDS="30")
     pod_b = await start_gateway()
     await script(LONG)
@@ -87,6 +89,10 @@ async def test_cancel_reaches_the_pod_running_the_answer(
             assert cancel.status == 202
         rest = await read_events(response)
     assert data(rest[-1])["finish_reason"] == "cancelled"
+    await eventually(lambda: _cancelled(upstream), "the upstream stream to be cancelled")
+    async with pod_b.request("GET", f"/v1/conversations/{cid}/events?after=0&until=end", headers=SSE) as r:
+        ends = [e for e in await read_events(r) if e.type == "message_end"]
+    assert len(ends) == 1
 
 
 async def test_upstream_error_becomes_error_event_and_clean_end(gateway: Gateway, script) -> None:
