@@ -31,7 +31,6 @@ together under load share one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -43,6 +42,7 @@ from redis.exceptions import RedisError
 
 from agent_contracts.redis_connection import is_cluster
 from streaming_gateway.state.redis_replies import Redis
+from streaming_gateway.state.task_stop import stop
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,5 @@ class LeaseKeeper:
     async def close(self) -> None:
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
             self._task = None

@@ -55,6 +55,7 @@ from agent_contracts.redis_connection import is_cluster
 from streaming_gateway.state import redis_keys
 from streaming_gateway.state.log_wakes import ClusterReader
 from streaming_gateway.state.redis_replies import Redis
+from streaming_gateway.state.task_stop import stop
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +445,5 @@ class _Reader:
     async def close(self) -> None:
         for task in (self._task, self._waking):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop(task)
         self._task = self._waking = None

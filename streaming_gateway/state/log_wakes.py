@@ -47,6 +47,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
 from streaming_gateway.state import redis_keys
+from streaming_gateway.state.task_stop import stop
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class ClusterReader:
     async def close(self) -> None:
         self._closed = True
         for task in self._tasks:
-            await _stop(task)
+            await stop(task)
         self._tasks = []
         for node in self._nodes.values():
             await node.close()
@@ -276,7 +277,7 @@ class _Node:
                     try:
                         await asyncio.wait({changed, listener}, return_when=asyncio.FIRST_COMPLETED)
                     finally:
-                        await _stop(changed)
+                        await stop(changed)
                     if listener.done():
                         listener.result()  # raises what ended it
                         break
@@ -286,7 +287,7 @@ class _Node:
             finally:
                 self.connected = False
                 if listener is not None:
-                    await _stop(listener)
+                    await stop(listener)
                 with contextlib.suppress(RedisError, OSError):
                     await connection.disconnect()
             # Whatever was published while no subscription stood is read now; the node may be gone.
@@ -345,14 +346,5 @@ class _Node:
 
     async def close(self) -> None:
         if self._task is not None:
-            await _stop(self._task)
+            await stop(self._task)
             self._task = None
-
-
-async def _stop(task: asyncio.Task[Any]) -> None:
-    """Cancel a task and wait for its end; a cancel of the caller meanwhile still reaches the caller
-    (suppressing CancelledError around `await task` would swallow it)."""
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("log wakes: %s ended with %r", task.get_name(), task.exception())
