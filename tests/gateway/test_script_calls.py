@@ -1,6 +1,8 @@
-"""Hot scripts on held connections (state/script_calls): the same replies and errors as redis-py's
-AsyncScript, NOSCRIPT handled, a killed connection or a restarted Redis survived, a cancelled call
-never leaves its reply to the next, and the cluster client on its normal path."""
+"""Hot scripts pipelined on held connections (state/script_calls): the same replies and errors as
+redis-py's AsyncScript, each of many calls in one write with its own reply or error, NOSCRIPT
+handled, a killed connection or a restarted Redis survived, a failure with calls in flight failing
+exactly those, a cancelled call never disturbing the others, the bounded queue per connection, and
+the cluster client on its normal path."""
 
 from __future__ import annotations
 
@@ -86,10 +88,11 @@ async def test_more_calls_than_lanes_each_get_their_own_reply(aredis: AnyRedis, 
 
 @ON_SERVER  # a single server's pool
 async def test_the_held_connections_leave_the_pool_most_of_its_limit(redis_url: str) -> None:
-    """On a pool of 16 connections at most 2 are held for scripts: 16 calls at once all answer (the
-    rest through the pool), and 14 other commands at once still find a connection."""
+    """On a pool of 16 connections at most 2 are held for scripts: 16 calls at once on connections
+    that carry 4 each all answer (the rest through the pool), and 14 other commands at once still
+    find a connection."""
     client = await connect(redis_url, "standalone", decode_responses=True, max_connections=16)
-    calls = ScriptCalls(client)
+    calls = ScriptCalls(client, depth=4)
     echo = calls.script(ECHO)
     try:
         replies = await asyncio.gather(*(echo(keys=[f"k:{{{i}}}"], args=[i, "b", "c"]) for i in range(16)))
@@ -135,6 +138,121 @@ async def test_a_cancelled_call_leaves_no_reply_to_the_next(aredis: AnyRedis) ->
         await single.close()
 
 
+@ON_SERVER  # held connections on a single server
+async def test_many_calls_in_one_write_each_get_their_own_reply_or_error(aredis: AnyRedis) -> None:
+    """Calls queued at once on one held connection: each gets its own reply, and a script's error
+    reply fails only its own call."""
+    single = ScriptCalls(aredis, lanes=1)
+    echo, fails = single.script(ECHO), single.script(FAILS)
+    try:
+        replies = await asyncio.gather(
+            *(
+                echo(keys=[f"k:{{{i}}}"], args=[i, "b", "c"]) if i % 3 else fails(keys=["k:{f}"], args=[i])
+                for i in range(30)
+            ),
+            return_exceptions=True,
+        )
+        for i, reply in enumerate(replies):
+            if i % 3:
+                assert reply == [f"k:{{{i}}}", str(i), "b", "c"]
+            else:
+                assert isinstance(reply, ResponseError) and f"refused: {i}" in str(reply)
+        assert single.held == 1
+    finally:
+        await single.close()
+
+
+@ON_SERVER  # held connections on a single server
+async def test_noscript_for_calls_in_flight_sends_each_again_once(aredis: AnyRedis) -> None:
+    """After SCRIPT FLUSH, calls queued together all get NOSCRIPT: each is sent again once, after the
+    script is loaded, and gets its own reply."""
+    single = ScriptCalls(aredis, lanes=1)
+    echo = single.script(ECHO)
+    try:
+        assert await echo(keys=["k:{w}"], args=["warm", "b", "c"]) == ["k:{w}", "warm", "b", "c"]
+        await aredis.script_flush()
+        replies = await asyncio.gather(*(echo(keys=[f"k:{{{i}}}"], args=[i, "b", "c"]) for i in range(10)))
+        assert replies == [[f"k:{{{i}}}", str(i), "b", "c"] for i in range(10)]
+        assert await asyncio.gather(*(aredis.get(f"k:{{{i}}}") for i in range(10))) == ["1"] * 10
+    finally:
+        await single.close()
+
+
+@ON_SERVER  # pauses the single server
+async def test_a_cancelled_call_in_flight_leaves_the_connection_to_the_next(aredis: AnyRedis) -> None:
+    """A call cancelled while its command waits in Redis (CLIENT PAUSE WRITE): the calls queued behind
+    it and the next ones get their own replies, on the same connection (its reply read and dropped)."""
+    single = ScriptCalls(aredis, lanes=1)
+    echo = single.script(ECHO)
+    try:
+        assert await echo(keys=["k:{a}"], args=["warm", "b", "c"]) == ["k:{a}", "warm", "b", "c"]
+        await aredis.execute_command("CLIENT PAUSE", 30_000, "WRITE")  # holds the script's reply
+        try:
+            cancelled = asyncio.create_task(echo(keys=["k:{a}"], args=["cancelled", "b", "c"]))
+            behind = [asyncio.create_task(echo(keys=["k:{a}"], args=[i, "b", "c"])) for i in range(3)]
+            await eventually(lambda: _script_held(aredis), "the call's EVALSHA held by the pause")
+            held_by = await _script_clients(aredis)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        finally:
+            await aredis.execute_command("CLIENT UNPAUSE")
+        assert await asyncio.gather(*behind) == [["k:{a}", str(i), "b", "c"] for i in range(3)]
+        assert await echo(keys=["k:{a}"], args=["next", "b", "c"]) == ["k:{a}", "next", "b", "c"]
+        assert await _script_clients(aredis) == held_by  # the same connection throughout
+        assert await aredis.get("k:{a}") == "6"  # the cancelled one ran too: it had reached Redis
+    finally:
+        await single.close()
+
+
+@ON_SERVER  # kills the single server's connections
+async def test_a_killed_connection_fails_the_calls_in_flight_and_is_replaced(aredis: AnyRedis) -> None:
+    """CLIENT KILL of the held connection with calls in flight on it: each of them raises a redis
+    ConnectionError (none hangs), and the next call answers on another connection."""
+    single = ScriptCalls(aredis, lanes=1)
+    echo = single.script(ECHO)
+    try:
+        assert await echo(keys=["k:{a}"], args=["warm", "b", "c"]) == ["k:{a}", "warm", "b", "c"]
+        await aredis.execute_command("CLIENT PAUSE", 30_000, "WRITE")
+        try:
+            in_flight = [asyncio.create_task(echo(keys=["k:{a}"], args=[i, "b", "c"])) for i in range(3)]
+            await eventually(lambda: _script_held(aredis), "the calls' EVALSHA held by the pause")
+            assert await aredis.execute_command("CLIENT KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
+            for task in in_flight:
+                with pytest.raises(RedisConnectionError):
+                    await task
+        finally:
+            await aredis.execute_command("CLIENT UNPAUSE")
+        assert await echo(keys=["k:{a}"], args=["next", "b", "c"]) == ["k:{a}", "next", "b", "c"]
+    finally:
+        await single.close()
+
+
+@ON_SERVER  # pauses the single server
+async def test_a_reply_that_never_comes_ends_with_the_socket_timeout(
+    redis_url: str, aredis: AnyRedis
+) -> None:
+    """Calls whose replies do not come (CLIENT PAUSE WRITE) fail with a redis ConnectionError once the
+    client's socket_timeout passes; the next call after the pause answers."""
+    client = await connect(redis_url, "standalone", decode_responses=True, socket_timeout=0.5)
+    calls = ScriptCalls(client, lanes=1)
+    echo = calls.script(ECHO)
+    try:
+        assert await echo(keys=["k:{a}"], args=["warm", "b", "c"]) == ["k:{a}", "warm", "b", "c"]
+        await aredis.execute_command("CLIENT PAUSE", 30_000, "WRITE")
+        try:
+            replies = await asyncio.gather(
+                *(echo(keys=["k:{a}"], args=[i, "b", "c"]) for i in range(3)), return_exceptions=True
+            )
+        finally:
+            await aredis.execute_command("CLIENT UNPAUSE")
+        assert all(isinstance(reply, RedisConnectionError) for reply in replies), replies
+        assert await echo(keys=["k:{a}"], args=["next", "b", "c"]) == ["k:{a}", "next", "b", "c"]
+    finally:
+        await calls.close()
+        await client.aclose()
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[processes.Service]:
     """A Redis only this test uses, so restarting it disturbs no other test."""
@@ -173,3 +291,8 @@ def test_pack_is_redis_pys_wire_form() -> None:
 async def _script_held(client: AnyRedis) -> bool:
     """Whether a connection's EVALSHA waits in Redis (a client blocked by the pause)."""
     return any(c["cmd"] == "evalsha" and "b" in c["flags"] for c in await client.client_list())
+
+
+async def _script_clients(client: AnyRedis) -> set[str]:
+    """The ids of the connections whose last command was an EVALSHA."""
+    return {c["id"] for c in await client.client_list() if c["cmd"] == "evalsha"}
