@@ -163,6 +163,10 @@ class ScriptCalls:
                 self._opening.set_result(None)
                 self._opening = None
             self._pool = pool
+            if self._closed:  # closed while the pool was lending it
+                self._held -= 1
+                await pool.release(conn)
+                return None
             pipe = _Pipe(self, conn)
             self._pipes.append(pipe)
             return pipe
