@@ -1,5 +1,6 @@
-"""Client CPU per token append: redis-py's script call through the pool against the held-connection
-call (state/script_calls.py), alternating rounds in one process, on uvloop as the gateway runs.
+"""Client CPU per token append: redis-py's script call through the pool against the call pipelined on
+a held connection (state/script_calls.py), alternating rounds in one process, on uvloop as the
+gateway runs.
 
 `python -m bench.append_cpu [appends per round] [tokens per append]` starts its own redis-server,
 builds the client as the gateway does (`open_redis` with a BlockingConnectionPool), and runs the
