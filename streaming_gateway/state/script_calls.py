@@ -50,6 +50,7 @@ from redis.exceptions import ConnectionError, DataError, NoScriptError, Response
 
 from agent_contracts.redis_connection import DeferredRedis
 from streaming_gateway.state.redis_replies import Redis
+from streaming_gateway.state.task_stop import stop
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +317,7 @@ class _Pipe:
             return False
         self._ended = True
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await stop(task)  # cancelled until it ends (a cancel lost in wait_for on 3.11: task_stop)
         if self._failed or self._sent or self._waiting:
             await self.conn.disconnect()
         return True
