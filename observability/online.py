@@ -72,8 +72,24 @@ def feedback_seen_key(conversation_id: str, message_id: str) -> str:
     return f"{PREFIX}:fbseen:{conversation_id}:{message_id}"
 
 
+# The scripts' shared part: past `max_versions` in the versions index, the oldest versions go with
+# their counters and feedback (the hash and list under each prefix).
+_EVICT_OLDEST = """
+local function evict_oldest(index, max_versions, version_prefix, feedback_prefix)
+  local extra = redis.call('ZCARD', index) - tonumber(max_versions)
+  if extra > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', index, 0, extra - 1)) do
+      redis.call('DEL', version_prefix .. old, feedback_prefix .. old)
+      redis.call('ZREM', index, old)
+    end
+  end
+end
+"""
+
 # KEYS: version hash, versions index. ARGV: version, now, retention, max versions, then field/increment pairs.
-_RECORD = """
+_RECORD = (
+    _EVICT_OLDEST
+    + """
 for i = 5, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -81,22 +97,18 @@ redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[2])
 redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-if extra > 0 then
-  local evicted = redis.call('ZRANGE', KEYS[2], 0, extra - 1)
-  for _, old in ipairs(evicted) do
-    redis.call('DEL', KEYS[3] .. old, KEYS[4] .. old)
-    redis.call('ZREM', KEYS[2], old)
-  end
-end
+evict_oldest(KEYS[2], ARGV[4], KEYS[3], KEYS[4])
 return 1
 """
+)
 
 # KEYS: the batch's done marker, versions index, then one version hash per version. ARGV: now,
 # retention, max versions, done marker ttl, version hash prefix, feedback prefix, then per version
 # hash in order its version and its increments as JSON ({field: amount as a string}). A batch sent
 # again (its reply was lost, then it was retried) finds its marker and changes nothing.
-_RECORD_BATCH = """
+_RECORD_BATCH = (
+    _EVICT_OLDEST
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = ARGV[1]
 for i = 3, #KEYS do
@@ -109,17 +121,11 @@ for i = 3, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[2])
   redis.call('ZADD', KEYS[2], now, version)
 end
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if extra > 0 then
-  local evicted = redis.call('ZRANGE', KEYS[2], 0, extra - 1)
-  for _, old in ipairs(evicted) do
-    redis.call('DEL', ARGV[5] .. old, ARGV[6] .. old)
-    redis.call('ZREM', KEYS[2], old)
-  end
-end
+evict_oldest(KEYS[2], ARGV[3], ARGV[5], ARGV[6])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[4])
 return 1
 """
+)
 
 # KEYS: version hash, versions index, feedback list, seen key. ARGV: version, now, retention, max versions,
 # rating, entry, samples, dedup ttl, counter prefix. A second rating of the same message replaces the first.

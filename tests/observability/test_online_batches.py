@@ -88,3 +88,16 @@ async def test_close_writes_what_is_left(aredis: AnyRedis) -> None:
     batches.add_stream("v@1", ttft_s=0.1, tokens=1)
     await batches.close()
     assert (await online.get("v@1")).streams == 1
+
+
+async def test_a_flush_past_the_version_bound_drops_the_oldest(aredis: AnyRedis) -> None:
+    """A flush that brings the versions past `max_versions` drops the least recently written one
+    with its counters, as a single answer's script does."""
+    online = OnlineMetrics(aredis, max_versions=2)
+    await online.record_stream("v1", ttft_s=0.1, tokens=1)
+    await online.record_stream("v2", ttft_s=0.1, tokens=1)
+    batches = OnlineBatches(online)
+    batches.add_stream("v3", ttft_s=0.1, tokens=1)
+    await batches.flush()
+    assert set(await online.versions()) == {"v2", "v3"}
+    assert await aredis.exists(version_key("v1")) == 0
