@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from agent_contracts.redis_connection import AnyRedis
 from streaming_gateway.state.conversation_store import ConversationStore
+from streaming_gateway.state.stream_log import StreamLog
 from tests.gateway.sse_client import SseEvent, SseParser
 
 
@@ -75,3 +77,16 @@ class NoAnswers:
 async def new_conversation(redis: AnyRedis, user: str = "alice") -> str:
     """A conversation written to Redis as the gateway writes it; returns its id."""
     return (await ConversationStore(redis, ttl_s=600).create(user, "default@000000000000")).id
+
+
+def recording_ops(log: StreamLog, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every run of the log's write script through `log` from now on, as (op, owner token)."""
+    ops: list[tuple[str, str]] = []
+    write = log.write
+
+    async def recorded(conversation_id: str, triples: Any, **options: Any) -> Any:
+        ops.append((options.get("op", ""), options.get("token", "")))
+        return await write(conversation_id, triples, **options)
+
+    monkeypatch.setattr(log, "write", recorded)
+    return ops

@@ -22,7 +22,7 @@ from streaming_gateway.keys import engine_key, settings_key
 from streaming_gateway.state import redis_keys
 from tests.fixtures.gateway import Gateway, upstream_stats
 from tests.fixtures.services import ON_BOTH
-from tests.gateway.helpers import data, read_events
+from tests.gateway.helpers import data, read_events, recording_ops
 from tests.gateway.helpers import read_until as read_events_until
 from tests.gateway.sse_client import SseEvent, SseParser
 from tests.polling import eventually
@@ -137,15 +137,7 @@ async def test_first_step_owns_the_ids_its_turn_took_and_the_continuation_claims
     """The turn's first step writes under the ids its begin_turn took (the turn id as the owner
     token, no claim script); the model's continuation after the action claims them itself, with its
     own token; each step lets them go at its end."""
-    log = gateway.app[engine_key].log
-    ops: list[tuple[str, str]] = []
-    write = log.write
-
-    async def recorded(conversation_id: str, triples: Any, **options: Any) -> Any:
-        ops.append((options.get("op", ""), options.get("token", "")))
-        return await write(conversation_id, triples, **options)
-
-    monkeypatch.setattr(log, "write", recorded)
+    ops = recording_ops(gateway.app[engine_key].log, monkeypatch)
     await script(TICKET_SCRIPT)
     cid = await gateway.create_conversation()
     async with gateway.request(

@@ -25,7 +25,7 @@ from streaming_gateway.state.log_hub import BATCH, LogEntry
 from streaming_gateway.state.stream_log import OWNER_LEASE_S, StreamLog, triple
 from tests.fixtures.gateway import Gateway
 from tests.fixtures.services import ON_BOTH
-from tests.gateway.helpers import NoAnswers, data, new_conversation, read_events
+from tests.gateway.helpers import NoAnswers, data, new_conversation, read_events, recording_ops
 from tests.gateway.sse_client import SseParser
 from tests.polling import eventually
 
@@ -269,19 +269,6 @@ async def test_client_gets_tokens_while_redis_holds_the_appends(
     logged = await pod.read(cid, 0)
     assert [data(e)["id"] for e in events] == [e.id for e in logged] == list(range(1, 42))
     assert [data(e) for e in events] == [json.loads(e.data) for e in logged]
-
-
-def recording_ops(log: StreamLog, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every run of the log's write script through `log` from now on, as (op, owner token)."""
-    ops: list[tuple[str, str]] = []
-    write = log.write
-
-    async def recorded(conversation_id: str, triples: Any, **options: Any) -> Any:
-        ops.append((options.get("op", ""), options.get("token", "")))
-        return await write(conversation_id, triples, **options)
-
-    monkeypatch.setattr(log, "write", recorded)
-    return ops
 
 
 def turn(cid: str, turn_id: str, *, max_messages: int = 10, create: Any = None) -> TurnRequest:
